@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the end-to-end tests need: a real systemd in a container, a real load
+# balancer. Installed only when running as root and only when missing; otherwise the tests
+# that need them skip and say why (unless XSWARM_REQUIRE_SYSTEMD=1).
+set -euo pipefail
+want=(systemd-container haproxy iproute2 procps)
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system-deps: not root; missing ${missing[*]} (the tests that need them will skip)" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,3 @@
+from xswarm.cli import main
+
+main()

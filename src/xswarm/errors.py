@@ -1,0 +1,51 @@
+"""Every error xswarm raises on purpose, in one tree.
+
+    XswarmError                  base; its message names the cause and the fix
+    ├── ConfigError              bad config file, key or value          (exit 78, EX_CONFIG)
+    ├── EngineLoadError          engine cannot start: weights, device, memory (exit 78)
+    ├── StartupError             environment problem: port in use, no permission (exit 1)
+    └── ProtocolError            a peer sent something we refuse (sans-I/O; carries a close code)
+
+Deep code raises these; the process boundary (a console script's ``main``) prints the
+message once, as one line, and exits with ``exit_status``.
+"""
+
+from __future__ import annotations
+
+EX_CONFIG = 78
+
+
+class XswarmError(Exception):
+    """Base class: ``str(error)`` is the one line an operator reads."""
+
+    exit_status = 1
+
+
+class ConfigError(XswarmError):
+    """A configuration file, key or value is wrong; systemd must not restart us for it."""
+
+    exit_status = EX_CONFIG
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{source}: {key}: {problem}")
+
+
+class EngineLoadError(XswarmError):
+    """The engine cannot be made ready (missing weights, absent device, too little memory)."""
+
+    exit_status = EX_CONFIG
+
+
+class StartupError(XswarmError):
+    """The environment refuses something we need (a port, a directory)."""
+
+
+class ProtocolError(XswarmError):
+    """A peer broke its protocol. ``close_code`` is the WebSocket close code to answer with."""
+
+    def __init__(self, message: str, close_code: int = 1003) -> None:
+        self.close_code = close_code
+        super().__init__(message)

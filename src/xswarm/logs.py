@@ -1,0 +1,60 @@
+"""Logging to stderr with ``<N>`` syslog priority prefixes, so journald keeps each level.
+
+Records about a call carry its id (``extra={"call_id": ...}`` or a ``CallLogger``), printed as
+``call=<id>`` so ``journalctl -u xswarm-voice | grep call=...`` follows one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<3>xswarm.bridge: call=c1 message`` under systemd; a timestamp when on a terminal."""
+
+    def __init__(self, with_time: bool) -> None:
+        super().__init__()
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        call_id = getattr(record, "call_id", None)
+        prefix = f"call={call_id} " if call_id else ""
+        text = f"{record.name}: {prefix}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if self.with_time:
+            text = f"{self.formatTime(record, '%H:%M:%S')} {logging.getLevelName(record.levelno)[:4]} {text}"
+        # journald reads a prefix per line: keep multi-line tracebacks at the same level.
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def setup(level: str = "info") -> None:
+    """Configure the root logger once per process; calling again only changes the level."""
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JournalFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+        handler.setFormatter(JournalFormatter(with_time=not under_journal))
+        root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger that stamps every record with one call's id."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs.setdefault("extra", {})["call_id"] = self.extra["call_id"] if self.extra else None
+        return msg, kwargs
