@@ -1,0 +1,519 @@
+"""Twilio Media Streams, sans-I/O: text in, events out; events in, text out.
+
+Everything here is plain functions over strings, so the bridge, the clients and the tests
+share one definition of the wire format and none of it needs a socket to be tested.
+
+The wire format is Twilio's ("Media Streams - WebSocket Messages"): JSON text messages with
+an ``event`` field. Numbers Twilio sends as strings (``sequenceNumber``, ``chunk``,
+``timestamp``) are accepted as strings or integers. Events we do not know are returned as
+:class:`Unknown` rather than refused, because Twilio adds events over time and a call must
+not drop because of one. Anything else that is wrong raises :class:`ProtocolError` with the
+WebSocket close code to answer with: 1007 for a malformed message, 1003 for audio in a
+format we do not take.
+
+``parse`` is the bridge's hot path (at 300 calls, 15,000 media messages a second): it reads
+the fields directly inside one ``try`` and only works out a precise message on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xswarm.errors import ProtocolError
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law, what Twilio sends per media message
+MAX_PAYLOAD_BYTES = 1600  # 200 ms; anything larger is not a media frame
+MAX_MESSAGE_BYTES = 64 * 1024  # a start with many custom parameters still fits
+SAMPLE_RATE = 8000
+ENCODING = "audio/x-mulaw"
+
+INVALID = 1007  # WebSocket close code: invalid frame payload data
+UNSUPPORTED = 1003  # WebSocket close code: unsupported data
+
+_MAX_B64_CHARS = (MAX_PAYLOAD_BYTES + 2) // 3 * 4
+_MAX_NUMBER = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+    encoding: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    payload: bytes
+    track: str
+    chunk: int
+    timestamp_ms: int
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    call_sid: str
+    account_sid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """An event this version does not know; the server logs it once and carries on."""
+
+    event: str
+
+
+Event = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
+
+
+# ---------------------------------------------------------------------------------------
+# Inbound (Twilio -> server)
+# ---------------------------------------------------------------------------------------
+
+
+def parse(text: str | bytes) -> Event:
+    """One message from Twilio as an event; ProtocolError(message, close_code) if malformed."""
+    message = _load(text)
+    try:
+        event = message["event"]
+        if event == "media":
+            media = message["media"]
+            encoded = media["payload"]
+            track = media.get("track", "inbound")
+            if type(encoded) is str and 0 < len(encoded) <= _MAX_B64_CHARS and type(track) is str:
+                return Media(
+                    binascii.a2b_base64(encoded, strict_mode=True),
+                    track,
+                    _fast_number(media["chunk"]),
+                    _fast_number(media["timestamp"]),
+                    _fast_number(message["sequenceNumber"]),
+                )
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+        pass
+    else:
+        if type(event) is not str:
+            raise ProtocolError(f'"event" must be a string, got {_kind(event)}', INVALID)
+        if event == "start":
+            return _parse_start(message)
+        if event == "connected":
+            return Connected(_text(message, "protocol"), _text(message, "version"))
+        if event == "mark":
+            return Mark(_text(_object(message, "mark"), "name", "mark.name"))
+        if event == "dtmf":
+            return Dtmf(_parse_digit(message))
+        if event == "stop":
+            stop = _object(message, "stop")
+            return Stop(
+                _text(stop, "callSid", "stop.callSid"),
+                _optional_text(stop, "accountSid", "stop.accountSid"),
+            )
+        if event != "media":
+            return Unknown(event[:64])
+    _diagnose_media(message)
+    raise AssertionError("unreachable: _diagnose_media always raises")  # pragma: no cover
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            f"message of {len(text)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", INVALID
+        )
+    try:
+        message = json.loads(text)
+    except UnicodeDecodeError:
+        raise ProtocolError("message is not UTF-8 text", INVALID) from None
+    except RecursionError:
+        raise ProtocolError("message is not JSON: nested too deeply", INVALID) from None
+    except ValueError as exc:
+        reason = str(exc).split(":")[0]
+        raise ProtocolError(f"message is not JSON: {reason}", INVALID) from None
+    if type(message) is not dict:
+        raise ProtocolError(f"message must be a JSON object, got {_kind(message)}", INVALID)
+    if "event" not in message:
+        raise ProtocolError('message has no "event" field', INVALID)
+    return message
+
+
+def _diagnose_media(message: dict[str, Any]) -> None:
+    """The fast path failed: say exactly why, then raise."""
+    event = message["event"]
+    if type(event) is not str:
+        raise ProtocolError(f'"event" must be a string, got {_kind(event)}', INVALID)
+    media = _object(message, "media")
+    encoded = media.get("payload")
+    if type(encoded) is not str:
+        raise ProtocolError(f'"media.payload" must be a string, got {_kind(encoded)}', INVALID)
+    if not encoded:
+        raise ProtocolError('"media.payload" is empty', INVALID)
+    if len(encoded) > _MAX_B64_CHARS:
+        raise ProtocolError(
+            f'"media.payload" of {len(encoded)} base64 characters is more than '
+            f"{MAX_PAYLOAD_BYTES} bytes (200 ms) of audio",
+            INVALID,
+        )
+    try:
+        binascii.a2b_base64(encoded, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f'"media.payload" is not valid base64: {exc}', INVALID) from None
+    track = media.get("track", "inbound")
+    if type(track) is not str:
+        raise ProtocolError(f'"media.track" must be a string, got {_kind(track)}', INVALID)
+    for owner, key, label in (
+        (media, "chunk", "media.chunk"),
+        (media, "timestamp", "media.timestamp"),
+        (message, "sequenceNumber", "sequenceNumber"),
+    ):
+        if key not in owner:
+            raise ProtocolError(f'media message has no "{label}"', INVALID)
+        _number(owner[key], label)
+    raise ProtocolError("media message is malformed", INVALID)  # pragma: no cover
+
+
+def _parse_start(message: dict[str, Any]) -> Start:
+    start = _object(message, "start")
+    media_format = _object(start, "mediaFormat", "start.mediaFormat")
+    encoding = media_format.get("encoding")
+    rate = media_format.get("sampleRate")
+    channels = media_format.get("channels")
+    if encoding != ENCODING or _loose_int(rate) != SAMPLE_RATE or _loose_int(channels) != 1:
+        raise ProtocolError(
+            f"start asks for {encoding!r} at {rate!r} Hz with {channels!r} channels; only "
+            f"{ENCODING} at {SAMPLE_RATE} Hz mono is supported",
+            UNSUPPORTED,
+        )
+    tracks = start.get("tracks", ["inbound"])
+    if type(tracks) is not list or not all(type(track) is str for track in tracks):
+        raise ProtocolError('"start.tracks" must be a list of strings', INVALID)
+    custom = start.get("customParameters", {})
+    if custom is None:
+        custom = {}
+    if type(custom) is not dict or not all(type(value) is str for value in custom.values()):
+        raise ProtocolError(
+            '"start.customParameters" must be an object of string values', INVALID
+        )
+    return Start(
+        stream_sid=_text(start, "streamSid", "start.streamSid"),
+        call_sid=_text(start, "callSid", "start.callSid"),
+        account_sid=_optional_text(start, "accountSid", "start.accountSid"),
+        tracks=tuple(tracks),
+        custom_parameters=dict(custom),
+        encoding=encoding,
+        sample_rate=SAMPLE_RATE,
+        channels=1,
+    )
+
+
+def _parse_digit(message: dict[str, Any]) -> str:
+    digit = _text(_object(message, "dtmf"), "digit", "dtmf.digit")
+    if len(digit) != 1 or digit not in "0123456789*#ABCDabcd":
+        raise ProtocolError(f'"dtmf.digit" {digit[:16]!r} is not a DTMF digit', INVALID)
+    return digit
+
+
+def _object(owner: dict[str, Any], key: str, label: str | None = None) -> dict[str, Any]:
+    value = owner.get(key)
+    if type(value) is not dict:
+        what = "missing" if value is None else _kind(value)
+        raise ProtocolError(f'"{label or key}" must be an object, got {what}', INVALID)
+    return value
+
+
+def _text(owner: dict[str, Any], key: str, label: str | None = None) -> str:
+    value = owner.get(key)
+    if type(value) is not str:
+        what = "missing" if key not in owner else _kind(value)
+        raise ProtocolError(f'"{label or key}" must be a string, got {what}', INVALID)
+    return value
+
+
+def _optional_text(owner: dict[str, Any], key: str, label: str) -> str:
+    if owner.get(key) is None:
+        return ""
+    return _text(owner, key, label)
+
+
+def _fast_number(value: object) -> int:
+    """``_number`` for the hot path: ValueError instead of a worded error."""
+    if type(value) is str and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+    elif type(value) is int:
+        number = value
+    else:
+        raise ValueError(value)
+    if not 0 <= number <= _MAX_NUMBER:
+        raise ValueError(value)
+    return number
+
+
+def _number(value: object, label: str) -> int:
+    """A non-negative integer sent as a JSON number or, as Twilio does, a decimal string."""
+    if type(value) is int:
+        number = value
+    elif type(value) is str and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        raise ProtocolError(
+            f'"{label}" must be a non-negative integer, got {_kind(value)}', INVALID
+        )
+    if not 0 <= number <= _MAX_NUMBER:
+        raise ProtocolError(f'"{label}" is out of range', INVALID)
+    return number
+
+
+def _loose_int(value: object) -> int | None:
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)
+    return None
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {str(value)[:24]}"
+    if isinstance(value, str):
+        return f"the string {value[:24]!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# Outbound (server -> Twilio)
+# ---------------------------------------------------------------------------------------
+
+
+class Outbound:
+    """The messages a server sends on one stream, with the ``streamSid`` escaped once.
+
+    ``media`` is called 50 times a second per call, so it only glues base64 into two
+    prebuilt strings; no ``json.dumps`` on the hot path.
+    """
+
+    __slots__ = ("_clear", "_mark_prefix", "_media_prefix", "stream_sid")
+
+    def __init__(self, stream_sid: str) -> None:
+        if not isinstance(stream_sid, str) or not stream_sid:
+            raise ValueError("streamSid must be a non-empty string")
+        self.stream_sid = stream_sid
+        sid = json.dumps(stream_sid)
+        self._media_prefix = f'{{"event":"media","streamSid":{sid},"media":{{"payload":"'
+        self._mark_prefix = f'{{"event":"mark","streamSid":{sid},"mark":{{"name":'
+        self._clear = f'{{"event":"clear","streamSid":{sid}}}'
+
+    def media(self, payload: bytes) -> str:
+        return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
+
+    def mark(self, name: str) -> str:
+        return self._mark_prefix + json.dumps(name) + "}}"
+
+    def clear(self) -> str:
+        return self._clear
+
+
+def media_message(stream_sid: str, payload: bytes) -> str:
+    return Outbound(stream_sid).media(payload)
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    return Outbound(stream_sid).mark(name)
+
+
+def clear_message(stream_sid: str) -> str:
+    return Outbound(stream_sid).clear()
+
+
+@dataclass(frozen=True, slots=True)
+class OutMedia:
+    payload: bytes
+    stream_sid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutMark:
+    name: str
+    stream_sid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutClear:
+    stream_sid: str = ""
+
+
+def parse_outbound(text: str | bytes) -> OutMedia | OutMark | OutClear:
+    """One message a server sent to Twilio (what a simulated Twilio reads back)."""
+    message = _load(text)
+    event = message["event"]
+    stream_sid = _text(message, "streamSid")
+    if event == "media":
+        encoded = _text(_object(message, "media"), "payload", "media.payload")
+        if not encoded or len(encoded) > _MAX_B64_CHARS:
+            raise ProtocolError(
+                f'"media.payload" must hold 1 to {MAX_PAYLOAD_BYTES} bytes', INVALID
+            )
+        try:
+            payload = binascii.a2b_base64(encoded, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(f'"media.payload" is not valid base64: {exc}', INVALID) from None
+        return OutMedia(payload, stream_sid)
+    if event == "mark":
+        return OutMark(_text(_object(message, "mark"), "name", "mark.name"), stream_sid)
+    if event == "clear":
+        return OutClear(stream_sid)
+    raise ProtocolError(
+        f"{_kind(event)} is not an event a server may send to Twilio (media, mark, clear)",
+        INVALID,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# What Twilio sends, for the simulated callers (`xswarm call`, `xswarm bench`, tests)
+# ---------------------------------------------------------------------------------------
+
+
+def new_stream_sid() -> str:
+    return "MZ" + uuid.uuid4().hex
+
+
+def new_call_sid() -> str:
+    return "CA" + uuid.uuid4().hex
+
+
+def connected_message() -> str:
+    return '{"event":"connected","protocol":"Call","version":"1.0.0"}'
+
+
+def start_message(
+    stream_sid: str,
+    call_sid: str,
+    account_sid: str = "AC" + "0" * 32,
+    custom_parameters: Mapping[str, str] | None = None,
+    tracks: tuple[str, ...] = ("inbound",),
+) -> str:
+    start = {
+        "accountSid": account_sid,
+        "streamSid": stream_sid,
+        "callSid": call_sid,
+        "tracks": list(tracks),
+        "customParameters": dict(custom_parameters or {}),
+        "mediaFormat": {"encoding": ENCODING, "sampleRate": SAMPLE_RATE, "channels": 1},
+    }
+    return json.dumps(
+        {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": stream_sid}
+    )
+
+
+@dataclass(slots=True)
+class InboundMedia:
+    """Prebuilt pieces of one caller's media messages: only the numbers and audio change."""
+
+    stream_sid: str
+    _prefix: str = field(init=False)
+    _sid: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sid = json.dumps(self.stream_sid)
+        self._prefix = '{"event":"media","sequenceNumber":"'
+
+    def message(self, sequence: int, chunk: int, timestamp_ms: int, payload: bytes) -> str:
+        return (
+            f'{self._prefix}{sequence}","media":{{"track":"inbound","chunk":"{chunk}",'
+            f'"timestamp":"{timestamp_ms}","payload":"'
+            f'{binascii.b2a_base64(payload, newline=False).decode()}"}},'
+            f'"streamSid":{self._sid}}}'
+        )
+
+
+def inbound_media_message(
+    stream_sid: str, sequence: int, chunk: int, timestamp_ms: int, payload: bytes
+) -> str:
+    return InboundMedia(stream_sid).message(sequence, chunk, timestamp_ms, payload)
+
+
+def dtmf_message(stream_sid: str, sequence: int, digit: str) -> str:
+    return json.dumps(
+        {
+            "event": "dtmf",
+            "streamSid": stream_sid,
+            "sequenceNumber": str(sequence),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )
+
+
+def mark_in_message(stream_sid: str, sequence: int, name: str) -> str:
+    return json.dumps(
+        {
+            "event": "mark",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "mark": {"name": name},
+        }
+    )
+
+
+def stop_message(stream_sid: str, sequence: int, call_sid: str, account_sid: str) -> str:
+    return json.dumps(
+        {
+            "event": "stop",
+            "sequenceNumber": str(sequence),
+            "streamSid": stream_sid,
+            "stop": {"accountSid": account_sid, "callSid": call_sid},
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# X-Twilio-Signature
+# ---------------------------------------------------------------------------------------
+
+
+def expected_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+    """Twilio's request signature: HMAC-SHA1 over the URL followed by each POST parameter's
+    name and value, sorted by name, keyed with the auth token, in base64. A WebSocket
+    upgrade is a GET, so its ``params`` are empty and the URL alone is signed."""
+    signed = url + "".join(key + params[key] for key in sorted(params))
+    digest = hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def validate_signature(
+    auth_token: str, url: str, params: Mapping[str, str], signature: str
+) -> bool:
+    expected = expected_signature(auth_token, url, params)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
