@@ -22,9 +22,7 @@ class StreamResampler:
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "QQ") -> None:
         if quality not in QUALITIES:
-            raise ValueError(
-                f"resampler quality {quality!r} is not one of {', '.join(QUALITIES)}"
-            )
+            raise ValueError(f"resampler quality {quality!r} is not one of {', '.join(QUALITIES)}")
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
         self.in_rate = in_rate

@@ -111,7 +111,10 @@ def _parse_fmt(name: str, body: bytes) -> tuple[int, int, int, int]:
 
 def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, rate: int) -> None:
     """16-bit mono PCM, clipped to full scale."""
-    scaled = np.clip(np.asarray(pcm, dtype=np.float32) * 32768.0, -32768.0, 32767.0)
+    if rate <= 0:
+        raise ValueError(f"{os.fspath(path)}: sample rate must be positive, got {rate}")
+    finite = np.nan_to_num(np.asarray(pcm, dtype=np.float32), nan=0.0)
+    scaled = np.clip(finite * 32768.0, -32768.0, 32767.0)
     data = np.rint(scaled).astype("<i2").tobytes()
     header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE"
     header += b"fmt " + struct.pack("<IHHIIHH", 16, _FORMAT_PCM, 1, rate, rate * 2, 2, 16)

@@ -110,8 +110,11 @@ def parse(text: str | bytes) -> Event:
             encoded = media["payload"]
             track = media.get("track", "inbound")
             if type(encoded) is str and 0 < len(encoded) <= _MAX_B64_CHARS and type(track) is str:
+                payload = binascii.a2b_base64(encoded, strict_mode=True)
+                if len(payload) > MAX_PAYLOAD_BYTES:
+                    raise ValueError("payload too long")
                 return Media(
-                    binascii.a2b_base64(encoded, strict_mode=True),
+                    payload,
                     track,
                     _fast_number(media["chunk"]),
                     _fast_number(media["timestamp"]),
@@ -174,16 +177,19 @@ def _diagnose_media(message: dict[str, Any]) -> None:
         raise ProtocolError(f'"media.payload" must be a string, got {_kind(encoded)}', INVALID)
     if not encoded:
         raise ProtocolError('"media.payload" is empty', INVALID)
+    too_long = ProtocolError(
+        f'"media.payload" of {len(encoded)} base64 characters is more than '
+        f"{MAX_PAYLOAD_BYTES} bytes (200 ms) of audio",
+        INVALID,
+    )
     if len(encoded) > _MAX_B64_CHARS:
-        raise ProtocolError(
-            f'"media.payload" of {len(encoded)} base64 characters is more than '
-            f"{MAX_PAYLOAD_BYTES} bytes (200 ms) of audio",
-            INVALID,
-        )
+        raise too_long
     try:
-        binascii.a2b_base64(encoded, strict_mode=True)
+        payload = binascii.a2b_base64(encoded, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError(f'"media.payload" is not valid base64: {exc}', INVALID) from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise too_long
     track = media.get("track", "inbound")
     if type(track) is not str:
         raise ProtocolError(f'"media.track" must be a string, got {_kind(track)}', INVALID)
@@ -217,9 +223,7 @@ def _parse_start(message: dict[str, Any]) -> Start:
     if custom is None:
         custom = {}
     if type(custom) is not dict or not all(type(value) is str for value in custom.values()):
-        raise ProtocolError(
-            '"start.customParameters" must be an object of string values', INVALID
-        )
+        raise ProtocolError('"start.customParameters" must be an object of string values', INVALID)
     return Start(
         stream_sid=_text(start, "streamSid", "start.streamSid"),
         call_sid=_text(start, "callSid", "start.callSid"),
@@ -390,6 +394,8 @@ def parse_outbound(text: str | bytes) -> OutMedia | OutMark | OutClear:
             payload = binascii.a2b_base64(encoded, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise ProtocolError(f'"media.payload" is not valid base64: {exc}', INVALID) from None
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(f'"media.payload" is more than {MAX_PAYLOAD_BYTES} bytes', INVALID)
         return OutMedia(payload, stream_sid)
     if event == "mark":
         return OutMark(_text(_object(message, "mark"), "name", "mark.name"), stream_sid)
