@@ -65,7 +65,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "", help="URL Twilio sees (for X-Twilio-Signature), e.g. wss://voice.example.com"
         ),
         "resampler_quality": Key(
-            str, "QQ", live=False, choices=("QQ", "LQ", "MQ", "HQ", "VHQ"),
+            str,
+            "QQ",
+            live=False,
+            choices=("QQ", "LQ", "MQ", "HQ", "VHQ"),
             help="soxr quality for 8 kHz <-> 24 kHz; QQ adds well under 1 ms",
         ),
     },
@@ -136,7 +139,9 @@ class Config:
         bridge.update(self.instances.get(instance, {}))
         where = f"[voice.bridge.instances.{instance}] port"
         if not 1 <= bridge["port"] <= 65535:
-            raise ConfigError(self.source, where, f"instance {instance} gives port {bridge['port']}")
+            raise ConfigError(
+                self.source, where, f"instance {instance} gives port {bridge['port']}"
+            )
         if bridge["port"] == self.values["dashboard"]["port"]:
             raise ConfigError(
                 self.source,
@@ -171,7 +176,9 @@ class Config:
 
 
 def defaults() -> Config:
-    return Config(values={s: {k: _copy(v.default) for k, v in keys.items()} for s, keys in SCHEMA.items()})
+    return Config(
+        values={s: {k: _copy(v.default) for k, v in keys.items()} for s, keys in SCHEMA.items()}
+    )
 
 
 def _copy(value: Any) -> Any:
@@ -227,7 +234,9 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
         schema = SCHEMA.get(section_name)
         if schema is None:
             known = ", ".join(f"[{s}]" for s in SCHEMA)
-            raise ConfigError(source, f"[{section_name}]", f"unknown section; expected one of {known}")
+            raise ConfigError(
+                source, f"[{section_name}]", f"unknown section; expected one of {known}"
+            )
         for key, value in table.items():
             spec = schema.get(key)
             if spec is None:
@@ -252,7 +261,9 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
             out.append((prefix, leaves))
         elif leaves:
             names = ", ".join(leaves)
-            raise ConfigError(source, names, "keys must sit inside a section such as [voice.bridge]")
+            raise ConfigError(
+                source, names, "keys must sit inside a section such as [voice.bridge]"
+            )
         for key, value in table.items():
             if isinstance(value, dict):
                 walk(f"{prefix}.{key}" if prefix else key, value)
@@ -266,13 +277,21 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
     for key, value in table.items():
         if key not in INSTANCE_KEYS:
             raise ConfigError(
-                source, f"[{section}] {key}", f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}"
+                source,
+                f"[{section}] {key}",
+                f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
         out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
     return out
 
 
-_TYPE_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+_TYPE_NAMES = {
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _check(value: Any, spec: Key, where: str, source: str) -> Any:
@@ -281,8 +300,15 @@ def _check(value: Any, spec: Key, where: str, source: str) -> Any:
         value = float(value)
     if isinstance(value, bool) and spec.type is not bool or not isinstance(value, spec.type):
         raise ConfigError(source, where, f"expected {expected}, got {_describe(value)}")
+    return _check_value(value, spec, where, source)
+
+
+def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
+    expected = _TYPE_NAMES[spec.type]
     if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(source, where, f"expected one of {', '.join(spec.choices)}, got {value!r}")
+        raise ConfigError(
+            source, where, f"expected one of {', '.join(spec.choices)}, got {value!r}"
+        )
     if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
         raise ConfigError(
             source, where, f"expected {expected} from {spec.min:g} to {spec.max:g}, got {value!r}"
@@ -320,7 +346,8 @@ def _check_cross(config: Config) -> None:
 
 def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
     """Compare two configs: (keys applied live, keys that need a restart to take effect)."""
-    applied, restart = [], []
+    applied: list[str] = []
+    restart: list[str] = []
     for section, keys in SCHEMA.items():
         for key, spec in keys.items():
             if old.values[section][key] != new.values[section][key]:

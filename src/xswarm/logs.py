@@ -24,9 +24,10 @@ _PRIORITY = {
 class JournalFormatter(logging.Formatter):
     """``<3>xswarm.bridge: call=c1 message`` under systemd; a timestamp when on a terminal."""
 
-    def __init__(self, with_time: bool) -> None:
+    def __init__(self, with_time: bool, with_priority: bool = True) -> None:
         super().__init__()
         self.with_time = with_time
+        self.with_priority = with_priority
 
     def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
@@ -36,7 +37,10 @@ class JournalFormatter(logging.Formatter):
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         if self.with_time:
-            text = f"{self.formatTime(record, '%H:%M:%S')} {logging.getLevelName(record.levelno)[:4]} {text}"
+            level = logging.getLevelName(record.levelno)[:4]
+            text = f"{self.formatTime(record, '%H:%M:%S')} {level} {text}"
+        if not self.with_priority:
+            return text
         # journald reads a prefix per line: keep multi-line tracebacks at the same level.
         return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
 
@@ -47,14 +51,21 @@ def setup(level: str = "info") -> None:
     if not any(isinstance(h.formatter, JournalFormatter) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
-        handler.setFormatter(JournalFormatter(with_time=not under_journal))
+        # Priority prefixes for journald and any pipe or file; a person at a terminal gets
+        # timestamps instead.
+        on_terminal = sys.stderr.isatty()
+        handler.setFormatter(
+            JournalFormatter(with_time=not under_journal, with_priority=not on_terminal)
+        )
         root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
 
-class CallLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class CallLogger(logging.LoggerAdapter):
     """A logger that stamps every record with one call's id."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs.setdefault("extra", {})["call_id"] = self.extra["call_id"] if self.extra else None
         return msg, kwargs

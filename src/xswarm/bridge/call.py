@@ -1,0 +1,221 @@
+"""One call's state, free of I/O: its audio buffers, counters, levels, latency and suggestions.
+
+The transport feeds caller audio in (``push_audio``), the engine loop takes whole frames out
+(``take_frame``) and hands results back (``deliver``), and the transport drains what to send
+(``outbound``). Everything here is plain data and arithmetic, so it is tested with plain calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xswarm.audio.levels import SpeechDetector, dbfs
+
+_call_numbers = itertools.count(1)
+
+
+def new_call_id() -> str:
+    """Short, unique within a process, sortable by start order, and safe in logs and URLs."""
+    return f"c{int(time.time()) % 100000:05d}-{next(_call_numbers)}"
+
+
+class InputBuffer:
+    """A bounded FIFO of 24 kHz samples that remembers when each chunk arrived.
+
+    A caller that sends faster than real time cannot grow memory: past ``capacity`` samples the
+    oldest audio is dropped and counted in ``overrun_samples``.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.zeros(capacity, dtype=np.float32)
+        self._start = 0
+        self._size = 0
+        self._arrivals: deque[tuple[int, float]] = deque()  # (total samples pushed, time)
+        self._pushed = 0
+        self.overrun_samples = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, pcm: np.ndarray, arrived: float) -> None:
+        capacity = len(self._data)
+        n = len(pcm)
+        if n >= capacity:
+            self.overrun_samples += self._size + n - capacity
+            pcm = pcm[-capacity:]
+            n = capacity
+            self._start, self._size = 0, 0
+        elif self._size + n > capacity:
+            drop = self._size + n - capacity
+            self.overrun_samples += drop
+            self._start = (self._start + drop) % capacity
+            self._size -= drop
+        end = (self._start + self._size) % capacity
+        first = min(n, capacity - end)
+        self._data[end : end + first] = pcm[:first]
+        if first < n:
+            self._data[: n - first] = pcm[first:]
+        self._size += n
+        self._pushed += len(pcm)
+        self._arrivals.append((self._pushed, arrived))
+
+    def take(self, n: int) -> tuple[np.ndarray, float] | None:
+        """The oldest ``n`` samples and the arrival time of the chunk that completed them."""
+        if self._size < n:
+            return None
+        capacity = len(self._data)
+        first = min(n, capacity - self._start)
+        frame = np.empty(n, dtype=np.float32)
+        frame[:first] = self._data[self._start : self._start + first]
+        if first < n:
+            frame[first:] = self._data[: n - first]
+        self._start = (self._start + n) % capacity
+        self._size -= n
+        consumed_upto = self._pushed - self._size
+        last = None
+        while self._arrivals and self._arrivals[0][0] <= consumed_upto:
+            last = self._arrivals.popleft()
+        if last is not None and last[0] == consumed_upto:
+            return frame, last[1]
+        # The chunk that completed this frame still has samples left for the next one.
+        return frame, self._arrivals[0][1]
+
+
+@dataclass
+class Suggestion:
+    text: str
+    request_id: str | None = None
+    priority: str = "normal"
+
+
+@dataclass
+class LatencyWindow:
+    """Frame latencies of the last second or so, for the 1 Hz ``call_stats`` percentiles."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def percentiles(self) -> tuple[float | None, float | None]:
+        if not self.samples:
+            return None, None
+        values = np.fromiter(self.samples, dtype=np.float64) * 1000
+        p50, p99 = np.percentile(values, [50, 99])
+        return round(float(p50), 2), round(float(p99), 2)
+
+
+class Call:
+    """A live call: identity, counters and the buffers between transport and engine."""
+
+    def __init__(
+        self,
+        transport: str,
+        remote: str,
+        frame_samples: int,
+        sample_rate: int = 24_000,
+        buffer_seconds: float = 2.0,
+    ) -> None:
+        self.call_id = new_call_id()
+        self.transport = transport
+        self.remote = remote
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self.caller: str | None = None
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.started = False
+        self.ended = False
+        self.end_reason: str | None = None
+        self.slot: int | None = None
+        self.frame_samples = frame_samples
+        self.input = InputBuffer(max(frame_samples * 4, int(sample_rate * buffer_seconds)))
+        self.frames_in = 0
+        self.frames_out = 0
+        self.late_frames = 0
+        self.dropped_frames = 0
+        self.latency = LatencyWindow()
+        self.speech = SpeechDetector(sample_rate)
+        self._level_in: deque[np.ndarray] = deque(maxlen=50)
+        self._level_out: deque[np.ndarray] = deque(maxlen=50)
+        self.suggestions: deque[Suggestion] = deque()
+        self.last_suggestion_mono = float("-inf")
+
+    def push_audio(self, pcm: np.ndarray, arrived: float) -> int | None:
+        """Caller audio at 24 kHz; returns a finished speech segment's duration in ms, if any."""
+        self.frames_in += 1
+        self.input.push(pcm, arrived)
+        self._level_in.append(pcm)
+        return self.speech.feed(pcm)
+
+    def take_frame(self) -> tuple[np.ndarray, float] | None:
+        return self.input.take(self.frame_samples)
+
+    def note_output(self, pcm: np.ndarray, latency_s: float | None) -> None:
+        self._level_out.append(pcm)
+        if latency_s is not None:
+            self.latency.add(latency_s)
+
+    def levels(self) -> tuple[float, float]:
+        def level(chunks: deque[np.ndarray]) -> float:
+            if not chunks:
+                return -120.0
+            return round(dbfs(np.concatenate(list(chunks))), 1)
+
+        return level(self._level_in), level(self._level_out)
+
+    @property
+    def duration_s(self) -> float:
+        return round(time.monotonic() - self.started_mono, 3)
+
+    def started_event(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "call_id": self.call_id,
+            "transport": self.transport,
+            "remote": self.remote,
+        }
+        for key in ("stream_sid", "call_sid", "caller"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "late_frames": self.late_frames,
+        }
+
+    def stats_event(self) -> dict[str, Any]:
+        level_in, level_out = self.levels()
+        p50, p99 = self.latency.percentiles()
+        return {
+            "call_id": self.call_id,
+            "level_in_dbfs": level_in,
+            "level_out_dbfs": level_out,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "duration_s": self.duration_s,
+            **self.counters(),
+        }
+
+    def snapshot_entry(self) -> dict[str, Any]:
+        entry = self.started_event()
+        entry["started_at"] = self.started_at
+        entry.update(self.stats_event())
+        return entry
+
+    def ended_event(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "duration_s": self.duration_s,
+            "reason": self.end_reason or "unknown",
+            **self.counters(),
+        }

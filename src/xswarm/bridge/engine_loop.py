@@ -1,0 +1,193 @@
+"""The tick loop: one engine step per frame period over every active call at once.
+
+Calls join and leave between ticks: their ``join``/``leave`` (and suggestions) are queued as
+operations and run, in order, on the same thread as the next step, so an engine never sees
+two calls at once. With ``runs_in_thread`` (a GPU engine) that thread is a dedicated worker and
+the event loop keeps answering health checks and control messages during the step.
+
+Timing is deadline-based: tick k is due at ``t0 + k * period``. A tick that ends after its
+deadline counts one late frame for every call in it; a loop that falls more than a period
+behind skips ahead instead of bursting to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from xswarm.bridge.call import Call
+from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
+
+log = logging.getLogger("xswarm.engine")
+
+Operation = Callable[[], None]
+
+
+class TickObserver(Protocol):
+    def tick_finished(self, duration_s: float, calls: int, late: bool) -> None: ...
+
+
+class OutputSink(Protocol):
+    """Where a call's engine output goes: the transport that owns the call."""
+
+    async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
+        """Send one frame on; must not suspend unless the peer's socket is paused."""
+
+
+class EngineLoop:
+    def __init__(self, engine: Engine, observer: TickObserver) -> None:
+        self.engine = engine
+        self.observer = observer
+        self.period = engine.frame_seconds
+        self._free_slots = list(range(engine.capacity - 1, -1, -1))
+        self._calls: dict[int, Call] = {}
+        self._sinks: dict[int, OutputSink] = {}
+        self._ops: list[Operation] = []
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="engine-step")
+            if engine.runs_in_thread
+            else None
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.last_step_error: str | None = None
+
+    @property
+    def slots_in_use(self) -> int:
+        return len(self._calls)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free_slots)
+
+    def attach(self, call: Call, sink: OutputSink) -> bool:
+        """Give the call a slot; False when the engine has none left."""
+        if not self._free_slots:
+            return False
+        slot = self._free_slots.pop()
+        call.slot = slot
+        self._calls[slot] = call
+        self._sinks[slot] = sink
+        self._ops.append(lambda: self.engine.join(slot))
+        return True
+
+    def detach(self, call: Call) -> None:
+        slot = call.slot
+        if slot is None or self._calls.get(slot) is not call:
+            return
+        del self._calls[slot]
+        del self._sinks[slot]
+        call.slot = None
+        self._ops.append(lambda: self.engine.leave(slot))
+        self._free_slots.append(slot)
+
+    def suggest(self, call: Call, text: str) -> asyncio.Future[SuggestionResult]:
+        """Queue a suggestion for the call's slot; resolved after the engine has taken it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SuggestionResult] = loop.create_future()
+        slot = call.slot
+        if slot is None:
+            future.set_result(SuggestionResult(False, "call has no engine slot"))
+            return future
+
+        def operation() -> None:
+            try:
+                result = self.engine.suggest(slot, text)
+            except Exception as exc:  # an engine bug must reject one suggestion, not the loop
+                log.exception("engine failed to take a suggestion")
+                result = SuggestionResult(False, f"engine error: {exc}")
+            loop.call_soon_threadsafe(_resolve, future, result)
+
+        self._ops.append(operation)
+        return future
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="engine-loop")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        self.engine.close()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.period
+        due = loop.time() + period
+        while True:
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            started = time.monotonic()
+            calls = await self._tick()
+            finished = time.monotonic()
+            late = loop.time() > due + period
+            self.observer.tick_finished(finished - started, len(calls), late)
+            if late:
+                for call in calls:
+                    call.late_frames += 1
+            due += period
+            behind = loop.time() - due
+            if behind > period:
+                due += period * int(behind / period)
+
+    async def _tick(self) -> list[Call]:
+        frames: dict[int, np.ndarray] = {}
+        arrivals: dict[int, float] = {}
+        stepped: dict[int, Call] = {}
+        for slot, call in self._calls.items():
+            taken = call.take_frame()
+            if taken is not None:
+                frames[slot], arrivals[slot] = taken
+                stepped[slot] = call
+        calls = list(stepped.values())
+        ops, self._ops = self._ops, []
+        if not frames and not ops:
+            return calls
+        self.ticks += 1
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._step, ops, frames)
+        else:
+            outputs = self._step(ops, frames)
+        now = time.monotonic()
+        for slot, output in outputs.items():
+            # During a threaded step the call may have left and another taken its slot.
+            sink = self._sinks.get(slot)
+            if sink is None or slot not in stepped or self._calls.get(slot) is not stepped[slot]:
+                continue
+            await sink.deliver(output.pcm, output.text, now - arrivals[slot])
+        return calls
+
+    def _step(self, ops: list[Operation], frames: dict[int, np.ndarray]) -> dict[int, SlotOutput]:
+        for operation in ops:
+            try:
+                operation()
+            except Exception:
+                log.exception("engine operation failed")
+        if not frames:
+            return {}
+        try:
+            return self.engine.step(frames)
+        except Exception as exc:
+            # One failed step loses one frame for these calls; the loop and the process go on.
+            self.last_step_error = str(exc)
+            log.exception("engine step failed")
+            return {}
+
+
+def _resolve(future: asyncio.Future[SuggestionResult], result: SuggestionResult) -> None:
+    if not future.done():
+        future.set_result(result)

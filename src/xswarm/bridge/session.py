@@ -1,0 +1,135 @@
+"""What every transport's call session shares: admission, the engine slot, sending, ending.
+
+A transport (Twilio, Moshi) subclasses ``CallSession``: it parses what its peer sends and
+turns engine output into its peer's format. Sending never blocks the tick: before each write
+we look at the socket's write buffer, and a peer that stops reading has frames dropped
+(counted) and, if it stays stuck, is closed as ``slow_client``. So a slow client neither grows
+memory nor stalls other calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+from aiohttp import WSCloseCode, web
+
+from xswarm.bridge.call import Call
+from xswarm.logs import CallLogger
+
+if TYPE_CHECKING:
+    from xswarm.bridge.app import Bridge
+
+log = logging.getLogger("xswarm.call")
+
+# WebSocket close codes we answer with (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+
+# Seconds of audio a stuck client may fall behind before we hang up on it.
+SLOW_CLIENT_SECONDS = 5.0
+# How long a peer may take to start the call after the upgrade.
+START_TIMEOUT_SECONDS = 10.0
+
+
+class CallSession:
+    transport_name = "unknown"
+
+    def __init__(self, bridge: Bridge, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.bridge = bridge
+        self.request = request
+        self.ws = ws
+        remote = request.remote or "unknown"
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer and len(peer) >= 2:
+            remote = f"{peer[0]}:{peer[1]}"
+        self.call = Call(self.transport_name, remote, bridge.engine.frame_samples)
+        self.log = CallLogger(log, {"call_id": self.call.call_id})
+        self._closing = False
+        self._write_limit = 48 * 1024
+        self._consecutive_drops = 0
+        self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / bridge.engine.frame_seconds))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def begin(self) -> bool:
+        """Attach to the engine and announce the call; False when the engine has no slot."""
+        if not self.bridge.start_call(self):
+            return False
+        self.log.info(
+            "call started: %s from %s%s",
+            self.transport_name,
+            self.call.remote,
+            f" stream {self.call.stream_sid}" if self.call.stream_sid else "",
+        )
+        return True
+
+    async def hangup(self, end_reason: str, code: int = CLOSE_NORMAL, message: str = "") -> None:
+        """Close the peer's socket cleanly and record why; calling it twice is harmless."""
+        if self._closing:
+            return
+        self._closing = True
+        self.bridge.end_call(self, end_reason)
+        if not self.ws.closed:
+            try:
+                await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), 5)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                pass
+
+    def finish(self, end_reason: str) -> None:
+        """The receive loop ended: record the end if nothing else already has."""
+        if not self._closing:
+            self._closing = True
+            self.bridge.end_call(self, end_reason)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def writable(self) -> bool:
+        """False (and the frame is dropped) while the peer is not reading fast enough."""
+        transport = self.request.transport
+        if self._closing or transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self._write_limit:
+            self.call.dropped_frames += 1
+            self._consecutive_drops += 1
+            if self._consecutive_drops == self._max_drops:
+                self.log.warning("peer stopped reading for %.0f s; closing", SLOW_CLIENT_SECONDS)
+                self.bridge.spawn(
+                    self.hangup("slow_client", CLOSE_POLICY, "client too slow to read audio")
+                )
+            return False
+        self._consecutive_drops = 0
+        return True
+
+    async def send_text(self, data: str) -> None:
+        try:
+            await self.ws.send_str(data)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def send_bytes(self, data: bytes) -> None:
+        try:
+            await self.ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
+        """Engine output for this call, in the peer's format (each transport implements it)."""
+        raise NotImplementedError
+
+
+def refuse(status: int, reason: str, retry_after: int | None = None) -> web.Response:
+    """An upgrade we refuse: HTTP status plus a JSON reason the client can show."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+__all__ = ["CallSession", "refuse", "WSCloseCode"]

@@ -1,0 +1,179 @@
+"""``WS /twilio``: Twilio Media Streams, bidirectional, as Twilio documents it.
+
+In: connected, start, media (20 ms of 8 kHz mu-law), mark, dtmf, stop. Out: media, mark,
+clear, every one carrying the stream's ``streamSid``. The wire format is parsed by the
+sans-I/O ``xswarm.protocol.twilio``; this module only moves audio between it and the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from xswarm.audio import mulaw
+from xswarm.audio.resample import StreamResampler
+from xswarm.bridge.session import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNSUPPORTED,
+    START_TIMEOUT_SECONDS,
+    CallSession,
+    refuse,
+)
+from xswarm.errors import ProtocolError
+from xswarm.protocol import twilio
+
+TELEPHONE_RATE = 8000
+
+
+class TwilioSession(CallSession):
+    transport_name = "twilio"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        quality = self.bridge.bridge_settings["resampler_quality"]
+        rate = self.bridge.engine.sample_rate
+        self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality)
+        self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.outbound: twilio.Outbound | None = None
+        self.marks_sent = 0
+        self._unknown_logged: set[str] = set()
+
+    async def run(self) -> None:
+        """Receive until the peer stops; every exit path records how the call ended."""
+        reason = "disconnected"
+        try:
+            reason = await self._receive()
+        except ProtocolError as exc:
+            self.log.warning("protocol error: %s", exc)
+            await self.hangup("protocol_error", exc.close_code, str(exc))
+            return
+        finally:
+            self.finish(reason)
+
+    async def _receive(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            timeout = None if self.call.started else max(0.0, deadline - time.monotonic())
+            try:
+                message = await self.ws.receive(timeout=timeout)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"no start event within {START_TIMEOUT_SECONDS:g} s of connecting", CLOSE_POLICY
+                ) from None
+            if message.type == WSMsgType.TEXT:
+                if await self._handle(twilio.parse(message.data)):
+                    return "caller_hangup"
+            elif message.type == WSMsgType.BINARY:
+                raise ProtocolError(
+                    "binary message: Twilio Media Streams sends JSON text", CLOSE_UNSUPPORTED
+                )
+            elif message.type == WSMsgType.ERROR:
+                exc = self.ws.exception()
+                if getattr(exc, "code", None) == CLOSE_TOO_BIG:
+                    return "protocol_error"
+                return "disconnected"
+            else:
+                # CLOSE/CLOSING/CLOSED: a clean close after stop is a hang-up, else a vanish.
+                return "caller_hangup" if message.type == WSMsgType.CLOSE else "disconnected"
+
+    async def _handle(self, event: twilio.Event) -> bool:
+        """Apply one event; True when the caller has hung up."""
+        if isinstance(event, twilio.Media):
+            if not self.call.started:
+                raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
+            pcm = self._upsample.process(mulaw.decode(event.payload))
+            speech_ms = self.call.push_audio(pcm, time.monotonic())
+            if speech_ms is not None:
+                self.bridge.hub.publish(
+                    "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
+                )
+            return False
+        if isinstance(event, twilio.Start):
+            return await self._start(event)
+        if isinstance(event, twilio.Stop):
+            return True
+        if isinstance(event, twilio.Dtmf):
+            if self.call.started:
+                self.bridge.hub.publish(
+                    "dtmf", {"call_id": self.call.call_id, "digit": event.digit}
+                )
+            return False
+        if isinstance(event, twilio.Unknown) and event.event not in self._unknown_logged:
+            self._unknown_logged.add(event.event)
+            self.log.info("ignoring unknown Twilio event %r", event.event)
+        return False
+
+    async def _start(self, event: twilio.Start) -> bool:
+        if self.call.started:
+            raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
+        self.call.stream_sid = event.stream_sid
+        self.call.call_sid = event.call_sid
+        caller = event.custom_parameters.get("caller") or event.custom_parameters.get("From")
+        self.call.caller = caller[:128] if isinstance(caller, str) else None
+        self.outbound = twilio.Outbound(event.stream_sid)
+        if not self.begin():
+            raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
+        return False
+
+    async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
+        if text:
+            self.bridge.hub.publish("text", {"call_id": self.call.call_id, "text": text})
+        if pcm is None or self.outbound is None:
+            return
+        pending = np.concatenate((self._pending, self._downsample.process(pcm)))
+        whole = len(pending) - len(pending) % twilio.FRAME_BYTES
+        self._pending = pending[whole:]
+        if whole == 0 or not self.writable():
+            return
+        payload = mulaw.encode(pending[:whole])
+        for start in range(0, whole, twilio.FRAME_BYTES):
+            await self.send_text(self.outbound.media(payload[start : start + twilio.FRAME_BYTES]))
+            self.call.frames_out += 1
+        self.call.note_output(pcm, latency_s)
+
+
+def _signature_url(request: web.Request, public_url: str) -> str:
+    """The URL Twilio signed: the configured public URL (behind a proxy) or what we were asked."""
+    if public_url:
+        base = urlsplit(public_url)
+        query = f"?{request.query_string}" if request.query_string else ""
+        return f"{base.scheme}://{base.netloc}{request.path}{query}"
+    scheme = request.headers.get("X-Forwarded-Proto", "wss" if request.secure else "ws")
+    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    host = request.headers.get("X-Forwarded-Host", request.host)
+    return f"{scheme}://{host}{request.path_qs}"
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    bridge = request.app["bridge"]
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    if token:
+        signature = request.headers.get("X-Twilio-Signature", "")
+        url = _signature_url(request, bridge.bridge_settings["public_url"])
+        if not signature or not twilio.validate_signature(token, url, {}, signature):
+            bridge.rejections["auth"] += 1
+            return refuse(403, "X-Twilio-Signature is missing or does not match this URL")
+    refusal = bridge.admission_refusal()
+    if refusal is not None:
+        return refusal
+    bridge.reserve()
+    try:
+        ws = web.WebSocketResponse(
+            max_msg_size=bridge.bridge_settings["max_message_bytes"], compress=False
+        )
+        await ws.prepare(request)
+        session = TwilioSession(bridge, request, ws)
+        await session.run()
+        if not ws.closed:
+            await asyncio.wait_for(ws.close(), 5)
+        return ws
+    finally:
+        bridge.release()
