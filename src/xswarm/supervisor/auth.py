@@ -1,0 +1,139 @@
+"""Who may talk to the supervisor, and how hard a guesser has to work (pure, no I/O).
+
+One shared secret, ``XSWARM_SUPERVISOR_TOKEN``, compared in constant time. Without it the
+supervisor is in development mode and trusts only loopback peers. Wrong tokens from one address
+earn a delay that doubles with each failure (capped), so guessing over the network is slow while
+one typo costs a quarter of a second. Time is passed in, so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; None when absent or another scheme."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def tokens_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (the time does not depend on where the strings differ)."""
+    if given is None or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; also for a Unix socket peer ('')."""
+    if address is None:
+        return False
+    if address == "":
+        return True
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+
+
+def check(expected: str | None, given: str | None, peer: str | None) -> Verdict:
+    """Decide one authentication attempt. ``expected`` is the configured token, or None."""
+    if not expected:
+        if is_loopback(peer):
+            return Verdict(
+                True,
+                f"authenticated: {TOKEN_ENV} is not set, so loopback peers are accepted "
+                "without a token (development only)",
+            )
+        return Verdict(
+            False,
+            f"{TOKEN_ENV} is not set on the supervisor, so only loopback peers are accepted; "
+            "set it in /opt/xswarm/.env and restart xswarm-dashboard",
+        )
+    if given is None:
+        return Verdict(False, "a token is required: send {\"type\":\"auth\",\"token\":…}")
+    if tokens_match(given, expected):
+        return Verdict(True, "authenticated")
+    return Verdict(False, f"invalid token; use the {TOKEN_ENV} of the supervisor")
+
+
+class BadTokenThrottle:
+    """Per-address slow-down for failed authentications.
+
+    The n-th consecutive failure from an address waits ``base * 2**(n-1)`` seconds (at most
+    ``cap``) before its answer. An address is forgiven after ``forget_after`` quiet seconds or
+    one success. At most ``max_addresses`` are tracked (oldest dropped), so a spray of source
+    addresses cannot grow memory without bound.
+    """
+
+    def __init__(
+        self,
+        base: float = 0.25,
+        cap: float = 5.0,
+        forget_after: float = 600.0,
+        max_addresses: int = 10_000,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.forget_after = forget_after
+        self.max_addresses = max_addresses
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def failures(self, address: str, now: float) -> int:
+        entry = self._failures.get(address)
+        if entry is None:
+            return 0
+        count, last = entry
+        if now - last > self.forget_after:
+            del self._failures[address]
+            return 0
+        return count
+
+    def record_failure(self, address: str, now: float) -> float:
+        """Count a failure; returns the delay to wait before answering it."""
+        count = self.failures(address, now) + 1
+        self._failures[address] = (count, now)
+        self._failures.move_to_end(address)
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
+        return min(self.cap, self.base * 2 ** (count - 1))
+
+    def record_success(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+class FloodGuard:
+    """A token bucket per connection: ``rate`` messages a second sustained, ``burst`` at once."""
+
+    def __init__(self, rate: float = 200.0, burst: float = 400.0) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._last: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -1,0 +1,333 @@
+"""The supervisor's core: upstream events in, history out, operator fan-out and commands.
+
+Order matters for the promise the history makes: a finished call is committed to SQLite
+*before* its ``call_ended`` reaches any operator, so whatever an operator has seen survives a
+``kill -9``. Everything runs on the one event loop; nothing here blocks for long (one SQLite
+commit per call start or end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from xswarm.supervisor.fleet import Fleet, Outcome, instance_names, iso
+from xswarm.supervisor.messages import (
+    MAX_SUGGESTION_CHARS,
+    Hangup,
+    InjectSuggestion,
+)
+from xswarm.supervisor.store import Store
+from xswarm.supervisor.upstream import Upstream
+
+log = logging.getLogger("xswarm.supervisor")
+
+OPERATOR_QUEUE = 2000
+PENDING_SUGGESTIONS = 10_000
+PENDING_TTL = 600.0
+
+
+@dataclass(eq=False)
+class Operator:
+    """One authenticated operator connection and its bounded outbound queue."""
+
+    ws: web.WebSocketResponse
+    peer: str
+    subscribed: bool = False
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(OPERATOR_QUEUE))
+    dropped: int = 0
+    closing: bool = False
+
+    def offer(self, text: str) -> bool:
+        """Queue a message; False when this operator has fallen too far behind."""
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
+
+
+@dataclass
+class Counters:
+    events_in: int = 0
+    events_out: int = 0
+    operators_dropped_slow: int = 0
+    auth_failures: int = 0
+    operator_errors: int = 0
+    operators_flooding: int = 0
+    suggestions_forwarded: int = 0
+    suggestions_rejected_locally: int = 0
+    hangups_forwarded: int = 0
+    calls_recorded: int = 0
+    store_errors: int = 0
+
+
+class Hub:
+    """Live fleet, history store, upstream subscriptions and operator connections."""
+
+    def __init__(
+        self,
+        store: Store,
+        stale_after: float,
+        token: str | None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.fleet = Fleet(stale_after)
+        self.token = token
+        self.upstreams: dict[str, Upstream] = {}
+        self.operators: set[Operator] = set()
+        self.counters = Counters()
+        self._on_change = on_change
+        self._session: aiohttp.ClientSession | None = None
+        self._request_ids = itertools.count(1)
+        # our request_id sent upstream -> (requester, the requester's own request_id, when)
+        self._pending: OrderedDict[str, tuple[Operator, str | int | None, float]] = OrderedDict()
+        self._ticker: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, urls: list[str]) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=2.0)
+        )
+        for name, url in instance_names(urls).items():
+            self._apply(self.fleet.add_instance(name, url))
+        self._apply(self.fleet.adopt_open_calls(self.store.open_calls()))
+        for name, url in instance_names(urls).items():
+            self._start_upstream(name, url)
+        self._ticker = asyncio.create_task(self._tick(), name="staleness ticker")
+
+    async def set_instances(self, urls: list[str]) -> tuple[list[str], list[str]]:
+        """Apply a new instance list live; returns (added names, removed names)."""
+        wanted = instance_names(urls)
+        current = {name: up.url for name, up in self.upstreams.items()}
+        removed = [n for n, u in current.items() if wanted.get(n) != u]
+        added = [n for n, u in wanted.items() if current.get(n) != u]
+        for name in removed:
+            upstream = self.upstreams.pop(name)
+            await upstream.stop()
+            self._apply(self.fleet.remove_instance(name))
+        for name in added:
+            self._apply(self.fleet.add_instance(name, wanted[name]))
+            self._start_upstream(name, wanted[name])
+        self._on_change()
+        return added, removed
+
+    def set_stale_after(self, seconds: float) -> None:
+        self.fleet.stale_after = seconds
+
+    async def close(self) -> None:
+        """Stop ticking, close operator sockets with 1001, close upstreams; idempotent."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for op in list(self.operators):
+            op.closing = True
+            await op.ws.close(code=1001, message=b"supervisor stopping")
+        for upstream in list(self.upstreams.values()):
+            await upstream.stop()
+        self.upstreams.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _start_upstream(self, name: str, url: str) -> None:
+        assert self._session is not None
+        upstream = Upstream(
+            name,
+            url,
+            self._session,
+            self.token,
+            on_connected=lambda n: self._apply(self.fleet.connected(n)),
+            on_message=self._upstream_message,
+            on_disconnected=lambda n, why: self._apply(self.fleet.disconnected(n, why)),
+            silence_limit=lambda: max(4 * self.fleet.stale_after, 5.0),
+        )
+        self.upstreams[name] = upstream
+        upstream.start()
+
+    async def _tick(self) -> None:
+        """Staleness checks four times per ``stale_after``, so "stale" is never late by much."""
+        while True:
+            await asyncio.sleep(max(0.05, min(0.25, self.fleet.stale_after / 4)))
+            self._apply(self.fleet.check_stale())
+            self._expire_pending()
+
+    # -- upstream -> fleet -> store -> operators ---------------------------------------------
+
+    def _upstream_message(self, name: str, message: dict[str, Any]) -> None:
+        self.counters.events_in += 1
+        kind = message.get("type")
+        if kind in ("suggestion_applied", "suggestion_rejected"):
+            message = self._route_answer(message)
+        self._apply(self.fleet.apply(name, message))
+
+    def _apply(self, outcome: Outcome) -> None:
+        """Persist first, then tell operators: the order behind "nothing seen is lost"."""
+        for call in outcome.started:
+            try:
+                self.store.call_started(call)
+            except Exception:
+                self.counters.store_errors += 1
+                log.exception("could not record the start of call %s", call.call_id)
+        for record in outcome.ended:
+            try:
+                self.store.call_ended(record)
+                self.counters.calls_recorded += 1
+            except Exception:
+                self.counters.store_errors += 1
+                log.exception("could not record the end of call %s", record.call_id)
+        for event in outcome.events:
+            self.broadcast(event)
+        if outcome.started or outcome.ended or any(
+            e.get("type") in ("instance_state", "instance_removed") for e in outcome.events
+        ):
+            self._on_change()
+
+    def broadcast(self, event: dict[str, Any]) -> None:
+        requester = event.pop("_requester", None)
+        if not self.operators:
+            return
+        text = json.dumps(event)
+        for op in list(self.operators):
+            if op.subscribed or op is requester:
+                self._offer(op, text)
+
+    def send_to(self, op: Operator, message: dict[str, Any]) -> None:
+        self._offer(op, json.dumps(message))
+
+    def _offer(self, op: Operator, text: str) -> None:
+        if op.closing:
+            return
+        if op.offer(text):
+            self.counters.events_out += 1
+            return
+        op.closing = True
+        self.counters.operators_dropped_slow += 1
+        log.warning("operator %s fell %d messages behind; closing it", op.peer, OPERATOR_QUEUE)
+        asyncio.get_running_loop().create_task(
+            op.ws.close(code=1008, message=b"too slow: fell behind the event stream")
+        )
+
+    # -- suggestions and hang-ups ------------------------------------------------------------
+
+    def _route_answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Give a bridge's answer back the requester's own request_id, and remember who asked."""
+        ours = message.get("request_id")
+        if not isinstance(ours, str) or ours not in self._pending:
+            return message
+        requester, theirs, _ = self._pending.pop(ours)
+        routed = {**message}
+        if theirs is None:
+            routed.pop("request_id", None)
+        else:
+            routed["request_id"] = theirs
+        routed["_requester"] = requester
+        return routed
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        while self._pending:
+            key, (_, _, when) = next(iter(self._pending.items()))
+            if now - when < PENDING_TTL and len(self._pending) <= PENDING_SUGGESTIONS:
+                break
+            self._pending.popitem(last=False)
+
+    def _reject(self, op: Operator, cmd: InjectSuggestion, call_id: str | None, why: str) -> None:
+        self.counters.suggestions_rejected_locally += 1
+        reply: dict[str, Any] = {
+            "type": "suggestion_rejected",
+            "ts": iso(time.time()),
+            "call_id": call_id,
+            "reason": why,
+        }
+        if cmd.request_id is not None:
+            reply["request_id"] = cmd.request_id
+        self.send_to(op, reply)
+
+    async def inject_suggestion(self, op: Operator, cmd: InjectSuggestion) -> None:
+        if not cmd.text.strip():
+            return self._reject(op, cmd, cmd.call_id, "empty text")
+        if len(cmd.text) > MAX_SUGGESTION_CHARS:
+            return self._reject(
+                op, cmd, cmd.call_id,
+                f"text is {len(cmd.text)} characters; the limit is {MAX_SUGGESTION_CHARS}",
+            )
+        if cmd.call_id is None:
+            live = [c for c in self.fleet.calls.values() if c.state == "active"]
+            if len(live) != 1:
+                why = "no live call"
+                if live:
+                    why = f"{len(live)} live calls; name one with call_id"
+                return self._reject(op, cmd, None, why)
+            call = live[0]
+        else:
+            found = self.fleet.find_calls(cmd.call_id, cmd.instance)
+            if not found:
+                return self._reject(op, cmd, cmd.call_id, f"no live call {cmd.call_id}")
+            if len(found) > 1:
+                names = ", ".join(c.instance for c in found)
+                return self._reject(
+                    op, cmd, cmd.call_id, f"call {cmd.call_id} is live on {names}; add \"instance\""
+                )
+            call = found[0]
+        upstream = self.upstreams.get(call.instance)
+        if call.state != "active" or upstream is None or not upstream.connected:
+            return self._reject(op, cmd, call.call_id, f"instance {call.instance} is down")
+        ours = f"sv-{next(self._request_ids)}"
+        self._pending[ours] = (op, cmd.request_id, time.monotonic())
+        sent = await upstream.send(
+            {
+                "type": "inject_suggestion",
+                "call_id": call.call_id,
+                "text": cmd.text,
+                "priority": cmd.priority,
+                "request_id": ours,
+            }
+        )
+        if not sent:
+            self._pending.pop(ours, None)
+            return self._reject(op, cmd, call.call_id, f"instance {call.instance} is down")
+        self.counters.suggestions_forwarded += 1
+        log.info("operator %s sent a suggestion to call %s", op.peer, call.call_id,
+                 extra={"call_id": call.call_id})
+
+    async def hangup(self, op: Operator, cmd: Hangup) -> str | None:
+        """Forward a hang-up; returns an error message for the operator, or None."""
+        found = self.fleet.find_calls(cmd.call_id, cmd.instance)
+        if not found:
+            return f"no live call {cmd.call_id}"
+        if len(found) > 1:
+            names = ", ".join(c.instance for c in found)
+            return f"call {cmd.call_id} is live on {names}; add \"instance\""
+        call = found[0]
+        upstream = self.upstreams.get(call.instance)
+        if upstream is None or not await upstream.send(
+            {"type": "hangup", "call_id": call.call_id}
+        ):
+            return f"instance {call.instance} is down; cannot hang up {call.call_id}"
+        self.counters.hangups_forwarded += 1
+        log.info("operator %s hung up call %s", op.peer, call.call_id,
+                 extra={"call_id": call.call_id})
+        return None
+
+    # -- summaries ---------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        return (
+            f"Supervising {len(self.fleet.instances)} instances, "
+            f"{self.fleet.active_call_count()} active calls"
+        )

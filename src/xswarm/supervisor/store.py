@@ -1,0 +1,262 @@
+"""Call history in SQLite: one file in the state directory, WAL, versioned migrations.
+
+Durability rule: a call's end is written in its own committed transaction before operators are
+told about it, with ``synchronous=FULL``, so neither a ``kill -9`` of the supervisor nor a power
+cut loses a finished call that anyone has seen. Calls are also written when they start (with
+``ended_at`` NULL), so a supervisor that restarts knows which calls it never saw end.
+
+The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is an ordered list and each
+step runs in one transaction with the version bump, so a crash mid-migration leaves the old
+version intact. A database newer than this code refuses to open rather than guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xswarm.errors import StartupError
+from xswarm.supervisor.fleet import Call, CallRecord
+
+log = logging.getLogger("xswarm.supervisor.store")
+
+DB_NAME = "xswarm.db"
+
+HISTORY_COLUMNS = (
+    "call_id",
+    "instance",
+    "transport",
+    "remote",
+    "caller",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "reason",
+    "frames_in",
+    "frames_out",
+    "late_frames",
+    "suggestions",
+)
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            transport TEXT,
+            remote TEXT,
+            caller TEXT,
+            started_at TEXT,
+            ended_at TEXT,
+            duration_s REAL,
+            reason TEXT,
+            frames_in INTEGER,
+            frames_out INTEGER,
+            late_frames INTEGER
+        )"""
+    )
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Suggestion counts and Twilio ids per call; one row per (instance, call_id)."""
+    db.execute("ALTER TABLE calls ADD COLUMN suggestions INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE calls ADD COLUMN stream_sid TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN call_sid TEXT")
+    # Version 1 could hold duplicates of a call; keep the most complete (latest) row.
+    db.execute(
+        "DELETE FROM calls WHERE id NOT IN (SELECT MAX(id) FROM calls GROUP BY instance, call_id)"
+    )
+    db.execute("CREATE UNIQUE INDEX calls_by_call ON calls (instance, call_id)")
+    db.execute("CREATE INDEX calls_open ON calls (ended_at) WHERE ended_at IS NULL")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema up to ``target``; returns the version found before migrating."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > len(MIGRATIONS):
+        raise StartupError(
+            f"call history schema version {found} is newer than this xswarm understands "
+            f"({len(MIGRATIONS)}); run the newer release or restore a backup of the database"
+        )
+    for version in range(found + 1, target + 1):
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[version - 1](db)
+            db.execute(f"PRAGMA user_version = {version}")
+        log.info("call history schema migrated to version %d", version)
+    return found
+
+
+class Store:
+    """The history database. All methods run on the caller's thread and commit before returning."""
+
+    def __init__(self, path: Path, history_limit: int) -> None:
+        self.path = path
+        self.history_limit = history_limit
+        self._db = self._open(path)
+        self._finished = int(
+            self._db.execute("SELECT COUNT(*) FROM calls WHERE ended_at IS NOT NULL").fetchone()[0]
+        )
+        self.prune()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot create the state directory {path.parent}: {exc.strerror}; "
+                "set [paths] state_dir or $XSWARM_STATE_DIR to a writable folder"
+            ) from None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise StartupError(
+                f"cannot open the call history {path}: {exc}; move the file aside "
+                "(a new one is created) or restore it from a backup"
+            ) from None
+        if os.name == "posix":
+            try:
+                os.chmod(path, 0o600)
+            except OSError:
+                pass
+        return db
+
+    def call_started(self, call: Call) -> None:
+        """Remember a live call so a restarted supervisor knows to look for its end."""
+        self._db.execute(
+            """INSERT INTO calls (call_id, instance, transport, remote, caller, started_at,
+                   stream_sid, call_sid)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (instance, call_id) DO NOTHING""",
+            (
+                call.call_id,
+                call.instance,
+                call.transport,
+                call.remote,
+                call.caller,
+                call.started_at,
+                call.stream_sid,
+                call.call_sid,
+            ),
+        )
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Write one finished call in its own committed transaction, then trim the history."""
+        values = (
+            record.transport,
+            record.remote,
+            record.caller,
+            record.started_at,
+            record.ended_at,
+            record.duration_s,
+            record.reason,
+            record.frames_in,
+            record.frames_out,
+            record.late_frames,
+            record.suggestions,
+            record.stream_sid,
+            record.call_sid,
+        )
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                """UPDATE calls SET transport = COALESCE(?, transport),
+                       remote = COALESCE(?, remote), caller = COALESCE(?, caller),
+                       started_at = COALESCE(?, started_at), ended_at = ?, duration_s = ?,
+                       reason = ?, frames_in = ?, frames_out = ?, late_frames = ?,
+                       suggestions = ?, stream_sid = COALESCE(?, stream_sid),
+                       call_sid = COALESCE(?, call_sid)
+                   WHERE instance = ? AND call_id = ? AND ended_at IS NULL""",
+                (*values, record.instance, record.call_id),
+            )
+            if cur.rowcount == 0:
+                # Never seen start (or a call id the bridge reused): a row of its own.
+                self._db.execute(
+                    """INSERT INTO calls (transport, remote, caller, started_at, ended_at,
+                           duration_s, reason, frames_in, frames_out, late_frames, suggestions,
+                           stream_sid, call_sid, instance, call_id)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (instance, call_id) DO UPDATE SET
+                           ended_at = excluded.ended_at, duration_s = excluded.duration_s,
+                           reason = excluded.reason, frames_in = excluded.frames_in,
+                           frames_out = excluded.frames_out,
+                           late_frames = excluded.late_frames,
+                           suggestions = excluded.suggestions""",
+                    (*values, record.instance, record.call_id),
+                )
+            self._finished += 1
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = self._finished - self.history_limit
+        if excess > 0:
+            self._db.execute(
+                """DELETE FROM calls WHERE id IN (SELECT id FROM calls
+                   WHERE ended_at IS NOT NULL ORDER BY id LIMIT ?)""",
+                (excess,),
+            )
+            self._finished -= excess
+
+    def prune(self) -> None:
+        """Apply the history limit now (at start-up and after a reload lowers it)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._trim()
+
+    def open_calls(self) -> list[Call]:
+        """Calls that started but whose end was never recorded."""
+        rows = self._db.execute(
+            """SELECT call_id, instance, transport, remote, caller, started_at, stream_sid,
+                   call_sid FROM calls WHERE ended_at IS NULL ORDER BY id"""
+        ).fetchall()
+        return [
+            Call(
+                call_id=r[0],
+                instance=r[1],
+                transport=r[2],
+                remote=r[3],
+                caller=r[4],
+                started_at=r[5],
+                stream_sid=r[6],
+                call_sid=r[7],
+            )
+            for r in rows
+        ]
+
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        """Finished calls, newest first."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(HISTORY_COLUMNS)} FROM calls WHERE ended_at IS NOT NULL "
+            "ORDER BY ended_at DESC, id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [dict(zip(HISTORY_COLUMNS, r, strict=True)) for r in rows]
+
+    def finished_count(self) -> int:
+        return self._finished
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close; idempotent."""
+        if self._db is None:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError as exc:
+            log.warning("could not checkpoint %s on close: %s", self.path, exc)
+        self._db.close()
+        self._db = None  # type: ignore[assignment]

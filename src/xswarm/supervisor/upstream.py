@@ -1,0 +1,169 @@
+"""One subscription per voice instance: connect to its ``WS /control``, read forever, reconnect.
+
+The supervisor only pulls: a bridge with no subscriber runs its calls unchanged, and a bridge
+that is down costs us one refused connection per backoff step. The backoff is exponential with
+full jitter and capped at 2 s, so an instance that comes back is seen again within about two
+seconds while a fleet of supervisors does not reconnect in lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger("xswarm.supervisor.upstream")
+
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+MAX_UPSTREAM_MESSAGE = 4 << 20
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): jittered, at most BACKOFF_CAP."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 30))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def describe_failure(url: str, exc: BaseException) -> str:
+    """One line saying why a connection to a bridge failed, and what to do about it."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        if exc.status == 401:
+            return (
+                f"{url} refused our token (401); give both services the same "
+                "XSWARM_SUPERVISOR_TOKEN"
+            )
+        return f"{url} refused the WebSocket upgrade (HTTP {exc.status} {exc.message})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"{url} did not answer in time"
+    return f"{url}: {type(exc).__name__}: {exc}"
+
+
+class Upstream:
+    """The reconnecting subscription to one instance; runs as one task until ``stop``."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        session: aiohttp.ClientSession,
+        token: str | None,
+        on_connected: Callable[[str], None],
+        on_message: Callable[[str, dict[str, Any]], None],
+        on_disconnected: Callable[[str, str], None],
+        silence_limit: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.url = url
+        self._session = session
+        self._token = token
+        self._on_connected = on_connected
+        self._on_message = on_message
+        self._on_disconnected = on_disconnected
+        self._silence_limit = silence_limit
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connects = 0
+        self.failures = 0
+        self.messages = 0
+        self.bad_messages = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"upstream {self.name}")
+
+    async def stop(self) -> None:
+        """Close the connection and end the task; idempotent."""
+        self._stopping.set()
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close(code=1001, message=b"supervisor stopping")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        """Send a command to the bridge; False when not connected (nothing is queued)."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await ws.send_str(json.dumps(message))
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            return False
+        return True
+
+    async def _run(self) -> None:
+        attempt = 0
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        while not self._stopping.is_set():
+            reason = "connection closed"
+            try:
+                async with self._session.ws_connect(
+                    self.url,
+                    headers=headers,
+                    max_msg_size=MAX_UPSTREAM_MESSAGE,
+                    autoping=True,
+                ) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    attempt = 0
+                    log.info("connected to %s (%s)", self.name, self.url)
+                    self._on_connected(self.name)
+                    reason = await self._read(ws)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reason = describe_failure(self.url, exc)
+            finally:
+                self._ws = None
+            if self._stopping.is_set():
+                return
+            self.failures += 1
+            self._on_disconnected(self.name, reason)
+            if attempt == 0:
+                log.warning("instance %s is down: %s", self.name, reason)
+            delay = backoff_delay(attempt)
+            attempt += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        """Pump messages until the connection ends; returns why it ended."""
+        while True:
+            try:
+                msg = await ws.receive(timeout=self._silence_limit())
+            except TimeoutError:
+                limit = self._silence_limit()
+                await ws.close(code=1001, message=b"silent too long")
+                return f"no message from {self.url} for {limit:.1f} s; reconnecting"
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages += 1
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    data = None
+                if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                    self.bad_messages += 1
+                    log.warning("instance %s sent a message that is not a JSON event", self.name)
+                    continue
+                self._on_message(self.name, data)
+            elif msg.type in _CLOSED:
+                code = ws.close_code
+                return f"{self.url} closed the connection (code {code})"
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                return describe_failure(self.url, ws.exception() or ConnectionError("error"))
