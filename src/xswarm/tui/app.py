@@ -1,0 +1,198 @@
+"""The ``xswarm dashboard`` app: owns the model, the supervisor link and the repaint timer.
+
+Messages from the link change the model at once; the widgets catch up on a 4 Hz timer, so a
+burst of events costs one repaint. Constructed with ``url=None`` it never connects, which is
+how the tests and the snapshots drive it from a prepared model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
+from xswarm.tui.commands import DashboardCommands
+from xswarm.tui.messages import BadSupervisorMessage, ConnectionChanged, SupervisorMessage
+from xswarm.tui.model import DashboardModel, clip_text
+from xswarm.tui.screens.confirm import ConfirmHangupScreen
+from xswarm.tui.screens.detail import CallDetailScreen
+from xswarm.tui.screens.help import HelpScreen
+from xswarm.tui.screens.main import MainScreen
+from xswarm.tui.screens.suggest import Suggestion, SuggestionScreen
+
+REPAINT_HZ = 4
+
+
+class XswarmDashboard(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "xswarm dashboard"
+    COMMAND_PALETTE_BINDING = "question_mark"
+    COMMAND_PALETTE_DISPLAY = "?"
+    COMMANDS = App.COMMANDS | {DashboardCommands}
+    HORIZONTAL_BREAKPOINTS = [
+        (0, "-narrow"),
+        (120, "-wide"),
+    ]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("f1", "help", "Help"),
+        Binding("r", "reconnect", "Reconnect"),
+    ]
+
+    def __init__(
+        self, url: str | None, token: str = "", model: DashboardModel | None = None
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.model = model or DashboardModel()
+        self.link = SupervisorLink(url, token, self.post_message) if url else None
+        self._request_ids = (f"tui-{os.getpid()}-{n}" for n in itertools.count(1))
+        self._my_requests: set[str] = set()
+
+    def get_default_screen(self) -> Screen[Any]:
+        return MainScreen(self.model)
+
+    def on_mount(self) -> None:
+        if self.link is not None:
+            self.connect_supervisor()
+        self.set_interval(1 / REPAINT_HZ, self.repaint)
+        self.repaint()
+
+    async def on_unmount(self) -> None:
+        if self.link is not None:
+            await self.link.close()
+
+    @work(exclusive=True, group="supervisor", exit_on_error=False)
+    async def connect_supervisor(self) -> None:
+        assert self.link is not None
+        await self.link.run()
+
+    def repaint(self) -> None:
+        """Push the model's changes since the last repaint to every screen showing them."""
+        self.model.prune()
+        changes = self.model.take_changes()
+        if not changes:
+            return
+        for screen in self.screen_stack:
+            if not screen.is_mounted:
+                continue
+            if isinstance(screen, MainScreen):
+                screen.show(changes)
+            elif isinstance(screen, CallDetailScreen):
+                screen.refresh_call()
+
+    def on_connection_changed(self, message: ConnectionChanged) -> None:
+        self.model.set_connection(message.state, message.detail)
+        if message.state == "refused":
+            self.notify(
+                message.detail, title="Not connected", severity="error", timeout=30, markup=False
+            )
+        elif message.state == "up":
+            self.model.note("connected", message.detail)
+        elif message.state == "down":
+            self.model.note("disconnected", message.detail)
+        self.repaint()
+
+    def on_bad_supervisor_message(self, message: BadSupervisorMessage) -> None:
+        self.model.note("error", f"unreadable message from the supervisor: {message.reason}")
+
+    def on_supervisor_message(self, message: SupervisorMessage) -> None:
+        data = message.data
+        kind = data["type"]
+        if kind == "snapshot":
+            self.model.apply_snapshot(data)
+            self.repaint()
+            return
+        if kind in ("auth_result", "pong"):
+            return
+        if kind == "error":
+            reason = clip_text(data.get("message"), 300)
+            self.notify(reason, title="Supervisor", severity="error", markup=False)
+        request_id = data.get("request_id")
+        if isinstance(request_id, str) and request_id in self._my_requests:
+            self._my_requests.discard(request_id)
+            self._acknowledge(data)
+        self.model.apply(data)
+
+    def _acknowledge(self, data: dict[str, Any]) -> None:
+        call_id = clip_text(data.get("call_id"))
+        if data["type"] == "suggestion_applied":
+            self.notify(f"Suggestion applied to call {call_id}", markup=False)
+        elif data["type"] == "suggestion_rejected":
+            reason = clip_text(data.get("reason"), 200)
+            self.notify(
+                f"Suggestion for call {call_id} rejected: {reason}",
+                severity="warning",
+                markup=False,
+            )
+
+    def open_call(self, call_id: str) -> None:
+        self.push_screen(CallDetailScreen(self.model, call_id))
+
+    def ask_suggestion(self, call_id: str) -> None:
+        def send(suggestion: Suggestion | None) -> None:
+            if suggestion is not None:
+                self.run_worker(self.inject(call_id, suggestion.text, suggestion.priority))
+
+        self.push_screen(SuggestionScreen(call_id), send)
+
+    def ask_hangup(self, call_id: str) -> None:
+        call = self.model.calls.get(call_id)
+        caller = call.caller if call is not None else ""
+
+        def send(confirmed: bool | None) -> None:
+            if confirmed:
+                self.run_worker(self.hangup(call_id))
+
+        self.push_screen(ConfirmHangupScreen(call_id, caller), send)
+
+    async def inject(self, call_id: str, text: str, priority: str = "normal") -> str | None:
+        """Send a suggestion for ``call_id``; the request id, or None when it could not go."""
+        request_id = next(self._request_ids)
+        try:
+            payload = inject_message(call_id, text, request_id, priority)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return None
+        if not await self._send(payload):
+            return None
+        self._my_requests.add(request_id)
+        self.model.note("suggest", f"{call_id} sent: {clip_text(text, 120)}", call_id=call_id)
+        return request_id
+
+    async def hangup(self, call_id: str) -> bool:
+        if not await self._send(hangup_message(call_id)):
+            return False
+        self.model.request_hangup(call_id)
+        self.model.note("hangup", f"{call_id} hang-up requested", call_id=call_id)
+        self.repaint()
+        return True
+
+    async def _send(self, payload: dict[str, Any]) -> bool:
+        if self.link is None or not await self.link.send(payload):
+            self.notify(
+                f"not connected to the supervisor; {payload['type']} was not sent",
+                severity="error",
+                markup=False,
+            )
+            return False
+        return True
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_reconnect(self) -> None:
+        if self.link is None:
+            self.notify("started without a supervisor URL; nothing to reconnect", markup=False)
+            return
+        if self.model.connection == "refused":
+            self.connect_supervisor()
+        else:
+            self.link.retry_now()

@@ -1,0 +1,508 @@
+"""What the dashboard knows: instances, calls, events, and how the operator sorts and filters.
+
+Pure state with no Textual import, so every rule here (snapshot replaces state, hostile values
+become plain bounded text, sorting and filtering by call id) is testable with plain calls.
+The supervisor's messages arrive untrusted: a wrong type or an absurd size is dropped or
+clipped, never raised into the UI loop. The app reads ``take_changes`` at its repaint rate, so
+a burst of events costs one repaint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+INSTANCE_STATES = ("up", "down", "draining", "stale")
+MAX_TEXT = 200
+MAX_TRANSCRIPT = 4000
+MAX_WORDS_PER_EVENT = 1000
+HISTORY_POINTS = 120
+CALL_EVENTS_KEPT = 200
+LOG_EVENTS_KEPT = 500
+ENDED_LINGER_S = 5.0
+ENDED_KEPT = 200
+
+# Sortable columns: key -> (label, how to read the sort value from a call).
+SORT_COLUMNS: dict[str, str] = {
+    "call_id": "id",
+    "instance": "instance",
+    "transport": "transport",
+    "caller": "caller",
+    "duration_s": "duration",
+    "level_in_dbfs": "in dBFS",
+    "level_out_dbfs": "out dBFS",
+    "latency_p50_ms": "p50 ms",
+    "latency_p99_ms": "p99 ms",
+    "late_frames": "late",
+    "state": "state",
+}
+
+
+def clip_text(value: Any, limit: int = MAX_TEXT) -> str:
+    """Remote text made safe to keep: a string, no control characters, bounded length."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit * 4:
+        text = text[: limit * 4]
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_number(value: Any) -> float | None:
+    """A finite number or None: booleans, strings and NaN from a peer are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def as_int(value: Any) -> int | None:
+    number = as_number(value)
+    return None if number is None else int(number)
+
+
+@dataclass(frozen=True)
+class EventLine:
+    """One line of the events pane: when (the sender's ts), what, and which call it concerns."""
+
+    ts: str
+    kind: str
+    text: str
+    call_id: str | None = None
+    instance: str | None = None
+
+
+@dataclass
+class InstanceView:
+    name: str
+    url: str = ""
+    state: str = "stale"
+    engine: str = ""
+    active_calls: int | None = None
+    max_concurrent_calls: int | None = None
+    tick_p50_ms: float | None = None
+    tick_p99_ms: float | None = None
+    cpu: float | None = None
+    rss: float | None = None
+    memory_high: float | None = None
+    memory_max: float | None = None
+    restarts: int | None = None
+    version: str = ""
+    pid: int | None = None
+    error: str = ""
+
+    def update(self, data: Mapping[str, Any]) -> None:
+        """Take every field the message carries with a usable value; keep the rest."""
+        for name in ("url", "engine", "version", "error"):
+            if name in data:
+                setattr(self, name, clip_text(data[name]))
+        if data.get("state") in INSTANCE_STATES:
+            self.state = data["state"]
+        for name in ("tick_p50_ms", "tick_p99_ms", "cpu", "rss"):
+            if name in data:
+                setattr(self, name, as_number(data[name]))
+        for name in ("active_calls", "max_concurrent_calls", "restarts", "pid"):
+            if name in data:
+                setattr(self, name, as_int(data[name]))
+        limits = data.get("limits")
+        if isinstance(limits, Mapping):
+            self.memory_high = as_number(limits.get("memory_high"))
+            self.memory_max = as_number(limits.get("memory_max"))
+
+
+@dataclass
+class CallView:
+    call_id: str
+    instance: str = ""
+    transport: str = ""
+    remote: str = ""
+    caller: str = ""
+    started_at: str = ""
+    duration_s: float | None = None
+    level_in_dbfs: float | None = None
+    level_out_dbfs: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    frames_in: int | None = None
+    frames_out: int | None = None
+    late_frames: int | None = None
+    state: str = "active"
+    end_reason: str = ""
+    ended_at: float | None = None
+    hangup_requested: bool = False
+    latency_p50_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    latency_p99_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    level_in_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    level_out_history: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    transcript: str = ""
+    events: deque[EventLine] = field(default_factory=lambda: deque(maxlen=CALL_EVENTS_KEPT))
+    event_count: int = 0
+
+    def update(self, data: Mapping[str, Any]) -> None:
+        for name in ("instance", "transport", "remote", "caller", "started_at"):
+            if name in data:
+                setattr(self, name, clip_text(data[name]))
+        for name in (
+            "duration_s",
+            "level_in_dbfs",
+            "level_out_dbfs",
+            "latency_p50_ms",
+            "latency_p99_ms",
+        ):
+            if name in data:
+                setattr(self, name, as_number(data[name]))
+        for name in ("frames_in", "frames_out", "late_frames"):
+            if name in data:
+                setattr(self, name, as_int(data[name]))
+
+    def record_stats(self) -> None:
+        """Append the current figures to the histories the detail screen draws."""
+        for value, history in (
+            (self.latency_p50_ms, self.latency_p50_history),
+            (self.latency_p99_ms, self.latency_p99_history),
+            (self.level_in_dbfs, self.level_in_history),
+            (self.level_out_dbfs, self.level_out_history),
+        ):
+            if value is not None:
+                history.append(value)
+
+    def add_words(self, text: str) -> None:
+        self.transcript = (self.transcript + text)[-MAX_TRANSCRIPT:]
+
+    @property
+    def shown_state(self) -> str:
+        if self.state == "ended":
+            return f"ended: {self.end_reason}" if self.end_reason else "ended"
+        if self.hangup_requested:
+            return "hanging up"
+        return self.state
+
+    def haystack(self) -> str:
+        return f"{self.call_id}\n{self.caller}\n{self.instance}\n{self.transport}\n{self.remote}"
+
+
+@dataclass
+class Changes:
+    """What changed since the last repaint; ``reset`` means rebuild everything."""
+
+    reset: bool = False
+    calls: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    instances: bool = False
+    events: list[EventLine] = field(default_factory=list)
+    connection: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.reset
+            or self.calls
+            or self.removed
+            or self.instances
+            or self.events
+            or self.connection
+        )
+
+
+# Events that are chatty (1 Hz per call or instance) stay out of the events pane.
+QUIET_EVENTS = frozenset({"call_stats", "instance_status", "text", "pong"})
+
+
+class DashboardModel:
+    """The dashboard's state, fed by supervisor messages, read by the widgets."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.instances: dict[str, InstanceView] = {}
+        self.calls: dict[str, CallView] = {}
+        self.events: deque[EventLine] = deque(maxlen=LOG_EVENTS_KEPT)
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self.filter_text = ""
+        self.connection = "offline"
+        self.connection_message = "not connected"
+        self._changes = Changes(reset=True)
+
+    def take_changes(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    @property
+    def connected(self) -> bool:
+        return self.connection == "up"
+
+    def set_connection(self, state: str, message: str) -> None:
+        """``up``, ``connecting``, ``down``, ``refused`` or ``offline``; rows dim unless up."""
+        self.connection = state
+        self.connection_message = clip_text(message, 300)
+        self._changes.connection = True
+
+    def note(self, kind: str, text: str, ts: str = "", call_id: str | None = None) -> None:
+        """A line for the events pane that comes from the dashboard itself."""
+        if not ts:
+            ts = time.strftime("%H:%M:%S", time.gmtime())
+        self._log(EventLine(ts=ts, kind=kind, text=clip_text(text, 500), call_id=call_id))
+
+    def _log(self, line: EventLine) -> None:
+        self.events.append(line)
+        self._changes.events.append(line)
+        if line.call_id is not None and line.call_id in self.calls:
+            call = self.calls[line.call_id]
+            call.events.append(line)
+            call.event_count += 1
+
+    def apply_snapshot(self, message: Mapping[str, Any]) -> None:
+        """Replace everything with the supervisor's snapshot: state after a gap is not mergeable."""
+        self.instances = {}
+        self.calls = {}
+        for data in _mappings(message.get("instances")):
+            name = clip_text(data.get("name"))
+            if name:
+                instance = InstanceView(name=name)
+                instance.update(data)
+                self.instances[name] = instance
+        for data in _mappings(message.get("calls")):
+            call_id = clip_text(data.get("call_id"))
+            if call_id:
+                call = CallView(call_id=call_id)
+                call.update(data)
+                call.record_stats()
+                self.calls[call_id] = call
+        self._changes = Changes(
+            reset=True, instances=True, events=self._changes.events, connection=True
+        )
+        self.note("snapshot", f"{len(self.instances)} instances, {len(self.calls)} live calls")
+
+    def apply(self, message: Mapping[str, Any]) -> None:
+        """One live message from the supervisor; unknown types are logged, never raised."""
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            self.note("error", "supervisor sent a message without a type")
+            return
+        handler = _HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, message)
+        if kind not in QUIET_EVENTS:
+            self._log(self._describe(kind, message))
+
+    def _describe(self, kind: str, message: Mapping[str, Any]) -> EventLine:
+        call_id = clip_text(message.get("call_id")) or None
+        instance = clip_text(message.get("instance")) or None
+        details = []
+        for name in (
+            "transport",
+            "caller",
+            "remote",
+            "reason",
+            "state",
+            "text",
+            "message",
+            "digit",
+        ):
+            if name in message and message[name] not in (None, ""):
+                details.append(f"{name}={clip_text(message[name], 120)}")
+        if kind == "call_ended" and as_number(message.get("duration_s")) is not None:
+            details.append(f"after {format_duration(as_number(message.get('duration_s')))}")
+        text = " ".join(part for part in (call_id or "", *details) if part)
+        return EventLine(
+            ts=_short_ts(message.get("ts")),
+            kind=kind,
+            text=text,
+            call_id=call_id,
+            instance=instance,
+        )
+
+    def _instance(self, message: Mapping[str, Any]) -> InstanceView | None:
+        name = clip_text(message.get("instance"))
+        if not name:
+            return None
+        if name not in self.instances:
+            self.instances[name] = InstanceView(name=name, state="up")
+        return self.instances[name]
+
+    def _call(self, message: Mapping[str, Any], create: bool) -> CallView | None:
+        call_id = clip_text(message.get("call_id"))
+        if not call_id:
+            return None
+        call = self.calls.get(call_id)
+        if call is None and create:
+            call = CallView(call_id=call_id)
+            self.calls[call_id] = call
+        if call is not None:
+            self._changes.calls.add(call_id)
+        return call
+
+    def _on_call_started(self, message: Mapping[str, Any]) -> None:
+        call = self._call(message, create=True)
+        if call is not None:
+            call.update(message)
+            call.state = "active"
+
+    def _on_call_ended(self, message: Mapping[str, Any]) -> None:
+        call = self._call(message, create=False)
+        if call is None:
+            return
+        call.update(message)
+        call.state = "ended"
+        call.end_reason = clip_text(message.get("reason"), 40)
+        call.ended_at = self.clock()
+
+    def _on_call_stats(self, message: Mapping[str, Any]) -> None:
+        call = self._call(message, create=True)
+        if call is not None:
+            call.update(message)
+            call.record_stats()
+
+    def _on_text(self, message: Mapping[str, Any]) -> None:
+        call = self._call(message, create=False)
+        if call is not None and isinstance(message.get("text"), str):
+            call.add_words(clip_text(message["text"], MAX_WORDS_PER_EVENT))
+
+    def _on_instance_status(self, message: Mapping[str, Any]) -> None:
+        instance = self._instance(message)
+        if instance is None:
+            return
+        fields = {k: v for k, v in message.items() if k != "state"}
+        instance.update(fields)
+        if message.get("state") == "draining":
+            instance.state = "draining"
+        elif instance.state in ("stale", "down", "draining"):
+            instance.state = "up"
+        self._changes.instances = True
+        self._mark_instance_calls(instance.name)
+
+    def _on_instance_state(self, message: Mapping[str, Any]) -> None:
+        instance = self._instance(message)
+        if instance is None:
+            return
+        instance.update({"state": message.get("state")})
+        if "reason" in message:
+            instance.error = clip_text(message.get("reason"))
+        self._changes.instances = True
+        self._mark_instance_calls(instance.name)
+
+    def _mark_instance_calls(self, name: str) -> None:
+        self._changes.calls.update(c.call_id for c in self.calls.values() if c.instance == name)
+
+    def instance_is_live(self, name: str) -> bool:
+        instance = self.instances.get(name)
+        return instance is None or instance.state in ("up", "draining")
+
+    def call_is_stale(self, call: CallView) -> bool:
+        return not self.connected or not self.instance_is_live(call.instance)
+
+    def request_hangup(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.state == "active":
+            call.hangup_requested = True
+            self._changes.calls.add(call_id)
+
+    def prune(self) -> None:
+        """Drop ended calls once they have been shown for ``ENDED_LINGER_S``."""
+        now = self.clock()
+        for call_id in [
+            c.call_id
+            for c in self.calls.values()
+            if c.ended_at is not None and now - c.ended_at >= ENDED_LINGER_S
+        ]:
+            del self.calls[call_id]
+            self._changes.removed.add(call_id)
+            self._changes.calls.discard(call_id)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip().lower()
+        self._changes.reset = True
+
+    def set_sort(self, column: str) -> None:
+        """Sort by ``column``; choosing the current column again flips the direction."""
+        if column not in SORT_COLUMNS:
+            raise ValueError(
+                f"unknown sort column {column!r}; expected one of {list(SORT_COLUMNS)}"
+            )
+        if self.sort_column == column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column = column
+            self.sort_reverse = False
+        self._changes.reset = True
+
+    def next_sort(self) -> None:
+        columns = list(SORT_COLUMNS)
+        index = -1 if self.sort_column is None else columns.index(self.sort_column)
+        self.sort_column = columns[(index + 1) % len(columns)]
+        self.sort_reverse = False
+        self._changes.reset = True
+
+    def reverse_sort(self) -> None:
+        if self.sort_column is None:
+            self.sort_column = "call_id"
+        self.sort_reverse = not self.sort_reverse
+        self._changes.reset = True
+
+    def matches(self, call: CallView) -> bool:
+        return not self.filter_text or self.filter_text in call.haystack().lower()
+
+    def sort_key(self, call: CallView) -> tuple[Any, ...]:
+        """Missing values sort last in either direction; ties fall back to the call id."""
+        column = self.sort_column or "call_id"
+        value = call.shown_state if column == "state" else getattr(call, column)
+        missing = value is None or value == ""
+        if isinstance(value, str):
+            value = value.lower()
+        if self.sort_reverse:
+            return (not missing, value if not missing else 0, call.call_id)
+        return (missing, value if not missing else 0, call.call_id)
+
+    def visible_calls(self) -> list[CallView]:
+        """The calls the table shows, filtered and in display order."""
+        shown = [c for c in self.calls.values() if self.matches(c)]
+        shown.sort(key=self.sort_key, reverse=self.sort_reverse)
+        return shown
+
+
+_HANDLERS: dict[str, Callable[[DashboardModel, Mapping[str, Any]], None]] = {
+    "call_started": DashboardModel._on_call_started,
+    "call_ended": DashboardModel._on_call_ended,
+    "call_stats": DashboardModel._on_call_stats,
+    "text": DashboardModel._on_text,
+    "instance_status": DashboardModel._on_instance_status,
+    "instance_state": DashboardModel._on_instance_state,
+}
+
+
+def _mappings(value: Any) -> Iterable[Mapping[str, Any]]:
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, Mapping)]
+    return []
+
+
+def _short_ts(value: Any) -> str:
+    """``2026-11-26T05:01:02.345Z`` -> ``05:01:02``; anything else is clipped as it is."""
+    text = clip_text(value, 40)
+    if "T" in text:
+        return text.split("T", 1)[1][:8]
+    return text[:8]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    total = int(max(seconds, 0))
+    if total < 3600:
+        return f"{total // 60:02d}:{total % 60:02d}"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def format_bytes(value: float | None) -> str:
+    """Compact sizes for a narrow panel: ``512M``, ``1.5G``, ``14G``."""
+    if value is None:
+        return "–"
+    for unit in ("B", "K", "M", "G"):
+        if abs(value) < 1024:
+            return f"{value:.1f}{unit}" if abs(value) < 10 and unit != "B" else f"{value:.0f}{unit}"
+        value /= 1024
+    return f"{value:.0f}T"

@@ -1,0 +1,119 @@
+"""The live calls table: one row per call, keyed by call id, in the operator's sort order."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from xswarm.tui.model import CallView, Changes, DashboardModel, format_duration
+from xswarm.tui.widgets.keyed_table import ColumnSpec, KeyedTable
+
+# Sized so that ten columns plus their padding fit 80 columns with a scrollbar.
+NARROW_COLUMNS = (
+    ColumnSpec("call_id", "id", 10),
+    ColumnSpec("transport", "via", 6),
+    ColumnSpec("caller", "caller", 11),
+    ColumnSpec("duration_s", "dur", 5, numeric=True),
+    ColumnSpec("level_in_dbfs", "in", 4, numeric=True),
+    ColumnSpec("level_out_dbfs", "out", 4, numeric=True),
+    ColumnSpec("latency_p50_ms", "p50", 4, numeric=True),
+    ColumnSpec("latency_p99_ms", "p99", 4, numeric=True),
+    ColumnSpec("late_frames", "late", 4, numeric=True),
+    ColumnSpec("state", "state", 8),
+)
+WIDE_COLUMNS = (
+    ColumnSpec("call_id", "id", 14),
+    ColumnSpec("instance", "instance", 10),
+    ColumnSpec("transport", "transport", 9),
+    ColumnSpec("caller", "caller", 18),
+    ColumnSpec("duration_s", "duration", 8, numeric=True),
+    ColumnSpec("level_in_dbfs", "in dBFS", 7, numeric=True),
+    ColumnSpec("level_out_dbfs", "out dBFS", 8, numeric=True),
+    ColumnSpec("latency_p50_ms", "p50 ms", 6, numeric=True),
+    ColumnSpec("latency_p99_ms", "p99 ms", 6, numeric=True),
+    ColumnSpec("late_frames", "late", 6, numeric=True),
+    ColumnSpec("state", "state", 18),
+)
+
+LATENCY_WARN_MS = 100.0
+LATENCY_BAD_MS = 200.0
+LEVEL_CLIPPING_DBFS = -1.0
+
+
+def _number(value: float | None, style: str = "") -> Text:
+    if value is None:
+        return Text("–", style="dim", justify="right")
+    return Text(f"{value:.0f}", style=style, justify="right")
+
+
+def _latency_style(value: float | None) -> str:
+    if value is None or value < LATENCY_WARN_MS:
+        return ""
+    return "yellow" if value < LATENCY_BAD_MS else "bold red"
+
+
+def _cell(call: CallView, column: str) -> Text:
+    if column == "duration_s":
+        return Text(format_duration(call.duration_s), justify="right")
+    if column in ("level_in_dbfs", "level_out_dbfs"):
+        value = getattr(call, column)
+        clipping = value is not None and value >= LEVEL_CLIPPING_DBFS
+        return _number(value, "bold red" if clipping else "")
+    if column in ("latency_p50_ms", "latency_p99_ms"):
+        value = getattr(call, column)
+        return _number(value, _latency_style(value))
+    if column == "late_frames":
+        late = call.late_frames
+        return _number(late, "yellow" if late else "")
+    if column == "state":
+        state = call.shown_state
+        style = "green" if state == "active" else "yellow" if state == "hanging up" else "dim"
+        return Text(state, style=style)
+    return Text(str(getattr(call, column)))
+
+
+def call_cells(call: CallView, columns: tuple[ColumnSpec, ...], stale: bool) -> list[Text]:
+    """The row for one call; remote strings stay plain ``Text``, dimmed while stale."""
+    cells = [_cell(call, spec.key) for spec in columns]
+    if stale:
+        for cell in cells:
+            cell.stylize("dim")
+            cell.style = "dim"
+        cells[-1] = Text("stale", style="dim italic")
+    return cells
+
+
+class CallsTable(KeyedTable):
+    """Shows ``DashboardModel.calls`` through the model's filter and sort."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.wide = False
+
+    def columns_for(self, model: DashboardModel) -> tuple[ColumnSpec, ...]:
+        return WIDE_COLUMNS if self.wide else NARROW_COLUMNS
+
+    def show(self, model: DashboardModel, changes: Changes) -> None:
+        """Bring the table in line with the model, touching only what ``changes`` names."""
+        columns = self.columns_for(model)
+        labels = {}
+        if model.sort_column is not None:
+            spec = next((s for s in columns if s.key == model.sort_column), None)
+            if spec is not None:
+                labels[spec.key] = f"{spec.label}{'▼' if model.sort_reverse else '▲'}"
+        self.set_columns(columns, labels)
+        columns = self._specs
+        visible = model.visible_calls()
+        if changes.reset or changes.connection or not self._shown:
+            self.drop_all()
+            wanted = visible
+            removals: set[str] = set()
+        else:
+            visible_ids = {c.call_id for c in visible}
+            wanted = [
+                c for c in visible if c.call_id in changes.calls or c.call_id not in self._shown
+            ]
+            removals = set(changes.removed) | {
+                key for key in changes.calls if key not in visible_ids
+            }
+        upserts = {c.call_id: call_cells(c, columns, model.call_is_stale(c)) for c in wanted}
+        self.apply_rows(upserts, removals, [c.call_id for c in visible])
