@@ -82,3 +82,18 @@ def test_float64_input_is_accepted() -> None:
     resampler = StreamResampler(8000, 24000)
     out = resampler.process(np.zeros(160, dtype=np.float64))
     assert out.dtype == np.float32
+
+
+def test_pad_start_makes_every_telephone_frame_a_whole_engine_frame() -> None:
+    """Without it the first 20 ms frame gives 475 samples and each engine frame waits for the
+    next telephone frame; with it every 160 samples in give exactly 480 out."""
+    plain, padded = StreamResampler(8000, 24000), StreamResampler(8000, 24000, pad_start=True)
+    signal = tone(440, 8000, 0.2)
+    frames = [signal[i : i + 160] for i in range(0, len(signal), 160)]
+    assert len(plain.process(frames[0])) == 475
+    assert [len(padded.process(frame)) for frame in frames] == [480] * len(frames)
+
+
+def test_pad_start_leaves_a_resampler_without_hold_back_alone() -> None:
+    down = StreamResampler(24000, 8000, pad_start=True)
+    assert [len(down.process(np.ones(480, dtype=np.float32))) for _ in range(3)] == [160] * 3

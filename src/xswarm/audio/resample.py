@@ -18,9 +18,15 @@ _EMPTY = np.zeros(0, dtype=np.float32)
 class StreamResampler:
     """One direction of one call: float32 mono in, float32 mono out, state kept between chunks."""
 
-    __slots__ = ("_stream", "in_rate", "out_rate", "quality")
+    __slots__ = ("_fed", "_pad_start", "_returned", "_stream", "in_rate", "out_rate", "quality")
 
-    def __init__(self, in_rate: int, out_rate: int, quality: str = "QQ") -> None:
+    def __init__(
+        self, in_rate: int, out_rate: int, quality: str = "QQ", pad_start: bool = False
+    ) -> None:
+        """``pad_start``: the first output is topped up with leading silence to the length
+        the input implies. At QQ, 8 kHz -> 24 kHz, 160 samples in give 475 out, not 480; a
+        consumer that waits for whole 480-sample frames would then hold every frame until the
+        next one arrives (+20 ms). Five samples (0.2 ms) of silence up front avoid that."""
         if quality not in QUALITIES:
             raise ValueError(f"resampler quality {quality!r} is not one of {', '.join(QUALITIES)}")
         if in_rate <= 0 or out_rate <= 0:
@@ -29,12 +35,23 @@ class StreamResampler:
         self.out_rate = out_rate
         self.quality = quality
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+        self._pad_start = pad_start
+        self._fed = self._returned = 0
 
     def process(self, pcm: np.ndarray) -> np.ndarray:
         """Feed any number of samples; return every output sample that is ready."""
         if pcm.dtype != np.float32:
             pcm = pcm.astype(np.float32)
         out: np.ndarray = self._stream.resample_chunk(pcm)
+        if self._pad_start:
+            self._fed += len(pcm)
+            self._returned += len(out)
+            missing = self._fed * self.out_rate // self.in_rate - self._returned
+            if self._fed and self._returned and missing >= 0:
+                self._pad_start = False
+                if missing:
+                    self._returned += missing
+                    out = np.concatenate([np.zeros(missing, dtype=np.float32), out])
         return out
 
     def flush(self) -> np.ndarray:
