@@ -1,0 +1,128 @@
+"""`xswarm call`: place one simulated call from a WAV file and report what came back.
+
+The quickest end-to-end check of a bridge: the WAV is the caller's voice, sent in real time
+over the Twilio or the Moshi protocol; the reply is saved to a WAV and the latency printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+import numpy as np
+
+from xswarm.audio.levels import dbfs
+from xswarm.audio.wav import read_wav, write_wav
+from xswarm.client.common import DEFAULT_URL, ClientError, Latency, call_url, format_ms
+from xswarm.client.moshi_call import MoshiCallResult, place_moshi_call
+from xswarm.client.twilio_call import TwilioCallResult, place_twilio_call
+
+SAMPLE_WAV = Path(__file__).resolve().parents[3] / "samples" / "hello.wav"
+NORMAL_CLOSES = (None, 1000, 1001)
+
+
+@click.command(name="call")
+@click.option(
+    "--wav",
+    "wav_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=SAMPLE_WAV if SAMPLE_WAV.exists() else None,
+    required=not SAMPLE_WAV.exists(),
+    show_default=True,
+    help="the caller's voice (any PCM WAV)",
+)
+@click.option(
+    "--transport", type=click.Choice(["twilio", "moshi"]), default="twilio", show_default=True
+)
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="the bridge; the path is added")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reply.wav"),
+    show_default=True,
+    help="where to save what came back",
+)
+@click.option(
+    "--tail",
+    type=click.FloatRange(0, 60),
+    default=1.0,
+    show_default=True,
+    help="seconds to keep listening after the last frame is sent",
+)
+@click.option("--dtmf", default="", help="keypad digits to press during the call (Twilio)")
+@click.option(
+    "--signed-url",
+    default=None,
+    help="URL to sign for X-Twilio-Signature when TWILIO_AUTH_TOKEN is set "
+    "(the bridge's public_url); default: --url",
+)
+def command(
+    wav_path: Path,
+    transport: str,
+    url: str,
+    out: Path,
+    tail: float,
+    dtmf: str,
+    signed_url: str | None,
+) -> None:
+    """Place one simulated call from a WAV file; save the reply and print latency."""
+    target = call_url(url, transport)
+    bad_digits = set(dtmf) - set("0123456789*#ABCD")
+    if bad_digits:
+        raise click.BadParameter(
+            f"{''.join(sorted(bad_digits))!r} are not keypad digits", param_hint="--dtmf"
+        )
+    try:
+        rate = 8000 if transport == "twilio" else 24000
+        voice = read_wav(wav_path, rate)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
+    result: TwilioCallResult | MoshiCallResult
+    if transport == "twilio":
+        result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed_url))
+        unit = "frames of 20 ms"
+    else:
+        result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words))
+        unit = "frames of 80 ms"
+    reply = result.reply_pcm()
+    write_wav(out, reply, rate)
+    _report(result, unit, reply, voice, rate, out)
+    if result.close_code not in NORMAL_CLOSES:
+        raise ClientError(
+            f"the bridge closed the call with {result.close_code} {result.close_reason!r}"
+        )
+    if not result.received_at:
+        raise ClientError(f"{target}: the call connected but no audio came back")
+
+
+def _print_words(words: str) -> None:
+    click.echo(f"  text: {words}")
+
+
+def _report(
+    result: TwilioCallResult | MoshiCallResult,
+    unit: str,
+    reply: np.ndarray,
+    voice: np.ndarray,
+    rate: int,
+    out: Path,
+) -> None:
+    first = result.time_to_first_audio()
+    latency = Latency.of(result.round_trips())
+    click.echo(f"frames sent:      {len(result.sent_at)} {unit}")
+    click.echo(f"frames received:  {len(result.received_at)} {unit}")
+    if isinstance(result, TwilioCallResult):
+        click.echo(f"marks / clears:   {len(result.marks)} / {result.clears}")
+    click.echo(f"first audio after {format_ms(first * 1000) if first is not None else 'n/a'}")
+    click.echo(
+        f"frame round trip: p50 {format_ms(latency.p50_ms)}, p99 {format_ms(latency.p99_ms)}, "
+        f"max {format_ms(latency.max_ms)} over {latency.count} frames"
+    )
+    click.echo(f"levels:           sent {dbfs(voice):.1f} dBFS, received {dbfs(reply):.1f} dBFS")
+    click.echo(f"reply saved to {out} ({len(reply) / rate:.2f} s at {rate} Hz)")
+    if result.close_code not in NORMAL_CLOSES or result.close_reason:
+        click.echo(f"closed by the bridge: {result.close_code} {result.close_reason}")
+    for error in result.errors[:10]:
+        click.echo(f"warning: {error}", err=True)
