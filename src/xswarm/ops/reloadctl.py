@@ -1,0 +1,115 @@
+"""``xswarm reloadctl [PID]``: the units' ExecReload, a SIGHUP that waits for its outcome.
+
+A bare ``kill -HUP $MAINPID`` returns at once, so on systemd 252 ``systemctl reload`` can
+report success before the service has even read its config (measured: 1 in 12), and never
+reports a refused config. The services write ``$RUNTIME_DIRECTORY/reload.json``
+(generation, ok, message, pid) after each SIGHUP; this waits until the generation grows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+DEFAULT_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class ReloadState:
+    generation: int
+    ok: bool
+    message: str
+    pid: int | None
+
+
+def parse_state(text: str) -> ReloadState | None:
+    """The reload record, or None when it is absent, torn or not ours."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    generation, ok = data.get("generation"), data.get("ok")
+    if not isinstance(generation, int) or isinstance(generation, bool) or not isinstance(ok, bool):
+        return None
+    message = data.get("message")
+    pid = data.get("pid")
+    return ReloadState(
+        generation=generation,
+        ok=ok,
+        message=message if isinstance(message, str) else "",
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+    )
+
+
+def read_state(path: Path) -> ReloadState | None:
+    try:
+        return parse_state(path.read_text())
+    except OSError:
+        return None
+
+
+def state_path() -> Path:
+    directory = os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("XSWARM_RUNTIME_DIR")
+    if not directory:
+        raise click.ClickException(
+            "neither $RUNTIME_DIRECTORY nor $XSWARM_RUNTIME_DIR is set; run this as the unit's "
+            "ExecReload (the unit sets RuntimeDirectory=) or export XSWARM_RUNTIME_DIR"
+        )
+    return Path(directory.split(":")[0]) / "reload.json"
+
+
+def reload(pid: int, path: Path, timeout: float, poll: float = 0.05) -> ReloadState:
+    """Send SIGHUP to ``pid`` and wait for a newer reload record from that same process."""
+    before = read_state(path)
+    generation = before.generation if before and before.pid in (pid, None) else 0
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"no process {pid} to reload; is the service running?") from None
+    except PermissionError:
+        raise click.ClickException(
+            f"not allowed to signal PID {pid}; run as its user or root"
+        ) from None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(path)
+        if state is not None and state.pid in (pid, None) and state.generation > generation:
+            return state
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise click.ClickException(f"PID {pid} exited during the reload") from None
+        except PermissionError:
+            pass
+        time.sleep(poll)
+    raise click.ClickException(
+        f"PID {pid} did not report on its reload within {timeout:g} s ({path} unchanged); "
+        "see journalctl for the service"
+    )
+
+
+@click.command(name="reloadctl")
+@click.argument("pid", type=int, required=False)
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
+              help="seconds to wait for the service to report its reload")
+def command(pid: int | None, timeout: float) -> None:
+    """Reload a service (SIGHUP) and wait until it has applied or refused its config."""
+    if pid is None:
+        main = os.environ.get("MAINPID", "")
+        if not main.isdigit() or int(main) <= 0:
+            raise click.ClickException("no PID given and $MAINPID is not set")
+        pid = int(main)
+    if pid <= 1:
+        raise click.ClickException(f"refusing to signal PID {pid}")
+    state = reload(pid, state_path(), timeout)
+    if not state.ok:
+        raise click.ClickException(f"reload refused, old config kept: {state.message}")
+    click.echo(f"reloaded: {state.message}" if state.message else "reloaded")
