@@ -243,13 +243,13 @@ def _memory(name: str, unit: UnitFacts, mem_total: int | None) -> list[Finding]:
         share = used / limit
         if share >= 0.9:
             level = FAIL if share >= 0.95 else WARN
-            out.append(Finding(level, "memory", f"{name} uses {_size(used)} of its "
-                               f"MemoryMax={_size(limit)} ({share:.0%})",
+            out.append(Finding(level, "memory", f"{name} uses {size_text(used)} of its "
+                               f"MemoryMax={size_text(limit)} ({share:.0%})",
                                "lower [voice.bridge] max_concurrent_calls, raise MemoryMax "
                                f"(sudo systemctl edit {name}), or add an instance"))
     if limit and mem_total and limit > mem_total:
-        out.append(Finding(WARN, "memory", f"{name} has MemoryMax={_size(limit)} but the "
-                           f"machine has {_size(mem_total)}: the limit never binds and the "
+        out.append(Finding(WARN, "memory", f"{name} has MemoryMax={size_text(limit)} but the "
+                           f"machine has {size_text(mem_total)}: the limit never binds and the "
                            "kernel's OOM killer acts first", f"sudo systemctl edit {name}: "
                            "MemoryMax= below physical memory"))
     return out
@@ -269,7 +269,7 @@ def _release(facts: Facts) -> list[Finding]:
     return [Finding(OK, "units", f"units match release {facts.current_release}")]
 
 
-def _size(value: int) -> str:
+def size_text(value: int) -> str:
     size = float(value)
     for unit in ("B", "K", "M", "G", "T"):
         if size < 1024 or unit == "T":

@@ -1,0 +1,128 @@
+"""Switching releases on a live server: units, ``current``, then one instance at a time.
+
+Upgrade and rollback share this. Each running voice unit is restarted alone and must come
+back ready (/readyz 200) running the release it was switched to (its main process's command
+line lives under that release) before the next one goes; the supervisor goes last. Calls on
+the other instances go on, and socket activation queues new connections during each restart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xswarm import config as config_module
+from xswarm.config import Config
+from xswarm.ops import doctor, health, install, releases, systemctl, units
+from xswarm.ops.layout import Layout
+
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    unit: str
+    host: str
+    port: int
+    path: str  # /readyz for voice, /healthz for the supervisor
+
+
+def targets(config: Config) -> list[Target]:
+    """Running xswarm units, voice instances first, the supervisor last."""
+    names = [n for n in systemctl.list_units("xswarm-voice*.service") if n.endswith(".service")]
+    names += ["xswarm-dashboard.service"]
+    state = systemctl.show(names, ("Id", "ActiveState"))
+    running = [n for n in names if state.get(n, {}).get("ActiveState") in ("active", "reloading",
+                                                                            "activating")]
+    out = []
+    for name in running:
+        if name == "xswarm-dashboard.service":
+            dash = config.section("dashboard")
+            out.append(Target(name, dash["host"], dash["port"], "/healthz"))
+            continue
+        instance = name[len("xswarm-voice@"):-len(".service")] if "@" in name else None
+        view = config.for_instance(int(instance)) if instance and instance.isdigit() else config
+        bridge = view.section("voice.bridge")
+        out.append(Target(name, bridge["host"], bridge["port"], "/readyz"))
+    return out
+
+
+def running_release(unit: str, layout: Layout) -> str | None:
+    """The release the unit's main process was started from, read from its command line."""
+    pid = systemctl.number(systemctl.show([unit], ("Id", "MainPID")).get(unit, {}).get("MainPID"))
+    if not pid:
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = str(layout.releases) + os.sep
+    for word in argv:
+        text = word.decode("utf-8", "replace")
+        if text.startswith(prefix):
+            return text[len(prefix):].split(os.sep, 1)[0]
+    return None
+
+
+def restart_and_check(target: Target, layout: Layout, version: str, timeout: float) -> str | None:
+    """Restart one unit; None when it came back healthy on ``version``, else why not."""
+    result = systemctl.restart(target.unit, timeout=timeout + 60)
+    if not result.ok:
+        words = (result.stderr or result.stdout).strip().splitlines()
+        last = words[-1] if words else f"exit {result.returncode}"
+        return f"systemctl restart {target.unit} failed: {last}"
+    deadline = time.monotonic() + timeout
+    probe = health.get(health.url(target.host, target.port, target.path))
+    while not probe.ok and time.monotonic() < deadline:
+        time.sleep(0.5)
+        probe = health.get(health.url(target.host, target.port, target.path))
+    if not probe.ok:
+        why = probe.error or f"HTTP {probe.status} {probe.body[:120]}"
+        return f"{target.unit} is not healthy after restart ({target.path}: {why})"
+    running = running_release(target.unit, layout)
+    if running != version:
+        return f"{target.unit} runs release {running}, expected {version}"
+    return None
+
+
+def rolling_restart(
+    layout: Layout, config: Config, version: str, say: Callable[[str], None],
+    timeout: float = READY_TIMEOUT,
+) -> str | None:
+    for target in targets(config):
+        say(f"restarting {target.unit} ...")
+        error = restart_and_check(target, layout, version, timeout)
+        if error:
+            say(f"  FAILED: {error}")
+            return error
+        say(f"  {target.unit} healthy on {version}")
+    return None
+
+
+def activate(layout: Layout, version: str, plan_from_saved: bool) -> None:
+    """Put a release's units in place, point ``current`` at it, and daemon-reload."""
+    report = install.Report()
+    if plan_from_saved:
+        install.restore_units(layout, version, report)
+    else:
+        files = doctor.installed_units(layout)
+        config = config_module.load(layout.config)
+        plan = units.render(layout, version, config, doctor.installed_instances(files),
+                            doctor.installed_profiles(files))
+        install.install_units(layout, plan, report)
+    releases.switch(layout, version)
+    if systemctl.available():
+        systemctl.daemon_reload()
+
+
+def switch_to(
+    layout: Layout, version: str, say: Callable[[str], None], fresh_units: bool,
+    timeout: float = READY_TIMEOUT,
+) -> str | None:
+    """Activate ``version`` and restart everything running onto it; the first error, if any."""
+    activate(layout, version, plan_from_saved=not fresh_units)
+    say(f"{layout.current} -> releases/{version}; units installed; daemon-reload done")
+    return rolling_restart(layout, config_module.load(layout.config), version, say, timeout)

@@ -1,0 +1,126 @@
+"""``xswarm status``: one screen for the whole server.
+
+Each xswarm unit with systemd's view of it (state, main PID, restarts, memory against
+MemoryMax) and the service's own (/healthz, /readyz, active calls), plus the release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from xswarm import config as config_module
+from xswarm.config import Config
+from xswarm.errors import ConfigError
+from xswarm.ops import doctor, health, releases, systemctl
+from xswarm.ops.checks import size_text
+from xswarm.ops.layout import Layout
+
+
+@dataclass(frozen=True)
+class Row:
+    unit: str
+    port: int
+    state: str = "unknown"
+    pid: int = 0
+    restarts: int | None = None
+    memory: int | None = None
+    memory_max: int | None = None
+    status_text: str = ""
+    healthy: bool | None = None
+    ready: str = "-"
+    calls: str = "-"
+
+
+def _memory(row: Row) -> str:
+    if row.memory is None:
+        return "-"
+    text = size_text(row.memory)
+    if row.memory_max:
+        text += f" / {size_text(row.memory_max)} ({row.memory / row.memory_max:.0%})"
+    return text
+
+
+def render(release: str | None, rows: list[Row]) -> str:
+    header = (
+        "UNIT", "PORT", "STATE", "PID", "RESTARTS", "MEMORY / MAX", "HEALTH", "READY", "CALLS"
+    )
+    table = [header]
+    for row in rows:
+        table.append((
+            row.unit, str(row.port), row.state, str(row.pid or "-"),
+            "-" if row.restarts is None else str(row.restarts), _memory(row),
+            {True: "ok", False: "DOWN", None: "-"}[row.healthy], row.ready, row.calls,
+        ))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [f"xswarm release: {release or 'none installed'}", ""]
+    for entry in table:
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(entry)).rstrip())
+    notes = [f"  {row.unit}: {row.status_text}" for row in rows if row.status_text]
+    if notes:
+        lines += ["", "Status lines:", *notes]
+    return "\n".join(lines)
+
+
+def voice_targets(config: Config, files: dict[str, str]) -> list[tuple[str, str, int]]:
+    out = []
+    bridge = config.section("voice.bridge")
+    if "xswarm-voice.service" in files or not files:
+        out.append(("xswarm-voice.service", bridge["host"], bridge["port"]))
+    for number in doctor.installed_instances(files):
+        view = config.for_instance(number).section("voice.bridge")
+        out.append((f"xswarm-voice@{number}.service", view["host"], view["port"]))
+    return out
+
+
+def collect(layout: Layout, config: Config) -> list[Row]:
+    files = doctor.installed_units(layout)
+    voices = voice_targets(config, files)
+    dash = config.section("dashboard")
+    names = [v[0] for v in voices] + ["xswarm-dashboard.service"]
+    shown = systemctl.show(names) if systemctl.available() else {}
+    rows = []
+    for unit, host, port, path in [(*v, "/readyz") for v in voices] + [
+        ("xswarm-dashboard.service", dash["host"], dash["port"], "")
+    ]:
+        props = shown.get(unit, {})
+        state = f"{props['ActiveState']}/{props['SubState']}" if props else "unknown"
+        alive = health.get(health.url(host, port, "/healthz"), timeout=2)
+        ready, calls = "-", "-"
+        if path:
+            probe = health.get(health.url(host, port, path), timeout=2)
+            body = probe.json()
+            if probe.status:
+                ready = "ready" if probe.ok else str(body.get("reason", probe.status))
+            active, limit = body.get("active_calls"), body.get("max_concurrent_calls")
+            if active is not None:
+                calls = f"{active}/{limit}" if limit is not None else str(active)
+        rows.append(Row(
+            unit=unit, port=port, state=state,
+            pid=systemctl.number(props.get("MainPID")) or 0,
+            restarts=systemctl.number(props.get("NRestarts")) if props else None,
+            memory=systemctl.number(props.get("MemoryCurrent")),
+            memory_max=systemctl.number(props.get("MemoryMax")),
+            status_text=props.get("StatusText", ""),
+            healthy=alive.ok if alive.status or alive.error else None,
+            ready=ready, calls=calls,
+        ))
+    return rows
+
+
+@click.command(name="status")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
+              show_default=True, help="filesystem root of the installation (tests)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="config file (default: /opt/xswarm/config.toml)")
+def command(root: Path, config_path: Path | None) -> None:
+    """Services, health, active calls, restarts and memory against limits, on one screen."""
+    layout = Layout(root)
+    path = config_path or layout.config
+    try:
+        config = config_module.load(path if path.exists() else None)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc} (xswarm doctor explains)") from None
+    click.echo(render(releases.current(layout), collect(layout, config)))
