@@ -277,7 +277,7 @@ class MoshiEngine(Engine):
             if 0 <= i < self._text_card
         ]
         ids = [i for i in ids if i not in SILENT_TEXT_IDS and not self._tokenizer.is_unknown(i)]
-        if not ids:
+        if not any(self._piece(i).strip() for i in ids):
             return SuggestionResult(False, "suggestion has no words the model's tokenizer knows")
         if len(ids) > MAX_SUGGESTION_TOKENS:
             return SuggestionResult(
