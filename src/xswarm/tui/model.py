@@ -215,8 +215,13 @@ QUIET_EVENTS = frozenset({"call_stats", "instance_status", "text", "pong"})
 class DashboardModel:
     """The dashboard's state, fed by supervisor messages, read by the widgets."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.clock = clock
+        self.wall = wall
         self.instances: dict[str, InstanceView] = {}
         self.calls: dict[str, CallView] = {}
         self.events: deque[EventLine] = deque(maxlen=LOG_EVENTS_KEPT)
@@ -244,7 +249,7 @@ class DashboardModel:
     def note(self, kind: str, text: str, ts: str = "", call_id: str | None = None) -> None:
         """A line for the events pane that comes from the dashboard itself."""
         if not ts:
-            ts = time.strftime("%H:%M:%S", time.gmtime())
+            ts = time.strftime("%H:%M:%S", time.gmtime(self.wall()))
         self._log(EventLine(ts=ts, kind=kind, text=clip_text(text, 500), call_id=call_id))
 
     def _log(self, line: EventLine) -> None:

@@ -94,6 +94,7 @@ class CallsTable(KeyedTable):
 
     def show(self, model: DashboardModel, changes: Changes) -> None:
         """Bring the table in line with the model, touching only what ``changes`` names."""
+        keep = self.selected_key()
         columns = self.columns_for(model)
         labels = {}
         if model.sort_column is not None:
@@ -116,4 +117,4 @@ class CallsTable(KeyedTable):
                 key for key in changes.calls if key not in visible_ids
             }
         upserts = {c.call_id: call_cells(c, columns, model.call_is_stale(c)) for c in wanted}
-        self.apply_rows(upserts, removals, [c.call_id for c in visible])
+        self.apply_rows(upserts, removals, [c.call_id for c in visible], keep)

@@ -84,9 +84,13 @@ class KeyedTable(DataTable[Text]):
         upserts: Mapping[str, Sequence[Text]],
         removals: Iterable[str] = (),
         order: Sequence[str] | None = None,
+        keep: str | None = None,
     ) -> None:
-        """Add, update (changed cells only) and remove rows, then put them in ``order``."""
-        keep = self.selected_key()
+        """Add, update (changed cells only) and remove rows, then put them in ``order``.
+
+        The cursor ends on the row ``keep`` names (default: the row it is on now).
+        """
+        keep = keep or self.selected_key()
         for key in removals:
             if key in self._shown:
                 self.remove_row(key)
