@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,9 +56,10 @@ def describe_failure(url: str, exc: BaseException) -> str:
         line = f"{url}: upgrade refused: HTTP {exc.status} {exc.message}"
         return line + (f" (Retry-After: {retry} s)" if retry else "")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        cause = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else str(exc)
-        if isinstance(exc.os_error, socket.gaierror):
-            return f"cannot reach {url}: cannot resolve the host ({cause})"
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            return f"cannot reach {url}: cannot resolve the host ({error.strerror})"
+        cause = os.strerror(error.errno) if error and error.errno else str(exc)
         return f"cannot reach {url}: {cause.lower()}; is xswarm-voice running? `make run`"
     if isinstance(exc, TimeoutError):
         return f"cannot reach {url}: no answer in time; is the bridge overloaded or firewalled?"
@@ -106,7 +108,7 @@ def metric_total(exposition: str, name: str) -> float | None:
             continue
         rest = line[len(name) :]
         if rest[:1] == "{":
-            close = rest.find("}")
+            close = _end_of_labels(rest)
             if close < 0:
                 continue
             rest = rest[close + 1 :]
@@ -121,6 +123,21 @@ def metric_total(exposition: str, name: str) -> float | None:
             continue
         total = value if total is None else total + value
     return total
+
+
+def _end_of_labels(text: str) -> int:
+    """Index of the ``}`` closing a label set, skipping braces inside quoted values."""
+    quoted = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = quoted
+        elif char == '"':
+            quoted = not quoted
+        elif char == "}" and not quoted:
+            return index
+    return -1
 
 
 async def sleep_until(deadline: float) -> None:

@@ -1,0 +1,313 @@
+"""The load generator behind `xswarm bench`: N real-time Twilio calls from one process.
+
+It must never be the bottleneck it is measuring, so the per-frame work is as small as it
+can be: every media message is two prebuilt strings (one per frame index, shared by all
+calls, and one per call) joined together; one shared deadline timer sends the next frame
+on every call each 20 ms; the receive side only timestamps and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import json
+import math
+import resource
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from xswarm.audio import mulaw
+from xswarm.client.common import Latency, describe_failure, http_url, metric_total, sleep_until
+from xswarm.protocol import twilio
+
+FRAME_SECONDS = 0.020
+MEDIA_HEAD = '{"event":"media","sequenceNumber":"'
+OUT_MEDIA_HEAD = '{"event":"media"'
+MAX_CALLS = 5000
+MAX_SECONDS = 600.0
+END_OF_STREAM = frozenset(
+    (
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSMsgType.CLOSING,
+        aiohttp.WSMsgType.CLOSED,
+        aiohttp.WSMsgType.ERROR,
+    )
+)
+
+
+@dataclass(slots=True)
+class BenchCall:
+    index: int
+    stream_sid: str
+    call_sid: str
+    tail: str = ""
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    next_frame: int = 0
+    sent_at: list[float] = field(default_factory=list)
+    received: int = 0
+    sending: bool = False
+    finished: bool = False
+    close_code: int | None = None
+
+
+@dataclass
+class BenchReport:
+    calls: int
+    seconds: float
+    connected: int = 0
+    refused: int = 0
+    failed: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
+    closed_early: dict[str, int] = field(default_factory=dict)
+    frames_sent: int = 0
+    frames_received: int = 0
+    lost_frames: int = 0
+    round_trip: Latency = field(default_factory=lambda: Latency.of([]))
+    late_frames: float | None = None
+    bridge_cpu_ms_per_call_second: float | None = None
+    bench_cpu_ms_per_call_second: float | None = None
+    timer_lag_p99_ms: float = math.nan
+    timer_lag_max_ms: float = math.nan
+    wall_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        def clean(value: float | None) -> float | None:
+            return None if value is None or math.isnan(value) else round(value, 3)
+
+        return {
+            "calls": self.calls,
+            "seconds": self.seconds,
+            "connected": self.connected,
+            "refused": self.refused,
+            "failed": self.failed,
+            "refusals": self.refusals,
+            "closed_early": self.closed_early,
+            "frames_sent": self.frames_sent,
+            "frames_received": self.frames_received,
+            "lost_frames": self.lost_frames,
+            "round_trip_p50_ms": clean(self.round_trip.p50_ms),
+            "round_trip_p99_ms": clean(self.round_trip.p99_ms),
+            "round_trip_max_ms": clean(self.round_trip.max_ms),
+            "late_frames": self.late_frames,
+            "bridge_cpu_ms_per_call_second": clean(self.bridge_cpu_ms_per_call_second),
+            "bench_cpu_ms_per_call_second": clean(self.bench_cpu_ms_per_call_second),
+            "bench_timer_lag_p99_ms": clean(self.timer_lag_p99_ms),
+            "bench_timer_lag_max_ms": clean(self.timer_lag_max_ms),
+            "wall_seconds": round(self.wall_seconds, 2),
+        }
+
+
+def frame_middles(pcm_8k: np.ndarray, frames: int) -> list[str]:
+    """For each frame index, the part of a media message every call shares: sequence, chunk,
+    timestamp and payload. The caller's voice loops if the call outlasts it."""
+    encoded = mulaw.encode(pcm_8k)
+    encoded += b"\xff" * (-len(encoded) % twilio.FRAME_BYTES)
+    if not encoded:
+        encoded = b"\xff" * twilio.FRAME_BYTES
+    payloads = [
+        binascii.b2a_base64(encoded[i : i + twilio.FRAME_BYTES], newline=False).decode()
+        for i in range(0, len(encoded), twilio.FRAME_BYTES)
+    ]
+    return [
+        f'{k + 2}","media":{{"track":"inbound","chunk":"{k + 1}","timestamp":"{k * 20}",'
+        f'"payload":"{payloads[k % len(payloads)]}"}},"streamSid":'
+        for k in range(frames)
+    ]
+
+
+class Bench:
+    def __init__(
+        self,
+        url: str,
+        calls: int,
+        seconds: float,
+        pcm_8k: np.ndarray,
+        ramp_seconds: float = 2.0,
+        grace_seconds: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.seconds = seconds
+        self.ramp = ramp_seconds
+        self.grace = grace_seconds
+        self.frames_per_call = max(1, round(seconds / FRAME_SECONDS))
+        self.middles = frame_middles(pcm_8k, self.frames_per_call)
+        self.calls = [
+            BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
+        ]
+        for call in self.calls:
+            call.tail = json.dumps(call.stream_sid) + "}"
+        self.round_trips: list[float] = []
+        self.timer_lags: list[float] = []
+        self.refusals: Counter[str] = Counter()
+        self.closed_early: Counter[str] = Counter()
+        self.failed = 0
+        self.first_failure = ""
+        self._closers: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> BenchReport:
+        loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            before = await self._scrape(session)
+            usage_before = resource.getrusage(resource.RUSAGE_SELF)
+            began = loop.time()
+            tasks = [asyncio.create_task(self._call(session, call, began)) for call in self.calls]
+            ticker = asyncio.create_task(self._tick(began))
+            await asyncio.gather(*tasks)
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            wall = loop.time() - began
+            usage_after = resource.getrusage(resource.RUSAGE_SELF)
+            after = await self._scrape(session)
+        return self._report(before, after, usage_before, usage_after, wall)
+
+    async def _call(self, session: aiohttp.ClientSession, call: BenchCall, began: float) -> None:
+        offset = self.ramp * call.index / max(1, len(self.calls))
+        await sleep_until(began + offset)
+        try:
+            ws = await asyncio.wait_for(session.ws_connect(self.url, compress=0), 30)
+        except aiohttp.WSServerHandshakeError as exc:
+            self.refusals[f"HTTP {exc.status}"] += 1
+            call.finished = True
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.failed += 1
+            self.first_failure = self.first_failure or describe_failure(self.url, exc)
+            call.finished = True
+            return
+        call.ws = ws
+        try:
+            await ws.send_str(twilio.connected_message())
+            await ws.send_str(twilio.start_message(call.stream_sid, call.call_sid))
+            call.sending = True
+            await self._receive(call, ws)
+        except ConnectionError:
+            pass
+        finally:
+            call.sending = False
+            call.finished = True
+            call.close_code = ws.close_code
+            if call.next_frame < self.frames_per_call:
+                self.closed_early[f"closed {ws.close_code}"] += 1
+            await ws.close()
+
+    async def _receive(self, call: BenchCall, ws: aiohttp.ClientWebSocketResponse) -> None:
+        loop = asyncio.get_running_loop()
+        round_trips = self.round_trips
+        sent_at = call.sent_at
+        text_type = aiohttp.WSMsgType.TEXT
+        while True:
+            message = await ws.receive()
+            if message.type == text_type:
+                if message.data.startswith(OUT_MEDIA_HEAD):
+                    k = call.received
+                    call.received = k + 1
+                    if k < len(sent_at):
+                        round_trips.append(loop.time() - sent_at[k])
+                continue
+            if message.type in END_OF_STREAM:
+                return
+
+    async def _tick(self, began: float) -> None:
+        """The one timer: every 20 ms, the next frame on every call that is sending."""
+        loop = asyncio.get_running_loop()
+        deadline = began
+        middles, last = self.middles, self.frames_per_call
+        while True:
+            deadline += FRAME_SECONDS
+            await sleep_until(deadline)
+            now = loop.time()
+            self.timer_lags.append(now - deadline)
+            for call in self.calls:
+                if not call.sending:
+                    continue
+                k = call.next_frame
+                if k >= last:
+                    continue
+                ws = call.ws
+                assert ws is not None
+                try:
+                    await ws.send_str(MEDIA_HEAD + middles[k] + call.tail)
+                except ConnectionError:
+                    call.sending = False
+                    continue
+                call.sent_at.append(loop.time())
+                call.next_frame = k + 1
+                if k + 1 == last:
+                    asyncio.get_running_loop().call_later(self.grace, self._hang_up, call)
+
+    def _hang_up(self, call: BenchCall) -> None:
+        ws = call.ws
+        if ws is None or ws.closed:
+            return
+        stop = twilio.stop_message(
+            call.stream_sid, self.frames_per_call + 2, call.call_sid, "AC" + "0" * 32
+        )
+
+        async def send_stop_and_close() -> None:
+            with contextlib.suppress(ConnectionError):
+                await ws.send_str(stop)
+            await ws.close()
+
+        task = asyncio.get_running_loop().create_task(send_stop_and_close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _scrape(self, session: aiohttp.ClientSession) -> str | None:
+        try:
+            async with session.get(
+                http_url(self.url, "/metrics"), timeout=aiohttp.ClientTimeout(total=10)
+            ) as response:
+                return await response.text() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    def _report(
+        self,
+        before: str | None,
+        after: str | None,
+        usage_before: resource.struct_rusage,
+        usage_after: resource.struct_rusage,
+        wall: float,
+    ) -> BenchReport:
+        report = BenchReport(len(self.calls), self.seconds, wall_seconds=wall)
+        connected = [call for call in self.calls if call.ws is not None]
+        report.connected = len(connected)
+        report.refused = sum(self.refusals.values())
+        report.refusals = dict(self.refusals)
+        report.failed = self.failed
+        report.closed_early = dict(self.closed_early)
+        report.frames_sent = sum(len(call.sent_at) for call in connected)
+        report.frames_received = sum(min(call.received, len(call.sent_at)) for call in connected)
+        report.lost_frames = report.frames_sent - report.frames_received
+        report.round_trip = Latency.of(self.round_trips)
+        call_seconds = report.frames_sent * FRAME_SECONDS
+        report.late_frames = _delta(before, after, "xswarm_late_frames_total")
+        bridge_cpu = _delta(before, after, "process_cpu_seconds_total")
+        if bridge_cpu is not None and call_seconds:
+            report.bridge_cpu_ms_per_call_second = bridge_cpu * 1000 / call_seconds
+        bench_cpu = (usage_after.ru_utime + usage_after.ru_stime) - (
+            usage_before.ru_utime + usage_before.ru_stime
+        )
+        if call_seconds:
+            report.bench_cpu_ms_per_call_second = bench_cpu * 1000 / call_seconds
+        if self.timer_lags:
+            lags = np.asarray(self.timer_lags) * 1000
+            report.timer_lag_p99_ms = float(np.percentile(lags, 99))
+            report.timer_lag_max_ms = float(lags.max())
+        return report
+
+
+def _delta(before: str | None, after: str | None, name: str) -> float | None:
+    if before is None or after is None:
+        return None
+    first, last = metric_total(before, name), metric_total(after, name)
+    if first is None or last is None:
+        return None
+    return last - first

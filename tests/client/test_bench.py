@@ -1,0 +1,67 @@
+"""`xswarm bench` against a real bridge: a few calls for a few seconds, every field printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.bridge import free_port, running_bridge
+
+XSWARM = str(Path(sys.executable).parent / "xswarm")
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([XSWARM, "bench", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bench_reports_every_figure_as_json_and_text(tmp_path: Path) -> None:
+    config = '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 3\n'
+    with running_bridge(tmp_path, config) as bridge:
+        done = run_bench(
+            "--calls", "4", "--seconds", "2", "--ramp", "0.2", "--url", bridge.ws_url, "--json"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout)
+        text = run_bench("--calls", "2", "--seconds", "1", "--url", bridge.ws_url)
+    assert report["calls"] == 4
+    assert report["connected"] == 3 and report["refused"] == 1
+    assert report["refusals"] == {"HTTP 503": 1}
+    assert report["frames_sent"] == 3 * 100
+    assert report["frames_received"] + report["lost_frames"] == report["frames_sent"]
+    assert report["frames_received"] >= 3 * 95
+    assert (
+        0
+        < report["round_trip_p50_ms"]
+        <= report["round_trip_p99_ms"]
+        <= report["round_trip_max_ms"]
+    )
+    assert isinstance(report["late_frames"], (int, float))
+    assert report["bridge_cpu_ms_per_call_second"] > 0
+    assert report["bench_cpu_ms_per_call_second"] > 0
+    assert text.returncode == 0, text.stdout + text.stderr
+    for label in (
+        "calls:",
+        "frames:",
+        "frame round trip:",
+        "late frames:",
+        "bridge CPU:",
+        "bench CPU:",
+    ):
+        assert label in text.stdout
+
+
+def test_bench_with_no_bridge_fails_with_the_reason() -> None:
+    done = run_bench("--calls", "2", "--seconds", "0.5", "--url", f"ws://127.0.0.1:{free_port()}")
+    assert done.returncode != 0
+    assert "no call connected" in done.stderr and "connection refused" in done.stderr
+
+
+def test_bench_refuses_remote_targets_and_silly_sizes() -> None:
+    done = run_bench("--url", "ws://192.0.2.1:9998", "--calls", "1", "--seconds", "1")
+    assert done.returncode != 0 and "only targets loopback" in done.stderr
+    done = run_bench("--calls", "0")
+    assert done.returncode != 0 and "--calls" in done.stderr
+    done = run_bench("--calls", "100000")
+    assert done.returncode != 0 and "--calls" in done.stderr
