@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,8 +35,13 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 
-# Seconds of audio a stuck client may fall behind before we hang up on it.
-SLOW_CLIENT_SECONDS = 5.0
+# Once its buffers are full, seconds a stuck client may keep dropping frames before we hang up.
+SLOW_CLIENT_SECONDS = 2.0
+# Kernel send buffer per call: real-time audio queued in the kernel is latency, so keep it
+# small (the kernel doubles it) instead of letting autotuning buffer seconds of stale audio.
+CALL_SNDBUF_BYTES = 32 * 1024
+# What one outbound frame costs in the write buffer, for [voice.bridge] send_queue_frames.
+FRAME_WIRE_BYTES = 256
 # How long a peer may take to start the call after the upgrade.
 START_TIMEOUT_SECONDS = 10.0
 
@@ -54,7 +60,13 @@ class CallSession:
         self.call = Call(self.transport_name, remote, bridge.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         self._closing = False
-        self._write_limit = 48 * 1024
+        self._write_limit = bridge.bridge_settings["send_queue_frames"] * FRAME_WIRE_BYTES
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CALL_SNDBUF_BYTES)
+            except OSError:
+                pass
         self._consecutive_drops = 0
         self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / bridge.engine.frame_seconds))
 

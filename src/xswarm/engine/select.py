@@ -36,7 +36,7 @@ def build_engine(config: Config) -> Engine:
                 return engine
             except EngineLoadError as exc:
                 reason = str(exc)
-        log.warning("engine auto: chose echo, because MOSHI is not usable here: %s", reason)
+        log.info("engine auto: chose echo, because MOSHI is not usable here: %s", reason)
         engine = _echo(config)
     engine.load()
     engine.warmup()

@@ -1,0 +1,131 @@
+"""A real bridge, real Twilio-speaking callers over loopback WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+
+from tests.support.bridge import BridgeProcess
+from tests.support.calls import ControlClient, TwilioCaller, tone
+from xswarm.protocol import twilio
+
+
+async def test_twilio_call_gets_its_own_audio_back_with_stream_sid(
+    bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ControlClient(http, bridge.ws_url) as control:
+        caller = TwilioCaller(http, bridge.ws_url)
+        await caller.connect(custom={"caller": "+15551234567"})
+        started = await control.wait_for("call_started")
+        assert started["transport"] == "twilio"
+        assert started["stream_sid"] == caller.stream_sid
+        assert started["call_sid"] == caller.call_sid
+        assert started["caller"] == "+15551234567"
+        sent = await caller.send_audio(tone(1.0))
+        await asyncio.sleep(0.3)
+        await caller.stop()
+        ended = await control.wait_for("call_ended", call_id=started["call_id"])
+        await caller.close()
+    assert ended["reason"] == "caller_hangup"
+    assert ended["frames_in"] == sent
+    assert ended["frames_out"] >= sent - 2
+    assert all(isinstance(m, twilio.OutMedia) for m in caller.received)
+    # Every outbound message carried our streamSid (parse_outbound checks the shape; check the sid).
+    back = caller.audio()
+    assert len(back) >= (sent - 2) * 160
+    original = tone(1.0)[: len(back)]
+    spectrum = np.abs(np.fft.rfft(back[2000:6000]))
+    assert abs(np.argmax(spectrum) * 8000 / 4000 - 440) < 5
+    assert (
+        0.25
+        < np.sqrt(np.mean(back[2000:6000] ** 2)) / np.sqrt(np.mean(original[2000:6000] ** 2))
+        < 1.1
+    )
+
+
+async def test_outbound_messages_carry_the_stream_sid(
+    bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    async with http.ws_connect(bridge.ws_url + "/twilio") as ws:
+        await ws.send_str(twilio.connected_message())
+        await ws.send_str(twilio.start_message("MZ-sid-check", "CA1"))
+        await ws.send_str(twilio.inbound_media_message("MZ-sid-check", 2, 1, 0, b"\xff" * 160))
+        await ws.send_str(twilio.inbound_media_message("MZ-sid-check", 3, 2, 20, b"\xff" * 160))
+        message = await ws.receive(timeout=5)
+        assert '"streamSid":"MZ-sid-check"' in message.data
+        assert '"event":"media"' in message.data
+
+
+async def test_calls_over_the_limit_get_503_with_retry_after_and_others_go_on(
+    tmp_path, http: aiohttp.ClientSession
+) -> None:
+    from tests.support.bridge import running_bridge
+
+    with running_bridge(
+        tmp_path, '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 2\n'
+    ) as bridge:
+        first, second = TwilioCaller(http, bridge.ws_url), TwilioCaller(http, bridge.ws_url)
+        await first.connect()
+        await second.connect()
+        await asyncio.sleep(0.2)
+        status, body = bridge.get("/readyz")
+        assert status == 503 and body["reason"] == "full"
+        try:
+            await http.ws_connect(bridge.ws_url + "/twilio")
+            raise AssertionError("third call was admitted")
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 503
+            assert exc.headers is not None and exc.headers["Retry-After"] == "5"
+        # The two running calls still get audio back.
+        await asyncio.gather(first.send_audio(tone(0.4)), second.send_audio(tone(0.4)))
+        await asyncio.sleep(0.2)
+        assert len(first.media()) >= 15 and len(second.media()) >= 15
+        metrics = bridge.get("/metrics")[1]
+        assert 'xswarm_calls_rejected_total{reason="full"} 1' in metrics
+        await first.close()
+        await second.close()
+
+
+async def test_dtmf_and_unknown_events_are_reported_or_ignored_without_ending_the_call(
+    bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ControlClient(http, bridge.ws_url) as control:
+        caller = TwilioCaller(http, bridge.ws_url)
+        await caller.connect()
+        started = await control.wait_for("call_started")
+        await caller.send(twilio.dtmf_message(caller.stream_sid, 5, "7"))
+        await caller.send('{"event":"future-event","streamSid":"x"}')
+        await caller.send(twilio.mark_in_message(caller.stream_sid, 6, "played"))
+        dtmf = await control.wait_for("dtmf", call_id=started["call_id"])
+        assert dtmf["digit"] == "7"
+        await caller.send_audio(tone(0.2))
+        await asyncio.sleep(0.2)
+        assert caller.media(), "the call went on after unknown events"
+        await caller.stop()
+        await control.wait_for("call_ended", call_id=started["call_id"])
+        await caller.close()
+
+
+async def test_health_ready_and_metrics(bridge: BridgeProcess) -> None:
+    assert bridge.get("/healthz") == (
+        200,
+        {"status": "ok", "state": "ready", "pid": bridge.proc.pid},
+    )
+    status, ready = bridge.get("/readyz")
+    assert status == 200 and ready["engine"] == "echo" and ready["active_calls"] == 0
+    metrics = bridge.get("/metrics")[1]
+    for family in (
+        "xswarm_active_calls",
+        "xswarm_calls_total",
+        "xswarm_frames_in_total",
+        "xswarm_frames_out_total",
+        "xswarm_late_frames_total",
+        "xswarm_tick_duration_seconds_bucket",
+        "xswarm_engine_info",
+        "xswarm_config_reloads_total",
+        "process_cpu_seconds_total",
+    ):
+        assert f"\n{family}" in metrics, family
+    assert 'xswarm_engine_info{engine="echo",frame_ms="20"} 1' in metrics

@@ -1,0 +1,98 @@
+"""Config: every error names the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from xswarm import config
+from xswarm.errors import ConfigError
+
+
+def test_defaults_match_the_design() -> None:
+    c = config.defaults()
+    assert c.get("voice.bridge", "port") == 9998 and c.get("dashboard", "port") == 9999
+    assert c.get("voice.bridge", "engine") == "auto"
+    assert c.for_instance(2).get("voice.bridge", "port") == 10002
+    assert c.control_urls() == ["ws://127.0.0.1:9998/control"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "words"),
+    [
+        (
+            '[voice.bridge]\nport = "9998"\n',
+            "[voice.bridge] port",
+            "expected a whole number, got str",
+        ),
+        (
+            "[voice.bridge]\nport = true\n",
+            "[voice.bridge] port",
+            "expected a whole number, got bool",
+        ),
+        (
+            "[voice.bridge]\nmax_concurrent_calls = 0\n",
+            "[voice.bridge] max_concurrent_calls",
+            "from 1 to 100000",
+        ),
+        (
+            '[voice.bridge]\nengine = "gpu"\n',
+            "[voice.bridge] engine",
+            "expected one of auto, echo, moshi",
+        ),
+        ("[voice.birdge]\nport = 1\n", "[voice.birdge]", "unknown section"),
+        ("port = 1\n", "port", "inside a section"),
+        ('[dashboard]\ninstances = ["http://x"]\n', "[dashboard] instances", "ws:// or wss://"),
+        (
+            "[voice.bridge.instances.two]\nport = 1\n",
+            "[voice.bridge.instances.two]",
+            "whole number",
+        ),
+        (
+            '[voice.bridge.instances.2]\nengine = "echo"\n',
+            "[voice.bridge.instances.2] engine",
+            "not per-instance",
+        ),
+        (
+            "[voice.bridge.instances.2]\nport = 9999\n",
+            "[voice.bridge.instances.2] port",
+            "supervisor's port",
+        ),
+    ],
+)
+def test_bad_values_name_key_and_expectation(toml: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config.from_mapping(__import__("tomllib").loads(toml), "/etc/x.toml")
+    assert error.value.key == key
+    assert words in str(error.value)
+    assert str(error.value).startswith("/etc/x.toml: ")
+    assert error.value.exit_status == 78
+
+
+def test_files_that_are_not_toml_or_too_big_are_refused(tmp_path) -> None:
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        config.load(binary)
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (2 << 20))
+    with pytest.raises(ConfigError, match="at most 1 MiB"):
+        config.load(huge)
+
+
+def test_precedence_flag_then_env_then_default(tmp_path, monkeypatch) -> None:
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("[voice.bridge]\nport = 1111\n")
+    b.write_text("[voice.bridge]\nport = 2222\n")
+    monkeypatch.setenv("XSWARM_CONFIG", str(b))
+    assert config.load(a).get("voice.bridge", "port") == 1111
+    assert config.load(None).get("voice.bridge", "port") == 2222
+
+
+def test_per_instance_ports_and_reload_changes() -> None:
+    c = config.from_mapping({"voice": {"bridge": {"instances": {"3": {"port": 12000}}}}})
+    assert c.for_instance(3).get("voice.bridge", "port") == 12000
+    assert c.for_instance(4).get("voice.bridge", "port") == 10004
+    new = config.from_mapping({"voice": {"bridge": {"max_concurrent_calls": 5, "port": 1234}}})
+    applied, restart = config.reload_changes(c, new)
+    assert applied == ["[voice.bridge] max_concurrent_calls"]
+    assert restart == ["[voice.bridge] port"]
