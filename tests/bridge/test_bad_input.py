@@ -156,7 +156,7 @@ async def test_a_client_that_stops_reading_is_bounded_and_then_closed(bridge, ht
         assert ended["reason"] == "slow_client"
         assert good.ws is not None and not good.ws.closed
         metrics = bridge.get("/metrics")[1]
-        dropped = [l for l in metrics.splitlines() if l.startswith("xswarm_dropped_frames_total")][
+        dropped = [m for m in metrics.splitlines() if m.startswith("xswarm_dropped_frames_total")][
             0
         ]
         assert float(dropped.split()[1]) > 0
