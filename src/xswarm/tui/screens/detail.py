@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, RichLog, Sparkline, Static
 
@@ -75,9 +75,10 @@ class CallDetailScreen(Screen[None]):
                 with Vertical(classes="spark"):
                     yield Label(title, id=f"{attr}-label", classes="spark-label")
                     yield Sparkline([], id=attr)
-        with VerticalScroll(id="words-box"):
-            yield Static(id="words")
-        yield RichLog(id="call-events", max_lines=200, markup=False, wrap=True)
+        with Horizontal(id="detail-body"):
+            with VerticalScroll(id="words-box"):
+                yield Static(id="words")
+            yield RichLog(id="call-events", max_lines=200, markup=False, wrap=True)
         yield Footer()
 
     def on_mount(self) -> None:
