@@ -254,7 +254,7 @@ async def test_calls_lost_with_their_instance_are_recorded_instance_lost(tmp_pat
                     assert [c["state"] for c in snap["calls"]] == ["unknown"]
                 bridge = start_bridge(tmp_path, BRIDGE_CONFIG, env=ENV, port=port)
                 ended = await op.wait_for(
-                    is_type("call_ended", call_id=started["call_id"]), timeout=30
+                    is_type("call_ended", call_id=started["call_id"]), within=30
                 )
                 assert ended["reason"] == "instance_lost"
             status, history = sup.get("/api/calls")
