@@ -70,6 +70,7 @@ class ModelFiles:
     tokenizer: Path
     lm_config: dict[str, Any] | None
     mimi_config: dict[str, Any] | None
+    config_path: Path | None = None
 
 
 def missing_modules() -> str | None:
@@ -140,16 +141,14 @@ def resolve_files(config: Config) -> ModelFiles:
     section = config.section("voice.moshi")
     repo: str = section["hf_repo"]
     raw: dict[str, Any] | None = None
-    config_dir: Path | None = None
+    config_path: Path | None = None
     if section["config"]:
         config_path = _explicit(section["config"], "config", "MOSHI model config")
-        raw = _read_json(config_path, "MOSHI model config")
-        config_dir = config_path.parent
     else:
-        found = _from_repo(config, repo, CONFIG_NAME)
-        if found is not None:
-            raw = _read_json(found, "MOSHI model config")
-            config_dir = found.parent
+        config_path = _from_repo(config, repo, CONFIG_NAME)
+    if config_path is not None:
+        raw = _read_json(config_path, "MOSHI model config")
+    config_dir = config_path.parent if config_path is not None else None
 
     names = dict(raw or {})
     paths: dict[str, Path] = {}
@@ -189,7 +188,12 @@ def resolve_files(config: Config) -> ModelFiles:
         mimi_config = _read_json(mimi_path, "Mimi config")
     lm_config = None if raw is None else {k: v for k, v in raw.items() if k not in _NON_LM_KEYS}
     return ModelFiles(
-        paths["moshi_weights"], paths["mimi_weights"], paths["tokenizer"], lm_config, mimi_config
+        paths["moshi_weights"],
+        paths["mimi_weights"],
+        paths["tokenizer"],
+        lm_config,
+        mimi_config,
+        config_path,
     )
 
 
