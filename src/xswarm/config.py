@@ -68,7 +68,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str,
             "QQ",
             live=False,
-            choices=("QQ", "LQ", "MQ", "HQ", "VHQ"),
+            choices=("QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"),
             help="soxr quality for 8 kHz <-> 24 kHz; QQ adds well under 1 ms",
         ),
     },
