@@ -125,11 +125,12 @@ def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
     names: dict[str, object] = {}
     if config_file is not None:
         try:
-            names = json.loads(config_file.read_text())
+            loaded = json.loads(config_file.read_text())
         except (OSError, ValueError):
-            names = None  # type: ignore[assignment]
-        if not isinstance(names, dict):
+            loaded = None
+        if not isinstance(loaded, dict):
             raise XswarmError(f"{repo}'s config.json is not a JSON object of model settings")
+        names = loaded
     wanted = {
         "moshi_weights": str(names.get("moshi_name", moshi_loader.DEFAULT_MOSHI_NAME)),
         "mimi_weights": str(names.get("mimi_name", moshi_loader.DEFAULT_MIMI_NAME)),

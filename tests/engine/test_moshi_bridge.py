@@ -1,0 +1,191 @@
+"""Full calls through the real ``xswarm-voice`` running the tiny MOSHI on CPU.
+
+The bridge runs as a subprocess with ``engine = "moshi"`` and the tiny model's files, exactly
+as an operator would configure real weights; callers speak Twilio Media Streams (mu-law) and
+Kyutai's Moshi protocol (Ogg-Opus through sphn) over loopback, and /control shows the words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import sphn
+
+from tests.engine.tiny_moshi import tiny_moshi_toml
+from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, running_bridge
+from tests.support.calls import ControlClient, TwilioCaller, tone
+
+pytestmark = pytest.mark.moshi
+
+# One OpenMP thread: on a small shared machine two are slower, and ticks must stay in time.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def moshi_bridge_toml(tiny: dict[str, Any], engine: str = "moshi", **moshi: Any) -> str:
+    return (
+        f'[voice.bridge]\nengine = "{engine}"\nmax_concurrent_calls = 3\n'
+        "[voice.suggestions]\nmin_interval_ms = 0\n" + tiny_moshi_toml(tiny, **moshi)
+    )
+
+
+@pytest.fixture
+def moshi_bridge(tmp_path: Path, tiny_moshi: dict[str, Any]) -> Iterator[BridgeProcess]:
+    with running_bridge(
+        tmp_path, moshi_bridge_toml(tiny_moshi), env=ONE_THREAD, ready_timeout=120
+    ) as bridge:
+        yield bridge
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def words(control: ControlClient, call_id: str) -> str:
+    return "".join(e["text"] for e in control.of_type("text", call_id=call_id))
+
+
+async def test_a_twilio_call_talks_to_moshi_and_takes_a_suggestion(
+    moshi_bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    async with ControlClient(http, moshi_bridge.ws_url) as control:
+        hello = control.of_type("hello")[0]
+        assert hello["engine"] == "moshi"
+        caller = TwilioCaller(http, moshi_bridge.ws_url)
+        await caller.connect()
+        started = await control.wait_for("call_started")
+        call_id = started["call_id"]
+        sent = await caller.send_audio(tone(1.0))
+        await control.wait_for("text", call_id=call_id)
+        await control.send(
+            {"type": "inject_suggestion", "call_id": call_id, "text": "hello world thank you"}
+        )
+        applied = await control.wait_for("suggestion_applied", call_id=call_id)
+        assert applied["text"] == "hello world thank you"
+        sent += await caller.send_audio(tone(2.0, freq=300.0))
+        await caller.stop()
+        ended = await control.wait_for("call_ended", call_id=call_id)
+        await caller.close()
+        said = words(control, call_id)
+    assert ended["reason"] == "caller_hangup" and ended["frames_in"] == sent
+    assert "hello world thank you" in said, said
+    back = caller.audio()
+    # 80 ms model frames come back as 20 ms mu-law frames: most of 3 s of audio, not silence.
+    assert len(back) >= 8000 * 2
+    assert float(np.sqrt(np.mean(back**2))) > 1e-4
+    status, metrics = moshi_bridge.get("/metrics")
+    assert status == 200 and isinstance(metrics, str)
+
+
+async def test_a_moshi_protocol_call_gets_opus_audio_and_text(
+    moshi_bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    writer = sphn.OpusStreamWriter(24000)
+    reader = sphn.OpusStreamReader(24000)
+    speech = tone(2.0, rate=24000, freq=220.0)
+    audio_back: list[np.ndarray] = []
+    text_back: list[str] = []
+
+    async def listen(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                break
+            if message.data[:1] == b"\x01":
+                audio_back.append(reader.append_bytes(message.data[1:]))
+            elif message.data[:1] == b"\x02":
+                text_back.append(message.data[1:].decode("utf-8"))
+
+    async with (
+        ControlClient(http, moshi_bridge.ws_url) as control,
+        http.ws_connect(moshi_bridge.ws_url + "/api/chat") as ws,
+    ):
+        assert (await ws.receive(timeout=10)).data == b"\x00"
+        started = await control.wait_for("call_started", transport="moshi")
+        listener = asyncio.create_task(listen(ws))
+        for start in range(0, len(speech), 1920):
+            pages = writer.append_pcm(speech[start : start + 1920])
+            if pages:
+                await ws.send_bytes(b"\x01" + pages)
+            await asyncio.sleep(0.08)
+        await control.wait_for("text", call_id=started["call_id"])
+        await asyncio.sleep(0.5)
+        await ws.close()
+        await asyncio.wait_for(listener, 10)
+        ended = await control.wait_for("call_ended", call_id=started["call_id"])
+        said = words(control, started["call_id"])
+    assert ended["reason"] == "caller_hangup"
+    audio = np.concatenate(audio_back) if audio_back else np.zeros(0)
+    assert len(audio) >= 24000
+    assert np.isfinite(audio).all() and float(np.abs(audio).max()) > 0
+    assert said and "".join(text_back) == said[: len("".join(text_back))]
+
+
+def start_and_fail(tmp_path: Path, config_toml: str) -> tuple[int, str]:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[voice.bridge]\nport = {free_port()}\n"
+        + config_toml.replace("[voice.bridge]\n", "")
+        + f'\n[paths]\nstate_dir = "{tmp_path / "state"}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XSWARM_", "NOTIFY_"))}
+    done = subprocess.run(
+        [str(VENV_BIN / "xswarm-voice"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env | ONE_THREAD,
+        timeout=120,
+    )
+    return done.returncode, done.stderr
+
+
+def test_missing_weights_stop_the_bridge_with_exit_78(
+    tmp_path: Path, tiny_moshi: dict[str, Any]
+) -> None:
+    gone = tmp_path / "gone.safetensors"
+    code, stderr = start_and_fail(tmp_path, moshi_bridge_toml(tiny_moshi, moshi_weights=str(gone)))
+    assert code == 78, stderr
+    assert f"no MOSHI weights at {gone} ([voice.moshi] moshi_weights)" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_an_absent_device_stops_the_bridge_with_exit_78(
+    tmp_path: Path, tiny_moshi: dict[str, Any]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    code, stderr = start_and_fail(tmp_path, moshi_bridge_toml(tiny_moshi, device="cuda:1"))
+    assert code == 78, stderr
+    assert 'device cuda:1 not found: no CUDA device; set [voice.moshi] device = "cpu"' in stderr
+
+
+def test_auto_takes_moshi_when_it_loads_and_echo_when_it_cannot(
+    tmp_path: Path, tiny_moshi: dict[str, Any]
+) -> None:
+    with running_bridge(
+        tmp_path,
+        moshi_bridge_toml(tiny_moshi, engine="auto"),
+        env=ONE_THREAD,
+        ready_timeout=120,
+        name="loads",
+    ) as bridge:
+        assert "engine auto: chose moshi" in bridge.log()
+    with running_bridge(
+        tmp_path,
+        moshi_bridge_toml(tiny_moshi, engine="auto", device="cuda:99"),
+        env=ONE_THREAD,
+        ready_timeout=120,
+        name="cannot",
+    ) as bridge:
+        assert "engine auto: chose echo" in bridge.log()
+        assert "device cuda:99 not found" in bridge.log()
