@@ -421,11 +421,8 @@ class Fleet:
             number = _num(body.get(name))
             if number is not None:
                 setattr(inst, name, number)
-        pid = _int(body.get("pid"))
-        if pid is not None:
-            if inst.pid is not None and pid != inst.pid:
-                inst.restarts += 1
-            inst.pid = pid
+        # Restarts are counted from hello only: one new process, one new connection.
+        inst.pid = _int(body.get("pid")) or inst.pid
         limits = body.get("limits")
         if isinstance(limits, dict):
             inst.memory_high = _int(limits.get("memory_high"))

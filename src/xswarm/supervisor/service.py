@@ -29,6 +29,7 @@ from aiohttp import web
 from xswarm import config as config_mod
 from xswarm import logs
 from xswarm.errors import StartupError, XswarmError
+from xswarm.ports import describe_owner
 from xswarm.sdnotify import Notifier, listen_fds, watchdog_interval
 from xswarm.supervisor.api import build_app
 from xswarm.supervisor.auth import TOKEN_ENV
@@ -61,23 +62,6 @@ def write_reload_state(generation: int, ok: bool, message: str) -> None:
         os.replace(temp, target)
     except OSError as exc:
         log.error("cannot write %s: %s; `xswarm reloadctl` will time out", target, exc.strerror)
-
-
-def who_listens(port: int) -> str:
-    """'PID 4242 (nginx)' for the process holding a TCP port, when we are allowed to see it."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    try:
-                        return f"PID {conn.pid} ({psutil.Process(conn.pid).name()})"
-                    except psutil.Error:
-                        return f"PID {conn.pid}"
-    except Exception:  # psutil may be refused /proc access under ProtectProc=invisible
-        return "another process"
-    return "another process"
 
 
 class Service:
@@ -138,7 +122,7 @@ class Service:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise StartupError(
-                    f"port {self.port} is in use by {who_listens(self.port)}; "
+                    f"port {self.port} is {describe_owner(self.port)}; "
                     "set [dashboard] port (or --port) or stop it"
                 ) from None
             raise StartupError(
