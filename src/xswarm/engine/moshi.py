@@ -1,7 +1,7 @@
 """The MOSHI engine: every active call advanced in ONE batched step every 80 ms.
 
 Kyutai's own Python server serves one conversation per process behind a lock. Here the model
-streams a fixed batch of ``capacity`` slots for its whole life (``streaming_forever(B)``); a
+streams a fixed batch of ``capacity`` slots for its whole life (``streaming(B)``); a
 call owns a slot. One step is one batched ``mimi.encode`` -> ``LMGen.step`` -> ``mimi.decode``
 over all slots, with exec masks so that slots without a frame this tick (idle, paused, free)
 keep their state exactly as it was. Joining resets only that slot's caches (``reset_mask``).
@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,7 @@ class MoshiEngine(Engine):
         self._steering: _TextSteering | None = None
         self._text_card = 0
         self._graphs = False
+        self._streams = ExitStack()
         # The last step's tokens, [capacity, 1 + dep_q] (text, then audio; -2: not generated),
         # kept for diagnostics and tests that compare token streams exactly.
         self.last_tokens: np.ndarray | None = None
@@ -151,10 +152,8 @@ class MoshiEngine(Engine):
     def _build(self, files: moshi_loader.ModelFiles, device: Any) -> None:
         import sentencepiece
         import torch
-        from moshi.models import LMGen, loaders
+        from moshi.models import loaders
 
-        self._torch = torch
-        self._device = device
         dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
         lm_kwargs = dict(files.lm_config or loaders._lm_kwargs)
         lm_kwargs["context"] = self.section["context"]
@@ -194,6 +193,27 @@ class MoshiEngine(Engine):
                 f"text tokenizer {files.tokenizer} has {tokenizer.get_piece_size()} pieces but the "
                 f"model's text card is {lm.text_card}; they are not a pair"
             )
+        self.attach(lm, mimi, tokenizer, device)
+        log.info(
+            "MOSHI loaded on %s (%s): %d slots, context %d, weights %s",
+            device,
+            self.dtype_name,
+            self.capacity,
+            self.section["context"],
+            files.moshi_weights,
+        )
+
+    def attach(self, lm: Any, mimi: Any, tokenizer: Any, device: Any) -> None:
+        """Serve already-built modules: ``load`` ends here, and the benchmark's random 7B too.
+
+        Streaming state lives in an ExitStack (not ``streaming_forever``) so that ``close``
+        frees the KV caches and the model can back a new engine of another batch size.
+        """
+        import torch
+        from moshi.models import LMGen
+
+        self._torch = torch
+        self._device = device
         if self.section["cfg_coef"] != 1.0 and lm.fuser is None:
             raise EngineLoadError(
                 f"[voice.moshi] cfg_coef = {self.section['cfg_coef']} needs a model with "
@@ -211,8 +231,9 @@ class MoshiEngine(Engine):
             on_text_logits_hook=steering,
             support_out_of_sync=True,
         )
-        mimi.streaming_forever(self.capacity)
-        lm_gen.streaming_forever(self.capacity)
+        self._streams = ExitStack()
+        self._streams.enter_context(mimi.streaming(self.capacity))
+        self._streams.enter_context(lm_gen.streaming(self.capacity))
         idle = torch.zeros(self.capacity, dtype=torch.bool, device=device)
         mimi.set_exec_mask(idle)
         lm_gen.set_exec_mask(idle)
@@ -221,14 +242,6 @@ class MoshiEngine(Engine):
         self._text_card = lm.text_card
         self._graphs = device.type == "cuda" and bool(self.section["cuda_graphs"])
         self._loaded = True
-        log.info(
-            "MOSHI loaded on %s (%s): %d slots, context %d, weights %s",
-            device,
-            self.dtype_name,
-            self.capacity,
-            self.section["context"],
-            files.moshi_weights,
-        )
 
     def warmup(self) -> None:
         """Run full steps over every slot (capturing CUDA graphs on a GPU), then free them all."""
@@ -373,6 +386,7 @@ class MoshiEngine(Engine):
         return EngineInfo(self.name, self.frame_seconds * 1000, self.capacity, details)
 
     def close(self) -> None:
+        self._streams.close()
         self._mimi = self._lm_gen = self._tokenizer = self._steering = None
         self._in_use.clear()
         self._loaded = False
