@@ -204,3 +204,34 @@ def test_info_reports_slots_and_step_times(moshi_engine: Callable[..., Any]) -> 
     assert 0 < details["step_ms_p50"] <= details["step_ms_p99"]
     assert details["device"] == "cpu" and details["dtype"] == "fp32"
     assert engine.step({}) == {}
+
+
+def test_info_can_be_read_while_the_engine_thread_steps(
+    moshi_engine: Callable[..., Any], caller_audio: np.ndarray
+) -> None:
+    """The bridge reads info() on the event loop while its step thread runs step()."""
+    import threading
+
+    engine = moshi_engine(2)
+    engine.join(0)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                engine.info()
+            except BaseException as exc:  # any failure is the finding
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for t in range(24):
+            engine.step({0: caller_audio[0, t]})
+    finally:
+        done.set()
+        reader.join(10)
+    assert errors == []
+    assert engine.info().details["steps"] == 24

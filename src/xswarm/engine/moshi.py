@@ -372,9 +372,11 @@ class MoshiEngine(Engine):
     # ---------------------------------------------------------------- reporting
 
     def info(self) -> EngineInfo:
-        times = np.asarray(self._step_ms, dtype=np.float64)
+        """Safe to call from the event loop while a step runs in the engine thread."""
+        # tuple() copies the deque in one C call under the GIL; iterating it could race append.
+        times = np.asarray(tuple(self._step_ms), dtype=np.float64)
         details: dict[str, Any] = {
-            "slots_in_use": len(self._in_use),
+            "slots_in_use": len(tuple(self._in_use)),
             "step_ms_p50": round(float(np.percentile(times, 50)), 2) if times.size else None,
             "step_ms_p99": round(float(np.percentile(times, 99)), 2) if times.size else None,
             "steps": self._steps,
