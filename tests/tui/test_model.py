@@ -173,6 +173,16 @@ def test_instance_down_makes_its_calls_stale_and_status_brings_it_back() -> None
     assert all(model.call_is_stale(c) for c in model.calls.values())
 
 
+def test_instance_state_carries_the_supervisors_view_and_removal_drops_it() -> None:
+    model = sample_model()
+    model.apply({"type": "instance_state", "instance": "voice", "state": "up", "reason": "connected",
+                 "info": instance(restarts=2, pid=5151, name="ignored")})
+    assert model.instances["voice"].restarts == 2
+    assert model.instances["voice"].pid == 5151
+    model.apply({"type": "instance_removed", "instance": "voice@2"})
+    assert list(model.instances) == ["voice"]
+
+
 def test_hangup_request_shows_until_the_call_ends() -> None:
     model = sample_model()
     model.request_hangup("c-0001")

@@ -228,6 +228,11 @@ def _describe_failure(url: str, exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer from {url} in time"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return (
+                f"cannot reach the supervisor at {url}: connection refused "
+                "(is xswarm-dashboard running? check --url)"
+            )
         return f"cannot reach the supervisor at {url} ({exc.os_error.strerror or exc.os_error})"
     text = str(exc) or type(exc).__name__
     return f"lost the supervisor at {url}: {text}"

@@ -384,11 +384,20 @@ class DashboardModel:
         instance = self._instance(message)
         if instance is None:
             return
+        info = message.get("info")
+        if isinstance(info, Mapping):
+            instance.update({k: v for k, v in info.items() if k != "name"})
         instance.update({"state": message.get("state")})
         if "reason" in message:
             instance.error = clip_text(message.get("reason"))
         self._changes.instances = True
         self._mark_instance_calls(instance.name)
+
+    def _on_instance_removed(self, message: Mapping[str, Any]) -> None:
+        name = clip_text(message.get("instance"))
+        if self.instances.pop(name, None) is not None:
+            self._changes.instances = True
+            self._mark_instance_calls(name)
 
     def _mark_instance_calls(self, name: str) -> None:
         self._changes.calls.update(c.call_id for c in self.calls.values() if c.instance == name)
@@ -476,6 +485,7 @@ _HANDLERS: dict[str, Callable[[DashboardModel, Mapping[str, Any]], None]] = {
     "text": DashboardModel._on_text,
     "instance_status": DashboardModel._on_instance_status,
     "instance_state": DashboardModel._on_instance_state,
+    "instance_removed": DashboardModel._on_instance_removed,
 }
 
 
