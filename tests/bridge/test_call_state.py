@@ -60,3 +60,13 @@ def test_call_events_carry_ids_counters_and_levels() -> None:
     call.end_reason = "caller_hangup"
     assert call.ended_event()["reason"] == "caller_hangup"
     assert Call("moshi", "x", 1920).call_id != call.call_id
+
+
+def test_trim_drops_only_the_oldest_backlog() -> None:
+    buffer = InputBuffer(10_000)
+    for n in range(6):
+        buffer.push(np.full(480, n, dtype=np.float32), arrived=float(n))
+    assert buffer.trim(960) == 4 * 480
+    frame, completed = buffer.take(480)
+    assert frame[0] == 4.0 and completed == 4.0
+    assert buffer.trim(960) == 0

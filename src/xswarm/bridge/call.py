@@ -65,6 +65,19 @@ class InputBuffer:
         self._pushed += len(pcm)
         self._arrivals.append((self._pushed, arrived))
 
+    def trim(self, keep: int) -> int:
+        """Drop the oldest audio beyond ``keep`` samples (a backlog is latency); returns dropped."""
+        drop = self._size - keep
+        if drop <= 0:
+            return 0
+        self._start = (self._start + drop) % len(self._data)
+        self._size -= drop
+        self.overrun_samples += drop
+        consumed_upto = self._pushed - self._size
+        while self._arrivals and self._arrivals[0][0] <= consumed_upto:
+            self._arrivals.popleft()
+        return drop
+
     def take(self, n: int) -> tuple[np.ndarray, float] | None:
         """The oldest ``n`` samples and the arrival time of the chunk that completed them."""
         if self._size < n:

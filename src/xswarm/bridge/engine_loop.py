@@ -6,8 +6,14 @@ two calls at once. With ``runs_in_thread`` (a GPU engine) that thread is a dedic
 the event loop keeps answering health checks and control messages during the step.
 
 Timing is deadline-based: tick k is due at ``t0 + k * period``. A tick that ends after its
-deadline counts one late frame for every call in it; a loop that falls more than a period
-behind skips ahead instead of bursting to catch up.
+deadline counts one late frame for every call in it. A loop that falls behind runs the missed
+ticks back to back (up to ``MAX_CATCH_UP_TICKS``), so no call's audio piles up; past that it
+was stalled, and it skips ahead.
+
+Network jitter piles audio up too: two frames arrive in one period, none in the next. Cheap
+engines drain such a backlog with ``catch_up_steps`` extra steps in the same tick; for every
+engine a call's backlog is capped at ``max(2 frames, MAX_BACKLOG_SECONDS)``, and older audio
+is dropped (counted), because audio that waits is latency on a live call.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
 log = logging.getLogger("xswarm.engine")
 
 Operation = Callable[[], None]
+
+MAX_CATCH_UP_TICKS = 5
+MAX_BACKLOG_SECONDS = 0.1
 
 
 class TickObserver(Protocol):
@@ -55,6 +64,9 @@ class EngineLoop:
             else None
         )
         self._task: asyncio.Task[None] | None = None
+        self.max_backlog = max(
+            2 * engine.frame_samples, int(MAX_BACKLOG_SECONDS * engine.sample_rate)
+        )
         self.ticks = 0
         self.last_step_error: str | None = None
 
@@ -140,10 +152,21 @@ class EngineLoop:
                     call.late_frames += 1
             due += period
             behind = loop.time() - due
-            if behind > period:
+            if behind > period * MAX_CATCH_UP_TICKS:
                 due += period * int(behind / period)
 
     async def _tick(self) -> list[Call]:
+        ops, self._ops = self._ops, []
+        calls = await self._step_ready(ops)
+        for _ in range(self.engine.catch_up_steps):
+            if not await self._step_ready([]):
+                break
+        for call in self._calls.values():
+            call.input.trim(self.max_backlog)
+        return calls
+
+    async def _step_ready(self, ops: list[Operation]) -> list[Call]:
+        """One engine step over every call that has a whole frame; returns those calls."""
         frames: dict[int, np.ndarray] = {}
         arrivals: dict[int, float] = {}
         stepped: dict[int, Call] = {}
@@ -152,10 +175,8 @@ class EngineLoop:
             if taken is not None:
                 frames[slot], arrivals[slot] = taken
                 stepped[slot] = call
-        calls = list(stepped.values())
-        ops, self._ops = self._ops, []
         if not frames and not ops:
-            return calls
+            return []
         self.ticks += 1
         if self._executor is not None:
             loop = asyncio.get_running_loop()
@@ -169,7 +190,7 @@ class EngineLoop:
             if sink is None or slot not in stepped or self._calls.get(slot) is not stepped[slot]:
                 continue
             await sink.deliver(output.pcm, output.text, now - arrivals[slot])
-        return calls
+        return list(stepped.values())
 
     def _step(self, ops: list[Operation], frames: dict[int, np.ndarray]) -> dict[int, SlotOutput]:
         for operation in ops:

@@ -42,6 +42,7 @@ class TwilioSession(CallSession):
         self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality)
         self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality)
         self._pending = np.zeros(0, dtype=np.float32)
+        self._up_aligned = self._down_aligned = False
         self.outbound: twilio.Outbound | None = None
         self.marks_sent = 0
         self._unknown_logged: set[str] = set()
@@ -89,7 +90,11 @@ class TwilioSession(CallSession):
         if isinstance(event, twilio.Media):
             if not self.call.started:
                 raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
-            pcm = self._upsample.process(mulaw.decode(event.payload))
+            telephone = mulaw.decode(event.payload)
+            pcm = self._upsample.process(telephone)
+            if not self._up_aligned:
+                pcm = _align(pcm, len(telephone) * 3)
+                self._up_aligned = True
             speech_ms = self.call.push_audio(pcm, time.monotonic())
             if speech_ms is not None:
                 self.bridge.hub.publish(
@@ -128,7 +133,11 @@ class TwilioSession(CallSession):
             self.bridge.hub.publish("text", {"call_id": self.call.call_id, "text": text})
         if pcm is None or self.outbound is None:
             return
-        pending = np.concatenate((self._pending, self._downsample.process(pcm)))
+        telephone = self._downsample.process(pcm)
+        if not self._down_aligned:
+            telephone = _align(telephone, len(pcm) // 3)
+            self._down_aligned = True
+        pending = np.concatenate((self._pending, telephone))
         whole = len(pending) - len(pending) % twilio.FRAME_BYTES
         self._pending = pending[whole:]
         if whole == 0 or not self.writable():
@@ -138,6 +147,19 @@ class TwilioSession(CallSession):
             await self.send_text(self.outbound.media(payload[start : start + twilio.FRAME_BYTES]))
             self.call.frames_out += 1
         self.call.note_output(pcm, latency_s)
+
+
+def _align(first_output: np.ndarray, expected: int) -> np.ndarray:
+    """Pad a resampler's first output to a whole chunk with leading silence.
+
+    The resampler holds back a few samples, so without this every engine frame would be
+    completed only by the next 20 ms chunk, adding a whole frame of latency each way; a
+    sub-millisecond pad once keeps chunk and frame boundaries aligned for the whole call.
+    """
+    missing = expected - len(first_output)
+    if missing <= 0:
+        return first_output
+    return np.concatenate((np.zeros(missing, dtype=np.float32), first_output))
 
 
 def _signature_url(request: web.Request, public_url: str) -> str:

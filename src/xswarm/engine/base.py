@@ -58,6 +58,9 @@ class Engine(ABC):
     capacity: int = 1
     # True when step() blocks for long (a GPU step): the loop then runs it off the event loop.
     runs_in_thread: bool = False
+    # Extra steps a tick may run for a call whose input has piled up (network jitter), so its
+    # latency returns to one frame. Only for engines whose steps are cheap.
+    catch_up_steps: int = 0
 
     @property
     def frame_seconds(self) -> float:

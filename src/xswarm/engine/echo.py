@@ -18,6 +18,7 @@ from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
 class EchoEngine(Engine):
     name = "echo"
     frame_samples = 480
+    catch_up_steps = 2
 
     def __init__(self, capacity: int, delay_ms: int = 0) -> None:
         self.capacity = capacity
