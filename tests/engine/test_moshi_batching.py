@@ -235,3 +235,20 @@ def test_info_can_be_read_while_the_engine_thread_steps(
         reader.join(10)
     assert errors == []
     assert engine.info().details["steps"] == 24
+
+
+def test_sampling_and_bf16_run_and_still_take_suggestions(
+    moshi_engine: Callable[..., Any], caller_audio: np.ndarray
+) -> None:
+    """Production settings: sampled tokens (top-k, temperature) and bf16 weights."""
+    engine = moshi_engine(2, greedy=False, dtype="bf16")
+    engine.join(0)
+    engine.join(1)
+    assert engine.suggest(0, "see you soon").applied
+    said = ""
+    for t in range(24):
+        out = engine.step({0: caller_audio[0, t], 1: caller_audio[1, t]})
+        said += out[0].text
+        assert out[1].pcm is None or np.isfinite(out[1].pcm).all()
+    assert "see you soon" in said, said
+    assert engine.info().details["dtype"] == "bf16"

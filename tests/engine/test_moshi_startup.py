@@ -249,3 +249,11 @@ def test_probe_explains_a_missing_install(monkeypatch: pytest.MonkeyPatch) -> No
     reason = probe(xconfig.defaults())
     assert reason is not None
     assert reason.startswith("moshi is not installed: pip install '.[moshi]'")
+
+
+def test_cfg_without_a_conditioned_model_is_refused(moshi_config: Callable[..., Config]) -> None:
+    message = load_error(moshi_config(cfg_coef=2.0))
+    assert message == (
+        "[voice.moshi] cfg_coef = 2.0 needs a model with conditioning; "
+        "this one has none: set cfg_coef = 1.0"
+    )

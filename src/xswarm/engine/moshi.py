@@ -46,6 +46,10 @@ MAX_SUGGESTION_TOKENS = 256
 MAX_PENDING_TOKENS = 1024
 WARMUP_STEPS = 4
 STEP_TIMES_KEPT = 1000
+_NO_CFG = (
+    "[voice.moshi] cfg_coef = {} needs a model with conditioning; "
+    "this one has none: set cfg_coef = 1.0"
+)
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -136,6 +140,8 @@ class MoshiEngine(Engine):
         if self.dtype_name != "fp32" and device.type == "cpu":
             log.warning("dtype %s on CPU is slow; fp32 is the usual choice there", self.dtype_name)
         cfg = self.section["cfg_coef"] != 1.0
+        if cfg and not (files.lm_config or {}).get("fuser"):
+            raise EngineLoadError(_NO_CFG.format(self.section["cfg_coef"]))
         plan = moshi_loader.plan_memory(
             files.lm_config,
             files.mimi_config,
@@ -215,10 +221,7 @@ class MoshiEngine(Engine):
         self._torch = torch
         self._device = device
         if self.section["cfg_coef"] != 1.0 and lm.fuser is None:
-            raise EngineLoadError(
-                f"[voice.moshi] cfg_coef = {self.section['cfg_coef']} needs a model with "
-                "conditioning; this one has none: set cfg_coef = 1.0"
-            )
+            raise EngineLoadError(_NO_CFG.format(self.section["cfg_coef"]))
         steering = _TextSteering(self.capacity, lm.existing_text_padding_id)
         lm_gen = LMGen(
             lm,
