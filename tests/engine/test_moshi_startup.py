@@ -257,3 +257,24 @@ def test_cfg_without_a_conditioned_model_is_refused(moshi_config: Callable[..., 
         "[voice.moshi] cfg_coef = 2.0 needs a model with conditioning; "
         "this one has none: set cfg_coef = 1.0"
     )
+
+
+def test_importing_the_engine_and_probing_leave_torch_unloaded(tmp_path: Path) -> None:
+    """Echo-only machines and the CLI must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from xswarm import config\n"
+        "import xswarm.engine.moshi as m, xswarm.engine.models_cmd\n"
+        "reason = m.probe(config.defaults())\n"
+        "assert reason and 'no MOSHI weights' in reason, reason\n"
+        "print(sorted({'torch', 'moshi'} & set(sys.modules)))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "XSWARM_STATE_DIR": str(tmp_path), "HF_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
