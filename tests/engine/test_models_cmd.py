@@ -150,6 +150,14 @@ def test_pull_fetches_into_the_state_dir_and_prints_working_config(
     checked = xswarm(tmp_path, "models", "check", "--config", str(bare), HF_HUB_OFFLINE="1")
     assert checked.returncode == 0, checked.stderr
     assert str(dest / "config.json") in checked.stdout
+    assert "MOSHI can start on cpu with 2 slots" in checked.stdout
+    assert "slots would fit" in checked.stdout
+
+    greedy = bare.read_text().replace("slots = 2", "slots = 4096\ncontext = 100000")
+    bare.write_text(greedy)
+    refused = xswarm(tmp_path, "models", "check", "--config", str(bare), HF_HUB_OFFLINE="1")
+    assert refused.returncode == 78
+    assert refused.stderr.startswith("xswarm: 4096 MOSHI slots need ")
 
 
 def test_check_names_what_is_missing_and_exits_78(tmp_path: Path, config_file: Path) -> None:

@@ -97,7 +97,11 @@ def command() -> None:
     help="Folder to fill; default: <state dir>/models/<owner>--<name>.",
 )
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
 )
 def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
     """Download a MOSHI model into the state directory and print the config lines to paste."""
@@ -156,7 +160,11 @@ def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
 
 @command.command(name="check")
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
 )
 def check(config_path: Path | None) -> None:
     """Say whether the MOSHI engine could start here, without loading it (exit 78 if not)."""
@@ -166,13 +174,26 @@ def check(config_path: Path | None) -> None:
     reason = probe(config)
     if reason is not None:
         raise _NotReady(reason)
-    files = moshi_loader.resolve_files(config)
-    click.echo(f"MOSHI can start on {config.get('voice.moshi', 'device')}:")
+    from xswarm.engine.moshi import MoshiEngine
+
+    slots = MoshiEngine(config).capacity
+    try:
+        ready = moshi_loader.preflight(config, slots)
+    except XswarmError as exc:
+        raise _NotReady(str(exc)) from None
+    files, plan = ready.files, ready.plan
+    described = files.config_path if files.config_path is not None else "Kyutai's 7B defaults"
+    gib = 1 << 30
+    click.echo(f"MOSHI can start on {ready.device} with {slots} slots:")
     click.echo(f"  weights   {files.moshi_weights}")
     click.echo(f"  mimi      {files.mimi_weights}")
     click.echo(f"  tokenizer {files.tokenizer}")
-    described = files.config_path if files.config_path is not None else "Kyutai's 7B defaults"
     click.echo(f"  config    {described}")
+    click.echo(
+        f"  memory    {plan.need(slots) / gib:.1f} GiB needed of {ready.free_bytes / gib:.1f} GiB "
+        f"free ({plan.per_slot_bytes / gib:.3f} GiB per slot; "
+        f"{plan.slots_that_fit(ready.free_bytes)} slots would fit)"
+    )
 
 
 class _NotReady(XswarmError):

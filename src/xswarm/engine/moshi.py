@@ -46,10 +46,6 @@ MAX_SUGGESTION_TOKENS = 256
 MAX_PENDING_TOKENS = 1024
 WARMUP_STEPS = 4
 STEP_TIMES_KEPT = 1000
-_NO_CFG = (
-    "[voice.moshi] cfg_coef = {} needs a model with conditioning; "
-    "this one has none: set cfg_coef = 1.0"
-)
 _TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
@@ -132,28 +128,10 @@ class MoshiEngine(Engine):
 
     def load(self) -> None:
         """Check files, device and memory fit first; only then allocate and load the model."""
-        missing = moshi_loader.missing_modules()
-        if missing:
-            raise EngineLoadError(missing)
-        files = moshi_loader.resolve_files(self.config)
-        device = moshi_loader.check_device(self.device_name)
-        if self.dtype_name != "fp32" and device.type == "cpu":
+        ready = moshi_loader.preflight(self.config, self.capacity)
+        if self.dtype_name != "fp32" and ready.device.type == "cpu":
             log.warning("dtype %s on CPU is slow; fp32 is the usual choice there", self.dtype_name)
-        cfg = self.section["cfg_coef"] != 1.0
-        if cfg and not (files.lm_config or {}).get("fuser"):
-            raise EngineLoadError(_NO_CFG.format(self.section["cfg_coef"]))
-        plan = moshi_loader.plan_memory(
-            files.lm_config,
-            files.mimi_config,
-            moshi_loader.checkpoint_numel(files.moshi_weights, "MOSHI weights"),
-            moshi_loader.checkpoint_numel(files.mimi_weights, "Mimi weights"),
-            self.dtype_name,
-            self.section["context"],
-            cfg,
-            device.type,
-        )
-        moshi_loader.check_fit(plan, self.capacity, moshi_loader.free_memory(device), str(device))
-        self._build(files, device)
+        self._build(ready.files, ready.device)
 
     def _build(self, files: moshi_loader.ModelFiles, device: Any) -> None:
         import sentencepiece
@@ -221,7 +199,7 @@ class MoshiEngine(Engine):
         self._torch = torch
         self._device = device
         if self.section["cfg_coef"] != 1.0 and lm.fuser is None:
-            raise EngineLoadError(_NO_CFG.format(self.section["cfg_coef"]))
+            raise EngineLoadError(moshi_loader.NO_CFG.format(self.section["cfg_coef"]))
         steering = _TextSteering(self.capacity, lm.existing_text_padding_id)
         lm_gen = LMGen(
             lm,

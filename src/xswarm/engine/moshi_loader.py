@@ -57,6 +57,10 @@ GIB = 1 << 30
 # Not per slot: CUDA graphs, cuBLAS workspaces, allocator slack; measured budgets, not exact.
 CUDA_RESERVE_BYTES = 3 * GIB // 2
 CPU_RESERVE_BYTES = GIB // 2
+NO_CFG = (
+    "[voice.moshi] cfg_coef = {} needs a model with conditioning; "
+    "this one has none: set cfg_coef = 1.0"
+)
 # Activations and temporaries of one slot's step, on top of its caches.
 PER_SLOT_SLACK = 0.05
 
@@ -327,3 +331,39 @@ def check_fit(plan: MemoryPlan, slots: int, free_bytes: int, device_name: str) -
         f"+ {plan.reserve_bytes / GIB:.1f} GiB reserve) but {free_bytes / GIB:.1f} GiB is free; "
         f"{fit} slots fit: {advice}"
     )
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Everything start-up checked before allocating: files, device, plan, free memory."""
+
+    files: ModelFiles
+    device: Any
+    plan: MemoryPlan
+    free_bytes: int
+
+
+def preflight(config: Config, slots: int) -> Preflight:
+    """Every check that needs no model in memory, in the order an operator would fix them."""
+    missing = missing_modules()
+    if missing:
+        raise EngineLoadError(missing)
+    section = config.section("voice.moshi")
+    files = resolve_files(config)
+    device = check_device(section["device"])
+    cfg = section["cfg_coef"] != 1.0
+    if cfg and not (files.lm_config or {}).get("fuser"):
+        raise EngineLoadError(NO_CFG.format(section["cfg_coef"]))
+    plan = plan_memory(
+        files.lm_config,
+        files.mimi_config,
+        checkpoint_numel(files.moshi_weights, "MOSHI weights"),
+        checkpoint_numel(files.mimi_weights, "Mimi weights"),
+        section["dtype"],
+        section["context"],
+        cfg,
+        device.type,
+    )
+    free = free_memory(device)
+    check_fit(plan, slots, free, str(device))
+    return Preflight(files, device, plan, free)
