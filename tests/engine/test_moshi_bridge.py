@@ -54,36 +54,48 @@ def words(control: ControlClient, call_id: str) -> str:
     return "".join(e["text"] for e in control.of_type("text", call_id=call_id))
 
 
-async def test_a_twilio_call_talks_to_moshi_and_takes_a_suggestion(
+async def test_twilio_calls_talk_to_moshi_and_a_suggestion_reaches_only_its_call(
     moshi_bridge: BridgeProcess, http: aiohttp.ClientSession
 ) -> None:
     async with ControlClient(http, moshi_bridge.ws_url) as control:
         hello = control.of_type("hello")[0]
         assert hello["engine"] == "moshi"
-        caller = TwilioCaller(http, moshi_bridge.ws_url)
-        await caller.connect()
-        started = await control.wait_for("call_started")
-        call_id = started["call_id"]
-        sent = await caller.send_audio(tone(1.0))
+        steered = TwilioCaller(http, moshi_bridge.ws_url)
+        other = TwilioCaller(http, moshi_bridge.ws_url)
+        await steered.connect()
+        call_id = (await control.wait_for("call_started", stream_sid=steered.stream_sid))["call_id"]
+        await other.connect()
+        other_id = (await control.wait_for("call_started", stream_sid=other.stream_sid))["call_id"]
+        first = await asyncio.gather(
+            steered.send_audio(tone(1.0)), other.send_audio(tone(1.0, freq=500.0))
+        )
         await control.wait_for("text", call_id=call_id)
         await control.send(
             {"type": "inject_suggestion", "call_id": call_id, "text": "hello world thank you"}
         )
         applied = await control.wait_for("suggestion_applied", call_id=call_id)
         assert applied["text"] == "hello world thank you"
-        sent += await caller.send_audio(tone(2.0, freq=300.0))
-        await caller.stop()
+        second = await asyncio.gather(
+            steered.send_audio(tone(2.0, freq=300.0)), other.send_audio(tone(2.0, freq=600.0))
+        )
+        for caller in (steered, other):
+            await caller.stop()
         ended = await control.wait_for("call_ended", call_id=call_id)
-        await caller.close()
-        said = words(control, call_id)
-    assert ended["reason"] == "caller_hangup" and ended["frames_in"] == sent
+        await control.wait_for("call_ended", call_id=other_id)
+        for caller in (steered, other):
+            await caller.close()
+        said, other_said = words(control, call_id), words(control, other_id)
+    assert ended["reason"] == "caller_hangup" and ended["frames_in"] == first[0] + second[0]
     assert "hello world thank you" in said, said
-    back = caller.audio()
-    # 80 ms model frames come back as 20 ms mu-law frames: most of 3 s of audio, not silence.
-    assert len(back) >= 8000 * 2
-    assert float(np.sqrt(np.mean(back**2))) > 1e-4
+    assert other_said and "hello world thank you" not in other_said, other_said
+    for caller in (steered, other):
+        back = caller.audio()
+        # 80 ms model frames come back as 20 ms mu-law frames: most of 3 s, and not silence.
+        assert len(back) >= 8000 * 2
+        assert float(np.sqrt(np.mean(back**2))) > 1e-4
     status, metrics = moshi_bridge.get("/metrics")
     assert status == 200 and isinstance(metrics, str)
+    assert "xswarm_engine_slots_in_use" in metrics
 
 
 async def test_a_moshi_protocol_call_gets_opus_audio_and_text(
