@@ -252,3 +252,31 @@ def test_sampling_and_bf16_run_and_still_take_suggestions(
         assert out[1].pcm is None or np.isfinite(out[1].pcm).all()
     assert "see you soon" in said, said
     assert engine.info().details["dtype"] == "bf16"
+
+
+def test_sampling_keys_apply_live(
+    moshi_engine: Callable[..., Any],
+    moshi_config: Callable[..., Any],
+    caller_audio: np.ndarray,
+) -> None:
+    engine = moshi_engine(1)
+
+    def call() -> list[np.ndarray]:
+        engine.join(0)
+        tokens = []
+        for t in range(6):
+            engine.step({0: caller_audio[0, t]})
+            tokens.append(engine.last_tokens[0].copy())
+        return tokens
+
+    first = call()
+    assert engine.info().details["sampling"] == "greedy"
+    engine.apply_sampling(moshi_config(greedy=False, temperature=1.5, top_k=40))
+    assert engine.info().details["sampling"] == "temperature 1.5 top_k 40"
+    sampled = call()
+    engine.apply_sampling(moshi_config())
+    again = call()
+    assert engine.info().details["sampling"] == "greedy"
+    # Greedy replays the same call exactly; 40 audio tokens drawn from 40 choices at T=1.5 do not.
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, sampled, strict=True))

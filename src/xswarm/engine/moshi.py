@@ -350,6 +350,24 @@ class MoshiEngine(Engine):
             return no_cuda_graph()
         return nullcontext()
 
+    def apply_sampling(self, config: Config) -> None:
+        """Live reload of the sampling keys ([voice.moshi] temperature*, top_k*, greedy).
+
+        LMGen reads them as plain attributes at each step, so assigning them is safe from the
+        event loop while a step runs: at worst that one step samples with the old values.
+        """
+        section = config.section("voice.moshi")
+        for key in ("temperature", "temperature_text", "top_k", "top_k_text", "greedy"):
+            self.section[key] = section[key]
+        lm_gen = self._lm_gen
+        if lm_gen is None:
+            return
+        lm_gen.temp = section["temperature"]
+        lm_gen.temp_text = section["temperature_text"]
+        lm_gen.top_k = section["top_k"]
+        lm_gen.top_k_text = section["top_k_text"]
+        lm_gen.use_sampling = not section["greedy"]
+
     # ---------------------------------------------------------------- reporting
 
     def info(self) -> EngineInfo:
@@ -365,6 +383,9 @@ class MoshiEngine(Engine):
             "dtype": self.dtype_name,
             "context": self.section["context"],
             "cuda_graphs": self._graphs,
+            "sampling": "greedy"
+            if self.section["greedy"]
+            else f"temperature {self.section['temperature']} top_k {self.section['top_k']}",
         }
         return EngineInfo(self.name, self.frame_seconds * 1000, self.capacity, details)
 
