@@ -29,9 +29,9 @@ def test_low_delay_qualities_add_under_5_ms_each_way_in_20_ms_chunks(
 
 
 def test_fir_delay_is_its_group_delay_exactly() -> None:
-    """121 taps at 24 kHz: 60 samples, 2.5 ms, found by correlation, not assumed."""
-    assert measure_delay_ms(8000, 24000, "FIR") == pytest.approx(2.5, abs=0.05)
-    assert measure_delay_ms(24000, 8000, "FIR") == pytest.approx(2.5, abs=0.2)
+    """73 taps at 24 kHz: 36 samples, 1.5 ms, found by correlation, not assumed."""
+    assert measure_delay_ms(8000, 24000, "FIR") == pytest.approx(1.5, abs=0.05)
+    assert measure_delay_ms(24000, 8000, "FIR") == pytest.approx(1.5, abs=0.2)
 
 
 def downsampled_level(freq: float, quality: str) -> float:
@@ -41,9 +41,14 @@ def downsampled_level(freq: float, quality: str) -> float:
     return dbfs(out[800:]) - dbfs(source)
 
 
-@pytest.mark.parametrize("freq", [4500, 6000, 9000, 11000])
-def test_fir_keeps_engine_audio_above_4_khz_off_the_phone_line(freq: float) -> None:
-    assert downsampled_level(freq, "FIR") < -60
+@pytest.mark.parametrize(
+    ("freq", "floor_db"), [(4000, -14), (4600, -32), (6000, -50), (11000, -50)]
+)
+def test_fir_keeps_engine_audio_above_4_khz_off_the_phone_line(
+    freq: float, floor_db: float
+) -> None:
+    """At least the ITU-T G.712 mask at 4 and 4.6 kHz, and far more above."""
+    assert downsampled_level(freq, "FIR") < floor_db
 
 
 def test_qq_folds_it_back_in_full_which_is_what_fir_is_for() -> None:
@@ -52,7 +57,7 @@ def test_qq_folds_it_back_in_full_which_is_what_fir_is_for() -> None:
 
 @pytest.mark.parametrize("freq", [300, 1000, 3000, 3400])
 def test_fir_passes_the_telephone_band_flat(freq: float) -> None:
-    assert downsampled_level(freq, "FIR") == pytest.approx(0, abs=0.2)
+    assert downsampled_level(freq, "FIR") == pytest.approx(0, abs=0.25)
 
 
 def test_fir_keeps_pace_with_any_chunking_and_refuses_odd_ratios() -> None:

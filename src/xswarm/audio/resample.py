@@ -8,9 +8,9 @@ tens of milliseconds when fed 20 ms at a time, while "QQ" holds back a fraction 
 "QQ" has a price, measured too: it is cubic interpolation with no low-pass, so going down
 to 8 kHz a 6 kHz tone comes out at full level, folded to 2 kHz. An engine's 24 kHz voice
 has energy up there (sibilants), and on the phone it becomes noise. "FIR" is our own
-band-limited path for integer ratios (8k <-> 24k): a 121-tap Kaiser low-pass, flat to
-3.4 kHz, at least 43 dB down at 4 kHz and 61 dB from 4.4 kHz, that holds nothing back and
-delays by its group delay alone, 2.5 ms.
+band-limited path for integer ratios (8k <-> 24k): a 73-tap Kaiser low-pass, within
+0.25 dB to 3.4 kHz, 20 dB down at 4 kHz and 44 dB from 4.4 kHz (better than the ITU-T
+G.712 telephone mask), that holds nothing back and delays by its group delay alone, 1.5 ms.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import soxr
 
 SOXR_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 QUALITIES = (*SOXR_QUALITIES, "FIR")
-FIR_TAPS_PER_FACTOR = 40  # 121 taps at 3:1; odd, so the group delay is whole samples
-FIR_KAISER_BETA = 5.0
+FIR_TAPS_PER_FACTOR = 24  # 73 taps at 3:1; odd, so the group delay is whole samples
+FIR_KAISER_BETA = 3.5
+FIR_CUTOFF = 0.9375  # of the low rate's Nyquist frequency: 3750 Hz for 8 kHz
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
@@ -78,10 +79,13 @@ class StreamResampler:
 
 def lowpass_taps(high_rate: int, low_rate: int) -> np.ndarray:
     """The band-limiting filter at ``high_rate`` for the band ``low_rate`` can carry:
-    windowed sinc, cut off at 92.5% of the low rate's Nyquist frequency, unity DC gain."""
+    a Kaiser-windowed sinc with unity DC gain. The length is the cheapest that beats the
+    ITU-T G.712 mask for 8 kHz telephony with margin (flat within 0.25 dB to 3.4 kHz,
+    >= 14 dB down at 4 kHz, >= 32 dB from 4.6 kHz): every call pays for it 100 times a
+    second."""
     factor = high_rate // low_rate
     count = FIR_TAPS_PER_FACTOR * factor + 1
-    cutoff = 0.925 * (low_rate / 2) / high_rate  # cycles per high-rate sample
+    cutoff = FIR_CUTOFF * (low_rate / 2) / high_rate  # cycles per high-rate sample
     offsets = np.arange(count) - (count - 1) / 2
     taps = np.sinc(2 * cutoff * offsets) * np.kaiser(count, FIR_KAISER_BETA)
     return (taps / taps.sum()).astype(np.float32)
