@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import work
@@ -30,7 +31,8 @@ REPAINT_HZ = 4
 
 
 class XswarmDashboard(App[None]):
-    CSS_PATH = "app.tcss"
+    # Absolute, so that subclasses defined elsewhere (the benchmark's) find it too.
+    CSS_PATH = Path(__file__).with_name("app.tcss")
     TITLE = "xswarm dashboard"
     COMMAND_PALETTE_BINDING = "question_mark"
     COMMAND_PALETTE_DISPLAY = "?"
