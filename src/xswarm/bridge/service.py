@@ -87,6 +87,7 @@ class VoiceService:
         runner = web.AppRunner(self.bridge.app(), handle_signals=False, access_log=None)
         await runner.setup()
         site = await self._listen(runner)
+        listening = True
         await self.bridge.start()
         for sig, intent in (
             (signal.SIGHUP, "reload"),
@@ -102,10 +103,16 @@ class VoiceService:
             while (intent := await self.intents.get()) != "stop":
                 if intent == "reload":
                     self._reload()
+            if isinstance(site, web.SockSite):
+                # Socket-activated: systemd keeps the listening socket open, so stop accepting
+                # and let new calls wait in its backlog for the next process, not get a 503.
+                await site.stop()
+                listening = False
             await self._drain()
         finally:
             watchdog.cancel()
-            await site.stop()
+            if listening:
+                await site.stop()
             await runner.cleanup()
             await self.bridge.close()
             self.notifier.close()
