@@ -271,10 +271,10 @@ def test_sampling_keys_apply_live(
 
     first = call()
     assert engine.info().details["sampling"] == "greedy"
-    engine.apply_sampling(moshi_config(greedy=False, temperature=1.5, top_k=40))
+    engine.reconfigure(moshi_config(greedy=False, temperature=1.5, top_k=40))
     assert engine.info().details["sampling"] == "temperature 1.5 top_k 40"
     sampled = call()
-    engine.apply_sampling(moshi_config())
+    engine.reconfigure(moshi_config())
     again = call()
     assert engine.info().details["sampling"] == "greedy"
     # Greedy replays the same call exactly; 40 audio tokens drawn from 40 choices at T=1.5 do not.

@@ -27,7 +27,6 @@ from xswarm.bridge.events import EventHub
 from xswarm.bridge.session import CallSession, refuse
 from xswarm.config import Config, reload_changes
 from xswarm.engine.base import Engine
-from xswarm.engine.echo import EchoEngine
 from xswarm.metrics import Exposition, Histogram, uptime
 
 log = logging.getLogger("xswarm.bridge")
@@ -323,8 +322,7 @@ class Bridge:
         """Take a new validated config live; returns what changed, in words, for the log."""
         applied, restart = reload_changes(self.config, new)
         self.config = new
-        if isinstance(self.engine, EchoEngine):
-            self.engine.set_delay(new.get("voice.echo", "delay_ms"))
+        self.engine.reconfigure(new)
         logging.getLogger().setLevel(new.get("logging", "level").upper())
         self.reloads["ok"] += 1
         self.last_reload_error = None

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from xswarm.config import Config
+
 SAMPLE_RATE = 24_000
 
 
@@ -87,6 +89,9 @@ class Engine(ABC):
     def suggest(self, slot: int, text: str) -> SuggestionResult:
         """Steer the call in ``slot`` with ``text``; engines without a text stream refuse."""
         return SuggestionResult(False, f"engine {self.name} cannot take suggestions")
+
+    def reconfigure(self, config: Config) -> None:  # noqa: B027 - optional hook
+        """Apply the live-reloadable keys of a new config (SIGHUP); the rest need a restart."""
 
     def info(self) -> EngineInfo:
         return EngineInfo(self.name, self.frame_seconds * 1000, self.capacity)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from xswarm.config import Config
 from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
 
 
@@ -49,6 +50,6 @@ class EchoEngine(Engine):
         self._words[slot] = self._words.get(slot, "") + text
         return SuggestionResult(True)
 
-    def set_delay(self, delay_ms: int) -> None:
-        """Live reload of ``[voice.echo] delay_ms``: applies to calls that join afterwards."""
-        self.delay_frames = round(delay_ms / 20)
+    def reconfigure(self, config: Config) -> None:
+        """``[voice.echo] delay_ms`` applies live, to calls that join afterwards."""
+        self.delay_frames = round(config.get("voice.echo", "delay_ms") / 20)

@@ -350,7 +350,7 @@ class MoshiEngine(Engine):
             return no_cuda_graph()
         return nullcontext()
 
-    def apply_sampling(self, config: Config) -> None:
+    def reconfigure(self, config: Config) -> None:
         """Live reload of the sampling keys ([voice.moshi] temperature*, top_k*, greedy).
 
         LMGen reads them as plain attributes at each step, so assigning them is safe from the
