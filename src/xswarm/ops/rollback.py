@@ -36,7 +36,9 @@ def command(release: str | None, timeout: float, root: Path) -> None:
         click.echo(f"release {target} is already current")
         return
     click.echo(f"rolling back {now} -> {target}")
-    error = rolling.switch_to(layout, target, click.echo, fresh_units=False, timeout=timeout)
+    running = rolling.running_targets(layout)
+    error = rolling.switch_to(layout, target, running, click.echo, fresh_units=False,
+                              timeout=timeout)
     if error is not None:
         raise click.ClickException(f"rollback to {target}: {error}")
     click.echo(f"now on {target}")

@@ -71,9 +71,12 @@ def restart_and_check(target: Target, layout: Layout, version: str, timeout: flo
     """Restart one unit; None when it came back healthy on ``version``, else why not."""
     result = systemctl.restart(target.unit, timeout=timeout + 60)
     if not result.ok:
-        words = (result.stderr or result.stdout).strip().splitlines()
-        last = words[-1] if words else f"exit {result.returncode}"
-        return f"systemctl restart {target.unit} failed: {last}"
+        props = systemctl.show([target.unit], ("Id", "Result", "ExecMainStatus"))
+        state = props.get(target.unit, {})
+        lines = systemctl.journal(target.unit, lines=1, own=True).strip().splitlines()
+        said = f"; it logged: {lines[-1][:200]}" if lines else ""
+        return (f"systemctl restart {target.unit} failed (result {state.get('Result', '?')}, "
+                f"exit status {state.get('ExecMainStatus', '?')}){said}")
     deadline = time.monotonic() + timeout
     probe = health.get(health.url(target.host, target.port, target.path))
     while not probe.ok and time.monotonic() < deadline:
@@ -89,10 +92,10 @@ def restart_and_check(target: Target, layout: Layout, version: str, timeout: flo
 
 
 def rolling_restart(
-    layout: Layout, config: Config, version: str, say: Callable[[str], None],
+    layout: Layout, running: list[Target], version: str, say: Callable[[str], None],
     timeout: float = READY_TIMEOUT,
 ) -> str | None:
-    for target in targets(config):
+    for target in running:
         say(f"restarting {target.unit} ...")
         error = restart_and_check(target, layout, version, timeout)
         if error:
@@ -119,10 +122,20 @@ def activate(layout: Layout, version: str, plan_from_saved: bool) -> None:
 
 
 def switch_to(
-    layout: Layout, version: str, say: Callable[[str], None], fresh_units: bool,
-    timeout: float = READY_TIMEOUT,
+    layout: Layout, version: str, running: list[Target], say: Callable[[str], None],
+    fresh_units: bool, timeout: float = READY_TIMEOUT,
 ) -> str | None:
-    """Activate ``version`` and restart everything running onto it; the first error, if any."""
+    """Activate ``version`` and restart ``running`` onto it; the first error, if any.
+
+    ``running`` is taken once, before the first switch, so that a rollback also brings back a
+    unit that a failed restart took down with it (the supervisor Requires the voice service).
+    """
     activate(layout, version, plan_from_saved=not fresh_units)
     say(f"{layout.current} -> releases/{version}; units installed; daemon-reload done")
-    return rolling_restart(layout, config_module.load(layout.config), version, say, timeout)
+    return rolling_restart(layout, running, version, say, timeout)
+
+
+def running_targets(layout: Layout) -> list[Target]:
+    if not systemctl.available():
+        return []
+    return targets(config_module.load(layout.config))

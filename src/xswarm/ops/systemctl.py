@@ -115,8 +115,10 @@ def restart(unit: str, timeout: float = 180.0) -> Result:
     return run("restart", unit, timeout=timeout)
 
 
-def journal(unit: str, lines: int = 20, priority: str | None = None) -> str:
-    argv = ["journalctl", "--no-pager", "-u", unit, "-n", str(lines), "-o", "cat"]
+def journal(unit: str, lines: int = 20, priority: str | None = None, own: bool = False) -> str:
+    """The unit's journal; ``own`` keeps only its processes' lines, not systemd's about it."""
+    which = [f"_SYSTEMD_UNIT={unit}"] if own else ["-u", unit]
+    argv = ["journalctl", "--no-pager", *which, "-n", str(lines), "-o", "cat"]
     if priority:
         argv += ["-p", priority]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)

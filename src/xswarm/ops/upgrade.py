@@ -42,14 +42,15 @@ def command(wheelhouse: Path, version: str | None, timeout: float, keep: int,
         click.echo(f"release {new} is already current; nothing to upgrade")
         return
     click.echo(f"release {new} {'built' if built else 'already present'}; upgrading from {old}")
-    error = rolling.switch_to(layout, new, click.echo, fresh_units=True, timeout=timeout)
+    running = rolling.running_targets(layout)
+    error = rolling.switch_to(layout, new, running, click.echo, fresh_units=True, timeout=timeout)
     if error is None:
         for name in releases.prune(layout, keep):
             click.echo(f"removed old release {name} (keeping {keep})")
         click.echo(f"upgraded {old} -> {new}")
         return
     click.echo(f"ROLLING BACK to {old}: {error}", err=True)
-    again = rolling.switch_to(layout, old, click.echo, fresh_units=False, timeout=timeout)
+    again = rolling.switch_to(layout, old, running, click.echo, fresh_units=False, timeout=timeout)
     if again is not None:
         raise click.ClickException(f"upgrade to {new} failed ({error}) and so did the rollback "
                                    f"to {old} ({again}); see `sudo xswarm doctor`")
