@@ -116,3 +116,15 @@ def test_signed_call_passes_and_wrong_token_is_refused(tmp_path: Path) -> None:
         done = run_call("--url", signed.ws_url, "--out", str(tmp_path / "b.wav"), env=bad)
         assert done.returncode != 0
         assert "upgrade refused: HTTP 403" in done.stderr
+
+
+def test_behind_a_proxy_the_public_url_is_what_gets_signed(tmp_path: Path) -> None:
+    config = ECHO_CONFIG + 'public_url = "wss://voice.example.com"\n'
+    with running_bridge(tmp_path, config, env={"TWILIO_AUTH_TOKEN": "s3cret"}) as proxied:
+        env = dict(os.environ, TWILIO_AUTH_TOKEN="s3cret")
+        out = str(tmp_path / "a.wav")
+        done = run_call("--url", proxied.ws_url, "--out", out, env=env)
+        assert done.returncode != 0 and "HTTP 403" in done.stderr
+        public = "wss://voice.example.com"
+        done = run_call("--url", proxied.ws_url, "--signed-url", public, "--out", out, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -54,8 +54,8 @@ NORMAL_CLOSES = (None, 1000, 1001)
 @click.option(
     "--signed-url",
     default=None,
-    help="URL to sign for X-Twilio-Signature when TWILIO_AUTH_TOKEN is set "
-    "(the bridge's public_url); default: --url",
+    help="the URL Twilio dials, signed for X-Twilio-Signature when TWILIO_AUTH_TOKEN is set "
+    "(the bridge's public_url, e.g. wss://voice.example.com); default: the --url called",
 )
 def command(
     wav_path: Path,
@@ -68,6 +68,7 @@ def command(
 ) -> None:
     """Place one simulated call from a WAV file; save the reply and print latency."""
     target = call_url(url, transport)
+    signed = call_url(signed_url, transport) if signed_url else None
     bad_digits = set(dtmf) - set("0123456789*#ABCD")
     if bad_digits:
         raise click.BadParameter(
@@ -81,7 +82,7 @@ def command(
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
     result: TwilioCallResult | MoshiCallResult
     if transport == "twilio":
-        result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed_url))
+        result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed))
         unit = "frames of 20 ms"
     else:
         result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words))
