@@ -144,6 +144,22 @@ def mem_total() -> int | None:
     return None
 
 
+def deployed_single_voice(files: dict[str, str]) -> bool:
+    """Whether the single xswarm-voice (port 9998) is in use, not just installed beside the
+    template instances (where HAProxy may hold 9998 in its place)."""
+    if "xswarm-voice.service" not in files:
+        return False
+    if not installed_instances(files) or not systemctl.available():
+        return True
+    names = ["xswarm-voice.service", "xswarm-voice.socket"]
+    shown = systemctl.show(names, ("Id", "ActiveState", "UnitFileState"))
+    return any(
+        props.get("ActiveState") in ("active", "activating", "reloading")
+        or props.get("UnitFileState") == "enabled"
+        for props in shown.values()
+    )
+
+
 def unit_facts(names: list[str]) -> dict[str, UnitFacts]:
     if not names or not systemctl.available():
         return {}
@@ -185,13 +201,15 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         config = config_module.defaults()
     instances = installed_instances(files)
     bridge, dashboard = config.section("voice.bridge"), config.section("dashboard")
-    if "xswarm-voice.service" in files:
+    single = deployed_single_voice(files)
+    if single:
         facts.ports["xswarm-voice.service"] = bridge["port"]
     for number in instances:
         facts.ports[f"xswarm-voice@{number}.service"] = raw_instance_port(config, number)
     if "xswarm-dashboard.service" in files:
         facts.ports["xswarm-dashboard.service"] = dashboard["port"]
-    for socket_name, relative in [("xswarm-voice.socket", "xswarm-voice.socket"),
+    sockets = [("xswarm-voice.socket", "xswarm-voice.socket")] if single else []
+    for socket_name, relative in [*sockets,
                                   ("xswarm-dashboard.socket", "xswarm-dashboard.socket")] + [
         (f"xswarm-voice@{n}.socket", f"xswarm-voice@{n}.socket.d/listen.conf") for n in instances
     ]:

@@ -148,7 +148,8 @@ def restore_units(layout: Layout, version: str, report: Report) -> bool:
     return install_units(layout, units.UnitPlan(version, files), report)
 
 
-def haproxy_config(layout: Layout, text: str, report: Report) -> None:
+def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
+    """Validate and write haproxy.cfg and its service drop-in; True when the drop-in changed."""
     binary = shutil.which("haproxy")
     if binary is not None:
         with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as fh:
@@ -167,6 +168,8 @@ def haproxy_config(layout: Layout, text: str, report: Report) -> None:
             shutil.copy2(target, original)
             report.did(f"saved the previous {target} as {original}")
     write_if_changed(target, text, report)
+    dropin = layout.unit_dir / "haproxy.service.d" / "xswarm-limits.conf"
+    return write_if_changed(dropin, units.template("haproxy/limits.conf"), report)
 
 
 def install(
@@ -205,7 +208,7 @@ def install(
     else:
         report.kept(f"{layout.current} already points at {version}")
     if instances and haproxy:
-        haproxy_config(layout, units.render_haproxy(config, instances), report)
+        changed |= haproxy_config(layout, units.render_haproxy(config, instances), report)
     if changed and manage_system and systemctl.available():
         systemctl.daemon_reload()
         report.did("systemctl daemon-reload")
@@ -234,7 +237,8 @@ def next_steps(instances: list[int], haproxy: bool) -> str:
          "  sudo nano /opt/xswarm/config.toml   # every key is listed, commented",
          "  sudo xswarm doctor",
          *lines,
-         "  sudo systemctl status xswarm-voice"]
+         f"  sudo systemctl status xswarm-voice{'@1' if instances else ''}",
+         "  sudo xswarm status"]
     )
 
 

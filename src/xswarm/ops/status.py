@@ -67,7 +67,7 @@ def render(release: str | None, rows: list[Row]) -> str:
 def voice_targets(config: Config, files: dict[str, str]) -> list[tuple[str, str, int]]:
     out = []
     bridge = config.section("voice.bridge")
-    if "xswarm-voice.service" in files or not files:
+    if not files or doctor.deployed_single_voice(files):
         out.append(("xswarm-voice.service", bridge["host"], bridge["port"]))
     for number in doctor.installed_instances(files):
         view = config.for_instance(number).section("voice.bridge")

@@ -1,0 +1,97 @@
+"""Three voice instances behind Debian's HAProxy; one is killed and calls still get through.
+
+``xswarm install --instances 3`` writes the instance sockets and /etc/haproxy/haproxy.cfg;
+HAProxy spreads calls by least connections and health-checks /readyz. While one instance is
+SIGKILLed (and comes back 10 s later), a caller placing calls back to back through HAProxy
+must see every call served, and calls on the other instances must go on.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.systemd.conftest import (
+    TEST_CONFIG,
+    XSWARM,
+    bootstrap_install,
+    call_result,
+    configure,
+    readyz,
+    start_call,
+    wait_until,
+)
+from tests.systemd.nspawn import Container
+
+pytestmark = pytest.mark.systemd
+INSTANCES = (1, 2, 3)
+CONFIG = TEST_CONFIG + (
+    "\n[dashboard]\ninstances = ["
+    + ", ".join(f'"ws://127.0.0.1:{10000 + n}/control"' for n in INSTANCES)
+    + "]\n"
+)
+
+
+def active_calls(box: Container, number: int) -> int:
+    text = box.show(f"xswarm-voice@{number}.service", "StatusText")
+    return int(text.split("(")[1].split()[0]) if text.startswith("Voice bridge running (") else -1
+
+
+@pytest.fixture(scope="module")
+def fleet(container: Container) -> Container:
+    out = bootstrap_install(container, args="--instances 3")
+    assert "wrote /etc/haproxy/haproxy.cfg" in out
+    configure(container, CONFIG)
+    units = " ".join(f"xswarm-voice@{n}.socket xswarm-voice@{n}" for n in INSTANCES)
+    container.sh(f"systemctl enable --now {units} xswarm-dashboard.socket xswarm-dashboard")
+    # haproxy.service already failed at boot (the fresh container had no haproxy.cfg).
+    container.sh("haproxy -c -f /etc/haproxy/haproxy.cfg && systemctl reset-failed haproxy && "
+                 "systemctl restart haproxy")
+    for number in INSTANCES:
+        assert readyz(container, 10000 + number)[0] == 200
+    wait_until(lambda: readyz(container, 9998)[0] == 200, 20, "HAProxy to route /readyz")
+    return container
+
+
+def test_instances_listen_where_config_says_and_doctor_agrees(fleet: Container) -> None:
+    for number in INSTANCES:
+        listen = fleet.show(f"xswarm-voice@{number}.socket", "Listen")
+        assert f"127.0.0.1:{10000 + number}" in listen
+    doctor = fleet.run([XSWARM, "doctor"], check=False)
+    print(doctor.stdout)
+    assert doctor.returncode == 0, doctor.stdout
+    status = fleet.run([XSWARM, "status"]).stdout
+    print(status)
+    for number in INSTANCES:
+        assert f"xswarm-voice@{number}.service" in status
+
+
+def test_calls_spread_and_survive_a_killed_instance(fleet: Container) -> None:
+    held = [start_call(fleet, f"held-{i}", 9998, seconds=30) for i in range(6)]
+    for out in held:
+        fleet.wait_for(out.replace(".json", ".started"), 30)
+    wait_until(lambda: sum(active_calls(fleet, n) for n in INSTANCES) == 6, 10,
+               "the instances' status lines to count 6 calls")
+    spread = {n: active_calls(fleet, n) for n in INSTANCES}
+    print(f"6 calls through HAProxy (leastconn): {spread}")
+    assert all(count >= 1 for count in spread.values()), spread
+
+    loop = start_call(fleet, "through-haproxy", 9998, seconds=25, mode="loop")
+    time.sleep(2)
+    victim = fleet.show("xswarm-voice@2.service", "MainPID")
+    fleet.run(["kill", "-9", victim])
+    killed = time.monotonic()
+    wait_until(lambda: fleet.show("xswarm-voice@2.service", "MainPID") not in ("0", victim)
+               and readyz(fleet, 10002)[0] == 200, 60, "instance 2 to come back")
+    print(f"instance 2 back and ready {time.monotonic() - killed:.1f} s after kill -9")
+    assert fleet.show("xswarm-voice@2.service", "NRestarts") == "1"
+
+    outcome = call_result(fleet, loop, 90)
+    print(f"calls through HAProxy while instance 2 was killed: {outcome}")
+    assert outcome["calls"] >= 5
+    assert outcome["failed"] == 0, outcome
+    results = [call_result(fleet, out, 60) for out in held]
+    survivors = [r for r in results if r["ok"]]
+    print(f"held calls: {len(survivors)} of 6 went on (those on instance 2 died with it)")
+    assert len(survivors) >= 6 - spread[2]
