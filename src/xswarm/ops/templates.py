@@ -67,7 +67,7 @@ def config_example(extra: str = "") -> str:
         for name, spec in keys.items():
             note = _describe(spec)
             if note:
-                out.append(f"# {note}")
+                out += [f"# {line}" for line in textwrap.wrap(note, 96)]
             out.append(f"# {name} = {_toml_value(spec.default)}")
         if section == "voice.bridge":
             out += [

@@ -134,7 +134,7 @@ def parse(text: str) -> dict[str, dict[str, list[str]]]:
         line = pending + raw.strip()
         pending = ""
         if line.endswith("\\"):
-            pending = line[:-1] + " "
+            pending = line[:-1].rstrip() + " "
             continue
         if not line or line.startswith(("#", ";")):
             continue

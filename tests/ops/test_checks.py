@@ -1,0 +1,144 @@
+"""doctor's rules as plain functions: facts in, findings (each with its fix) out."""
+
+from __future__ import annotations
+
+from xswarm.ops import checks
+from xswarm.ops.checks import DatabaseFacts, Facts, FileFacts, Holder, UnitFacts
+
+GOOD_ENV = FileFacts("/opt/xswarm/.env", True, "xswarm", 0o600)
+
+
+def healthy(**changes: object) -> Facts:
+    facts = Facts(
+        env_file=GOOD_ENV,
+        executables={"/opt/xswarm/releases/1/venv/bin/xswarm-voice": True},
+        config_source="/opt/xswarm/config.toml",
+        ports={"xswarm-voice.service": 9998, "xswarm-dashboard.service": 9999},
+        socket_listen={"xswarm-voice.socket": "127.0.0.1:9998"},
+        expected_listen={"xswarm-voice.socket": "127.0.0.1:9998"},
+        listeners={9998: Holder(1, "systemd"), 9999: Holder(1, "systemd")},
+        ours={1, 4242},
+        engine="echo",
+        database=DatabaseFacts("/var/lib/xswarm/xswarm.db", True, "ok"),
+        units={"xswarm-voice.service": UnitFacts("xswarm-voice.service", "loaded", "active",
+                                                 "running", 4242, 0, 2 << 30, 16 << 30)},
+        mem_total=64 << 30,
+        current_release="1",
+    )
+    for key, value in changes.items():
+        setattr(facts, key, value)
+    return facts
+
+
+def failures(facts: Facts) -> list[checks.Finding]:
+    return [f for f in checks.diagnose(facts) if f.level == checks.FAIL]
+
+
+def only_failure(facts: Facts) -> checks.Finding:
+    found = failures(facts)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_healthy_server_has_no_failures() -> None:
+    findings = checks.diagnose(healthy())
+    assert not checks.failed(findings), findings
+    assert {f.topic for f in findings} >= {".env", "config", "ports", "database", "units"}
+
+
+def test_env_missing_wrong_owner_wrong_mode() -> None:
+    missing = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", False)))
+    assert "missing" in missing.message and "xswarm install" in missing.fix
+    owner = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "root", 0o600)))
+    assert owner.fix == "sudo chown xswarm:xswarm /opt/xswarm/.env"
+    mode = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "xswarm", 0o644)))
+    assert "mode 644" in mode.message and mode.fix == "sudo chmod 600 /opt/xswarm/.env"
+
+
+def test_missing_executable() -> None:
+    finding = only_failure(healthy(executables={"/opt/x/bin/xswarm-voice": False}))
+    assert "/opt/x/bin/xswarm-voice" in finding.message and "rollback" in finding.fix
+
+
+def test_config_error_is_reported_with_its_line() -> None:
+    line = "/opt/xswarm/config.toml: [voice.bridge] port: expected a whole number, got str 'x'"
+    finding = only_failure(healthy(config_error=line))
+    assert finding.message == line
+
+
+def test_port_in_use_names_the_process() -> None:
+    facts = healthy(listeners={9998: Holder(777, "nginx"), 9999: Holder(1, "systemd")})
+    finding = only_failure(facts)
+    assert finding.message == "port 9998, needed by xswarm-voice.service, is in use by PID 777 (nginx)"
+    assert "ss -ltnp" in finding.fix
+
+
+def test_port_collision_between_an_instance_and_the_supervisor() -> None:
+    facts = healthy(ports={"xswarm-voice@1.service": 9999, "xswarm-dashboard.service": 9999})
+    finding = only_failure(facts)
+    assert "port 9999 is claimed by xswarm-voice@1.service and xswarm-dashboard.service" in (
+        finding.message)
+
+
+def test_socket_disagreeing_with_config() -> None:
+    facts = healthy(expected_listen={"xswarm-voice.socket": "127.0.0.1:9000"})
+    assert "listens on 127.0.0.1:9998 but config.toml says 127.0.0.1:9000" in (
+        only_failure(facts).message)
+
+
+def test_models_and_gpu_fail_for_moshi_and_warn_for_auto() -> None:
+    moshi = healthy(engine="moshi", device="cuda", models_error="no weights", gpu_present=False)
+    assert {f.topic for f in failures(moshi)} == {"models", "gpu"}
+    auto = healthy(engine="auto", device="cuda", models_error="no weights", gpu_present=False)
+    assert not failures(auto)
+    assert {f.topic for f in checks.diagnose(auto) if f.level == checks.WARN} == {"models", "gpu"}
+
+
+def test_database_corrupt_or_unreadable() -> None:
+    corrupt = healthy(database=DatabaseFacts("/db", True, "file is not a database"))
+    assert "corrupt" in only_failure(corrupt).message
+    unreadable = healthy(database=DatabaseFacts("/db", True, error="unable to open"))
+    assert "cannot be opened" in only_failure(unreadable).message
+    absent = healthy(database=DatabaseFacts("/db", False))
+    assert not failures(absent)
+
+
+def unit(**changes: object) -> dict[str, UnitFacts]:
+    base = {"name": "xswarm-voice.service", "load_state": "loaded", "active_state": "active",
+            "sub_state": "running", "main_pid": 4242}
+    base.update(changes)
+    return {"xswarm-voice.service": UnitFacts(**base)}  # type: ignore[arg-type]
+
+
+def test_restart_loop_and_config_exit() -> None:
+    loop = only_failure(healthy(units=unit(n_restarts=4, active_state="activating",
+                                           sub_state="auto-restart", exec_main_status=1)))
+    assert "restarted 4 times" in loop.message and "Restart=no" in loop.fix
+    refused = only_failure(healthy(units=unit(active_state="failed", exec_main_status=78)))
+    assert "exit 78" in refused.message
+
+
+def test_memory_headroom() -> None:
+    near = healthy(units=unit(memory_current=int(15.5 * (1 << 30)), memory_max=16 << 30))
+    assert "97%" in only_failure(near).message
+    above_ram = checks.diagnose(healthy(units=unit(memory_max=16 << 30), mem_total=8 << 30))
+    assert [f for f in above_ram if f.topic == "memory" and f.level == checks.WARN]
+
+
+def test_units_out_of_date_and_no_release() -> None:
+    stale = only_failure(healthy(stale_units=["xswarm-voice.service"], units_release="0"))
+    assert "xswarm-voice.service" in stale.message and "from 0" in stale.message
+    assert "no release" in only_failure(healthy(current_release=None)).message
+
+
+def test_listening_inodes_reads_proc_net_tcp() -> None:
+    text = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+        "   0: 0100007F:270E 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0 "
+        "       0 12345 1 0000000000000000 100 0 0 10 0\n"
+        "   1: 0100007F:270E 0100007F:D3A2 01 00000000:00000000 00:00000000 00000000     0 "
+        "       0 12399 1 0000000000000000 20 4 30 10 -1\n"
+        "   2: garbage\n"
+    )
+    assert checks.listening_inodes(text) == {9998: 12345}
