@@ -1,0 +1,215 @@
+"""install, doctor, backup, rollback and releases on a real staging root (``--root``).
+
+A real wheel of this checkout is installed into a real venv under a scratch root; no systemd
+is needed (that part is proven under nspawn in tests/systemd). Ownership by the xswarm user
+and systemctl only apply to the live root, so here the files keep the test's own user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from xswarm.ops import backup, doctor, install, releases, rollback, upgrade
+from xswarm.ops.layout import Layout
+
+
+@pytest.fixture(scope="module")
+def installed(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    root = tmp_path_factory.mktemp("root")
+    result = CliRunner().invoke(install.command, ["--root", str(root), "--wheelhouse",
+                                                  str(wheelhouse), "--instances", "2", "--gpu"])
+    assert result.exit_code == 0, result.output
+    assert "xswarm 0.1.0 installed." in result.output
+    return Layout(root)
+
+
+def test_install_builds_the_release_at_its_final_path(installed: Layout) -> None:
+    venv = installed.release_dir("0.1.0") / "venv"
+    script = venv / "bin" / "xswarm-voice"
+    assert script.read_text().splitlines()[0] == f"#!{venv}/bin/python"
+    assert os.readlink(installed.current) == "releases/0.1.0"
+    assert releases.installed(installed) == ["0.1.0"]
+    version = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import xswarm.ops.units as u; print(u.deploy_dir())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version.endswith("xswarm/_deploy"), "the wheel must carry its unit templates"
+    assert (installed.release_dir("0.1.0") / "units" / "xswarm-voice.service").exists()
+    assert (installed.unit_dir / "xswarm-voice@.service.d" / "gpu.conf").exists()
+    assert (installed.unit_dir / "xswarm-voice@2.socket.d" / "listen.conf").exists()
+    assert "server voice2 127.0.0.1:10002 check" in installed.haproxy_config.read_text()
+
+
+def test_config_and_env_come_from_templates_with_safe_modes(installed: Layout) -> None:
+    assert stat.S_IMODE(installed.env_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(installed.config.stat().st_mode) == 0o640
+    text = installed.config.read_text()
+    assert "# max_concurrent_calls = 300" in text
+    assert 'instances = ["ws://127.0.0.1:10001/control", "ws://127.0.0.1:10002/control"]' in text
+
+
+def test_install_twice_changes_nothing(installed: Layout, wheelhouse: Path) -> None:
+    installed.config.write_text(installed.config.read_text() + "\n# operator's edit\n")
+    before = {p: p.stat().st_mtime_ns for p in installed.unit_dir.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(install.command, ["--root", str(installed.root), "--wheelhouse",
+                                                  str(wheelhouse), "--instances", "2", "--gpu"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to change" in result.output
+    assert "  + " not in result.output
+    assert "# operator's edit" in installed.config.read_text()
+    after = {p: p.stat().st_mtime_ns for p in installed.unit_dir.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def run_doctor(layout: Layout) -> tuple[int, str]:
+    result = CliRunner().invoke(doctor.command, ["--root", str(layout.root)])
+    return result.exit_code, result.output
+
+
+def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
+    me = os.environ.get("USER") or "root"
+    code, out = run_doctor(installed)
+    assert code == 1
+    assert f"is owned by {me}, not xswarm" in out or "owned by root, not xswarm" in out
+    assert "FAIL  executable" not in out and "FAIL  units" not in out
+
+    installed.env_file.chmod(0o644)
+    assert "has mode 644" in run_doctor(installed)[1]
+    installed.env_file.chmod(0o600)
+
+    unit = installed.unit_dir / "xswarm-voice.service"
+    original = unit.read_text()
+    unit.write_text(original.replace("MemoryMax=16G", "MemoryMax=8G"))
+    assert "installed units differ from release 0.1.0's: xswarm-voice.service" in (
+        run_doctor(installed)[1])
+    unit.write_text(original)
+
+    script = installed.release_dir("0.1.0") / "venv" / "bin" / "xswarm-dashboard"
+    script.chmod(0o644)
+    assert f"FAIL  executable: {script}" in run_doctor(installed)[1]
+    script.chmod(0o755)
+
+    installed.state.mkdir(parents=True, exist_ok=True)
+    installed.database.write_bytes(b"this is not SQLite" * 100)
+    assert "FAIL  database" in run_doctor(installed)[1]
+    installed.database.unlink()
+
+    good = installed.config.read_text()
+    installed.config.write_text(good + "\n[voice.bridge.instances.3]\nport = 9999\n")
+    out = run_doctor(installed)[1]
+    assert "FAIL  config" in out and "supervisor" in out
+    installed.config.write_text(good)
+
+
+def test_doctor_names_the_process_holding_a_port(installed: Layout) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        good = installed.config.read_text()
+        installed.config.write_text(good.replace(
+            "\n[dashboard]\n", f"\n[dashboard]\nport = {port}\n"))
+        try:
+            out = run_doctor(installed)[1]
+        finally:
+            installed.config.write_text(good)
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert f"port {port}, needed by xswarm-dashboard.service, is in use by PID {os.getpid()} " \
+           f"({comm})" in out, out
+
+
+def test_backup_copies_a_live_database_through_the_backup_api(installed: Layout) -> None:
+    installed.state.mkdir(parents=True, exist_ok=True)
+    live = sqlite3.connect(installed.database)
+    live.execute("CREATE TABLE calls (id TEXT)")
+    live.executemany("INSERT INTO calls VALUES (?)", [(f"c{i}",) for i in range(500)])
+    live.commit()
+    try:
+        runner = CliRunner()
+        for _ in range(3):
+            result = runner.invoke(backup.command, ["--root", str(installed.root), "--keep", "2"])
+            assert result.exit_code == 0, result.output
+    finally:
+        live.close()
+    folders = sorted(p for p in installed.backup.iterdir() if p.is_dir())
+    assert len(folders) == 2, "keeps the last N"
+    newest = folders[-1]
+    copy = sqlite3.connect(newest / "xswarm.db")
+    assert copy.execute("SELECT count(*) FROM calls").fetchone() == (500,)
+    copy.close()
+    assert stat.S_IMODE((newest / ".env").stat().st_mode) == 0o600
+    assert (newest / "release" / "xswarm-0.1.0-py3-none-any.whl").exists()
+    frozen = (newest / "release" / "requirements.txt").read_text()
+    assert re.search(r"^xswarm( @ file:|==0\.1\.0)", frozen, re.M), frozen
+    assert re.search(r"^aiohttp==", frozen, re.M), frozen
+    assert (newest / "units" / "xswarm-voice@2.socket.d" / "listen.conf").exists()
+    installed.database.unlink()
+
+
+def test_rollback_refuses_what_is_not_installed(installed: Layout) -> None:
+    result = CliRunner().invoke(rollback.command, ["--root", str(installed.root)])
+    assert result.exit_code == 1 and "no earlier release" in result.output
+    result = CliRunner().invoke(rollback.command, ["9.9", "--root", str(installed.root)])
+    assert result.exit_code == 1 and "release 9.9 is not installed" in result.output
+
+
+def test_upgrade_to_the_same_release_does_nothing(installed: Layout, wheelhouse: Path) -> None:
+    result = CliRunner().invoke(upgrade.command, ["--root", str(installed.root),
+                                                  "--wheelhouse", str(wheelhouse)])
+    assert result.exit_code == 0, result.output
+    assert "already current" in result.output
+
+
+def test_install_refuses_an_empty_wheelhouse(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(install.command, ["--root", str(tmp_path / "r"),
+                                                  "--wheelhouse", str(empty)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, releases.ReleaseError)
+    assert f"{empty} holds no wheel of an xswarm wheel" in str(result.exception)
+
+
+def test_switch_previous_and_prune_keep_the_two_that_matter(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    for version in ("1.0", "1.1", "1.2", "2.0"):
+        home = layout.release_dir(version)
+        home.mkdir(parents=True)
+        (home / releases.COMPLETE).write_text(version)
+    (layout.release_dir("3.0")).mkdir()
+    for version in ("1.0", "2.0", "1.1"):
+        releases.switch(layout, version)
+    assert releases.current(layout) == "1.1"
+    assert releases.previous(layout) == "2.0"
+    assert releases.installed(layout) == ["1.0", "1.1", "1.2", "2.0"]
+    with pytest.raises(releases.ReleaseError, match="release 3.0 is not installed"):
+        releases.switch(layout, "3.0")
+    assert releases.prune(layout, keep=2) == ["1.0", "1.2"]
+    assert releases.installed(layout) == ["1.1", "2.0"]
+
+
+def test_wheel_names_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(releases.ReleaseError, match="not an xswarm wheel"):
+        releases.wheel_version(tmp_path / "numpy-2.0-cp311-cp311-linux_x86_64.whl")
+    for name in ("xswarm-0.9.0-py3-none-any.whl", "xswarm-0.10.0-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert releases.find_wheel(tmp_path).name == "xswarm-0.10.0-py3-none-any.whl"
+    assert releases.find_wheel(tmp_path, "0.9.0").name == "xswarm-0.9.0-py3-none-any.whl"
+
+
+def test_a_failed_build_leaves_no_complete_release(tmp_path: Path) -> None:
+    wheel = tmp_path / "xswarm-7.0-py3-none-any.whl"
+    wheel.write_bytes(b"not a zip")
+    layout = Layout(tmp_path / "root")
+    with pytest.raises(releases.ReleaseError, match="installing xswarm-7.0"):
+        releases.build(layout, wheel, tmp_path, sys.executable)
+    assert releases.installed(layout) == []
