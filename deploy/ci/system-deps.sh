@@ -3,7 +3,9 @@
 # balancer. Installed only when running as root and only when missing; otherwise the tests
 # that need them skip and say why (unless XSWARM_REQUIRE_SYSTEMD=1).
 set -euo pipefail
-want=(systemd-container haproxy iproute2 procps)
+# systemd: systemd-analyze verify/security on the units; python3-venv: the container builds
+# each release's venv with Debian's own python3, as a server would.
+want=(systemd systemd-container haproxy iproute2 procps python3-venv)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
