@@ -8,15 +8,11 @@ bounded polls (a limit on waiting, never a claim about speed).
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-from textual.pilot import Pilot
 
 from tests.supervisor.support import running_supervisor, start_supervisor, twilio_call
 from tests.support.bridge import running_bridge, start_bridge
+from tests.tui.helpers import until
 from xswarm.tui.app import XswarmDashboard
 from xswarm.tui.client import Backoff
 from xswarm.tui.screens.confirm import ConfirmHangupScreen
@@ -27,19 +23,6 @@ from xswarm.tui.widgets.calls import CallsTable
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "tui-test-token-5e2a"
 ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
-T = TypeVar("T")
-
-
-async def until(pilot: Pilot[Any], probe: Callable[[], T], within: float = 30.0) -> T:
-    """Let the app run until ``probe()`` is truthy; returns it."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting after {within} s for {probe.__doc__ or probe}")
-        await pilot.pause(0.1)
 
 
 def live_call_ids(app: XswarmDashboard) -> list[str]:

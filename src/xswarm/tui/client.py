@@ -106,11 +106,13 @@ class SupervisorLink:
         token: str,
         post: Callable[[Message], bool],
         backoff: Backoff | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.url = url
         self.token = token
         self.post = post
         self.backoff = backoff or Backoff()
+        self.max_message_bytes = max_message_bytes
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._wake = asyncio.Event()
 
@@ -172,7 +174,7 @@ class SupervisorLink:
 
     async def _session(self, session: aiohttp.ClientSession) -> str:
         async with session.ws_connect(
-            self.url, heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES, autoping=True
+            self.url, heartbeat=HEARTBEAT_S, max_msg_size=self.max_message_bytes, autoping=True
         ) as ws:
             self._ws = ws
             await ws.send_str(json.dumps(auth_message(self.token)))
@@ -187,7 +189,7 @@ class SupervisorLink:
                     except ValueError as exc:
                         self.post(BadSupervisorMessage(str(exc)))
                 elif frame.type == aiohttp.WSMsgType.ERROR:
-                    return f"connection error: {ws.exception()}"
+                    return f"the connection failed: {frame.data or ws.exception()}"
             code = ws.close_code
             if code == 1008:
                 return "the supervisor closed the connection for a policy violation (1008)"

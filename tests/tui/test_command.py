@@ -1,0 +1,96 @@
+"""``xswarm dashboard`` as an operator types it: options, config, and a run on a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor.support import running_supervisor
+from tests.support.bridge import VENV_BIN
+from xswarm.errors import ConfigError
+from xswarm.tui.command import default_url
+
+TOKEN = "cmd-test-token-77"
+
+
+def test_default_url_comes_from_the_dashboard_section(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XSWARM_CONFIG", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text('[dashboard]\nhost = "0.0.0.0"\nport = 19999\n')
+    assert default_url(str(config)) == "ws://127.0.0.1:19999/ws"
+    config.write_text('[dashboard]\nhost = "::1"\nport = 9999\n')
+    assert default_url(str(config)) == "ws://[::1]:9999/ws"
+    config.write_text('[dashboard]\nport = "high"\n')
+    with pytest.raises(ConfigError, match=r"\[dashboard\] port"):
+        default_url(str(config))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
+    return subprocess.run([str(VENV_BIN / "xswarm"), "dashboard", *args], capture_output=True,
+                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_a_url_that_is_not_a_websocket_is_refused_with_the_fix() -> None:
+    result = run_cli("--url", "http://127.0.0.1:9999/ws")
+    assert result.returncode == 2
+    assert "not a WebSocket URL; expected ws://HOST:PORT/ws" in result.stderr
+
+
+def test_a_bad_config_is_one_line_and_exit_78(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[dashboard]\nport = 0\n")
+    result = run_cli("--config", str(config))
+    assert result.returncode == 78
+    assert result.stderr.count("\n") == 1 and "[dashboard] port" in result.stderr
+
+
+def metric(sup_get: object, name: str) -> float:
+    status, body = sup_get("/metrics")  # type: ignore[operator]
+    assert status == 200
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(tmp_path: Path) -> None:
+    with running_supervisor(tmp_path, [], env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as sup:
+        master, slave = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
+        env |= {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "TERM": "xterm-256color",
+                "COLUMNS": "80", "LINES": "24"}
+        proc = subprocess.Popen([str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url],
+                                stdin=slave, stdout=slave, stderr=slave, env=env,
+                                start_new_session=True)
+        os.close(slave)
+        output = bytearray()
+        try:
+            deadline = time.monotonic() + 60
+            while metric(sup.get, "xswarm_supervisor_operators") < 1:
+                assert time.monotonic() < deadline, output.decode(errors="replace")[-2000:]
+                if select.select([master], [], [], 0.2)[0]:
+                    output += os.read(master, 65536)
+            # Pressed again until it exits: a key that arrives while Textual is still talking
+            # to the terminal at start-up can be taken as part of the terminal's answer.
+            while proc.poll() is None and time.monotonic() < deadline:
+                os.write(master, b"q")
+                if select.select([master], [], [], 0.5)[0]:
+                    try:
+                        output += os.read(master, 65536)
+                    except OSError:
+                        break
+            assert proc.wait(10) == 0
+            assert b"xswarm dashboard" in output
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            os.close(master)
