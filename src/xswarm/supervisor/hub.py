@@ -173,6 +173,8 @@ class Hub:
         kind = message.get("type")
         if kind in ("suggestion_applied", "suggestion_rejected"):
             message = self._route_answer(message)
+        elif kind == "error":
+            log.warning("instance %s refused a command: %s", name, str(message.get("message"))[:200])
         self._apply(self.fleet.apply(name, message))
 
     def _apply(self, outcome: Outcome) -> None:
