@@ -174,7 +174,8 @@ class Hub:
         if kind in ("suggestion_applied", "suggestion_rejected"):
             message = self._route_answer(message)
         elif kind == "error":
-            log.warning("instance %s refused a command: %s", name, str(message.get("message"))[:200])
+            problem = str(message.get("message"))[:200]
+            log.warning("instance %s refused a command: %s", name, problem)
         self._apply(self.fleet.apply(name, message))
 
     def _apply(self, outcome: Outcome) -> None:
