@@ -349,3 +349,33 @@ async def test_live_update_touches_only_changed_cells(monkeypatch: Any) -> None:
         app.repaint()
         await pilot.pause()
         assert "c-0002" not in row_ids(app)
+
+
+async def test_sort_is_kept_between_runs(tmp_path: Any) -> None:
+    path = tmp_path / "xswarm" / "dashboard.json"
+    app = XswarmDashboard(url=None, model=sample_model(), settings_path=path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("o", "o", "o", "o", "o", "O", "q")
+    assert path.exists()
+    again = XswarmDashboard(url=None, model=sample_model(), settings_path=path)
+    assert (again.model.sort_column, again.model.sort_reverse) == ("duration_s", True)
+    async with again.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert row_ids(again) == ["c-0003", "c-0001", "c-0004", "c-0002"]
+
+
+async def test_a_broken_settings_file_is_reported_not_fatal(tmp_path: Any) -> None:
+    path = tmp_path / "dashboard.json"
+    for content, reason in [
+        ("{not json", "cannot be read"),
+        ("[1]", "does not hold a JSON object"),
+        ('{"sort_column": "[/]password"}', "unknown sort_column"),
+        ("x" * 70_000, "larger than"),
+    ]:
+        path.write_text(content)
+        app = XswarmDashboard(url=None, model=sample_model(), settings_path=path)
+        assert app.model.sort_column is None
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            notes = [e.text for e in app.model.events if e.kind == "settings"]
+            assert len(notes) == 1 and reason in notes[0], notes

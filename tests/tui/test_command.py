@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -66,7 +67,7 @@ def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(tmp_path: Path) 
         master, slave = pty.openpty()
         env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
         env |= {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "TERM": "xterm-256color",
-                "COLUMNS": "80", "LINES": "24"}
+                "COLUMNS": "80", "LINES": "24", "XDG_CONFIG_HOME": str(tmp_path / "config")}
         proc = subprocess.Popen([str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url],
                                 stdin=slave, stdout=slave, stderr=slave, env=env,
                                 start_new_session=True)
@@ -89,6 +90,8 @@ def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(tmp_path: Path) 
                         break
             assert proc.wait(10) == 0
             assert b"xswarm dashboard" in output
+            saved = json.loads((tmp_path / "config" / "xswarm" / "dashboard.json").read_text())
+            assert saved == {"sort_column": None, "sort_reverse": False}
         finally:
             if proc.poll() is None:
                 proc.kill()

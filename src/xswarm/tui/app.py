@@ -17,6 +17,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
+from xswarm.tui import settings
 from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
 from xswarm.tui.commands import DashboardCommands
 from xswarm.tui.messages import BadSupervisorMessage, ConnectionChanged, SupervisorMessage
@@ -43,16 +44,26 @@ class XswarmDashboard(App[None]):
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("f1", "help", "Help"),
         Binding("r", "reconnect", "Reconnect"),
     ]
 
     def __init__(
-        self, url: str | None, token: str = "", model: DashboardModel | None = None
+        self,
+        url: str | None,
+        token: str = "",
+        model: DashboardModel | None = None,
+        settings_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.url = url
         self.model = model or DashboardModel()
+        self.settings_path = settings_path
+        if settings_path is not None:
+            problem = settings.load(settings_path, self.model)
+            if problem:
+                self.model.note("settings", problem)
         self.link = SupervisorLink(url, token, self.post_message) if url else None
         self._request_ids = (f"tui-{os.getpid()}-{n}" for n in itertools.count(1))
         self._my_requests: set[str] = set()
@@ -67,6 +78,10 @@ class XswarmDashboard(App[None]):
         self.repaint()
 
     async def on_unmount(self) -> None:
+        if self.settings_path is not None:
+            problem = settings.save(self.settings_path, self.model)
+            if problem:
+                self.log.warning(problem)
         if self.link is not None:
             await self.link.close()
 

@@ -42,8 +42,9 @@ def check_url(url: str) -> str:
 )
 def command(url: str | None, token: str | None, config_path: str | None) -> None:
     """Watch and steer live calls: the real-time monitoring TUI."""
+    from xswarm.tui import settings
     from xswarm.tui.app import XswarmDashboard
 
     target = check_url(url) if url else default_url(config_path)
     secret = token if token is not None else os.environ.get(TOKEN_ENV, "")
-    XswarmDashboard(url=target, token=secret).run()
+    XswarmDashboard(url=target, token=secret, settings_path=settings.default_path()).run()

@@ -76,7 +76,6 @@ def call_cells(call: CallView, columns: tuple[ColumnSpec, ...], stale: bool) -> 
     cells = [_cell(call, spec.key) for spec in columns]
     if stale:
         for cell in cells:
-            cell.stylize("dim")
             cell.style = "dim"
         cells[-1] = Text("stale", style="dim italic")
     return cells
@@ -89,13 +88,14 @@ class CallsTable(KeyedTable):
         super().__init__(id=id)
         self.wide = False
 
-    def columns_for(self, model: DashboardModel) -> tuple[ColumnSpec, ...]:
+    @property
+    def column_specs(self) -> tuple[ColumnSpec, ...]:
         return WIDE_COLUMNS if self.wide else NARROW_COLUMNS
 
     def show(self, model: DashboardModel, changes: Changes) -> None:
         """Bring the table in line with the model, touching only what ``changes`` names."""
         keep = self.selected_key()
-        columns = self.columns_for(model)
+        columns = self.column_specs
         labels = {}
         if model.sort_column is not None:
             spec = next((s for s in columns if s.key == model.sort_column), None)
