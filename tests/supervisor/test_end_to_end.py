@@ -247,7 +247,17 @@ async def test_calls_lost_with_their_instance_are_recorded_instance_lost(tmp_pat
                     started = await op.wait_for(is_type("call_started"))
                     bridge.proc.kill()
                     bridge.proc.wait()
-                    await op.wait_for(is_type("instance_state", state="down"))
+                    down = await op.wait_for(is_type("instance_state", state="down"))
+                # Commands for a call whose instance is down are refused by the supervisor.
+                await op.send({"type": "inject_suggestion", "call_id": started["call_id"],
+                               "text": "hello?", "request_id": "x"})
+                rejected = await op.wait_for(is_type("suggestion_rejected", request_id="x"))
+                assert rejected["reason"] == f"instance {down['instance']} is down"
+                await op.send({"type": "hangup", "call_id": started["call_id"]})
+                error = await op.wait_for(is_type("error"))
+                assert error["message"] == (
+                    f"instance {down['instance']} is down; cannot hang up {started['call_id']}"
+                )
                 # While the instance is down the call is unknown, not forgotten.
                 async with operator(sup.ws_url) as other:
                     snap = await subscribed(other)
