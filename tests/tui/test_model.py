@@ -183,6 +183,18 @@ def test_instance_state_carries_the_supervisors_view_and_removal_drops_it() -> N
     assert list(model.instances) == ["voice"]
 
 
+def test_a_call_of_a_lost_instance_is_unknown_until_it_reports_again() -> None:
+    model = fresh()
+    model.apply_snapshot({"type": "snapshot", "instances": [instance(state="down")],
+                          "calls": [call("c-1", state="unknown", suggestions=2)]})
+    assert model.calls["c-1"].shown_state == "unknown"
+    assert model.calls["c-1"].suggestions == 2
+    model.apply({"type": "suggestion_applied", "call_id": "c-1", "text": "x"})
+    assert model.calls["c-1"].suggestions == 3
+    model.apply(stats("c-1", 4))
+    assert model.calls["c-1"].shown_state == "active"
+
+
 def test_hangup_request_shows_until_the_call_ends() -> None:
     model = sample_model()
     model.request_hangup("c-0001")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INSTANCE_STATES = ("up", "down", "draining", "stale")
+# "unknown": the supervisor lost the call's instance and keeps the call until it knows.
+CALL_STATES = ("active", "unknown")
 MAX_TEXT = 200
 MAX_TRANSCRIPT = 4000
 MAX_WORDS_PER_EVENT = 1000
@@ -131,6 +133,7 @@ class CallView:
     frames_in: int | None = None
     frames_out: int | None = None
     late_frames: int | None = None
+    suggestions: int | None = None
     state: str = "active"
     end_reason: str = ""
     ended_at: float | None = None
@@ -156,9 +159,11 @@ class CallView:
         ):
             if name in data:
                 setattr(self, name, as_number(data[name]))
-        for name in ("frames_in", "frames_out", "late_frames"):
+        for name in ("frames_in", "frames_out", "late_frames", "suggestions"):
             if name in data:
                 setattr(self, name, as_int(data[name]))
+        if data.get("state") in CALL_STATES:
+            self.state = data["state"]
 
     def record_stats(self) -> None:
         """Append the current figures to the histories the detail screen draws."""
@@ -178,7 +183,7 @@ class CallView:
     def shown_state(self) -> str:
         if self.state == "ended":
             return f"ended: {self.end_reason}" if self.end_reason else "ended"
-        if self.hangup_requested:
+        if self.hangup_requested and self.state == "active":
             return "hanging up"
         return self.state
 
@@ -361,6 +366,13 @@ class DashboardModel:
         if call is not None:
             call.update(message)
             call.record_stats()
+            if call.state == "unknown":
+                call.state = "active"
+
+    def _on_suggestion_applied(self, message: Mapping[str, Any]) -> None:
+        call = self._call(message, create=False)
+        if call is not None:
+            call.suggestions = (call.suggestions or 0) + 1
 
     def _on_text(self, message: Mapping[str, Any]) -> None:
         call = self._call(message, create=False)
@@ -411,7 +423,7 @@ class DashboardModel:
 
     def request_hangup(self, call_id: str) -> None:
         call = self.calls.get(call_id)
-        if call is not None and call.state == "active":
+        if call is not None and call.state != "ended":
             call.hangup_requested = True
             self._changes.calls.add(call_id)
 
@@ -483,6 +495,7 @@ _HANDLERS: dict[str, Callable[[DashboardModel, Mapping[str, Any]], None]] = {
     "call_ended": DashboardModel._on_call_ended,
     "call_stats": DashboardModel._on_call_stats,
     "text": DashboardModel._on_text,
+    "suggestion_applied": DashboardModel._on_suggestion_applied,
     "instance_status": DashboardModel._on_instance_status,
     "instance_state": DashboardModel._on_instance_state,
     "instance_removed": DashboardModel._on_instance_removed,

@@ -48,6 +48,8 @@ def call_summary(call: CallView | None, call_id: str, stale: bool) -> Text:
     text.append(f"{_figure(call.frames_in)}/{_figure(call.frames_out)}")
     text.append("  late ", style="dim")
     text.append(_figure(call.late_frames))
+    text.append("  suggestions ", style="dim")
+    text.append(_figure(call.suggestions))
     text.append("  started ", style="dim")
     text.append(call.started_at or "–")
     return text

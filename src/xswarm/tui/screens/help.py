@@ -21,7 +21,7 @@ xswarm dashboard: live calls on every voice instance the supervisor watches
   ?               command palette: every action on every call, by call id
   f1              this help
   escape          back / close
-  q               quit
+  q, ctrl+c       quit
 
 Actions name the call by its id, never by its row: sorting, filtering and live updates
 cannot redirect a hang-up to another caller. A dimmed table and the banner at the top mean
