@@ -6,6 +6,7 @@ import asyncio
 
 import aiohttp
 import numpy as np
+import pytest
 
 from tests.support.bridge import BridgeProcess
 from tests.support.calls import ControlClient, TwilioCaller, tone
@@ -129,3 +130,34 @@ async def test_health_ready_and_metrics(bridge: BridgeProcess) -> None:
     ):
         assert f"\n{family}" in metrics, family
     assert 'xswarm_engine_info{engine="echo",frame_ms="20"} 1' in metrics
+
+
+async def test_twilio_signature_is_checked_when_an_auth_token_is_set(
+    tmp_path, http: aiohttp.ClientSession
+) -> None:
+    from tests.support.bridge import running_bridge
+
+    token = "twilio-auth-token-123"
+    env = {"TWILIO_AUTH_TOKEN": token}
+    with running_bridge(tmp_path, '[voice.bridge]\nengine = "echo"\n', env=env) as bridge:
+        url = f"{bridge.ws_url}/twilio?tenant=acme"
+        for headers in (
+            {},
+            {"X-Twilio-Signature": "bm9wZQ=="},
+            {"X-Twilio-Signature": twilio.expected_signature("other", url, {})},
+        ):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(url, headers=headers)
+            assert refused.value.status == 403
+        good = {"X-Twilio-Signature": twilio.expected_signature(token, url, {})}
+        caller = TwilioCaller(http, bridge.ws_url, headers=good)
+        caller.url = url
+        await caller.connect()
+        await caller.send_audio(tone(0.3))
+        await asyncio.sleep(0.2)
+        assert caller.media()
+        await caller.stop()
+        await caller.close()
+        assert 'xswarm_calls_rejected_total{reason="auth"} 3' in bridge.get("/metrics")[1]
+        # Logs about a call carry its id.
+        assert "call=c" in bridge.log()
