@@ -193,17 +193,18 @@ async def test_operator_hangup_ends_the_call(tmp_path: Path) -> None:
         running_bridge(tmp_path, BRIDGE_CONFIG, env=ENV) as bridge,
         running_supervisor(tmp_path, [bridge.ws_url + "/control"], env=ENV) as sup,
     ):
-        async with operator(sup.ws_url) as op, twilio_call(bridge.ws_url) as caller:
+        async with operator(sup.ws_url) as op:
             await subscribed(op)
-            started = await op.wait_for(is_type("call_started"))
-            await op.send({"type": "hangup", "call_id": "c-does-not-exist"})
-            error = await op.wait_for(is_type("error"))
-            assert error["message"] == "no live call c-does-not-exist"
-            await op.send({"type": "hangup", "call_id": started["call_id"]})
-            ended = await op.wait_for(is_type("call_ended", call_id=started["call_id"]))
-            assert ended["reason"] == "operator_hangup"
-            await asyncio.wait_for(caller.closed.wait(), 10)
-            assert caller.close_code == 1000
+            async with twilio_call(bridge.ws_url) as caller:
+                started = await op.wait_for(is_type("call_started"))
+                await op.send({"type": "hangup", "call_id": "c-does-not-exist"})
+                error = await op.wait_for(is_type("error"))
+                assert error["message"] == "no live call c-does-not-exist"
+                await op.send({"type": "hangup", "call_id": started["call_id"]})
+                ended = await op.wait_for(is_type("call_ended", call_id=started["call_id"]))
+                assert ended["reason"] == "operator_hangup"
+                await asyncio.wait_for(caller.closed.wait(), 10)
+                assert caller.close_code == 1000
         status, history = sup.get("/api/calls?limit=1")
         assert history[0]["call_id"] == started["call_id"]
         assert history[0]["reason"] == "operator_hangup"
