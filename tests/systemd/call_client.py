@@ -72,11 +72,15 @@ async def one_call(port: int, seconds: float, started: Path | None = None) -> di
 
 async def loop(port: int, seconds: float, call_seconds: float) -> dict[str, object]:
     outcomes = []
+    durations = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
+        begin = time.monotonic()
         outcomes.append(await one_call(port, call_seconds))
+        durations.append(time.monotonic() - begin)
     failed = [o for o in outcomes if not o["ok"]]
     return {"calls": len(outcomes), "failed": len(failed),
+            "slowest_s": round(max(durations, default=0.0), 2),
             "errors": sorted({str(o["error"]) or "no media back" for o in failed})[:5]}
 
 

@@ -102,7 +102,8 @@ def _link_deps(root: Path, version: str) -> None:
 
 
 def add_release(wheelhouses: Path, version: str, broken: bool = False) -> None:
-    build_release(wheelhouses / "work", wheelhouses / version, version, broken)
+    if not list((wheelhouses / version).glob(f"xswarm-{version}-*.whl")):
+        build_release(wheelhouses / "work", wheelhouses / version, version, broken)
     _link_deps(wheelhouses, version)
 
 

@@ -14,7 +14,9 @@ import pytest
 
 from tests.systemd.conftest import (
     TEST_CONFIG,
+    WH,
     XSWARM,
+    add_release,
     bootstrap_install,
     call_result,
     configure,
@@ -95,3 +97,25 @@ def test_calls_spread_and_survive_a_killed_instance(fleet: Container) -> None:
     survivors = [r for r in results if r["ok"]]
     print(f"held calls: {len(survivors)} of 6 went on (those on instance 2 died with it)")
     assert len(survivors) >= 6 - spread[2]
+
+
+def test_rolling_upgrade_behind_haproxy_serves_every_call(
+    fleet: Container, wheelhouses: object
+) -> None:
+    add_release(wheelhouses, "0.1.1")  # type: ignore[arg-type]
+    loop = start_call(fleet, "during-upgrade", 9998, seconds=30, mode="loop")
+    time.sleep(1)
+    done = fleet.run([XSWARM, "upgrade", "--wheelhouse", f"{WH}/0.1.1"], check=False)
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    order = [line.split()[1] for line in done.stdout.splitlines()
+             if line.startswith("restarting ")]
+    assert order == ["xswarm-voice@1.service", "xswarm-voice@2.service",
+                     "xswarm-voice@3.service", "xswarm-dashboard.service"]
+    for number in INSTANCES:
+        pid = fleet.show(f"xswarm-voice@{number}.service", "MainPID")
+        assert "/opt/xswarm/releases/0.1.1/" in fleet.read(f"/proc/{pid}/cmdline")
+    outcome = call_result(fleet, loop, 90)
+    print(f"calls through HAProxy during a rolling upgrade of 3 instances: {outcome}")
+    assert outcome["calls"] >= 5
+    assert outcome["failed"] == 0, outcome

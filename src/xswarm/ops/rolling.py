@@ -16,7 +16,7 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.config import Config
-from xswarm.ops import doctor, health, install, releases, systemctl, units
+from xswarm.ops import doctor, haproxy, health, install, releases, systemctl, units
 from xswarm.ops.layout import Layout
 
 READY_TIMEOUT = 60.0
@@ -68,7 +68,16 @@ def running_release(unit: str, layout: Layout) -> str | None:
 
 
 def restart_and_check(target: Target, layout: Layout, version: str, timeout: float) -> str | None:
-    """Restart one unit; None when it came back healthy on ``version``, else why not."""
+    """Restart one unit behind a drained HAProxy server; None when it came back healthy on
+    ``version``, else why not."""
+    haproxy.set_state(layout, target.unit, "drain")
+    try:
+        return _restart_and_check(target, layout, version, timeout)
+    finally:
+        haproxy.set_state(layout, target.unit, "ready")
+
+
+def _restart_and_check(target: Target, layout: Layout, version: str, timeout: float) -> str | None:
     result = systemctl.restart(target.unit, timeout=timeout + 60)
     if not result.ok:
         props = systemctl.show([target.unit], ("Id", "Result", "ExecMainStatus"))

@@ -1,0 +1,68 @@
+"""Draining an instance in a real HAProxy through its admin socket, as upgrade/rollback do."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from xswarm import config as config_module
+from xswarm.ops import haproxy, units
+from xswarm.ops.layout import Layout
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def admin_states(layout: Layout) -> dict[str, int]:
+    text = haproxy.send(haproxy.admin_socket(layout), f"show servers state {haproxy.BACKEND}\n")
+    rows = [line.split() for line in text.splitlines()[1:] if line and not line.startswith("#")]
+    return {row[3]: int(row[6]) for row in rows}
+
+
+def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    path = haproxy.admin_socket(layout)
+    path.parent.mkdir(parents=True)
+    config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
+    text = units.render_haproxy(config, [1, 2])
+    text = text.replace(haproxy.ADMIN_SOCKET, str(path)).replace("log /dev/log local0 warning\n", "")
+    (tmp_path / "haproxy.cfg").write_text(text)
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert admin_states(layout) == {"voice1": 0, "voice2": 0}
+        assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
+        assert admin_states(layout) == {"voice1": 0, "voice2": 8}
+        assert haproxy.set_state(layout, "xswarm-voice@2.service", "ready") is None
+        assert admin_states(layout) == {"voice1": 0, "voice2": 0}
+        assert haproxy.set_state(layout, "xswarm-voice@7.service", "drain") == "No such server."
+        assert haproxy.set_state(layout, "xswarm-voice.service", "drain") is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_names_and_commands() -> None:
+    assert haproxy.server_for("xswarm-voice@12.service") == "voice12"
+    assert haproxy.server_for("xswarm-dashboard.service") is None
+    assert haproxy.state_command("voice1", "drain") == (
+        "set server xswarm_voice_instances/voice1 state drain\n")
+    with pytest.raises(ValueError):
+        haproxy.state_command("voice1", "off; shutdown")
+
+
+def test_no_socket_means_nothing_to_do(tmp_path: Path) -> None:
+    assert haproxy.set_state(Layout(tmp_path), "xswarm-voice@1.service", "drain") is None
