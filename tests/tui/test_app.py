@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from textual.command import CommandPalette
@@ -379,3 +380,27 @@ async def test_a_broken_settings_file_is_reported_not_fatal(tmp_path: Any) -> No
             await pilot.pause()
             notes = [e.text for e in app.model.events if e.kind == "settings"]
             assert len(notes) == 1 and reason in notes[0], notes
+
+
+async def test_a_failing_link_worker_is_shown_and_r_restarts_it() -> None:
+    from xswarm.tui.client import SupervisorLink
+
+    class BrokenOnce(SupervisorLink):
+        runs = 0
+
+        async def run(self) -> None:
+            BrokenOnce.runs += 1
+            if BrokenOnce.runs == 1:
+                raise RuntimeError("injected fault")
+            await asyncio.Event().wait()
+
+    app = make_app()
+    app.link = BrokenOnce("ws://127.0.0.1:1/ws", "t", app.post_message)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.3)
+        assert app.model.connection == "down"
+        assert "internal error: RuntimeError('injected fault')" in app.model.connection_message
+        assert any("injected fault" in n for n in notices(app))
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert BrokenOnce.runs == 2

@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from xswarm.tui import settings
 from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
@@ -89,6 +90,14 @@ class XswarmDashboard(App[None]):
     async def connect_supervisor(self) -> None:
         assert self.link is not None
         await self.link.run()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A bug in the link must show, not leave a dashboard silently frozen."""
+        if event.worker.group == "supervisor" and event.state == WorkerState.ERROR:
+            reason = f"the supervisor link stopped on an internal error: {event.worker.error!r}"
+            self.model.set_connection("down", reason + "; press r to restart it")
+            self.notify(reason, severity="error", timeout=30, markup=False)
+            self.repaint()
 
     def repaint(self) -> None:
         """Push the model's changes since the last repaint to every screen showing them."""
@@ -209,7 +218,8 @@ class XswarmDashboard(App[None]):
         if self.link is None:
             self.notify("started without a supervisor URL; nothing to reconnect", markup=False)
             return
-        if self.model.connection == "refused":
+        worker = next((w for w in self.workers if w.group == "supervisor"), None)
+        if worker is None or worker.is_finished:
             self.connect_supervisor()
         else:
             self.link.retry_now()
