@@ -51,3 +51,5 @@ def test_status_render_is_one_table() -> None:
     assert "2.0G / 16.0G (12%)" in text
     assert "xswarm-voice.service: Voice bridge running (1 active calls)" in text
     assert "DOWN" in text
+    unaccounted = status.render(None, [status.Row("u", 1, memory_max=1 << 30)])
+    assert "- / 1.0G" in unaccounted and "none installed" in unaccounted

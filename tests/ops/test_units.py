@@ -129,7 +129,7 @@ def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_systemd_analyze_verify_prints_nothing(tmp_path: Path) -> None:
-    unit_dir = rendered_tree(tmp_path, [1, 3], ["gpu", "latency"])
+    unit_dir = rendered_tree(tmp_path, [1, 3], ["gpu", "latency", "throughput"])
     done = analyze(unit_dir, "verify", "xswarm-voice.service", "xswarm-voice.socket",
                    "xswarm-dashboard.service", "xswarm-dashboard.socket",
                    "xswarm-voice@1.service", "xswarm-voice@3.socket")

@@ -35,11 +35,13 @@ class Row:
 
 
 def _memory(row: Row) -> str:
-    if row.memory is None:
-        return "-"
-    text = size_text(row.memory)
-    if row.memory_max:
-        text += f" / {size_text(row.memory_max)} ({row.memory / row.memory_max:.0%})"
+    """``2.0G / 16.0G (12%)``; the limit alone where the kernel does not account memory."""
+    used = "-" if row.memory is None else size_text(row.memory)
+    if not row.memory_max:
+        return used
+    text = f"{used} / {size_text(row.memory_max)}"
+    if row.memory is not None:
+        text += f" ({row.memory / row.memory_max:.0%})"
     return text
 
 
