@@ -404,3 +404,15 @@ async def test_a_failing_link_worker_is_shown_and_r_restarts_it() -> None:
         await pilot.press("r")
         await pilot.pause(0.3)
         assert BrokenOnce.runs == 2
+
+
+async def test_filtering_for_markup_finds_the_caller_and_does_not_crash() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("slash", *"[/]")
+        await pilot.pause()
+        assert row_ids(app) == ["c-0002"]
+        assert app.screen.sub_title.endswith("filter: [/]")
+        await pilot.press("enter", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, CallDetailScreen) and app.screen.call_id == "c-0002"
