@@ -62,23 +62,33 @@ def metric(sup_get: object, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token_from", ["environment", "option"])
+def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(
+    tmp_path: Path, token_from: str
+) -> None:
     with running_supervisor(tmp_path, [], env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as sup:
         master, slave = pty.openpty()
         env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
-        env |= {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "TERM": "xterm-256color",
-                "COLUMNS": "80", "LINES": "24", "XDG_CONFIG_HOME": str(tmp_path / "config")}
-        proc = subprocess.Popen([str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url],
+        env |= {"TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24",
+                "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        args = ["--url", sup.ws_url]
+        if token_from == "environment":
+            env["XSWARM_SUPERVISOR_TOKEN"] = TOKEN
+        else:
+            args += ["--token", TOKEN]
+        proc = subprocess.Popen([str(VENV_BIN / "xswarm"), "dashboard", *args],
                                 stdin=slave, stdout=slave, stderr=slave, env=env,
                                 start_new_session=True)
         os.close(slave)
         output = bytearray()
         try:
             deadline = time.monotonic() + 60
-            while metric(sup.get, "xswarm_supervisor_operators") < 1:
+            # auth_result and then the snapshot: the snapshot needs a successful auth.
+            while metric(sup.get, "xswarm_supervisor_messages_sent_total") < 2:
                 assert time.monotonic() < deadline, output.decode(errors="replace")[-2000:]
                 if select.select([master], [], [], 0.2)[0]:
                     output += os.read(master, 65536)
+            assert metric(sup.get, "xswarm_supervisor_auth_failures_total") == 0
             # Pressed again until it exits: a key that arrives while Textual is still talking
             # to the terminal at start-up can be taken as part of the terminal's answer.
             while proc.poll() is None and time.monotonic() < deadline:
