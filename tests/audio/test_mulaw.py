@@ -65,3 +65,8 @@ def test_encode_clips_out_of_range_and_handles_empty() -> None:
 def test_encode_accepts_float64() -> None:
     tone = np.sin(np.linspace(0, 20, 160))
     assert mulaw.encode(tone) == mulaw.encode(tone.astype(np.float32))
+
+
+def test_nan_from_a_broken_engine_is_silence_and_infinities_clip() -> None:
+    bad = np.array([np.nan, np.inf, -np.inf, 0.0], dtype=np.float32)
+    assert mulaw.encode(bad) == b"\xff\x80\x00\xff"

@@ -22,7 +22,7 @@ def dbfs(pcm: np.ndarray) -> float:
     # Not np.dot: that is BLAS, and once torch is loaded in the process OpenBLAS's threads
     # make each call 20-100x slower under CPU contention (measured: 300 one-second levels
     # took 75-375 ms instead of 4). A plain ufunc reduction has no threads to wait for.
-    mean_square = float(np.square(pcm, dtype=np.float64).sum()) / pcm.size
+    mean_square = float(np.add.reduce(np.square(pcm, dtype=np.float64))) / pcm.size
     if not math.isfinite(mean_square):
         return 0.0  # NaN or infinity in the audio: report it as loud as it gets, not silent
     if mean_square <= 1e-12:

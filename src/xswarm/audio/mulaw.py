@@ -43,12 +43,12 @@ _DECODE_FLOAT = (DECODE_INT16.astype(np.float32) / np.float32(32768.0)).astype(n
 
 def decode(payload: bytes) -> np.ndarray:
     """Mu-law bytes to float32 PCM in [-1, 1)."""
-    return _DECODE_FLOAT[np.frombuffer(payload, dtype=np.uint8)]
+    return _DECODE_FLOAT.take(np.frombuffer(payload, dtype=np.uint8))
 
 
 def decode_int16(payload: bytes) -> np.ndarray:
     """Mu-law bytes to int16 PCM, exactly ``audioop.ulaw2lin(payload, 2)``."""
-    return DECODE_INT16[np.frombuffer(payload, dtype=np.uint8)]
+    return DECODE_INT16.take(np.frombuffer(payload, dtype=np.uint8))
 
 
 def encode(pcm: np.ndarray) -> bytes:
@@ -58,9 +58,13 @@ def encode(pcm: np.ndarray) -> bytes:
     (``x / 32768``) encodes exactly as ``audioop.lin2ulaw`` would have encoded the original.
     """
     scaled = np.multiply(pcm, 32768.0, dtype=np.float32)
-    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    # minimum/maximum rather than np.clip, and take() rather than indexing: the same
+    # result without numpy's Python-level wrappers, which were a quarter of the cost.
+    np.minimum(scaled, 32767.0, out=scaled)
+    np.maximum(scaled, -32768.0, out=scaled)
+    np.copyto(scaled, 0.0, where=np.isnan(scaled))  # a broken engine's NaN is silence
     linear = np.rint(scaled, out=scaled).astype(np.int16)
-    return ENCODE_UINT16[linear.view(np.uint16)].tobytes()
+    return ENCODE_UINT16.take(linear.view(np.uint16)).tobytes()
 
 
 def encode_int16(pcm: np.ndarray) -> bytes:
