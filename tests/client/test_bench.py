@@ -38,6 +38,7 @@ def test_bench_reports_every_figure_as_json_and_text(tmp_path: Path) -> None:
         <= report["round_trip_max_ms"]
     )
     assert isinstance(report["late_frames"], (int, float))
+    assert isinstance(report["dropped_frames"], (int, float))
     assert report["bridge_cpu_ms_per_call_second"] > 0
     assert report["bench_cpu_ms_per_call_second"] > 0
     assert text.returncode == 0, text.stdout + text.stderr

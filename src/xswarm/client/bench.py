@@ -69,6 +69,7 @@ class BenchReport:
     lost_frames: int = 0
     round_trip: Latency = field(default_factory=lambda: Latency.of([]))
     late_frames: float | None = None
+    dropped_frames: float | None = None
     bridge_cpu_ms_per_call_second: float | None = None
     bench_cpu_ms_per_call_second: float | None = None
     timer_lag_p99_ms: float = math.nan
@@ -94,6 +95,7 @@ class BenchReport:
             "round_trip_p99_ms": clean(self.round_trip.p99_ms),
             "round_trip_max_ms": clean(self.round_trip.max_ms),
             "late_frames": self.late_frames,
+            "dropped_frames": self.dropped_frames,
             "bridge_cpu_ms_per_call_second": clean(self.bridge_cpu_ms_per_call_second),
             "bench_cpu_ms_per_call_second": clean(self.bench_cpu_ms_per_call_second),
             "bench_timer_lag_p99_ms": clean(self.timer_lag_p99_ms),
@@ -289,6 +291,7 @@ class Bench:
         report.round_trip = Latency.of(self.round_trips)
         call_seconds = report.frames_sent * FRAME_SECONDS
         report.late_frames = _delta(before, after, "xswarm_late_frames_total")
+        report.dropped_frames = _delta(before, after, "xswarm_dropped_frames_total")
         bridge_cpu = _delta(before, after, "process_cpu_seconds_total")
         if bridge_cpu is not None and call_seconds:
             report.bridge_cpu_ms_per_call_second = bridge_cpu * 1000 / call_seconds

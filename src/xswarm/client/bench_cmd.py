@@ -69,7 +69,8 @@ def render(report: BenchReport) -> list[str]:
         f"{report.lost_frames} lost",
         f"frame round trip: p50 {ms(rt.p50_ms)} ms, p99 {ms(rt.p99_ms)} ms, "
         f"max {ms(rt.max_ms)} ms over {rt.count} frames",
-        f"late frames:      {maybe(report.late_frames)} (bridge's xswarm_late_frames_total)",
+        f"late frames:      {maybe(report.late_frames)} (bridge's xswarm_late_frames_total); "
+        f"dropped {maybe(report.dropped_frames)} (its backlog trimming)",
         f"bridge CPU:       {ms(report.bridge_cpu_ms_per_call_second)} ms per call-second",
         f"bench CPU:        {ms(report.bench_cpu_ms_per_call_second)} ms per call-second; "
         f"timer lag p99 {ms(report.timer_lag_p99_ms)} ms, max {ms(report.timer_lag_max_ms)} ms",
