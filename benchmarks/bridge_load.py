@@ -65,12 +65,13 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=3.0)
     parser.add_argument("--set", action="append", default=[], help="a [voice.bridge] TOML line")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     counts = [int(n) for n in args.calls.split(",")]
     header = (
-        "| N | p50 ms | p99 ms | max ms | lost | late "
+        "| N | p50 ms | p99 ms | max ms | lost | late | dropped "
         "| bridge CPU ms/call-s | bench CPU ms/call-s |"
     )
-    rows = [header, "|" + "---|" * 8]
+    rows = [header, "|" + "---|" * 9]
     with tempfile.TemporaryDirectory(prefix="xswarm-load-") as tmp:
         port = free_port()
         bridge = start_bridge(Path(tmp), port, args.set)
@@ -102,6 +103,7 @@ def main() -> None:
                 rows.append(
                     f"| {r['connected']} | {r['round_trip_p50_ms']} | {r['round_trip_p99_ms']} "
                     f"| {r['round_trip_max_ms']} | {r['lost_frames']} | {r['late_frames']} "
+                    f"| {r['dropped_frames']} "
                     f"| {r['bridge_cpu_ms_per_call_second']} "
                     f"| {r['bench_cpu_ms_per_call_second']} |"
                 )
@@ -114,6 +116,7 @@ def main() -> None:
                 bridge.kill()
                 bridge.wait(5)
     print("\n".join(rows))
+    print(f"load average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
