@@ -416,3 +416,19 @@ async def test_filtering_for_markup_finds_the_caller_and_does_not_crash() -> Non
         await pilot.press("enter", "enter")
         await pilot.pause()
         assert isinstance(app.screen, CallDetailScreen) and app.screen.call_id == "c-0002"
+
+
+async def test_footer_shows_the_keys() -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        shown = {
+            (key, active.binding.description)
+            for key, active in app.screen.active_bindings.items()
+            if active.binding.show
+        }
+        for pair in [("i", "Suggest"), ("h", "Hang up"), ("slash", "Filter"), ("o", "Sort"),
+                     ("q", "Quit"), ("f1", "Help"), ("r", "Reconnect")]:
+            assert pair in shown, pair
+        footer_text = app.export_screenshot()
+        assert "Hang&#160;up" in footer_text and "palette" in footer_text
