@@ -41,12 +41,13 @@ def test_migrating_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
     db.execute("INSERT INTO calls (call_id, instance, ended_at, reason) "
                "VALUES ('c1', 'a', '2026-01-01T00:00:05.000Z', 'shutdown')")
     db.execute("INSERT INTO calls (call_id, instance) VALUES ('c2', 'a')")
+    db.execute("INSERT INTO calls (call_id, instance, caller) VALUES ('c2', 'a', '+1')")
     db.close()
     store = Store(path, history_limit=100)
     history = store.history(10)
     assert [(h["call_id"], h["reason"], h["suggestions"]) for h in history] == [
-        ("c1", "shutdown", 0)]
-    assert [c.call_id for c in store.open_calls()] == ["c2"]
+        ("c1", "shutdown", 0), ("c1", "caller_hangup", 0)]
+    assert [(c.call_id, c.caller) for c in store.open_calls()] == [("c2", "+1")]
     store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -86,8 +87,20 @@ def test_start_then_end_updates_one_row(tmp_path: Path) -> None:
 def test_an_end_without_a_start_still_gets_recorded(tmp_path: Path) -> None:
     store = Store(tmp_path / "xswarm.db", history_limit=100)
     store.call_ended(record("c7"))
-    store.call_ended(record("c7", reason="shutdown"))
-    assert [(h["call_id"], h["reason"]) for h in store.history(10)] == [("c7", "shutdown")]
+    assert [(h["call_id"], h["reason"]) for h in store.history(10)] == [("c7", "caller_hangup")]
+    store.close()
+
+
+def test_a_call_id_reused_by_a_restarted_bridge_keeps_both_records(tmp_path: Path) -> None:
+    store = Store(tmp_path / "xswarm.db", history_limit=100)
+    store.call_started(Call(call_id="c1", instance="a", caller="first"))
+    store.call_ended(record("c1", caller=None, ended_at="2027-01-15T08:00:10.000Z"))
+    store.call_started(Call(call_id="c1", instance="a", caller="second"))
+    assert [c.caller for c in store.open_calls()] == ["second"]
+    store.call_ended(record("c1", caller=None, ended_at="2027-01-15T09:00:10.000Z",
+                            reason="operator_hangup"))
+    assert [(h["caller"], h["reason"]) for h in store.history(10)] == [
+        ("second", "operator_hangup"), ("first", "caller_hangup")]
     store.close()
 
 

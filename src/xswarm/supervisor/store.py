@@ -64,16 +64,22 @@ def _v1(db: sqlite3.Connection) -> None:
 
 
 def _v2(db: sqlite3.Connection) -> None:
-    """Suggestion counts and Twilio ids per call; one row per (instance, call_id)."""
+    """Suggestion counts and Twilio ids per call; at most one *open* row per call.
+
+    Only open rows are unique: a bridge's call ids are unique within one process, so after a
+    restart an id can come back, and the earlier finished record must stay.
+    """
     db.execute("ALTER TABLE calls ADD COLUMN suggestions INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE calls ADD COLUMN stream_sid TEXT")
     db.execute("ALTER TABLE calls ADD COLUMN call_sid TEXT")
-    # Version 1 could hold duplicates of a call; keep the most complete (latest) row.
     db.execute(
-        "DELETE FROM calls WHERE id NOT IN (SELECT MAX(id) FROM calls GROUP BY instance, call_id)"
+        """DELETE FROM calls WHERE ended_at IS NULL AND id NOT IN
+           (SELECT MAX(id) FROM calls WHERE ended_at IS NULL GROUP BY instance, call_id)"""
     )
-    db.execute("CREATE UNIQUE INDEX calls_by_call ON calls (instance, call_id)")
-    db.execute("CREATE INDEX calls_open ON calls (ended_at) WHERE ended_at IS NULL")
+    db.execute(
+        "CREATE UNIQUE INDEX calls_open ON calls (instance, call_id) WHERE ended_at IS NULL"
+    )
+    db.execute("CREATE INDEX calls_by_end ON calls (ended_at)")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
@@ -142,7 +148,7 @@ class Store:
             """INSERT INTO calls (call_id, instance, transport, remote, caller, started_at,
                    stream_sid, call_sid)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (instance, call_id) DO NOTHING""",
+               ON CONFLICT (instance, call_id) WHERE ended_at IS NULL DO NOTHING""",
             (
                 call.call_id,
                 call.instance,
@@ -185,18 +191,12 @@ class Store:
                 (*values, record.instance, record.call_id),
             )
             if cur.rowcount == 0:
-                # Never seen start (or a call id the bridge reused): a row of its own.
+                # Its start was never seen (it began while nobody watched): a row of its own.
                 self._db.execute(
                     """INSERT INTO calls (transport, remote, caller, started_at, ended_at,
                            duration_s, reason, frames_in, frames_out, late_frames, suggestions,
                            stream_sid, call_sid, instance, call_id)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (instance, call_id) DO UPDATE SET
-                           ended_at = excluded.ended_at, duration_s = excluded.duration_s,
-                           reason = excluded.reason, frames_in = excluded.frames_in,
-                           frames_out = excluded.frames_out,
-                           late_frames = excluded.late_frames,
-                           suggestions = excluded.suggestions""",
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (*values, record.instance, record.call_id),
                 )
             self._finished += 1
