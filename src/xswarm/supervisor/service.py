@@ -26,8 +26,8 @@ from typing import Any
 import click
 from aiohttp import web
 
+from xswarm import __version__, logs
 from xswarm import config as config_mod
-from xswarm import logs
 from xswarm.errors import StartupError, XswarmError
 from xswarm.ports import describe_owner
 from xswarm.sdnotify import Notifier, listen_fds, watchdog_interval
@@ -238,6 +238,7 @@ class Service:
     default=None,
     help="override [dashboard] port (0: any free port)",
 )
+@click.version_option(__version__, prog_name="xswarm-dashboard")
 def command(config_path: str | None, host: str | None, port: int | None) -> None:
     """The xswarm supervisor: watches every voice instance and serves the operator API."""
     logs.setup("info")
