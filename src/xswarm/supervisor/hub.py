@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ log = logging.getLogger("xswarm.supervisor")
 OPERATOR_QUEUE = 2000
 PENDING_SUGGESTIONS = 10_000
 PENDING_TTL = 600.0
+CLOSE_TIMEOUT = 3.0
 
 
 @dataclass(eq=False)
@@ -134,11 +135,19 @@ class Hub:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        for op in list(self.operators):
+        for op in self.operators:
             op.closing = True
-            await op.ws.close(code=1001, message=b"supervisor stopping")
-        for upstream in list(self.upstreams.values()):
-            await upstream.stop()
+        # In parallel and bounded: one unresponsive peer must not hold up the stop.
+        closing: list[Awaitable[Any]] = [
+            op.ws.close(code=1001, message=b"supervisor stopping") for op in self.operators
+        ]
+        closing += [upstream.stop() for upstream in self.upstreams.values()]
+        if closing:
+            done = asyncio.gather(*closing, return_exceptions=True)
+            try:
+                await asyncio.wait_for(done, CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("some connections did not close within %g s", CLOSE_TIMEOUT)
         self.upstreams.clear()
         if self._session is not None:
             await self._session.close()
@@ -163,8 +172,11 @@ class Hub:
         """Staleness checks four times per ``stale_after``, so "stale" is never late by much."""
         while True:
             await asyncio.sleep(max(0.05, min(0.25, self.fleet.stale_after / 4)))
-            self._apply(self.fleet.check_stale())
-            self._expire_pending()
+            try:
+                self._apply(self.fleet.check_stale())
+                self._expire_pending()
+            except Exception:
+                log.exception("staleness check failed; continuing")
 
     # -- upstream -> fleet -> store -> operators ---------------------------------------------
 

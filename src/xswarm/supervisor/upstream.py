@@ -161,7 +161,13 @@ class Upstream:
                     self.bad_messages += 1
                     log.warning("instance %s sent a message that is not a JSON event", self.name)
                     continue
-                self._on_message(self.name, data)
+                try:
+                    self._on_message(self.name, data)
+                except Exception:
+                    # A message we cannot digest must not end the subscription.
+                    self.bad_messages += 1
+                    log.exception("instance %s: failed to apply a %r message", self.name,
+                                  str(data.get("type"))[:40])
             elif msg.type in _CLOSED:
                 code = ws.close_code
                 return f"{self.url} closed the connection (code {code})"
