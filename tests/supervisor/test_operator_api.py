@@ -6,6 +6,7 @@ instance down. Every malformed message must get a precise error and leave the co
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +244,38 @@ async def test_without_a_token_only_loopback_is_trusted(tmp_path: Path) -> None:
             ) as response:
                 assert response.status == 401
                 assert "only loopback peers" in (await response.json())["error"]
+
+
+async def failures(session: aiohttp.ClientSession, base: str) -> int:
+    async with session.get(base + "/metrics") as response:
+        text = await response.text()
+    line = next(x for x in text.splitlines()
+                if x.startswith("xswarm_supervisor_auth_failures_total"))
+    return int(line.split()[-1])
+
+
+async def test_parallel_guessing_gains_nothing_and_ends_in_a_lockout(tmp_path: Path) -> None:
+    nowhere = f"ws://127.0.0.1:{free_port()}/control"
+    with running_supervisor(tmp_path, [nowhere], env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as s:
+        async with aiohttp.ClientSession() as session:
+
+            async def guess(n: int) -> int:
+                headers = {"Authorization": f"Bearer guess-{n}"}
+                async with session.get(s.http_url + "/api/instances", headers=headers) as r:
+                    return r.status
+
+            # Failures from one address are answered one after another (0.25 s, 0.5 s, …),
+            # so the eleventh guess finds a backlog of over 30 s and is not even checked.
+            pending = [asyncio.create_task(guess(n)) for n in range(10)]
+            async with asyncio.timeout(20):
+                while await failures(session, s.http_url) < 10:  # noqa: ASYNC110 (another process)
+                    await asyncio.sleep(0.05)
+            assert await guess(99) == 429
+            async with operator(s.ws_url, token=TOKEN, header=True) as op:
+                refused = await op.next()
+                assert refused["success"] is False
+                assert refused["message"].startswith("too many failed authentications")
+                assert await op.closed() == 1008
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

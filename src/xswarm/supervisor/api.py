@@ -60,6 +60,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _lockout(request: web.Request) -> auth.Verdict | None:
+    """A refusal when this address has failed so often that its tokens are not checked now."""
+    wait = request.app[THROTTLE_KEY].locked_out(str(request.remote), time.monotonic())
+    if wait <= 0:
+        return None
+    return auth.Verdict(
+        False, f"too many failed authentications from {request.remote}; try again in {wait:.0f} s"
+    )
+
+
 async def _http_auth(request: web.Request) -> web.Response | None:
     """None when the request may proceed; else the 401 to send (after the slow-down)."""
     hub = request.app[HUB_KEY]
@@ -67,6 +77,10 @@ async def _http_auth(request: web.Request) -> web.Response | None:
     peer = peer_address(request)
     if header is None and auth.is_loopback(peer):
         return None
+    if (locked := _lockout(request)) is not None:
+        return web.json_response(
+            {"error": locked.message}, status=429, headers={"Retry-After": "30"}
+        )
     verdict = auth.check(hub.token, auth.bearer_token(header), peer)
     if verdict.ok:
         request.app[THROTTLE_KEY].record_success(str(request.remote))
@@ -216,13 +230,16 @@ async def _flush(op: Operator, within: float = 2.0) -> None:
         await asyncio.wait_for(op.queue.join(), within)
 
 
-async def _refuse(request: web.Request, op: Operator, verdict: auth.Verdict) -> None:
-    """A failed authentication: wait the slow-down, answer, close with 1008."""
+async def _refuse(
+    request: web.Request, op: Operator, verdict: auth.Verdict, counted: bool = True
+) -> None:
+    """A failed authentication: wait the slow-down (when counted), answer, close with 1008."""
     hub = request.app[HUB_KEY]
     hub.counters.auth_failures += 1
-    delay = request.app[THROTTLE_KEY].record_failure(str(request.remote), time.monotonic())
     log.warning("operator %s failed to authenticate: %s", request.remote, verdict.message)
-    await asyncio.sleep(delay)
+    if counted:
+        delay = request.app[THROTTLE_KEY].record_failure(str(request.remote), time.monotonic())
+        await asyncio.sleep(delay)
     hub.send_to(op, {"type": "auth_result", "success": False, "message": verdict.message})
     await _flush(op)
     op.closing = True
@@ -255,6 +272,9 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
     authenticated = False
     header = request.headers.get("Authorization")
     if header is not None:
+        if (locked := _lockout(request)) is not None:
+            await _refuse(request, op, locked, counted=False)
+            return
         verdict = auth.check(hub.token, auth.bearer_token(header), peer)
         if not verdict.ok:
             await _refuse(request, op, verdict)
@@ -295,6 +315,9 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
             hub.send_to(op, {"type": "error", "message": str(exc)})
             continue
         if isinstance(command, messages.Auth):
+            if (locked := _lockout(request)) is not None:
+                await _refuse(request, op, locked, counted=False)
+                return
             verdict = auth.check(hub.token, command.token, peer)
             if not verdict.ok:
                 await _refuse(request, op, verdict)

@@ -79,42 +79,58 @@ class BadTokenThrottle:
     """Per-address slow-down for failed authentications.
 
     The n-th consecutive failure from an address waits ``base * 2**(n-1)`` seconds (at most
-    ``cap``) before its answer. An address is forgiven after ``forget_after`` quiet seconds or
-    one success. At most ``max_addresses`` are tracked (oldest dropped), so a spray of source
-    addresses cannot grow memory without bound.
+    ``cap``) before its answer, and answers to one address are serialised: failures on parallel
+    connections queue behind each other, so opening more sockets does not buy more guesses.
+    Once the queue reaches ``max_wait`` seconds the address is locked out: its tokens are not
+    even checked until the queue drains. An address is forgiven after ``forget_after`` quiet
+    seconds or one success. At most ``max_addresses`` are tracked (oldest dropped), so a spray
+    of source addresses cannot grow memory without bound.
     """
 
     def __init__(
         self,
         base: float = 0.25,
         cap: float = 5.0,
+        max_wait: float = 30.0,
         forget_after: float = 600.0,
         max_addresses: int = 10_000,
     ) -> None:
         self.base = base
         self.cap = cap
+        self.max_wait = max_wait
         self.forget_after = forget_after
         self.max_addresses = max_addresses
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # address -> (consecutive failures, time of the last, when its last answer is due)
+        self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
 
     def failures(self, address: str, now: float) -> int:
         entry = self._failures.get(address)
         if entry is None:
             return 0
-        count, last = entry
-        if now - last > self.forget_after:
+        count, last, due = entry
+        if now - max(last, due) > self.forget_after:
             del self._failures[address]
             return 0
         return count
 
+    def locked_out(self, address: str, now: float) -> float:
+        """Seconds until this address may try again; 0 when its token may be checked now."""
+        entry = self._failures.get(address)
+        if entry is None or self.failures(address, now) == 0:
+            return 0.0
+        backlog = entry[2] - now
+        return backlog if backlog >= self.max_wait else 0.0
+
     def record_failure(self, address: str, now: float) -> float:
         """Count a failure; returns the delay to wait before answering it."""
         count = self.failures(address, now) + 1
-        self._failures[address] = (count, now)
+        previous_due = self._failures[address][2] if address in self._failures else now
+        due = max(now, previous_due) + min(self.cap, self.base * 2 ** (count - 1))
+        self._failures[address] = (count, now, due)
         self._failures.move_to_end(address)
         while len(self._failures) > self.max_addresses:
             self._failures.popitem(last=False)
-        return min(self.cap, self.base * 2 ** (count - 1))
+        return due - now
 
     def record_success(self, address: str) -> None:
         self._failures.pop(address, None)
