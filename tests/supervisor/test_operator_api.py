@@ -103,7 +103,11 @@ async def test_a_message_beyond_the_transport_limit_closes_with_1009(
     async with operator(sup.ws_url) as op:
         await authed(op)
         await op.send("x" * (2 << 20))
-        assert await op.closed() == 1009
+        # The server answers 1009 and closes; when it closes while the rest of the frame is
+        # still arriving, the kernel resets the connection and the client sees only 1006.
+        assert await op.closed() in (1009, 1006)
+    async with operator(sup.ws_url) as op:
+        await authed(op)
 
 
 async def test_a_flood_is_closed_with_1008(sup: SupervisorProcess) -> None:
