@@ -122,6 +122,14 @@ def test_a_call_makes_the_count_one_and_reload_keeps_it(container: Container) ->
                "the call to end")
 
 
+def test_the_supervisor_reloads_through_reloadctl_too(container: Container) -> None:
+    reload = container.run(["systemctl", "reload", "xswarm-dashboard"], check=False)
+    assert reload.returncode == 0, reload.stderr
+    record = json.loads(container.read("/run/xswarm-dashboard/reload.json"))
+    assert record["ok"] is True and record["generation"] == 1
+    assert str(record["pid"]) == container.show("xswarm-dashboard.service", "MainPID")
+
+
 def test_a_refused_reload_fails_and_shows_in_the_error_journal(container: Container) -> None:
     container.sh("cp /opt/xswarm/config.toml /root/good.toml && "
                  "printf '[voice.bridge]\\nmax_concurrent_calls = \"many\"\\n' "
