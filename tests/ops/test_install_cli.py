@@ -199,8 +199,10 @@ def test_switch_previous_and_prune_keep_the_two_that_matter(tmp_path: Path) -> N
 
 
 def test_wheel_names_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(releases.ReleaseError, match="not an xswarm wheel"):
-        releases.wheel_version(tmp_path / "numpy-2.0-cp311-cp311-linux_x86_64.whl")
+    for hostile in ("numpy-2.0-cp311-cp311-linux_x86_64.whl", "xswarm-1;rm -rf-py3-none-any.whl",
+                    "xswarm-$(id)-py3-none-any.whl", "xswarm--py3-none-any.whl"):
+        with pytest.raises(releases.ReleaseError, match="not an xswarm wheel"):
+            releases.wheel_version(tmp_path / hostile)
     for name in ("xswarm-0.9.0-py3-none-any.whl", "xswarm-0.10.0-py3-none-any.whl"):
         (tmp_path / name).write_bytes(b"")
     assert releases.find_wheel(tmp_path).name == "xswarm-0.10.0-py3-none-any.whl"

@@ -19,7 +19,8 @@ from xswarm.errors import XswarmError
 from xswarm.ops.layout import Layout
 
 COMPLETE = ".complete"
-_WHEEL = re.compile(r"^xswarm-(?P<version>[0-9][^-]*)-[^-]+-[^-]+-[^-]+\.whl$")
+# A release name becomes a directory name: only the characters a PEP 440 version uses.
+_WHEEL = re.compile(r"^xswarm-(?P<version>[0-9][0-9A-Za-z.+!_]*)-[^-]+-[^-]+-[^-]+\.whl$")
 
 
 class ReleaseError(XswarmError):
