@@ -144,6 +144,29 @@ def test_a_refused_reload_fails_and_shows_in_the_error_journal(container: Contai
     container.run(["systemctl", "reload", "xswarm-voice"])
 
 
+def test_the_watchdog_catches_a_hung_process(container: Container) -> None:
+    """With WatchdogSec=3s the healthy bridge keeps feeding it; once frozen, it is killed."""
+    dropin = "/run/systemd/system/xswarm-voice.service.d/watchdog-test.conf"
+    container.sh(f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nWatchdogSec=3s\\n"
+                 f"TimeoutAbortSec=2s\\n' > {dropin} && systemctl daemon-reload && "
+                 "systemctl reset-failed xswarm-voice && systemctl restart xswarm-voice")
+    try:
+        pid = container.show(VOICE, "MainPID")
+        time.sleep(7)
+        assert container.show(VOICE, "MainPID") == pid, "killed although it fed the watchdog"
+        before = int(container.show(VOICE, "NRestarts"))
+        container.run(["kill", "-STOP", pid])
+        wait_until(lambda: int(container.show(VOICE, "NRestarts")) == before + 1, 40,
+                   "the watchdog to restart the frozen bridge")
+        journal = container.sh("journalctl -u xswarm-voice --no-pager -o cat").stdout
+        assert "Watchdog timeout (limit 3s)!" in journal
+    finally:
+        container.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
+                     "xswarm-voice; systemctl restart xswarm-voice")
+    assert container.show(VOICE, "WatchdogUSec") == "20s"
+    wait_until(lambda: readyz(container, 9998)[0] == 200, 30, "the bridge to be ready again")
+
+
 def test_kill_9_brings_the_service_back_healthy(container: Container) -> None:
     before = int(container.show(VOICE, "NRestarts"))
     pid = int(container.show(VOICE, "MainPID"))
