@@ -142,3 +142,24 @@ def test_listening_inodes_reads_proc_net_tcp() -> None:
         "   2: garbage\n"
     )
     assert checks.listening_inodes(text) == {9998: 12345}
+
+
+def test_haproxy_must_route_to_where_the_instances_listen() -> None:
+    targets = {"voice1": "127.0.0.1:10001", "voice2": "127.0.0.1:10002"}
+    agree = healthy(haproxy_servers=dict(targets), instance_targets=targets)
+    assert not failures(agree)
+    moved = healthy(haproxy_servers={"voice1": "127.0.0.1:10001", "voice2": "127.0.0.1:12002"},
+                    instance_targets=targets)
+    assert "HAProxy sends voice2's calls to 127.0.0.1:12002, but that instance listens on " \
+        "127.0.0.1:10002" == only_failure(moved).message
+    missing = healthy(haproxy_servers={"voice1": "127.0.0.1:10001"}, instance_targets=targets)
+    assert "to nowhere" in only_failure(missing).message
+    extra = healthy(haproxy_servers={**targets, "voice3": "127.0.0.1:10003"},
+                    instance_targets=targets)
+    assert not failures(extra)
+    assert [f for f in checks.diagnose(extra) if f.topic == "haproxy" and f.level == checks.WARN]
+
+
+def test_haproxy_server_lines_are_read() -> None:
+    text = "backend b\n    server voice1 127.0.0.1:10001 check\n    server-template x 3 a:1\n"
+    assert checks.haproxy_servers(text) == {"voice1": "127.0.0.1:10001"}

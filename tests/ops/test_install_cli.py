@@ -105,6 +105,12 @@ def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
     installed.database.unlink()
 
     good = installed.config.read_text()
+    installed.config.write_text(good + "\n[voice.bridge.instances.2]\nport = 12002\n")
+    out = run_doctor(installed)[1]
+    assert "HAProxy sends voice2's calls to 127.0.0.1:10002, but that instance listens on " \
+        "127.0.0.1:12002" in out
+    assert "xswarm-voice@2.socket listens on 127.0.0.1:10002 but config.toml says " \
+        "127.0.0.1:12002" in out
     installed.config.write_text(good + "\n[voice.bridge.instances.3]\nport = 9999\n")
     out = run_doctor(installed)[1]
     assert "FAIL  config" in out and "supervisor" in out

@@ -72,6 +72,10 @@ class Facts:
     socket_listen: dict[str, str] = field(default_factory=dict)
     expected_listen: dict[str, str] = field(default_factory=dict)
     listeners: dict[int, Holder] = field(default_factory=dict)
+    # With template instances: HAProxy's server lines ({"voice1": "127.0.0.1:10001"}), None
+    # when there is no haproxy.cfg of ours, and where the instances really listen.
+    haproxy_servers: dict[str, str] | None = None
+    instance_targets: dict[str, str] = field(default_factory=dict)
     ours: set[int] = field(default_factory=set)
     engine: str = "auto"
     device: str = "cuda"
@@ -92,6 +96,7 @@ def diagnose(facts: Facts) -> list[Finding]:
     findings += _executables(facts)
     findings += _config(facts)
     findings += _ports(facts)
+    findings += _haproxy(facts)
     findings += _engine(facts)
     findings += _database(facts)
     findings += _units(facts)
@@ -171,6 +176,35 @@ def _ports(facts: Facts) -> list[Finding]:
     if not out and facts.ports:
         listed = ", ".join(f"{u} {p}" for u, p in sorted(facts.ports.items(), key=lambda i: i[1]))
         out.append(Finding(OK, "ports", listed))
+    return out
+
+
+def _haproxy(facts: Facts) -> list[Finding]:
+    if facts.haproxy_servers is None or not facts.instance_targets:
+        return []
+    out = []
+    for server, target in sorted(facts.instance_targets.items()):
+        routed = facts.haproxy_servers.get(server)
+        if routed != target:
+            out.append(Finding(FAIL, "haproxy", f"HAProxy sends {server}'s calls to "
+                               f"{routed or 'nowhere'}, but that instance listens on {target}",
+                               "sudo xswarm install --instances N (rewrites haproxy.cfg from "
+                               "config.toml), then sudo systemctl reload haproxy"))
+    for server in sorted(set(facts.haproxy_servers) - set(facts.instance_targets)):
+        out.append(Finding(WARN, "haproxy", f"HAProxy routes to {server} "
+                           f"({facts.haproxy_servers[server]}), which is not an installed "
+                           "instance", "sudo xswarm install --instances N with the right N"))
+    return out or [Finding(OK, "haproxy", f"HAProxy routes to all {len(facts.instance_targets)} "
+                           "instances")]
+
+
+def haproxy_servers(config_text: str) -> dict[str, str]:
+    """``server NAME ADDRESS ...`` lines of haproxy.cfg: {name: address}."""
+    out = {}
+    for line in config_text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0] == "server":
+            out[words[1]] = words[2]
     return out
 
 

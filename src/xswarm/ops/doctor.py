@@ -18,7 +18,7 @@ import click
 from xswarm import config as config_module
 from xswarm.config import Config
 from xswarm.errors import ConfigError
-from xswarm.ops import checks, releases, systemctl, units
+from xswarm.ops import checks, health, releases, systemctl, units
 from xswarm.ops.checks import DatabaseFacts, Facts, FileFacts, Holder, UnitFacts
 from xswarm.ops.layout import SERVICE_USER, Layout
 
@@ -227,6 +227,14 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         facts.expected_listen[f"xswarm-voice@{number}.socket"] = units.listen_address(
             host, raw_instance_port(config, number)
         )
+    if instances and layout.haproxy_config.exists():
+        text = layout.haproxy_config.read_text()
+        if "xswarm_voice_instances" in text:
+            facts.haproxy_servers = checks.haproxy_servers(text)
+            for number in instances:
+                host = config.instances.get(number, {}).get("host", bridge["host"])
+                facts.instance_targets[f"voice{number}"] = units.listen_address(
+                    health.local_host(host), raw_instance_port(config, number))
     facts.engine = bridge["engine"]
     facts.device = config.get("voice.moshi", "device")
     facts.gpu_present = Path("/dev/nvidia0").exists()

@@ -225,7 +225,11 @@ def next_steps(instances: list[int], haproxy: bool) -> str:
             "  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard",
         ]
         if haproxy:
-            lines.append("  sudo systemctl restart haproxy")
+            lines += [
+                "  sudo systemctl disable --now xswarm-voice.socket xswarm-voice"
+                "   # HAProxy takes the voice port",
+                "  sudo systemctl restart haproxy",
+            ]
     else:
         lines = [
             "  sudo systemctl enable --now xswarm-voice.socket xswarm-voice",
