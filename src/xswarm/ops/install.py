@@ -279,7 +279,7 @@ def command(
             raise click.ClickException("give --wheelhouse DIR (offline) or --wheel FILE")
         wheel = releases.find_wheel(wheelhouse, version)
     numbers = list(range(1, instances + 1))
-    profiles = ([*(["gpu"] if gpu else [])] + list(profile))
+    profiles = (["gpu"] if gpu else []) + list(profile)
     report, installed = install(layout, wheel, wheelhouse, python or releases.default_python(),
                                 numbers, profiles, haproxy, manage_system, keep)
     for line in report.changed:
