@@ -253,3 +253,24 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> Non
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "serving the operator API on fd 3" in err.decode()
+
+
+def test_xswarm_reloadctl_waits_for_the_supervisors_verdict(tmp_path: Path) -> None:
+    nowhere = f"ws://127.0.0.1:{free_port()}/control"
+    with running_supervisor(tmp_path, [nowhere]) as sup:
+        env = {**os.environ, "XSWARM_RUNTIME_DIR": str(sup.runtime_dir)}
+
+        def reloadctl() -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [str(VENV_BIN / "xswarm"), "reloadctl", str(sup.proc.pid), "--timeout", "30"],
+                capture_output=True, text=True, timeout=60, env=env,
+            )
+
+        done = reloadctl()
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"reloaded: reloaded {sup.config_path}")
+        sup.config_path.write_text("[dashboard]\nstale_after = -1\n")
+        refused = reloadctl()
+        assert refused.returncode == 1
+        assert "reload refused" in refused.stderr and "stale_after" in refused.stderr
+        assert sup.get("/healthz") == (200, {"status": "ok"})
