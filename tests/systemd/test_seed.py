@@ -315,3 +315,36 @@ def test_restarts_under_load_refuse_nothing(container: Container) -> None:
         assert outcome["refused"] == 0, outcome
         assert outcome["other_failures"] <= outcome["ok"] // 1000, outcome
         assert outcome["ok"] > 0
+
+
+def test_disable_and_enable_auto_start(container: Container) -> None:
+    container.sh("systemctl disable xswarm-voice xswarm-dashboard")
+    for unit in ("xswarm-voice", "xswarm-dashboard"):
+        state = container.run(["systemctl", "is-enabled", unit], check=False).stdout.strip()
+        assert state == "disabled"
+    assert container.sh("systemctl is-active xswarm-voice").stdout.strip() == "active"
+    container.sh("systemctl enable xswarm-voice xswarm-dashboard")
+    assert container.sh("systemctl is-enabled xswarm-voice").stdout.strip() == "enabled"
+
+
+def test_restart_no_override_for_debugging(container: Container) -> None:
+    """The seed's "temporarily disable restart to debug", as a drop-in instead of --full.
+
+    The socket still starts the bridge on the next connection (here the supervisor would
+    reconnect), so the supervisor is stopped first; an operator stops xswarm-voice.socket.
+    """
+    dropin = "/etc/systemd/system/xswarm-voice.service.d/debug.conf"
+    container.sh(f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nRestart=no\\n' > "
+                 f"{dropin} && systemctl daemon-reload && systemctl stop xswarm-dashboard")
+    try:
+        pid = container.show(VOICE, "MainPID")
+        container.run(["systemctl", "kill", "-s", "SIGKILL", "xswarm-voice"])
+        wait_until(lambda: container.show(VOICE, "ActiveState") == "failed", 15,
+                   "the killed bridge to stay down")
+        time.sleep(11)
+        assert container.show(VOICE, "ActiveState") == "failed"
+        assert container.show(VOICE, "MainPID") in ("0", pid)
+    finally:
+        container.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
+                     "xswarm-voice && systemctl start xswarm-voice xswarm-dashboard")
+    assert readyz(container, 9998)[0] == 200
