@@ -42,6 +42,8 @@ def describe_failure(url: str, exc: BaseException) -> str:
             )
         return f"{url} refused the WebSocket upgrade (HTTP {exc.status} {exc.message})"
     if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"{url} refused the connection; is xswarm-voice running there?"
         return f"cannot connect to {url}: {exc.os_error.strerror or exc.os_error}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"{url} did not answer in time"
