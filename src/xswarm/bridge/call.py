@@ -7,7 +7,7 @@ The transport feeds caller audio in (``push_audio``), the engine loop takes whol
 
 from __future__ import annotations
 
-import itertools
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,12 +17,11 @@ import numpy as np
 
 from xswarm.audio.levels import SpeechDetector, dbfs
 
-_call_numbers = itertools.count(1)
-
 
 def new_call_id() -> str:
-    """Short, unique within a process, sortable by start order, and safe in logs and URLs."""
-    return f"c{int(time.time()) % 100000:05d}-{next(_call_numbers)}"
+    """Short, safe in logs and URLs, and unique across instances (48 random bits), so a
+    supervisor watching several bridges can address a call by its id alone."""
+    return f"c-{secrets.token_hex(6)}"
 
 
 class InputBuffer:
