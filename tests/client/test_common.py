@@ -108,3 +108,13 @@ def test_bench_messages_are_valid_twilio_media_messages() -> None:
     ]
     assert events[3].payload == events[0].payload  # 400 samples: 3 frames, then it loops
     assert events[0].payload == mulaw_frames(voice)[0]
+
+
+def test_bench_counts_media_however_the_json_is_laid_out() -> None:
+    from xswarm.client.bench import OUT_MEDIA_HEAD, _is_media
+
+    assert twilio.Outbound("MZ1").media(b"\x00").startswith(OUT_MEDIA_HEAD)
+    spaced = '{"streamSid": "MZ1", "event": "media", "media": {"payload": "AA=="}}'
+    assert _is_media(spaced)
+    assert not _is_media('{"event": "mark", "streamSid": "MZ1", "mark": {"name": "x"}}')
+    assert not _is_media("garbage")
