@@ -66,10 +66,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "resampler_quality": Key(
             str,
-            "QQ",
+            "auto",
             live=False,
-            choices=("QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"),
-            help="soxr quality for 8 kHz <-> 24 kHz; QQ adds well under 1 ms",
+            choices=("auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"),
+            help="8 kHz <-> 24 kHz resampling; auto: FIR (band-limited, 1.5 ms each way) for "
+            "MOSHI, QQ (0.2 ms) for echo",
         ),
     },
     "voice.echo": {

@@ -44,7 +44,9 @@ class Notifier:
         return self.send(f"STATUS={text}")
 
     def reloading(self) -> bool:
-        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        return self.send(
+            "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
 
     def stopping(self, status: str | None = None) -> bool:
         return self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))

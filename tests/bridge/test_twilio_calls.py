@@ -161,3 +161,37 @@ async def test_twilio_signature_is_checked_when_an_auth_token_is_set(
         assert 'xswarm_calls_rejected_total{reason="auth"} 3' in bridge.get("/metrics")[1]
         # Logs about a call carry its id.
         assert "call=c" in bridge.log()
+
+
+async def test_frames_arriving_far_behind_their_timeline_are_dropped_unprocessed(
+    bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    """An overloaded path delivers old audio late; playing it would add its lag to the call."""
+    async with ControlClient(http, bridge.ws_url) as control:
+        caller = TwilioCaller(http, bridge.ws_url)
+        await caller.connect()
+        call_id = (await control.wait_for("call_started"))["call_id"]
+        media = twilio.InboundMedia(caller.stream_sid)
+        frame = b"\x10" * 160
+        for n in range(10):  # on time
+            await caller.send(media.message(n + 2, n + 1, n * 20, frame))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        for n in range(10, 15):  # stamped 200..280 ms, arriving ~700 ms in: 0.4 s behind
+            await caller.send(media.message(n + 2, n + 1, n * 20, frame))
+        await asyncio.sleep(0.2)
+        await caller.stop()
+        ended = await control.wait_for("call_ended", call_id=call_id)
+        await caller.close()
+    assert ended["frames_in"] == 15
+    metrics = bridge.get("/metrics")[1]
+    assert "xswarm_dropped_frames_total 5" in metrics
+    assert "dropping frames that arrive over 200 ms late" in bridge.log()
+
+
+def test_auto_resampling_band_limits_model_audio_and_keeps_echo_cheap() -> None:
+    from xswarm.bridge.twilio_media import resampler_quality
+
+    assert resampler_quality("auto", "moshi") == "FIR"
+    assert resampler_quality("auto", "echo") == "QQ"
+    assert resampler_quality("HQ", "moshi") == "HQ"

@@ -30,6 +30,8 @@ from xswarm.errors import ProtocolError
 from xswarm.protocol import twilio
 
 TELEPHONE_RATE = 8000
+# Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
+MAX_INPUT_LAG = 0.2
 
 
 class TwilioSession(CallSession):
@@ -37,12 +39,18 @@ class TwilioSession(CallSession):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        quality = self.bridge.bridge_settings["resampler_quality"]
+        quality = resampler_quality(
+            self.bridge.bridge_settings["resampler_quality"], self.bridge.engine.name
+        )
         rate = self.bridge.engine.sample_rate
-        self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality)
-        self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality)
+        # Padded starts keep chunk and frame boundaries aligned: otherwise the resampler's
+        # hold-back makes every frame wait for the next 20 ms chunk, each way.
+        self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality, pad_start=True)
+        self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality, pad_start=True)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._up_aligned = self._down_aligned = False
+        self._clock_offset: float | None = None
+        self._last_timestamp_ms = -1
+        self.stale_frames = 0
         self.outbound: twilio.Outbound | None = None
         self.marks_sent = 0
         self._unknown_logged: set[str] = set()
@@ -90,12 +98,11 @@ class TwilioSession(CallSession):
         if isinstance(event, twilio.Media):
             if not self.call.started:
                 raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
-            telephone = mulaw.decode(event.payload)
-            pcm = self._upsample.process(telephone)
-            if not self._up_aligned:
-                pcm = _align(pcm, len(telephone) * 3)
-                self._up_aligned = True
-            speech_ms = self.call.push_audio(pcm, time.monotonic())
+            arrived = time.monotonic()
+            if self._is_stale(event.timestamp_ms, arrived):
+                return False
+            pcm = self._upsample.process(mulaw.decode(event.payload))
+            speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
                 self.bridge.hub.publish(
                     "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
@@ -128,16 +135,40 @@ class TwilioSession(CallSession):
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
         return False
 
+    def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
+        """True for a frame that reaches us more than MAX_INPUT_LAG after its peers would.
+
+        Twilio stamps each frame with its media time; the smallest arrival-minus-stamp seen is
+        the path's own delay. A frame far behind that has waited in our socket (an overloaded
+        bridge): dropping it before any decoding sheds load and keeps the call's latency
+        bounded instead of letting it climb for the rest of the call.
+        """
+        if timestamp_ms <= self._last_timestamp_ms:
+            return False  # a stamp that does not advance cannot tell us anything
+        self._last_timestamp_ms = timestamp_ms
+        offset = arrived - timestamp_ms / 1000
+        if self._clock_offset is None or offset < self._clock_offset:
+            self._clock_offset = offset
+            return False
+        if offset - self._clock_offset <= MAX_INPUT_LAG:
+            return False
+        self.stale_frames += 1
+        self.call.frames_in += 1
+        self.call.dropped_frames += 1
+        if self.stale_frames == 1:
+            self.log.warning(
+                "dropping frames that arrive over %.0f ms late: the bridge is overloaded",
+                MAX_INPUT_LAG * 1000,
+            )
+        return True
+
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
             self.bridge.hub.publish("text", {"call_id": self.call.call_id, "text": text})
         if pcm is None or self.outbound is None:
             return
         telephone = self._downsample.process(pcm)
-        if not self._down_aligned:
-            telephone = _align(telephone, len(pcm) // 3)
-            self._down_aligned = True
-        pending = np.concatenate((self._pending, telephone))
+        pending = np.concatenate((self._pending, telephone)) if len(self._pending) else telephone
         whole = len(pending) - len(pending) % twilio.FRAME_BYTES
         self._pending = pending[whole:]
         if whole == 0 or not self.writable():
@@ -149,17 +180,13 @@ class TwilioSession(CallSession):
         self.call.note_output(pcm, latency_s)
 
 
-def _align(first_output: np.ndarray, expected: int) -> np.ndarray:
-    """Pad a resampler's first output to a whole chunk with leading silence.
-
-    The resampler holds back a few samples, so without this every engine frame would be
-    completed only by the next 20 ms chunk, adding a whole frame of latency each way; a
-    sub-millisecond pad once keeps chunk and frame boundaries aligned for the whole call.
-    """
-    missing = expected - len(first_output)
-    if missing <= 0:
-        return first_output
-    return np.concatenate((np.zeros(missing, dtype=np.float32), first_output))
+def resampler_quality(configured: str, engine: str) -> str:
+    """``auto``: a band-limiting FIR (1.5 ms each way) for a model's full-band voice, which
+    would otherwise alias into the phone band; the cheaper QQ (0.2 ms) for echo, whose audio
+    came from the phone band in the first place."""
+    if configured != "auto":
+        return configured
+    return "QQ" if engine == "echo" else "FIR"
 
 
 def _signature_url(request: web.Request, public_url: str) -> str:
