@@ -70,3 +70,33 @@ def test_trim_drops_only_the_oldest_backlog() -> None:
     frame, completed = buffer.take(480)
     assert frame[0] == 4.0 and completed == 4.0
     assert buffer.trim(960) == 0
+
+
+def test_late_frames_in_a_burst_are_stale_and_a_slow_sender_is_followed() -> None:
+    from xswarm.bridge.call import LateFrameFilter
+
+    late = LateFrameFilter(max_lag=0.2)
+    t = 100.0
+    for n in range(10):  # on time: arrival advances with the stamps
+        assert not late.is_stale(n * 20, t + n * 0.02)
+    # 0.5 s of audio waited in a socket, then arrives at once: all but the first are stale.
+    burst = [late.is_stale(n * 20, t + 0.9 + (n - 10) * 0.0001) for n in range(10, 35)]
+    assert burst[0] is False and all(burst[1:-10])
+    # Once the backlog is behind us, frames on their timeline play again.
+    resumed = 35 * 0.02 + 0.9
+    assert not late.is_stale(35 * 20 + 400, t + resumed)
+
+
+def test_a_drifting_sender_loses_no_frames() -> None:
+    from xswarm.bridge.call import LateFrameFilter
+
+    late = LateFrameFilter(max_lag=0.2)
+    # Sends every 22 ms frames stamped 20 ms apart: 2 ms drift a frame, 0.5 s a minute.
+    assert not any(late.is_stale(n * 20, n * 0.022) for n in range(3000))
+
+
+def test_stamps_that_do_not_advance_are_never_judged() -> None:
+    from xswarm.bridge.call import LateFrameFilter
+
+    late = LateFrameFilter(max_lag=0.2)
+    assert not any(late.is_stale(0, n * 0.02) for n in range(500))

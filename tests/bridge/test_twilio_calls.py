@@ -185,8 +185,9 @@ async def test_frames_arriving_far_behind_their_timeline_are_dropped_unprocessed
         await caller.close()
     assert ended["frames_in"] == 15
     metrics = bridge.get("/metrics")[1]
-    assert "xswarm_dropped_frames_total 5" in metrics
-    assert "dropping frames that arrive over 200 ms late" in bridge.log()
+    # The first late frame is evenly spaced (kept); the four behind it came in a burst.
+    assert "xswarm_dropped_frames_total 4" in metrics
+    assert "dropping frames that arrive in a burst over 200 ms late" in bridge.log()
 
 
 def test_auto_resampling_band_limits_model_audio_and_keeps_echo_cheap() -> None:

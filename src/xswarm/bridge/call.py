@@ -99,6 +99,53 @@ class InputBuffer:
         return frame, self._arrivals[0][1]
 
 
+class LateFrameFilter:
+    """Decides which caller frames are too stale to play, from the caller's own timeline.
+
+    A peer stamps each frame with its media time (Twilio's ``timestamp``); the smallest
+    arrival-minus-stamp seen is the path's own delay. A frame far behind that, arriving in a
+    burst (much faster than its stamps advance), has been waiting: in our socket when the
+    bridge is overloaded, or in the network after a stall. Playing it would add that wait to
+    the rest of the call, so it is dropped before any decoding, which also sheds load.
+    Frames that are late but evenly spaced come from a sender whose clock runs slow: after a
+    few of those the baseline moves instead.
+    """
+
+    __slots__ = ("_baseline", "_last_arrival", "_last_stamp", "_slow_run", "max_lag")
+
+    # Evenly spaced late frames tolerated before the baseline follows a drifting sender.
+    DRIFT_FRAMES = 10
+
+    def __init__(self, max_lag: float) -> None:
+        self.max_lag = max_lag
+        self._baseline: float | None = None
+        self._last_stamp = -1
+        self._last_arrival = 0.0
+        self._slow_run = 0
+
+    def is_stale(self, stamp_ms: int, arrived: float) -> bool:
+        if stamp_ms <= self._last_stamp:
+            return False  # a stamp that does not advance tells us nothing
+        stamp_gap = (stamp_ms - self._last_stamp) / 1000 if self._last_stamp >= 0 else 0.0
+        arrival_gap = arrived - self._last_arrival
+        self._last_stamp, self._last_arrival = stamp_ms, arrived
+        offset = arrived - stamp_ms / 1000
+        if self._baseline is None or offset < self._baseline:
+            self._baseline = offset
+            self._slow_run = 0
+            return False
+        if offset - self._baseline <= self.max_lag:
+            self._slow_run = 0
+            return False
+        if arrival_gap < stamp_gap / 4:
+            return True
+        self._slow_run += 1
+        if self._slow_run >= self.DRIFT_FRAMES:
+            self._baseline = offset
+            self._slow_run = 0
+        return False
+
+
 @dataclass
 class Suggestion:
     text: str

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm.audio import mulaw
 from xswarm.audio.resample import StreamResampler
+from xswarm.bridge.call import LateFrameFilter
 from xswarm.bridge.session import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -48,8 +49,7 @@ class TwilioSession(CallSession):
         self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality, pad_start=True)
         self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality, pad_start=True)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._clock_offset: float | None = None
-        self._last_timestamp_ms = -1
+        self._late = LateFrameFilter(MAX_INPUT_LAG)
         self.stale_frames = 0
         self.outbound: twilio.Outbound | None = None
         self.marks_sent = 0
@@ -136,28 +136,15 @@ class TwilioSession(CallSession):
         return False
 
     def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
-        """True for a frame that reaches us more than MAX_INPUT_LAG after its peers would.
-
-        Twilio stamps each frame with its media time; the smallest arrival-minus-stamp seen is
-        the path's own delay. A frame far behind that has waited in our socket (an overloaded
-        bridge): dropping it before any decoding sheds load and keeps the call's latency
-        bounded instead of letting it climb for the rest of the call.
-        """
-        if timestamp_ms <= self._last_timestamp_ms:
-            return False  # a stamp that does not advance cannot tell us anything
-        self._last_timestamp_ms = timestamp_ms
-        offset = arrived - timestamp_ms / 1000
-        if self._clock_offset is None or offset < self._clock_offset:
-            self._clock_offset = offset
-            return False
-        if offset - self._clock_offset <= MAX_INPUT_LAG:
+        if not self._late.is_stale(timestamp_ms, arrived):
             return False
         self.stale_frames += 1
         self.call.frames_in += 1
         self.call.dropped_frames += 1
         if self.stale_frames == 1:
             self.log.warning(
-                "dropping frames that arrive over %.0f ms late: the bridge is overloaded",
+                "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
+                "or network stall)",
                 MAX_INPUT_LAG * 1000,
             )
         return True
