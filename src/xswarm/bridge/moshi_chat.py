@@ -8,7 +8,6 @@ error, ping, colored text); a client may send them and we ignore them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from xswarm.bridge.session import (
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
     CallSession,
+    serve_call,
 )
 from xswarm.errors import ProtocolError
 
@@ -118,20 +118,4 @@ class MoshiSession(CallSession):
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    bridge = request.app["bridge"]
-    refusal = bridge.admission_refusal()
-    if refusal is not None:
-        return refusal
-    bridge.reserve()
-    try:
-        ws = web.WebSocketResponse(
-            max_msg_size=bridge.bridge_settings["max_message_bytes"], compress=False
-        )
-        await ws.prepare(request)
-        session = MoshiSession(bridge, request, ws)
-        await session.run()
-        if not ws.closed:
-            await asyncio.wait_for(ws.close(), 5)
-        return ws
-    finally:
-        bridge.release()
+    return await serve_call(request, MoshiSession)

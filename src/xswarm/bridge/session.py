@@ -133,9 +133,33 @@ class CallSession:
         except (ConnectionError, RuntimeError):
             pass
 
+    async def run(self) -> None:
+        """Receive from the peer until the call ends (each transport implements it)."""
+        raise NotImplementedError
+
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Engine output for this call, in the peer's format (each transport implements it)."""
         raise NotImplementedError
+
+
+async def serve_call(request: web.Request, session_type: type[CallSession]) -> web.StreamResponse:
+    """Admit a call at the upgrade (or answer 503), run its session, and free its place."""
+    bridge = request.app["bridge"]
+    refusal = bridge.admission_refusal()
+    if refusal is not None:
+        return refusal
+    bridge.reserve()
+    try:
+        ws = web.WebSocketResponse(
+            max_msg_size=bridge.bridge_settings["max_message_bytes"], compress=False
+        )
+        await ws.prepare(request)
+        await session_type(bridge, request, ws).run()
+        if not ws.closed:
+            await asyncio.wait_for(ws.close(), 5)
+        return ws
+    finally:
+        bridge.release()
 
 
 def refuse(status: int, reason: str, retry_after: int | None = None) -> web.Response:
@@ -144,4 +168,4 @@ def refuse(status: int, reason: str, retry_after: int | None = None) -> web.Resp
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
-__all__ = ["CallSession", "refuse", "WSCloseCode"]
+__all__ = ["CallSession", "WSCloseCode", "refuse", "serve_call"]

@@ -7,7 +7,6 @@ sans-I/O ``xswarm.protocol.twilio``; this module only moves audio between it and
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from xswarm.bridge.session import (
     START_TIMEOUT_SECONDS,
     CallSession,
     refuse,
+    serve_call,
 )
 from xswarm.errors import ProtocolError
 from xswarm.protocol import twilio
@@ -197,19 +197,4 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if not signature or not twilio.validate_signature(token, url, {}, signature):
             bridge.rejections["auth"] += 1
             return refuse(403, "X-Twilio-Signature is missing or does not match this URL")
-    refusal = bridge.admission_refusal()
-    if refusal is not None:
-        return refusal
-    bridge.reserve()
-    try:
-        ws = web.WebSocketResponse(
-            max_msg_size=bridge.bridge_settings["max_message_bytes"], compress=False
-        )
-        await ws.prepare(request)
-        session = TwilioSession(bridge, request, ws)
-        await session.run()
-        if not ws.closed:
-            await asyncio.wait_for(ws.close(), 5)
-        return ws
-    finally:
-        bridge.release()
+    return await serve_call(request, TwilioSession)
