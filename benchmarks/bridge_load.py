@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--calls", default="50,100,200,300,400")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--ramp", type=float, default=3.0)
+    parser.add_argument("--phases", type=int, default=4, help="see xswarm bench --phases")
     parser.add_argument("--set", action="append", default=[], help="a [voice.bridge] TOML line")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -87,6 +88,8 @@ def main() -> None:
                         str(args.seconds),
                         "--ramp",
                         str(args.ramp),
+                        "--phases",
+                        str(args.phases),
                         "--url",
                         f"ws://127.0.0.1:{port}",
                         "--json",

@@ -3,7 +3,11 @@
 It must never be the bottleneck it is measuring, so the per-frame work is as small as it
 can be: every media message is two prebuilt strings (one per frame index, shared by all
 calls, and one per call) joined together; one shared deadline timer sends the next frame
-on every call each 20 ms; the receive side only timestamps and counts.
+on each call every 20 ms; the receive side only timestamps and counts.
+
+Real callers start at random moments, so their 20 ms frames arrive at every phase of the
+bridge's tick. The timer models that with ``phases`` groups of calls, each sent at its own
+offset within the 20 ms (``phases = 1``: every call at once, a synchronized worst case).
 """
 
 from __future__ import annotations
@@ -132,8 +136,10 @@ class Bench:
         pcm_8k: np.ndarray,
         ramp_seconds: float = 2.0,
         grace_seconds: float = 1.0,
+        phases: int = 4,
     ) -> None:
         self.url = url
+        self.phases = phases
         self.seconds = seconds
         self.ramp = ramp_seconds
         self.grace = grace_seconds
@@ -218,16 +224,19 @@ class Bench:
                 return
 
     async def _tick(self, began: float) -> None:
-        """The one timer: every 20 ms, the next frame on every call that is sending."""
+        """The one timer: every 20 ms / phases, the next frame on one group of calls."""
         loop = asyncio.get_running_loop()
         deadline = began
         middles, last = self.middles, self.frames_per_call
+        groups = [self.calls[phase :: self.phases] for phase in range(self.phases)]
+        phase = 0
         while True:
-            deadline += FRAME_SECONDS
+            deadline += FRAME_SECONDS / self.phases
             await sleep_until(deadline)
             now = loop.time()
             self.timer_lags.append(now - deadline)
-            for call in self.calls:
+            group, phase = groups[phase], (phase + 1) % self.phases
+            for call in group:
                 if not call.sending:
                     continue
                 k = call.next_frame

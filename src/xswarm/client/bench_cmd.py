@@ -109,6 +109,14 @@ def render(report: BenchReport) -> list[str]:
     help="seconds to wait for the last replies before hanging up",
 )
 @click.option(
+    "--phases",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="groups of calls sent at evenly spread offsets within each 20 ms, as independent "
+    "callers are; 1 sends every call's frame at the same instant (worst case)",
+)
+@click.option(
     "--wav",
     "wav_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -123,6 +131,7 @@ def command(
     url: str,
     ramp: float,
     grace: float,
+    phases: int,
     wav_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -141,8 +150,13 @@ def command(
         t = np.arange(8000) / 8000
         voice = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     if not as_json:
-        click.echo(f"bench: {calls} calls x {seconds:g} s against {target}, ramp {ramp:g} s")
-    bench = Bench(target, calls, seconds, voice, ramp_seconds=ramp, grace_seconds=grace)
+        click.echo(
+            f"bench: {calls} calls x {seconds:g} s against {target}, ramp {ramp:g} s, "
+            f"{phases} phases"
+        )
+    bench = Bench(
+        target, calls, seconds, voice, ramp_seconds=ramp, grace_seconds=grace, phases=phases
+    )
     report = asyncio.run(bench.run())
     if as_json:
         click.echo(json.dumps(report.as_dict()))
