@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from xswarm.metrics import Exposition, Histogram, uptime
 log = logging.getLogger("xswarm.bridge")
 
 PRIORITIES = ("low", "normal", "high")
+HOUSEKEEPING_SECONDS = 0.1
 MAX_SUGGESTION_CHARS = 1000
 
 
@@ -303,18 +305,30 @@ class Bridge:
         }
 
     async def _housekeeping_loop(self) -> None:
-        """Suggestions every 100 ms; per-call stats and instance status every status_interval."""
+        """Suggestions every 100 ms; per-call stats and instance status every status_interval.
+
+        Per-call stats are spread over the interval, a slice of the calls per 100 ms pass:
+        done all at once, 300 calls' stats blocked the event loop long enough to make the
+        next engine tick late once a second. Nobody subscribed: no stats are computed.
+        """
         next_status = time.monotonic()
+        pending: list[CallSession] = []
+        per_pass = 1
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self._apply_due_suggestions()
             if time.monotonic() >= next_status:
-                next_status = time.monotonic() + self.bridge_settings["status_interval"]
-                for session in list(self.sessions.values()):
-                    self.hub.publish("call_stats", session.call.stats_event())
+                interval = self.bridge_settings["status_interval"]
+                next_status = time.monotonic() + interval
+                pending = list(self.sessions.values()) if self.hub.subscribers else []
+                per_pass = max(1, math.ceil(len(pending) / max(1, interval / HOUSEKEEPING_SECONDS)))
                 self.hub.publish("instance_status", self.instance_status())
                 for listener in list(self.status_listeners):
                     listener()
+            batch, pending = pending[:per_pass], pending[per_pass:]
+            for session in batch:
+                if not session.call.ended:
+                    self.hub.publish("call_stats", session.call.stats_event())
 
     # -- reload ----------------------------------------------------------------------------
 
