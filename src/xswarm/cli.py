@@ -54,10 +54,12 @@ def cli() -> None:
     """xswarm: run a real-time MOSHI voice service on a Linux server."""
 
 
-def main() -> None:
+def run_command(command: click.Command, prog: str) -> None:
+    """The process boundary of a click console script: an XswarmError is printed once, as
+    one line, and becomes the exit status (78 for config errors); Ctrl-C exits 130."""
     try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+        command.main(standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -65,5 +67,9 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except XswarmError as exc:
-        click.echo(f"xswarm: {exc}", err=True)
+        click.echo(f"{prog}: {exc}", err=True)
         sys.exit(exc.exit_status)
+
+
+def main() -> None:
+    run_command(cli, "xswarm")

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from xswarm import __version__, logs
 from xswarm import config as config_mod
+from xswarm.cli import run_command
 from xswarm.errors import StartupError, XswarmError
 from xswarm.ports import describe_owner
 from xswarm.sdnotify import Notifier, listen_fds, watchdog_interval
@@ -250,17 +251,4 @@ def command(config_path: str | None, host: str | None, port: int | None) -> None
 
 
 def main() -> None:
-    try:
-        command.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except XswarmError as exc:
-        print(f"xswarm-dashboard: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_status)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(command, "xswarm-dashboard")
