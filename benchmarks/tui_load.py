@@ -36,24 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.supervisor.support import start_supervisor  # noqa: E402
 from tests.support.bridge import start_bridge  # noqa: E402
-from xswarm.protocol import twilio  # noqa: E402
+from tests.support.calls import idle_call  # noqa: E402
 
 BRIDGE = '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 1000\ndrain_timeout = 1\n'
 TOKEN = "tui-bench-token"
-
-
-async def idle_call(session: aiohttp.ClientSession, url: str, stop: asyncio.Event) -> None:
-    async with session.ws_connect(url + "/twilio") as ws:
-        await ws.send_str(twilio.connected_message())
-        await ws.send_str(twilio.start_message(twilio.new_stream_sid(), twilio.new_call_sid()))
-        reader = asyncio.create_task(drain(ws))
-        await stop.wait()
-        reader.cancel()
-
-
-async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
-    async for _ in ws:
-        pass
 
 
 def run_child(url: str, lifetime: float, sort: str, result: str, headless: bool) -> None:

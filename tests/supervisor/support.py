@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -18,57 +17,22 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.bridge import VENV_BIN, free_port
+from tests.support.bridge import VENV_BIN, ServiceProcess, free_port
 from xswarm.protocol import twilio
 
 
 @dataclass
-class SupervisorProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    config_path: Path
+class SupervisorProcess(ServiceProcess):
     state_dir: Path
     runtime_dir: Path
-    stderr_path: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.http_url + path)
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status, body = response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read().decode()
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body
-
     def reload_state(self) -> dict[str, Any] | None:
         path = self.runtime_dir / "reload.json"
         return json.loads(path.read_text()) if path.exists() else None
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
 
 
 def supervisor_config(state_dir: Path, instances: Sequence[str], extra: str = "") -> str:
@@ -118,7 +82,9 @@ def start_supervisor(
             env=full_env,
             cwd=workdir,
         )
-    sup = SupervisorProcess(proc, port, config_path, state_dir, runtime_dir, stderr_path)
+    sup = SupervisorProcess(
+        proc, port, config_path, stderr_path, state_dir=state_dir, runtime_dir=runtime_dir
+    )
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
@@ -186,9 +152,7 @@ class Operator:
 
 
 @contextlib.asynccontextmanager
-async def operator(
-    url: str, token: str | None = None, header: bool = False
-) -> Any:
+async def operator(url: str, token: str | None = None, header: bool = False) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if header and token is not None else {}
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, headers=headers, max_msg_size=16 << 20) as ws:

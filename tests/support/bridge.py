@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -26,7 +27,9 @@ def free_port() -> int:
 
 
 @dataclass
-class BridgeProcess:
+class ServiceProcess:
+    """One of our services running as a subprocess on a loopback port."""
+
     proc: subprocess.Popen[bytes]
     port: int
     config_path: Path
@@ -36,17 +39,16 @@ class BridgeProcess:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def get(self, path: str) -> tuple[int, dict | str]:
-        """GET a path; returns (status, parsed JSON or text)."""
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        """GET a path (with a bearer token if given); returns (status, parsed JSON or text)."""
+        request = urllib.request.Request(self.http_url + path)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(self.http_url + path, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 status, body = response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read().decode()
@@ -67,6 +69,13 @@ class BridgeProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@dataclass
+class BridgeProcess(ServiceProcess):
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:

@@ -159,3 +159,18 @@ class ControlClient:
                     await self._changed.wait()
 
         return await asyncio.wait_for(found(), timeout)
+
+
+async def idle_call(session: aiohttp.ClientSession, ws_url: str, stop: asyncio.Event) -> None:
+    """A started Twilio call that sends no audio and reads everything, until ``stop``."""
+    async with session.ws_connect(ws_url + "/twilio") as ws:
+        await ws.send_str(twilio.connected_message())
+        await ws.send_str(twilio.start_message(twilio.new_stream_sid(), twilio.new_call_sid()))
+        reader = asyncio.create_task(_read_all(ws))
+        await stop.wait()
+        reader.cancel()
+
+
+async def _read_all(ws: aiohttp.ClientWebSocketResponse) -> None:
+    async for _ in ws:
+        pass

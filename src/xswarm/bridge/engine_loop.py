@@ -67,8 +67,6 @@ class EngineLoop:
         self.max_backlog = max(
             2 * engine.frame_samples, int(MAX_BACKLOG_SECONDS * engine.sample_rate)
         )
-        self.ticks = 0
-        self.last_step_error: str | None = None
 
     @property
     def slots_in_use(self) -> int:
@@ -177,7 +175,6 @@ class EngineLoop:
                 stepped[slot] = call
         if not frames and not ops:
             return []
-        self.ticks += 1
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             outputs = await loop.run_in_executor(self._executor, self._step, ops, frames)
@@ -202,9 +199,8 @@ class EngineLoop:
             return {}
         try:
             return self.engine.step(frames)
-        except Exception as exc:
+        except Exception:
             # One failed step loses one frame for these calls; the loop and the process go on.
-            self.last_step_error = str(exc)
             log.exception("engine step failed")
             return {}
 
