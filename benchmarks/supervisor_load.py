@@ -62,13 +62,15 @@ async def load(tmp: Path, calls: int, seconds: float) -> None:
         await ready.wait()
         # One connection per call: lift aiohttp's default cap of 100 connections.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            callers = [asyncio.create_task(idle_call(session, bridge.ws_url, stop))
-                       for _ in range(calls)]
+            callers = [
+                asyncio.create_task(idle_call(session, bridge.ws_url, stop)) for _ in range(calls)
+            ]
             deadline = time.monotonic() + 120
             while counts.get("call_started", 0) < calls:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"only {counts.get('call_started', 0)} of {calls} calls "
-                                     "started in 120 s")
+                    raise SystemExit(
+                        f"only {counts.get('call_started', 0)} of {calls} calls started in 120 s"
+                    )
                 await asyncio.sleep(0.2)
             await asyncio.sleep(3)
             before_cpu = sum(proc.cpu_times()[:2])
@@ -80,9 +82,11 @@ async def load(tmp: Path, calls: int, seconds: float) -> None:
             rss = proc.memory_info().rss / 2**20
             stats = (counts.get("call_stats", 0) - before_events.get("call_stats", 0)) / elapsed
             total = (sum(counts.values()) - sum(before_events.values())) / elapsed
-            print(f"load: {calls} live calls for {elapsed:.1f} s: supervisor CPU {cpu:.1f}% "
-                  f"of one core, RSS {rss:.0f} MiB; operator received {total:.0f} events/s "
-                  f"({stats:.0f} call_stats/s)")
+            print(
+                f"load: {calls} live calls for {elapsed:.1f} s: supervisor CPU {cpu:.1f}% "
+                f"of one core, RSS {rss:.0f} MiB; operator received {total:.0f} events/s "
+                f"({stats:.0f} call_stats/s)"
+            )
             stop.set()
             await asyncio.gather(*callers, return_exceptions=True)
         watcher.cancel()
@@ -94,8 +98,12 @@ async def load(tmp: Path, calls: int, seconds: float) -> None:
 async def detection(tmp: Path, rounds: int) -> None:
     bridge = start_bridge(tmp, BRIDGE, name="detect-bridge")
     port = bridge.port
-    sup = start_supervisor(tmp, [bridge.ws_url + "/control"], name="detect-supervisor",
-                           extra_toml="stale_after = 2.0\n")
+    sup = start_supervisor(
+        tmp,
+        [bridge.ws_url + "/control"],
+        name="detect-supervisor",
+        extra_toml="stale_after = 2.0\n",
+    )
     down: list[float] = []
     stale: list[float] = []
     back: list[float] = []
@@ -130,8 +138,10 @@ async def detection(tmp: Path, rounds: int) -> None:
         bridge.stop()
 
     def show(values: list[float]) -> str:
-        return (f"median {statistics.median(values) * 1000:.0f} ms, "
-                f"max {max(values) * 1000:.0f} ms over {len(values)}")
+        return (
+            f"median {statistics.median(values) * 1000:.0f} ms, "
+            f"max {max(values) * 1000:.0f} ms over {len(values)}"
+        )
 
     print(f"detection: kill -9 of the bridge -> down: {show(down)}")
     print(f"detection: SIGSTOP of the bridge -> stale (stale_after 2 s): {show(stale)}")
@@ -143,19 +153,30 @@ def history(tmp: Path, count: int) -> None:
     times = []
     for n in range(count):
         record = CallRecord(
-            call_id=f"c{n}", instance="a", transport="twilio", remote="1.2.3.4", caller=None,
-            started_at="2027-01-15T08:00:00.000Z", ended_at="2027-01-15T08:00:10.000Z",
-            duration_s=10.0, reason="caller_hangup", frames_in=500, frames_out=500,
-            late_frames=0, suggestions=0,
+            call_id=f"c{n}",
+            instance="a",
+            transport="twilio",
+            remote="1.2.3.4",
+            caller=None,
+            started_at="2027-01-15T08:00:00.000Z",
+            ended_at="2027-01-15T08:00:10.000Z",
+            duration_s=10.0,
+            reason="caller_hangup",
+            frames_in=500,
+            frames_out=500,
+            late_frames=0,
+            suggestions=0,
         )
         t0 = time.perf_counter()
         store.call_ended(record)
         times.append(time.perf_counter() - t0)
     store.close()
     times.sort()
-    print(f"history: commit of one finished call (WAL, synchronous=FULL): "
-          f"median {statistics.median(times) * 1000:.2f} ms, "
-          f"p99 {times[int(len(times) * 0.99)] * 1000:.2f} ms over {count}")
+    print(
+        f"history: commit of one finished call (WAL, synchronous=FULL): "
+        f"median {statistics.median(times) * 1000:.2f} ms, "
+        f"p99 {times[int(len(times) * 0.99)] * 1000:.2f} ms over {count}"
+    )
 
 
 def main() -> None:

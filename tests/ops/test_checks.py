@@ -20,8 +20,11 @@ def healthy(**changes: object) -> Facts:
         ours={1, 4242},
         engine="echo",
         database=DatabaseFacts("/var/lib/xswarm/xswarm.db", True, "ok"),
-        units={"xswarm-voice.service": UnitFacts("xswarm-voice.service", "loaded", "active",
-                                                 "running", 4242, 0, 2 << 30, 16 << 30)},
+        units={
+            "xswarm-voice.service": UnitFacts(
+                "xswarm-voice.service", "loaded", "active", "running", 4242, 0, 2 << 30, 16 << 30
+            )
+        },
         mem_total=64 << 30,
         current_release="1",
     )
@@ -69,7 +72,9 @@ def test_config_error_is_reported_with_its_line() -> None:
 def test_port_in_use_names_the_process() -> None:
     facts = healthy(listeners={9998: Holder(777, "nginx"), 9999: Holder(1, "systemd")})
     finding = only_failure(facts)
-    assert finding.message == "port 9998, needed by xswarm-voice.service, is in use by PID 777 (nginx)"
+    assert (
+        finding.message == "port 9998, needed by xswarm-voice.service, is in use by PID 777 (nginx)"
+    )
     assert "ss -ltnp" in finding.fix
 
 
@@ -77,13 +82,15 @@ def test_port_collision_between_an_instance_and_the_supervisor() -> None:
     facts = healthy(ports={"xswarm-voice@1.service": 9999, "xswarm-dashboard.service": 9999})
     finding = only_failure(facts)
     assert "port 9999 is claimed by xswarm-voice@1.service and xswarm-dashboard.service" in (
-        finding.message)
+        finding.message
+    )
 
 
 def test_socket_disagreeing_with_config() -> None:
     facts = healthy(expected_listen={"xswarm-voice.socket": "127.0.0.1:9000"})
     assert "listens on 127.0.0.1:9998 but config.toml says 127.0.0.1:9000" in (
-        only_failure(facts).message)
+        only_failure(facts).message
+    )
 
 
 def test_models_and_gpu_fail_for_moshi_and_warn_for_auto() -> None:
@@ -104,15 +111,28 @@ def test_database_corrupt_or_unreadable() -> None:
 
 
 def unit(**changes: object) -> dict[str, UnitFacts]:
-    base = {"name": "xswarm-voice.service", "load_state": "loaded", "active_state": "active",
-            "sub_state": "running", "main_pid": 4242}
+    base = {
+        "name": "xswarm-voice.service",
+        "load_state": "loaded",
+        "active_state": "active",
+        "sub_state": "running",
+        "main_pid": 4242,
+    }
     base.update(changes)
     return {"xswarm-voice.service": UnitFacts(**base)}  # type: ignore[arg-type]
 
 
 def test_restart_loop_and_config_exit() -> None:
-    loop = only_failure(healthy(units=unit(n_restarts=4, active_state="activating",
-                                           sub_state="auto-restart", exec_main_status=1)))
+    loop = only_failure(
+        healthy(
+            units=unit(
+                n_restarts=4,
+                active_state="activating",
+                sub_state="auto-restart",
+                exec_main_status=1,
+            )
+        )
+    )
     assert "restarted 4 times" in loop.message and "Restart=no" in loop.fix
     refused = only_failure(healthy(units=unit(active_state="failed", exec_main_status=78)))
     assert "exit 78" in refused.message
@@ -148,14 +168,19 @@ def test_haproxy_must_route_to_where_the_instances_listen() -> None:
     targets = {"voice1": "127.0.0.1:10001", "voice2": "127.0.0.1:10002"}
     agree = healthy(haproxy_servers=dict(targets), instance_targets=targets)
     assert not failures(agree)
-    moved = healthy(haproxy_servers={"voice1": "127.0.0.1:10001", "voice2": "127.0.0.1:12002"},
-                    instance_targets=targets)
-    assert "HAProxy sends voice2's calls to 127.0.0.1:12002, but that instance listens on " \
+    moved = healthy(
+        haproxy_servers={"voice1": "127.0.0.1:10001", "voice2": "127.0.0.1:12002"},
+        instance_targets=targets,
+    )
+    assert (
+        "HAProxy sends voice2's calls to 127.0.0.1:12002, but that instance listens on "
         "127.0.0.1:10002" == only_failure(moved).message
+    )
     missing = healthy(haproxy_servers={"voice1": "127.0.0.1:10001"}, instance_targets=targets)
     assert "to nowhere" in only_failure(missing).message
-    extra = healthy(haproxy_servers={**targets, "voice3": "127.0.0.1:10003"},
-                    instance_targets=targets)
+    extra = healthy(
+        haproxy_servers={**targets, "voice3": "127.0.0.1:10003"}, instance_targets=targets
+    )
     assert not failures(extra)
     assert [f for f in checks.diagnose(extra) if f.topic == "haproxy" and f.level == checks.WARN]
 

@@ -35,10 +35,15 @@ def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
     text = units.render_haproxy(config, [1, 2])
-    text = text.replace(haproxy.ADMIN_SOCKET, str(path)).replace("log /dev/log local0 warning\n", "")
+    text = text.replace(haproxy.ADMIN_SOCKET, str(path)).replace(
+        "log /dev/log local0 warning\n", ""
+    )
     (tmp_path / "haproxy.cfg").write_text(text)
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while not path.exists() and time.monotonic() < deadline:
@@ -59,7 +64,8 @@ def test_names_and_commands() -> None:
     assert haproxy.server_for("xswarm-voice@12.service") == "voice12"
     assert haproxy.server_for("xswarm-dashboard.service") is None
     assert haproxy.state_command("voice1", "drain") == (
-        "set server xswarm_voice_instances/voice1 state drain\n")
+        "set server xswarm_voice_instances/voice1 state drain\n"
+    )
     with pytest.raises(ValueError):
         haproxy.state_command("voice1", "off; shutdown")
 

@@ -8,8 +8,10 @@ from xswarm.ops import health, releases, status, systemctl
 def test_parse_show_splits_units() -> None:
     text = "Id=a.service\nNRestarts=2\nStatusText=x=y\n\nId=b.service\nNRestarts=0\n"
     blocks = systemctl.parse_show(text)
-    assert blocks == [{"Id": "a.service", "NRestarts": "2", "StatusText": "x=y"},
-                      {"Id": "b.service", "NRestarts": "0"}]
+    assert blocks == [
+        {"Id": "a.service", "NRestarts": "2", "StatusText": "x=y"},
+        {"Id": "b.service", "NRestarts": "0"},
+    ]
 
 
 def test_number_treats_infinity_and_unset_as_none() -> None:
@@ -43,9 +45,22 @@ def test_versions_sort_numerically() -> None:
 
 
 def test_status_render_is_one_table() -> None:
-    rows = [status.Row("xswarm-voice.service", 9998, "active/running", 42, 1, 2 << 30, 16 << 30,
-                       "Voice bridge running (1 active calls)", True, "ready", "1/300"),
-            status.Row("xswarm-dashboard.service", 9999, "inactive/dead", healthy=False)]
+    rows = [
+        status.Row(
+            "xswarm-voice.service",
+            9998,
+            "active/running",
+            42,
+            1,
+            2 << 30,
+            16 << 30,
+            "Voice bridge running (1 active calls)",
+            True,
+            "ready",
+            "1/300",
+        ),
+        status.Row("xswarm-dashboard.service", 9999, "inactive/dead", healthy=False),
+    ]
     text = status.render("0.1.0", rows)
     assert text.splitlines()[0] == "xswarm release: 0.1.0"
     assert "2.0G / 16.0G (12%)" in text

@@ -27,8 +27,10 @@ from xswarm.ops.layout import Layout
 @pytest.fixture(scope="module")
 def installed(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Layout:
     root = tmp_path_factory.mktemp("root")
-    result = CliRunner().invoke(install.command, ["--root", str(root), "--wheelhouse",
-                                                  str(wheelhouse), "--instances", "2", "--gpu"])
+    result = CliRunner().invoke(
+        install.command,
+        ["--root", str(root), "--wheelhouse", str(wheelhouse), "--instances", "2", "--gpu"],
+    )
     assert result.exit_code == 0, result.output
     assert "xswarm 0.1.0 installed." in result.output
     return Layout(root)
@@ -40,9 +42,12 @@ def test_install_builds_the_release_at_its_final_path(installed: Layout) -> None
     assert script.read_text().splitlines()[0] == f"#!{venv}/bin/python"
     assert os.readlink(installed.current) == "releases/0.1.0"
     assert releases.installed(installed) == ["0.1.0"]
-    version = subprocess.run([str(venv / "bin" / "python"), "-c",
-                              "import xswarm.ops.units as u; print(u.deploy_dir())"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import xswarm.ops.units as u; print(u.deploy_dir())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert version.endswith("xswarm/_deploy"), "the wheel must carry its unit templates"
     assert (installed.release_dir("0.1.0") / "units" / "xswarm-voice.service").exists()
     assert (installed.unit_dir / "xswarm-voice@.service.d" / "gpu.conf").exists()
@@ -61,8 +66,18 @@ def test_config_and_env_come_from_templates_with_safe_modes(installed: Layout) -
 def test_install_twice_changes_nothing(installed: Layout, wheelhouse: Path) -> None:
     installed.config.write_text(installed.config.read_text() + "\n# operator's edit\n")
     before = {p: p.stat().st_mtime_ns for p in installed.unit_dir.rglob("*") if p.is_file()}
-    result = CliRunner().invoke(install.command, ["--root", str(installed.root), "--wheelhouse",
-                                                  str(wheelhouse), "--instances", "2", "--gpu"])
+    result = CliRunner().invoke(
+        install.command,
+        [
+            "--root",
+            str(installed.root),
+            "--wheelhouse",
+            str(wheelhouse),
+            "--instances",
+            "2",
+            "--gpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "nothing to change" in result.output
     assert "  + " not in result.output
@@ -90,8 +105,10 @@ def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
     unit = installed.unit_dir / "xswarm-voice.service"
     original = unit.read_text()
     unit.write_text(original.replace("MemoryMax=16G", "MemoryMax=8G"))
-    assert "installed units differ from release 0.1.0's: xswarm-voice.service" in (
-        run_doctor(installed)[1])
+    assert (
+        "installed units differ from release 0.1.0's: xswarm-voice.service"
+        in (run_doctor(installed)[1])
+    )
     unit.write_text(original)
 
     script = installed.release_dir("0.1.0") / "venv" / "bin" / "xswarm-dashboard"
@@ -107,10 +124,14 @@ def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
     good = installed.config.read_text()
     installed.config.write_text(good + "\n[voice.bridge.instances.2]\nport = 12002\n")
     out = run_doctor(installed)[1]
-    assert "HAProxy sends voice2's calls to 127.0.0.1:10002, but that instance listens on " \
+    assert (
+        "HAProxy sends voice2's calls to 127.0.0.1:10002, but that instance listens on "
         "127.0.0.1:12002" in out
-    assert "xswarm-voice@2.socket listens on 127.0.0.1:10002 but config.toml says " \
+    )
+    assert (
+        "xswarm-voice@2.socket listens on 127.0.0.1:10002 but config.toml says "
         "127.0.0.1:12002" in out
+    )
     installed.config.write_text(good + "\n[voice.bridge.instances.3]\nport = 9999\n")
     out = run_doctor(installed)[1]
     assert "FAIL  config" in out and "supervisor" in out
@@ -123,15 +144,18 @@ def test_doctor_names_the_process_holding_a_port(installed: Layout) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         good = installed.config.read_text()
-        installed.config.write_text(good.replace(
-            "\n[dashboard]\n", f"\n[dashboard]\nport = {port}\n"))
+        installed.config.write_text(
+            good.replace("\n[dashboard]\n", f"\n[dashboard]\nport = {port}\n")
+        )
         try:
             out = run_doctor(installed)[1]
         finally:
             installed.config.write_text(good)
     comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
-    assert f"port {port}, needed by xswarm-dashboard.service, is in use by PID {os.getpid()} " \
-           f"({comm})" in out, out
+    assert (
+        f"port {port}, needed by xswarm-dashboard.service, is in use by PID {os.getpid()} "
+        f"({comm})" in out
+    ), out
 
 
 def test_backup_copies_a_live_database_through_the_backup_api(installed: Layout) -> None:
@@ -170,8 +194,9 @@ def test_rollback_refuses_what_is_not_installed(installed: Layout) -> None:
 
 
 def test_upgrade_to_the_same_release_does_nothing(installed: Layout, wheelhouse: Path) -> None:
-    result = CliRunner().invoke(upgrade.command, ["--root", str(installed.root),
-                                                  "--wheelhouse", str(wheelhouse)])
+    result = CliRunner().invoke(
+        upgrade.command, ["--root", str(installed.root), "--wheelhouse", str(wheelhouse)]
+    )
     assert result.exit_code == 0, result.output
     assert "already current" in result.output
 
@@ -179,8 +204,9 @@ def test_upgrade_to_the_same_release_does_nothing(installed: Layout, wheelhouse:
 def test_install_refuses_an_empty_wheelhouse(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = CliRunner().invoke(install.command, ["--root", str(tmp_path / "r"),
-                                                  "--wheelhouse", str(empty)])
+    result = CliRunner().invoke(
+        install.command, ["--root", str(tmp_path / "r"), "--wheelhouse", str(empty)]
+    )
     assert result.exit_code == 1
     assert isinstance(result.exception, releases.ReleaseError)
     assert f"{empty} holds no wheel of an xswarm wheel" in str(result.exception)
@@ -205,8 +231,12 @@ def test_switch_previous_and_prune_keep_the_two_that_matter(tmp_path: Path) -> N
 
 
 def test_wheel_names_are_checked(tmp_path: Path) -> None:
-    for hostile in ("numpy-2.0-cp311-cp311-linux_x86_64.whl", "xswarm-1;rm -rf-py3-none-any.whl",
-                    "xswarm-$(id)-py3-none-any.whl", "xswarm--py3-none-any.whl"):
+    for hostile in (
+        "numpy-2.0-cp311-cp311-linux_x86_64.whl",
+        "xswarm-1;rm -rf-py3-none-any.whl",
+        "xswarm-$(id)-py3-none-any.whl",
+        "xswarm--py3-none-any.whl",
+    ):
         with pytest.raises(releases.ReleaseError, match="not an xswarm wheel"):
             releases.wheel_version(tmp_path / hostile)
     for name in ("xswarm-0.9.0-py3-none-any.whl", "xswarm-0.10.0-py3-none-any.whl"):

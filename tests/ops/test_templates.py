@@ -14,13 +14,16 @@ DEPLOY = units.deploy_dir()
 
 
 def uncomment(text: str) -> str:
-    return "\n".join(line[2:] if re.match(r"# (\[[a-z.0-9]+\]$|\w+ = )", line) else line
-                     for line in text.splitlines())
+    return "\n".join(
+        line[2:] if re.match(r"# (\[[a-z.0-9]+\]$|\w+ = )", line) else line
+        for line in text.splitlines()
+    )
 
 
 def test_checked_in_examples_match_the_generator() -> None:
     assert (DEPLOY / "config.example.toml").read_text() == templates.config_example(), (
-        "deploy/config.example.toml is stale: run python -m xswarm.ops.templates deploy")
+        "deploy/config.example.toml is stale: run python -m xswarm.ops.templates deploy"
+    )
     assert (DEPLOY / "env.example").read_text() == templates.env_example()
 
 

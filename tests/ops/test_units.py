@@ -38,8 +38,9 @@ def rendered_tree(tmp_path: Path, instances: list[int], profiles: list[str]) -> 
 def analyze(unit_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert ANALYZE is not None
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"}
-    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, env=env,
-                          cwd=unit_dir, check=False)
+    return subprocess.run(
+        [ANALYZE, *args], capture_output=True, text=True, env=env, cwd=unit_dir, check=False
+    )
 
 
 def test_render_pins_the_release_and_writes_addresses_from_config(tmp_path: Path) -> None:
@@ -76,15 +77,20 @@ def test_unknown_profile_is_refused(tmp_path: Path) -> None:
 def test_the_seed_limits_and_lifecycle_are_set_without_inline_comments() -> None:
     voice = units.parse(units.template("systemd/xswarm-voice.service"))["Service"]
     dash = units.parse(units.template("systemd/xswarm-dashboard.service"))["Service"]
-    for section, limits in ((voice, {"MemoryMax": "16G", "MemoryHigh": "14G", "CPUQuota": "400%",
-                                     "TasksMax": "1024"}),
-                            (dash, {"MemoryMax": "1G", "MemoryHigh": "512M", "CPUQuota": "100%",
-                                    "TasksMax": "256"})):
+    for section, limits in (
+        (voice, {"MemoryMax": "16G", "MemoryHigh": "14G", "CPUQuota": "400%", "TasksMax": "1024"}),
+        (dash, {"MemoryMax": "1G", "MemoryHigh": "512M", "CPUQuota": "100%", "TasksMax": "256"}),
+    ):
         for key, value in limits.items():
             assert section[key] == [value]
-        for key, value in {"Restart": "always", "RestartSec": "10", "Type": "notify",
-                           "RestartPreventExitStatus": "78", "KillMode": "mixed",
-                           "TimeoutStopSec": "30s"}.items():
+        for key, value in {
+            "Restart": "always",
+            "RestartSec": "10",
+            "Type": "notify",
+            "RestartPreventExitStatus": "78",
+            "KillMode": "mixed",
+            "TimeoutStopSec": "30s",
+        }.items():
             assert section[key] == [value]
         assert "WatchdogSec" in section
     assert voice["ProcSubset"] == ["all"] and voice["MemoryDenyWriteExecute"] == ["no"]
@@ -94,7 +100,9 @@ def test_the_seed_limits_and_lifecycle_are_set_without_inline_comments() -> None
 
 
 def test_parse_joins_continuations_and_keeps_repeats() -> None:
-    parsed = units.parse("[Service]\n# note\nExecStartPre=a \\\n  b\nDeviceAllow=x\nDeviceAllow=y\n")
+    parsed = units.parse(
+        "[Service]\n# note\nExecStartPre=a \\\n  b\nDeviceAllow=x\nDeviceAllow=y\n"
+    )
     assert parsed["Service"]["ExecStartPre"] == ["a b"]
     assert parsed["Service"]["DeviceAllow"] == ["x", "y"]
 
@@ -122,17 +130,25 @@ def test_haproxy_config_lists_each_instance_and_checks_readyz() -> None:
 def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
     path = tmp_path / "haproxy.cfg"
     path.write_text(units.render_haproxy(CONFIG, [1, 2, 3]))
-    done = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
 
 
 @needs_analyze
 def test_systemd_analyze_verify_prints_nothing(tmp_path: Path) -> None:
     unit_dir = rendered_tree(tmp_path, [1, 3], ["gpu", "latency", "throughput"])
-    done = analyze(unit_dir, "verify", "xswarm-voice.service", "xswarm-voice.socket",
-                   "xswarm-dashboard.service", "xswarm-dashboard.socket",
-                   "xswarm-voice@1.service", "xswarm-voice@3.socket")
+    done = analyze(
+        unit_dir,
+        "verify",
+        "xswarm-voice.service",
+        "xswarm-voice.socket",
+        "xswarm-dashboard.service",
+        "xswarm-dashboard.socket",
+        "xswarm-voice@1.service",
+        "xswarm-voice@3.socket",
+    )
     assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done.stderr
 
 
@@ -146,12 +162,15 @@ def test_verify_catches_the_reference_units_inline_comment(tmp_path: Path) -> No
 
 
 @needs_analyze
-@pytest.mark.parametrize(("unit", "ceiling", "profiles"), [
-    ("xswarm-voice.service", 1.5, []),
-    ("xswarm-voice@2.service", 1.5, []),
-    ("xswarm-voice.service", 1.5, ["gpu"]),
-    ("xswarm-dashboard.service", 1.0, []),
-])
+@pytest.mark.parametrize(
+    ("unit", "ceiling", "profiles"),
+    [
+        ("xswarm-voice.service", 1.5, []),
+        ("xswarm-voice@2.service", 1.5, []),
+        ("xswarm-voice.service", 1.5, ["gpu"]),
+        ("xswarm-dashboard.service", 1.0, []),
+    ],
+)
 def test_exposure_scores(tmp_path: Path, unit: str, ceiling: float, profiles: list[str]) -> None:
     unit_dir = rendered_tree(tmp_path, [2], profiles)
     done = analyze(unit_dir, "security", "--offline=true", "--no-pager", unit)

@@ -81,8 +81,19 @@ async def test_call_is_seen_live_then_lands_in_history(tmp_path: Path) -> None:
         assert row["transport"] == "twilio" and row["instance"] == instance
         assert row["frames_in"] == ended["frames_in"]
         assert set(row) == {
-            "call_id", "instance", "transport", "remote", "caller", "started_at", "ended_at",
-            "duration_s", "reason", "frames_in", "frames_out", "late_frames", "suggestions",
+            "call_id",
+            "instance",
+            "transport",
+            "remote",
+            "caller",
+            "started_at",
+            "ended_at",
+            "duration_s",
+            "reason",
+            "frames_in",
+            "frames_out",
+            "late_frames",
+            "suggestions",
         }
 
 
@@ -105,16 +116,42 @@ async def test_a_second_subscriber_gets_a_snapshot_with_the_live_call(tmp_path: 
         assert call["call_sid"] == caller.call_sid
         assert call["duration_s"] >= 0
         assert set(call) >= {
-            "call_id", "instance", "transport", "remote", "caller", "stream_sid",
-            "call_sid", "started_at", "duration_s", "level_in_dbfs", "level_out_dbfs",
-            "latency_p50_ms", "latency_p99_ms", "frames_in", "frames_out",
-            "late_frames", "state",
+            "call_id",
+            "instance",
+            "transport",
+            "remote",
+            "caller",
+            "stream_sid",
+            "call_sid",
+            "started_at",
+            "duration_s",
+            "level_in_dbfs",
+            "level_out_dbfs",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "frames_in",
+            "frames_out",
+            "late_frames",
+            "state",
         }
         (inst,) = snap["instances"]
         assert set(inst) >= {
-            "name", "url", "state", "engine", "active_calls", "max_concurrent_calls",
-            "tick_p50_ms", "tick_p99_ms", "cpu", "rss", "limits", "restarts",
-            "last_seen", "version", "pid", "error",
+            "name",
+            "url",
+            "state",
+            "engine",
+            "active_calls",
+            "max_concurrent_calls",
+            "tick_p50_ms",
+            "tick_p99_ms",
+            "cpu",
+            "rss",
+            "limits",
+            "restarts",
+            "last_seen",
+            "version",
+            "pid",
+            "error",
         }
         assert set(inst["limits"]) == {"memory_high", "memory_max"}
 
@@ -131,10 +168,15 @@ async def test_suggestions_are_acknowledged_to_the_requester_and_everyone(tmp_pa
             async with twilio_call(bridge.ws_url) as caller:
                 started = await watcher.wait_for(is_type("call_started"))
                 call_id = started["call_id"]
-                await requester.send({
-                    "type": "inject_suggestion", "call_id": call_id, "priority": "high",
-                    "text": "Offer the caller a callback.", "request_id": "r-1",
-                })
+                await requester.send(
+                    {
+                        "type": "inject_suggestion",
+                        "call_id": call_id,
+                        "priority": "high",
+                        "text": "Offer the caller a callback.",
+                        "request_id": "r-1",
+                    }
+                )
                 applied = await requester.wait_for(is_type("suggestion_applied"))
                 assert applied["request_id"] == "r-1" and applied["call_id"] == call_id
                 seen = await watcher.wait_for(is_type("suggestion_applied"))
@@ -149,8 +191,14 @@ async def test_suggestions_are_acknowledged_to_the_requester_and_everyone(tmp_pa
                 assert answer["request_id"] == 7 and answer["call_id"] == call_id
                 # The bridge's own policy (one per 2000 ms, at most 5 queued) answers a burst.
                 for n in range(8):
-                    await requester.send({"type": "inject_suggestion", "text": f"hint {n}",
-                                          "call_id": call_id, "request_id": f"b{n}"})
+                    await requester.send(
+                        {
+                            "type": "inject_suggestion",
+                            "text": f"hint {n}",
+                            "call_id": call_id,
+                            "request_id": f"b{n}",
+                        }
+                    )
                 rejected = await requester.wait_for(is_type("suggestion_rejected"))
                 assert str(rejected["request_id"]).startswith("b")
                 await caller.hang_up()
@@ -172,18 +220,31 @@ async def test_suggestions_the_supervisor_can_refuse_itself(tmp_path: Path) -> N
             rejected = await op.wait_for(is_type("suggestion_rejected"))
             assert rejected["reason"] == "no live call" and rejected["request_id"] == "a"
             assert rejected["call_id"] is None
-            await op.send({"type": "inject_suggestion", "call_id": "c-nope", "text": "hi",
-                           "request_id": "b"})
+            await op.send(
+                {"type": "inject_suggestion", "call_id": "c-nope", "text": "hi", "request_id": "b"}
+            )
             rejected = await op.wait_for(is_type("suggestion_rejected", request_id="b"))
             assert rejected["reason"] == "no live call c-nope"
             async with twilio_call(bridge.ws_url):
                 started = await op.wait_for(is_type("call_started"))
-                await op.send({"type": "inject_suggestion", "call_id": started["call_id"],
-                               "text": "   ", "request_id": "c"})
+                await op.send(
+                    {
+                        "type": "inject_suggestion",
+                        "call_id": started["call_id"],
+                        "text": "   ",
+                        "request_id": "c",
+                    }
+                )
                 rejected = await op.wait_for(is_type("suggestion_rejected", request_id="c"))
                 assert rejected["reason"] == "empty text"
-                await op.send({"type": "inject_suggestion", "call_id": started["call_id"],
-                               "text": "x" * 1001, "request_id": "d"})
+                await op.send(
+                    {
+                        "type": "inject_suggestion",
+                        "call_id": started["call_id"],
+                        "text": "x" * 1001,
+                        "request_id": "d",
+                    }
+                )
                 rejected = await op.wait_for(is_type("suggestion_rejected", request_id="d"))
                 assert "1001 characters" in rejected["reason"]
 
@@ -250,8 +311,14 @@ async def test_calls_lost_with_their_instance_are_recorded_instance_lost(tmp_pat
                     bridge.proc.wait()
                     down = await op.wait_for(is_type("instance_state", state="down"))
                 # Commands for a call whose instance is down are refused by the supervisor.
-                await op.send({"type": "inject_suggestion", "call_id": started["call_id"],
-                               "text": "hello?", "request_id": "x"})
+                await op.send(
+                    {
+                        "type": "inject_suggestion",
+                        "call_id": started["call_id"],
+                        "text": "hello?",
+                        "request_id": "x",
+                    }
+                )
                 rejected = await op.wait_for(is_type("suggestion_rejected", request_id="x"))
                 assert rejected["reason"] == f"instance {down['instance']} is down"
                 await op.send({"type": "hangup", "call_id": started["call_id"]})
@@ -279,7 +346,9 @@ async def test_a_silent_bridge_is_marked_stale_then_recovers(tmp_path: Path) -> 
     with (
         running_bridge(tmp_path, BRIDGE_CONFIG, env=ENV) as bridge,
         running_supervisor(
-            tmp_path, [bridge.ws_url + "/control"], env=ENV,
+            tmp_path,
+            [bridge.ws_url + "/control"],
+            env=ENV,
             extra_toml="stale_after = 1.0\n",
         ) as sup,
     ):
@@ -325,8 +394,10 @@ async def test_kill_9_of_the_supervisor_loses_no_finished_call(tmp_path: Path) -
             sup = start_supervisor(tmp_path, [bridge.ws_url + "/control"], env=ENV)
             # The restarted supervisor adopts the open call and, once the bridge's snapshot
             # shows it gone, records it as ended while unobserved.
-            history = await until(lambda: sup.get("/api/calls")[1],
-                                  lambda h: live["call_id"] in {r["call_id"] for r in h})
+            history = await until(
+                lambda: sup.get("/api/calls")[1],
+                lambda h: live["call_id"] in {r["call_id"] for r in h},
+            )
             reasons = {row["call_id"]: row["reason"] for row in history}
             assert reasons == {**{i: "caller_hangup" for i in ids}, live["call_id"]: "unobserved"}
         finally:

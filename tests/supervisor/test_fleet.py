@@ -31,18 +31,39 @@ def make_fleet(stale_after: float = 2.0) -> tuple[Fleet, Clock]:
 
 
 def hello(pid: int = 10) -> dict:
-    return {"type": "hello", "instance": "voice", "version": "0.1.0", "pid": pid,
-            "engine": "echo", "max_concurrent_calls": 300}
+    return {
+        "type": "hello",
+        "instance": "voice",
+        "version": "0.1.0",
+        "pid": pid,
+        "engine": "echo",
+        "max_concurrent_calls": 300,
+    }
 
 
 def snapshot(*call_ids: str, pid: int = 10) -> dict:
     return {
         "type": "snapshot",
-        "calls": [{"call_id": c, "transport": "twilio", "remote": "1.2.3.4",
-                   "started_at": "2027-01-15T08:00:00.000Z", "frames_in": 5} for c in call_ids],
-        "status": {"active_calls": len(call_ids), "max_concurrent_calls": 300, "engine": "echo",
-                   "state": "ready", "cpu": 3.5, "rss": 1000, "pid": pid,
-                   "limits": {"memory_high": None, "memory_max": 2048}},
+        "calls": [
+            {
+                "call_id": c,
+                "transport": "twilio",
+                "remote": "1.2.3.4",
+                "started_at": "2027-01-15T08:00:00.000Z",
+                "frames_in": 5,
+            }
+            for c in call_ids
+        ],
+        "status": {
+            "active_calls": len(call_ids),
+            "max_concurrent_calls": 300,
+            "engine": "echo",
+            "state": "ready",
+            "cpu": 3.5,
+            "rss": 1000,
+            "pid": pid,
+            "limits": {"memory_high": None, "memory_max": 2048},
+        },
     }
 
 
@@ -75,19 +96,46 @@ def test_events_are_relayed_with_our_instance_name() -> None:
 def test_a_call_lives_from_started_to_ended() -> None:
     fleet, clock = make_fleet()
     connect(fleet)
-    out = fleet.apply("a", {"type": "call_started", "call_id": "c1", "transport": "twilio",
-                            "remote": "1.2.3.4", "caller": "+15550100",
-                            "ts": "2027-01-15T08:00:00.000Z"})
+    out = fleet.apply(
+        "a",
+        {
+            "type": "call_started",
+            "call_id": "c1",
+            "transport": "twilio",
+            "remote": "1.2.3.4",
+            "caller": "+15550100",
+            "ts": "2027-01-15T08:00:00.000Z",
+        },
+    )
     assert [c.call_id for c in out.started] == ["c1"]
-    fleet.apply("a", {"type": "call_stats", "call_id": "c1", "frames_in": 50,
-                      "latency_p50_ms": 1.5, "level_in_dbfs": -30.0, "late_frames": "bad"})
+    fleet.apply(
+        "a",
+        {
+            "type": "call_stats",
+            "call_id": "c1",
+            "frames_in": 50,
+            "latency_p50_ms": 1.5,
+            "level_in_dbfs": -30.0,
+            "late_frames": "bad",
+        },
+    )
     fleet.apply("a", {"type": "suggestion_applied", "call_id": "c1", "text": "x"})
     call = fleet.calls[("a", "c1")]
     assert (call.frames_in, call.latency_p50_ms, call.late_frames) == (50, 1.5, None)
     assert fleet.active_call_count() == 1
-    out = fleet.apply("a", {"type": "call_ended", "call_id": "c1", "reason": "caller_hangup",
-                            "duration_s": 12.5, "frames_in": 600, "frames_out": 590,
-                            "late_frames": 2, "ts": "2027-01-15T08:00:12.500+00:00"})
+    out = fleet.apply(
+        "a",
+        {
+            "type": "call_ended",
+            "call_id": "c1",
+            "reason": "caller_hangup",
+            "duration_s": 12.5,
+            "frames_in": 600,
+            "frames_out": 590,
+            "late_frames": 2,
+            "ts": "2027-01-15T08:00:12.500+00:00",
+        },
+    )
     (record,) = out.ended
     assert record.reason == "caller_hangup" and record.duration_s == 12.5
     assert record.suggestions == 1 and record.caller == "+15550100"
@@ -159,16 +207,19 @@ def test_a_call_first_seen_in_a_snapshot_is_announced_and_stored() -> None:
 
 def test_calls_adopted_after_a_supervisor_restart_end_as_unobserved() -> None:
     fleet, _ = make_fleet()
-    out = fleet.adopt_open_calls([
-        Call(call_id="c1", instance="a", started_at="2027-01-15T08:00:00.000Z"),
-        Call(call_id="c2", instance="a"),
-        Call(call_id="c3", instance="gone"),
-    ])
+    out = fleet.adopt_open_calls(
+        [
+            Call(call_id="c1", instance="a", started_at="2027-01-15T08:00:00.000Z"),
+            Call(call_id="c2", instance="a"),
+            Call(call_id="c3", instance="gone"),
+        ]
+    )
     assert [(r.call_id, r.reason) for r in out.ended] == [("c3", UNOBSERVED)]
     events = connect(fleet, calls=("c2",))
     ended = [e for e in events if e["type"] == "call_ended"]
     assert [(e["call_id"], e["reason"], e["duration_s"]) for e in ended] == [
-        ("c1", UNOBSERVED, None)]
+        ("c1", UNOBSERVED, None)
+    ]
     assert fleet.calls[("a", "c2")].state == "active"
 
 
@@ -207,12 +258,14 @@ def test_find_calls_by_id_across_instances() -> None:
 
 
 def test_instance_names_are_stable_and_unique() -> None:
-    names = instance_names([
-        "ws://127.0.0.1:9998/control",
-        "ws://127.0.0.1:9998/control",
-        "wss://10.0.0.5:10001/control#voice-b",
-        "ws://10.0.0.6:10001/control#voice-b",
-    ])
+    names = instance_names(
+        [
+            "ws://127.0.0.1:9998/control",
+            "ws://127.0.0.1:9998/control",
+            "wss://10.0.0.5:10001/control#voice-b",
+            "ws://10.0.0.6:10001/control#voice-b",
+        ]
+    )
     assert names == {
         "127.0.0.1:9998": "ws://127.0.0.1:9998/control",
         "voice-b": "wss://10.0.0.5:10001/control#voice-b",

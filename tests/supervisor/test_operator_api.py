@@ -47,16 +47,26 @@ MALFORMED = [
     ('{"type": "auth", "token": 12}', 'auth: "token" must be a string, got a number'),
     ('{"type": "inject_suggestion"}', 'inject_suggestion: missing "text"'),
     ('{"type": "inject_suggestion", "text": ["a"]}', '"text" must be a string, got an array'),
-    ('{"type": "inject_suggestion", "text": "a", "priority": "urgent"}',
-     '"priority" must be one of low, normal, high'),
-    ('{"type": "inject_suggestion", "text": "a", "call_id": 3}',
-     '"call_id" must be a string, got a number'),
-    ('{"type": "inject_suggestion", "text": "a", "request_id": 1.5}',
-     '"request_id" must be a string or an integer, got a number'),
-    ('{"type": "inject_suggestion", "text": "a", "request_id": true}',
-     '"request_id" must be a string or an integer, got a boolean'),
-    ('{"type": "inject_suggestion", "text": "a", "request_id": "' + "r" * 200 + '"}',
-     '"request_id" is longer than 128 characters'),
+    (
+        '{"type": "inject_suggestion", "text": "a", "priority": "urgent"}',
+        '"priority" must be one of low, normal, high',
+    ),
+    (
+        '{"type": "inject_suggestion", "text": "a", "call_id": 3}',
+        '"call_id" must be a string, got a number',
+    ),
+    (
+        '{"type": "inject_suggestion", "text": "a", "request_id": 1.5}',
+        '"request_id" must be a string or an integer, got a number',
+    ),
+    (
+        '{"type": "inject_suggestion", "text": "a", "request_id": true}',
+        '"request_id" must be a string or an integer, got a boolean',
+    ),
+    (
+        '{"type": "inject_suggestion", "text": "a", "request_id": "' + "r" * 200 + '"}',
+        '"request_id" is longer than 128 characters',
+    ),
     ('{"type": "hangup"}', 'hangup: missing "call_id"'),
     ('{"type": "hangup", "call_id": {"a": 1}}', '"call_id" must be a string, got an object'),
     ('{"type": "hangup", "call_id": ""}', '"call_id" must not be empty'),
@@ -77,8 +87,10 @@ async def test_every_malformed_message_gets_a_precise_error_and_the_socket_stays
             assert expected in reply["message"], (raw[:60], reply["message"])
         await op.ws.send_bytes(b"\x00\x01binary")
         reply = await op.next()
-        assert reply == {"type": "error",
-                         "message": "binary messages are not accepted; send JSON text"}
+        assert reply == {
+            "type": "error",
+            "message": "binary messages are not accepted; send JSON text",
+        }
         await op.send({"type": "ping", "id": "still-here"})
         assert await op.next() == {"type": "pong", "id": "still-here"}
 
@@ -163,7 +175,10 @@ async def test_a_wrong_bearer_header_is_refused_at_once(sup: SupervisorProcess) 
 async def test_a_good_bearer_header_is_authenticated_immediately(sup: SupervisorProcess) -> None:
     async with operator(sup.ws_url, token=TOKEN, header=True) as op:
         assert await op.next() == {
-            "type": "auth_result", "success": True, "message": "authenticated"}
+            "type": "auth_result",
+            "success": True,
+            "message": "authenticated",
+        }
         await op.send({"type": "auth", "token": TOKEN})
         assert (await op.next())["success"] is True
         await op.send({"type": "hangup", "call_id": "c-1"})
@@ -178,8 +193,9 @@ async def test_repeated_bad_tokens_are_counted(sup: SupervisorProcess) -> None:
             assert (await op.next())["success"] is False
 
     def failures(text: str) -> int:
-        line = next(x for x in text.splitlines()
-                    if x.startswith("xswarm_supervisor_auth_failures_total"))
+        line = next(
+            x for x in text.splitlines() if x.startswith("xswarm_supervisor_auth_failures_total")
+        )
         return int(line.split()[-1])
 
     _, after = sup.get("/metrics")
@@ -208,8 +224,9 @@ def test_a_proxied_request_is_not_trusted_as_loopback(sup: SupervisorProcess) ->
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(sup.http_url + "/api/instances",
-                                     headers={"X-Forwarded-For": "203.0.113.9"})
+    request = urllib.request.Request(
+        sup.http_url + "/api/instances", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
@@ -253,8 +270,9 @@ async def test_without_a_token_only_loopback_is_trusted(tmp_path: Path) -> None:
 async def failures(session: aiohttp.ClientSession, base: str) -> int:
     async with session.get(base + "/metrics") as response:
         text = await response.text()
-    line = next(x for x in text.splitlines()
-                if x.startswith("xswarm_supervisor_auth_failures_total"))
+    line = next(
+        x for x in text.splitlines() if x.startswith("xswarm_supervisor_auth_failures_total")
+    )
     return int(line.split()[-1])
 
 

@@ -26,11 +26,22 @@ def test_tokens_match_only_exactly() -> None:
     assert not auth.tokens_match("\udcff", "s3cret")
 
 
-@pytest.mark.parametrize("address,loopback", [
-    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("::ffff:127.0.0.1", True),
-    ("", True), ("10.0.0.1", False), ("203.0.113.9", False), ("::ffff:10.0.0.1", False),
-    (None, False), ("not an ip", False), ("fe80::1%eth0", False),
-])
+@pytest.mark.parametrize(
+    "address,loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("", True),
+        ("10.0.0.1", False),
+        ("203.0.113.9", False),
+        ("::ffff:10.0.0.1", False),
+        (None, False),
+        ("not an ip", False),
+        ("fe80::1%eth0", False),
+    ],
+)
 def test_loopback_detection(address: str | None, loopback: bool) -> None:
     assert auth.is_loopback(address) is loopback
 
@@ -92,10 +103,20 @@ def test_commands_parse_into_types() -> None:
     assert messages.parse('{"type":"hangup","call_id":"c1"}') == messages.Hangup("c1")
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"type":"ping"}', "{", "[]", "1e999999", '{"type":null}', '{"type":"ping","id":{}}',
-    "\ud800", '{"type":"inject_suggestion","text":"a","priority":1}', "x" * 70_000,
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"ping"}',
+        "{",
+        "[]",
+        "1e999999",
+        '{"type":null}',
+        '{"type":"ping","id":{}}',
+        "\ud800",
+        '{"type":"inject_suggestion","text":"a","priority":1}',
+        "x" * 70_000,
+    ],
+)
 def test_every_bad_message_is_a_bad_message(raw: str | bytes) -> None:
     with pytest.raises(messages.BadMessage):
         messages.parse(raw)

@@ -68,12 +68,17 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener.close()
 
 
-def run_dashboard(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_dashboard(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("XSWARM_", "NOTIFY_"))}
     full_env.update(env or {})
     return subprocess.run(
         [str(VENV_BIN / "xswarm-dashboard"), *args],
-        capture_output=True, text=True, timeout=60, env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
     )
 
 
@@ -167,7 +172,11 @@ async def test_sighup_applies_the_instance_list_and_refuses_a_bad_config(tmp_pat
         running_supervisor(tmp_path, [first.ws_url + "/control"], env=ENV) as sup,
     ):
         assert sup.reload_state() == {
-            "generation": 0, "ok": True, "message": "started", "pid": sup.proc.pid}
+            "generation": 0,
+            "ok": True,
+            "message": "started",
+            "pid": sup.proc.pid,
+        }
         url_a, url_b = first.ws_url + "/control", second.ws_url + "/control#voice-b"
         async with operator(sup.ws_url) as op:
             await op.send({"type": "auth", "token": TOKEN})
@@ -177,8 +186,11 @@ async def test_sighup_applies_the_instance_list_and_refuses_a_bad_config(tmp_pat
             sup.config_path.write_text(supervisor_config(sup.state_dir, [url_a, url_b]))
             sup.proc.send_signal(signal.SIGHUP)
             up = await op.wait_for(
-                lambda m: m["type"] == "instance_state" and m["state"] == "up"
-                and m["instance"] == "voice-b"
+                lambda m: (
+                    m["type"] == "instance_state"
+                    and m["state"] == "up"
+                    and m["instance"] == "voice-b"
+                )
             )
             assert up["info"]["url"] == url_b
             state = sup.reload_state()
@@ -229,10 +241,19 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> Non
         os.dup2(high, 3)
 
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', str(VENV_BIN / "xswarm-dashboard"),
-         "--config", str(config)],
-        env=env, pass_fds=(3,), preexec_fn=as_fd_3,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            "/bin/sh",
+            "-c",
+            'LISTEN_PID=$$ exec "$0" "$@"',
+            str(VENV_BIN / "xswarm-dashboard"),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        pass_fds=(3,),
+        preexec_fn=as_fd_3,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     os.close(high)
     listener.close()
@@ -263,7 +284,10 @@ def test_xswarm_reloadctl_waits_for_the_supervisors_verdict(tmp_path: Path) -> N
         def reloadctl() -> subprocess.CompletedProcess:
             return subprocess.run(
                 [str(VENV_BIN / "xswarm"), "reloadctl", str(sup.proc.pid), "--timeout", "30"],
-                capture_output=True, text=True, timeout=60, env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
             )
 
         done = reloadctl()

@@ -47,7 +47,10 @@ async def test_an_operator_that_falls_behind_is_closed_with_1008(tmp_path: Path)
                 assert hub.counters.operators_dropped_slow == 1
                 # The unsubscribed operator was never queued anything and is still served.
                 await idle.send_str(json.dumps({"type": "ping", "id": 1}))
-                assert json.loads((await idle.receive(timeout=10)).data) == {"type": "pong", "id": 1}
+                assert json.loads((await idle.receive(timeout=10)).data) == {
+                    "type": "pong",
+                    "id": 1,
+                }
     finally:
         await hub.close()
         await runner.cleanup()

@@ -14,9 +14,19 @@ from xswarm.supervisor.store import MIGRATIONS, SCHEMA_VERSION, Store, migrate
 
 def record(call_id: str, ended_at: str = "2027-01-15T08:00:10.000Z", **kw: object) -> CallRecord:
     fields: dict = dict(
-        call_id=call_id, instance="a", transport="twilio", remote="1.2.3.4", caller="+1555",
-        started_at="2027-01-15T08:00:00.000Z", ended_at=ended_at, duration_s=10.0,
-        reason="caller_hangup", frames_in=500, frames_out=498, late_frames=1, suggestions=2,
+        call_id=call_id,
+        instance="a",
+        transport="twilio",
+        remote="1.2.3.4",
+        caller="+1555",
+        started_at="2027-01-15T08:00:00.000Z",
+        ended_at=ended_at,
+        duration_s=10.0,
+        reason="caller_hangup",
+        frames_in=500,
+        frames_out=498,
+        late_frames=1,
+        suggestions=2,
     )
     fields.update(kw)
     return CallRecord(**fields)
@@ -36,17 +46,23 @@ def test_migrating_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
     path = tmp_path / "xswarm.db"
     db = sqlite3.connect(path, isolation_level=None)
     migrate(db, target=1)
-    db.execute("INSERT INTO calls (call_id, instance, ended_at, reason) "
-               "VALUES ('c1', 'a', '2026-01-01T00:00:00.000Z', 'caller_hangup')")
-    db.execute("INSERT INTO calls (call_id, instance, ended_at, reason) "
-               "VALUES ('c1', 'a', '2026-01-01T00:00:05.000Z', 'shutdown')")
+    db.execute(
+        "INSERT INTO calls (call_id, instance, ended_at, reason) "
+        "VALUES ('c1', 'a', '2026-01-01T00:00:00.000Z', 'caller_hangup')"
+    )
+    db.execute(
+        "INSERT INTO calls (call_id, instance, ended_at, reason) "
+        "VALUES ('c1', 'a', '2026-01-01T00:00:05.000Z', 'shutdown')"
+    )
     db.execute("INSERT INTO calls (call_id, instance) VALUES ('c2', 'a')")
     db.execute("INSERT INTO calls (call_id, instance, caller) VALUES ('c2', 'a', '+1')")
     db.close()
     store = Store(path, history_limit=100)
     history = store.history(10)
     assert [(h["call_id"], h["reason"], h["suggestions"]) for h in history] == [
-        ("c1", "shutdown", 0), ("c1", "caller_hangup", 0)]
+        ("c1", "shutdown", 0),
+        ("c1", "caller_hangup", 0),
+    ]
     assert [(c.call_id, c.caller) for c in store.open_calls()] == [("c2", "+1")]
     store.close()
     db = sqlite3.connect(path)
@@ -72,8 +88,16 @@ def test_a_corrupt_file_is_a_startup_error(tmp_path: Path) -> None:
 
 def test_start_then_end_updates_one_row(tmp_path: Path) -> None:
     store = Store(tmp_path / "xswarm.db", history_limit=100)
-    store.call_started(Call(call_id="c1", instance="a", transport="twilio", caller="+1555",
-                            started_at="2027-01-15T08:00:00.000Z", stream_sid="MZ1"))
+    store.call_started(
+        Call(
+            call_id="c1",
+            instance="a",
+            transport="twilio",
+            caller="+1555",
+            started_at="2027-01-15T08:00:00.000Z",
+            stream_sid="MZ1",
+        )
+    )
     store.call_started(Call(call_id="c1", instance="a"))
     assert [c.caller for c in store.open_calls()] == ["+1555"]
     store.call_ended(record("c1", caller=None, transport=None))
@@ -97,10 +121,13 @@ def test_a_call_id_reused_by_a_restarted_bridge_keeps_both_records(tmp_path: Pat
     store.call_ended(record("c1", caller=None, ended_at="2027-01-15T08:00:10.000Z"))
     store.call_started(Call(call_id="c1", instance="a", caller="second"))
     assert [c.caller for c in store.open_calls()] == ["second"]
-    store.call_ended(record("c1", caller=None, ended_at="2027-01-15T09:00:10.000Z",
-                            reason="operator_hangup"))
+    store.call_ended(
+        record("c1", caller=None, ended_at="2027-01-15T09:00:10.000Z", reason="operator_hangup")
+    )
     assert [(h["caller"], h["reason"]) for h in store.history(10)] == [
-        ("second", "operator_hangup"), ("first", "caller_hangup")]
+        ("second", "operator_hangup"),
+        ("first", "caller_hangup"),
+    ]
     store.close()
 
 
@@ -128,7 +155,8 @@ def test_a_finished_call_is_on_disk_before_call_ended_returns(tmp_path: Path) ->
     store.call_ended(record("c1"))
     other = sqlite3.connect(path)
     assert other.execute("SELECT reason FROM calls WHERE call_id = 'c1'").fetchone() == (
-        "caller_hangup",)
+        "caller_hangup",
+    )
     assert other.execute("PRAGMA synchronous").fetchone() is not None
     other.close()
     store.close()

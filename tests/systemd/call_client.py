@@ -31,9 +31,13 @@ async def one_call(port: int, seconds: float, started: Path | None = None) -> di
     result: dict[str, object] = {"ok": False, "sent": 0, "received": 0, "error": ""}
     received = 0
     try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"ws://127.0.0.1:{port}/twilio", timeout=aiohttp.ClientWSTimeout(ws_close=5),
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"ws://127.0.0.1:{port}/twilio",
+                timeout=aiohttp.ClientWSTimeout(ws_close=5),
+            ) as ws,
+        ):
             await ws.send_str(twilio.connected_message())
             await ws.send_str(twilio.start_message(sid, call_sid))
 
@@ -57,8 +61,9 @@ async def one_call(port: int, seconds: float, started: Path | None = None) -> di
                 await asyncio.sleep(max(0.0, begin + (sequence - 2) * 0.02 - time.monotonic()))
             result["sent"] = sequence - 2
             if not ws.closed:
-                await ws.send_str(json.dumps({"event": "stop", "streamSid": sid,
-                                              "sequenceNumber": str(sequence)}))
+                await ws.send_str(
+                    json.dumps({"event": "stop", "streamSid": sid, "sequenceNumber": str(sequence)})
+                )
                 await asyncio.sleep(0.3)
                 await ws.close()
             task.cancel()
@@ -79,9 +84,12 @@ async def loop(port: int, seconds: float, call_seconds: float) -> dict[str, obje
         outcomes.append(await one_call(port, call_seconds))
         durations.append(time.monotonic() - begin)
     failed = [o for o in outcomes if not o["ok"]]
-    return {"calls": len(outcomes), "failed": len(failed),
-            "slowest_s": round(max(durations, default=0.0), 2),
-            "errors": sorted({str(o["error"]) or "no media back" for o in failed})[:5]}
+    return {
+        "calls": len(outcomes),
+        "failed": len(failed),
+        "slowest_s": round(max(durations, default=0.0), 2),
+        "errors": sorted({str(o["error"]) or "no media back" for o in failed})[:5],
+    }
 
 
 def main() -> None:

@@ -54,8 +54,11 @@ def _source_copy(target: Path) -> None:
     for name in ("src", "deploy", "pyproject.toml", "README.md", "LICENSE"):
         source = CHECKOUT / name
         if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.pyc", ".mypy_cache"))
+            shutil.copytree(
+                source,
+                target / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache"),
+            )
         elif source.exists():
             shutil.copy2(source, target / name)
 
@@ -65,17 +68,23 @@ def build_release(work: Path, out: Path, version: str, broken: bool = False) -> 
     tree = work / f"src-{version}"
     _source_copy(tree)
     pyproject = tree / "pyproject.toml"
-    pyproject.write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"',
-                                pyproject.read_text(), count=1))
+    pyproject.write_text(
+        re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject.read_text(), count=1)
+    )
     init = tree / "src/xswarm/__init__.py"
     init.write_text(re.sub(r'__version__ = ".*"', f'__version__ = "{version}"', init.read_text()))
     if broken:
         service = tree / "src/xswarm/bridge/service.py"
-        service.write_text(service.read_text() + "\nraise SystemExit("
-                           "'release built broken on purpose: tests the automatic rollback')\n")
+        service.write_text(
+            service.read_text() + "\nraise SystemExit("
+            "'release built broken on purpose: tests the automatic rollback')\n"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*PIP, "wheel", "-q", "--no-deps", "-w", str(out), str(tree)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*PIP, "wheel", "-q", "--no-deps", "-w", str(out), str(tree)],
+        check=True,
+        capture_output=True,
+    )
     return next(out.glob(f"xswarm-{version}-*.whl"))
 
 
@@ -86,8 +95,9 @@ def wheelhouses(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheelhouses")
     work = tmp_path_factory.mktemp("release-src")
     wheel = build_release(work, root / "0.1.0", "0.1.0")
-    subprocess.run([*PIP, "wheel", "-q", "-w", str(root / "deps"), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*PIP, "wheel", "-q", "-w", str(root / "deps"), str(wheel)], check=True, capture_output=True
+    )
     (root / "deps" / wheel.name).unlink()
     _link_deps(root, "0.1.0")
     (root / "work").symlink_to(work)
@@ -108,8 +118,10 @@ def add_release(wheelhouses: Path, version: str, broken: bool = False) -> None:
 
 
 @pytest.fixture(scope="module")
-def container(wheelhouses: Path, tmp_path_factory: pytest.TempPathFactory,
-              ) -> Iterator[nspawn.Container]:
+def container(
+    wheelhouses: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[nspawn.Container]:
     log = tmp_path_factory.mktemp("nspawn") / "console.log"
     binds = [(wheelhouses, WH), (Path(__file__).parent, TESTS)]
     with nspawn.booted(log, binds) as booted:
@@ -118,27 +130,53 @@ def container(wheelhouses: Path, tmp_path_factory: pytest.TempPathFactory,
 
 def bootstrap_install(box: nspawn.Container, version: str = "0.1.0", args: str = "") -> str:
     """What an operator does: pip-install xswarm anywhere, then `xswarm install` as root."""
-    box.sh(f"python3 -m venv /root/boot && /root/boot/bin/pip install -q --no-index "
-           f"--find-links {WH}/{version} xswarm=={version}")
+    box.sh(
+        f"python3 -m venv /root/boot && /root/boot/bin/pip install -q --no-index "
+        f"--find-links {WH}/{version} xswarm=={version}"
+    )
     done = box.sh(f"/root/boot/bin/xswarm install --wheelhouse {WH}/{version} {args}")
     return done.stdout
 
 
 def configure(box: nspawn.Container, config: str = TEST_CONFIG) -> None:
-    box.sh(f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
-           f"chown xswarm:xswarm /opt/xswarm/config.toml && "
-           f"sed -i 's/^# XSWARM_SUPERVISOR_TOKEN=$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
-           "/opt/xswarm/.env")
+    box.sh(
+        f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
+        f"chown xswarm:xswarm /opt/xswarm/config.toml && "
+        f"sed -i 's/^# XSWARM_SUPERVISOR_TOKEN=$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
+        "/opt/xswarm/.env"
+    )
 
 
-def start_call(box: nspawn.Container, name: str, port: int, seconds: float,
-               mode: str = "hold", call_seconds: float = 1.0) -> str:
+def start_call(
+    box: nspawn.Container,
+    name: str,
+    port: int,
+    seconds: float,
+    mode: str = "hold",
+    call_seconds: float = 1.0,
+) -> str:
     """Start a caller inside the container as a transient unit; returns its result path."""
     out = f"/run/{name}.json"
-    box.run(["systemd-run", f"--unit={name}", "--collect", "--quiet",
-             f"--setenv=PYTHONPATH={TESTS}", PY, f"{TESTS}/call_client.py", mode,
-             "--port", str(port), "--seconds", str(seconds), "--call-seconds",
-             str(call_seconds), "--out", out])
+    box.run(
+        [
+            "systemd-run",
+            f"--unit={name}",
+            "--collect",
+            "--quiet",
+            f"--setenv=PYTHONPATH={TESTS}",
+            PY,
+            f"{TESTS}/call_client.py",
+            mode,
+            "--port",
+            str(port),
+            "--seconds",
+            str(seconds),
+            "--call-seconds",
+            str(call_seconds),
+            "--out",
+            out,
+        ]
+    )
     return out
 
 
@@ -148,12 +186,20 @@ def call_result(box: nspawn.Container, out: str, timeout: float) -> dict[str, ob
 
 
 def readyz(box: nspawn.Container, port: int) -> tuple[int, dict[str, object]]:
-    done = box.run([PY, "-c", (
-        "import sys, urllib.request, urllib.error\n"
-        f"try:\n r = urllib.request.urlopen('http://127.0.0.1:{port}/readyz', timeout=3)\n"
-        " print(r.status); print(r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n"
-        "except OSError as e:\n print(0); print('{}')\n")], check=False)
+    done = box.run(
+        [
+            PY,
+            "-c",
+            (
+                "import sys, urllib.request, urllib.error\n"
+                f"try:\n r = urllib.request.urlopen('http://127.0.0.1:{port}/readyz', timeout=3)\n"
+                " print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n"
+                "except OSError as e:\n print(0); print('{}')\n"
+            ),
+        ],
+        check=False,
+    )
     lines = done.stdout.splitlines() or ["0", "{}"]
     try:
         body = json.loads(lines[1]) if len(lines) > 1 else {}

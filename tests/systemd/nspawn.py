@@ -32,8 +32,9 @@ def unavailable() -> str | None:
         return "systemd-nspawn is missing (apt-get install systemd-container)"
     if not Path(SYSTEMD).exists():
         return f"{SYSTEMD} is missing (apt-get install systemd)"
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         return "Debian's python3 cannot make venvs (apt-get install python3-venv)"
     return None
@@ -48,19 +49,36 @@ class Container:
     leader: int = 0
 
     def boot(self, timeout: float = 90.0) -> None:
-        argv = ["systemd-nspawn", "-D", "/", "--volatile=yes", "-b", "--register=no",
-                "--keep-unit", "--console=pipe", "--private-network", f"--machine={self.name}"]
+        argv = [
+            "systemd-nspawn",
+            "-D",
+            "/",
+            "--volatile=yes",
+            "-b",
+            "--register=no",
+            "--keep-unit",
+            "--console=pipe",
+            "--private-network",
+            f"--machine={self.name}",
+        ]
         # With only loopback, systemd-networkd-wait-online would hold the boot for 2 minutes.
         argv += ["--bind-ro=/dev/null:/etc/systemd/system/systemd-networkd-wait-online.service"]
         argv += [f"--bind-ro={source}:{target}" for source, target in self.binds]
         with self.log_path.open("wb") as log:
-            self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
+            self.nspawn = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not self.leader:
             if self.nspawn.poll() is not None:
-                raise RuntimeError(f"systemd-nspawn exited {self.nspawn.returncode}: "
-                                   f"{self.log_path.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"systemd-nspawn exited {self.nspawn.returncode}: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError("the container's systemd did not appear")
             self.leader = self._find_leader()
@@ -88,17 +106,27 @@ class Container:
                 return int(proc.name)
         return 0
 
-    def run(self, argv: list[str], check: bool = True, timeout: float = 180.0,
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        argv: list[str],
+        check: bool = True,
+        timeout: float = 180.0,
+    ) -> subprocess.CompletedProcess[str]:
         full = ["setsid", "--wait", "nsenter", "-t", str(self.leader), "-a", *argv]
         done = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
-            raise AssertionError(f"`{shlex.join(argv)}` exited {done.returncode}:\n"
-                                 f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise AssertionError(
+                f"`{shlex.join(argv)}` exited {done.returncode}:\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         return done
 
-    def sh(self, script: str, check: bool = True, timeout: float = 180.0,
-           ) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self,
+        script: str,
+        check: bool = True,
+        timeout: float = 180.0,
+    ) -> subprocess.CompletedProcess[str]:
         return self.run(["/bin/sh", "-c", script], check=check, timeout=timeout)
 
     def read(self, path: str) -> str:

@@ -48,8 +48,10 @@ def fleet(container: Container) -> Container:
     units = " ".join(f"xswarm-voice@{n}.socket xswarm-voice@{n}" for n in INSTANCES)
     container.sh(f"systemctl enable --now {units} xswarm-dashboard.socket xswarm-dashboard")
     # haproxy.service already failed at boot (the fresh container had no haproxy.cfg).
-    container.sh("haproxy -c -f /etc/haproxy/haproxy.cfg && systemctl reset-failed haproxy && "
-                 "systemctl restart haproxy")
+    container.sh(
+        "haproxy -c -f /etc/haproxy/haproxy.cfg && systemctl reset-failed haproxy && "
+        "systemctl restart haproxy"
+    )
     for number in INSTANCES:
         assert readyz(container, 10000 + number)[0] == 200
     wait_until(lambda: readyz(container, 9998)[0] == 200, 20, "HAProxy to route /readyz")
@@ -73,8 +75,11 @@ def test_calls_spread_and_survive_a_killed_instance(fleet: Container) -> None:
     held = [start_call(fleet, f"held-{i}", 9998, seconds=30) for i in range(6)]
     for out in held:
         fleet.wait_for(out.replace(".json", ".started"), 30)
-    wait_until(lambda: sum(active_calls(fleet, n) for n in INSTANCES) == 6, 10,
-               "the instances' status lines to count 6 calls")
+    wait_until(
+        lambda: sum(active_calls(fleet, n) for n in INSTANCES) == 6,
+        10,
+        "the instances' status lines to count 6 calls",
+    )
     spread = {n: active_calls(fleet, n) for n in INSTANCES}
     print(f"6 calls through HAProxy (leastconn): {spread}")
     assert all(count >= 1 for count in spread.values()), spread
@@ -84,8 +89,14 @@ def test_calls_spread_and_survive_a_killed_instance(fleet: Container) -> None:
     victim = fleet.show("xswarm-voice@2.service", "MainPID")
     fleet.run(["kill", "-9", victim])
     killed = time.monotonic()
-    wait_until(lambda: fleet.show("xswarm-voice@2.service", "MainPID") not in ("0", victim)
-               and readyz(fleet, 10002)[0] == 200, 60, "instance 2 to come back")
+    wait_until(
+        lambda: (
+            fleet.show("xswarm-voice@2.service", "MainPID") not in ("0", victim)
+            and readyz(fleet, 10002)[0] == 200
+        ),
+        60,
+        "instance 2 to come back",
+    )
     print(f"instance 2 back and ready {time.monotonic() - killed:.1f} s after kill -9")
     assert fleet.show("xswarm-voice@2.service", "NRestarts") == "1"
 
@@ -108,10 +119,13 @@ def test_rolling_upgrade_behind_haproxy_serves_every_call(
     done = fleet.run([XSWARM, "upgrade", "--wheelhouse", f"{WH}/0.1.1"], check=False)
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout + done.stderr
-    order = [line.split()[1] for line in done.stdout.splitlines()
-             if line.startswith("restarting ")]
-    assert order == ["xswarm-voice@1.service", "xswarm-voice@2.service",
-                     "xswarm-voice@3.service", "xswarm-dashboard.service"]
+    order = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("restarting ")]
+    assert order == [
+        "xswarm-voice@1.service",
+        "xswarm-voice@2.service",
+        "xswarm-voice@3.service",
+        "xswarm-dashboard.service",
+    ]
     for number in INSTANCES:
         pid = fleet.show(f"xswarm-voice@{number}.service", "MainPID")
         assert "/opt/xswarm/releases/0.1.1/" in fleet.read(f"/proc/{pid}/cmdline")

@@ -45,8 +45,10 @@ def test_install_creates_the_seeds_layout_and_is_idempotent(container: Container
 
     passwd = container.sh("getent passwd xswarm").stdout.strip().split(":")
     assert passwd[5:] == ["/opt/xswarm", "/bin/false"]
-    owners = container.sh("stat -c '%U:%G %n' /opt/xswarm /var/lib/xswarm /var/log/xswarm "
-                          "/opt/xswarm/config.toml /opt/xswarm/.env").stdout
+    owners = container.sh(
+        "stat -c '%U:%G %n' /opt/xswarm /var/lib/xswarm /var/log/xswarm "
+        "/opt/xswarm/config.toml /opt/xswarm/.env"
+    ).stdout
     assert all(line.startswith("xswarm:xswarm ") for line in owners.splitlines()), owners
     assert container.sh("stat -c %a /opt/xswarm/.env").stdout.strip() == "600"
     assert container.sh("readlink /opt/xswarm/current").stdout.strip() == "releases/0.1.0"
@@ -58,12 +60,15 @@ def test_install_creates_the_seeds_layout_and_is_idempotent(container: Container
 
 def test_installed_units_verify_silently_and_score_as_promised(container: Container) -> None:
     names = [VOICE, "xswarm-voice.socket", "xswarm-dashboard.service", "xswarm-dashboard.socket"]
-    verify = container.run(["systemd-analyze", "verify", *[f"{UNITS}/{n}" for n in names]],
-                           check=False)
+    verify = container.run(
+        ["systemd-analyze", "verify", *[f"{UNITS}/{n}" for n in names]], check=False
+    )
     assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
     for name, ceiling in ((VOICE, 1.5), ("xswarm-dashboard.service", 1.0)):
-        out = container.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                             f"{UNITS}/{name}"], check=False).stdout
+        out = container.run(
+            ["systemd-analyze", "security", "--offline=true", "--no-pager", f"{UNITS}/{name}"],
+            check=False,
+        ).stdout
         score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
         print(f"{name}: systemd-analyze security --offline=true = {score}")
         assert score <= ceiling, out[-2000:]
@@ -108,8 +113,11 @@ def test_status_shows_the_status_line_and_the_limits(container: Container) -> No
 def test_a_call_makes_the_count_one_and_reload_keeps_it(container: Container) -> None:
     out = start_call(container, "call-reload", 9998, seconds=12)
     container.wait_for(out.replace(".json", ".started"), 30)
-    wait_until(lambda: status_text(container) == "Voice bridge running (1 active calls)", 10,
-               "the status line to count the call")
+    wait_until(
+        lambda: status_text(container) == "Voice bridge running (1 active calls)",
+        10,
+        "the status line to count the call",
+    )
     begin = time.monotonic()
     reload = container.run(["systemctl", "reload", "xswarm-voice"], check=False)
     print(f"systemctl reload during a call took {time.monotonic() - begin:.2f} s")
@@ -118,8 +126,11 @@ def test_a_call_makes_the_count_one_and_reload_keeps_it(container: Container) ->
     result = call_result(container, out, 40)
     assert result["ok"], result
     assert result["received"] > 100, result
-    wait_until(lambda: status_text(container) == "Voice bridge running (0 active calls)", 10,
-               "the call to end")
+    wait_until(
+        lambda: status_text(container) == "Voice bridge running (0 active calls)",
+        10,
+        "the call to end",
+    )
 
 
 def test_the_supervisor_reloads_through_reloadctl_too(container: Container) -> None:
@@ -131,9 +142,11 @@ def test_the_supervisor_reloads_through_reloadctl_too(container: Container) -> N
 
 
 def test_a_refused_reload_fails_and_shows_in_the_error_journal(container: Container) -> None:
-    container.sh("cp /opt/xswarm/config.toml /root/good.toml && "
-                 "printf '[voice.bridge]\\nmax_concurrent_calls = \"many\"\\n' "
-                 "> /opt/xswarm/config.toml")
+    container.sh(
+        "cp /opt/xswarm/config.toml /root/good.toml && "
+        "printf '[voice.bridge]\\nmax_concurrent_calls = \"many\"\\n' "
+        "> /opt/xswarm/config.toml"
+    )
     reload = container.run(["systemctl", "reload", "xswarm-voice"], check=False)
     assert reload.returncode != 0
     errors = container.sh("journalctl -u xswarm-voice -p err --no-pager").stdout
@@ -147,22 +160,29 @@ def test_a_refused_reload_fails_and_shows_in_the_error_journal(container: Contai
 def test_the_watchdog_catches_a_hung_process(container: Container) -> None:
     """With WatchdogSec=3s the healthy bridge keeps feeding it; once frozen, it is killed."""
     dropin = "/run/systemd/system/xswarm-voice.service.d/watchdog-test.conf"
-    container.sh(f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nWatchdogSec=3s\\n"
-                 f"TimeoutAbortSec=2s\\n' > {dropin} && systemctl daemon-reload && "
-                 "systemctl reset-failed xswarm-voice && systemctl restart xswarm-voice")
+    container.sh(
+        f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nWatchdogSec=3s\\n"
+        f"TimeoutAbortSec=2s\\n' > {dropin} && systemctl daemon-reload && "
+        "systemctl reset-failed xswarm-voice && systemctl restart xswarm-voice"
+    )
     try:
         pid = container.show(VOICE, "MainPID")
         time.sleep(7)
         assert container.show(VOICE, "MainPID") == pid, "killed although it fed the watchdog"
         before = int(container.show(VOICE, "NRestarts"))
         container.run(["kill", "-STOP", pid])
-        wait_until(lambda: int(container.show(VOICE, "NRestarts")) == before + 1, 40,
-                   "the watchdog to restart the frozen bridge")
+        wait_until(
+            lambda: int(container.show(VOICE, "NRestarts")) == before + 1,
+            40,
+            "the watchdog to restart the frozen bridge",
+        )
         journal = container.sh("journalctl -u xswarm-voice --no-pager -o cat").stdout
         assert "Watchdog timeout (limit 3s)!" in journal
     finally:
-        container.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
-                     "xswarm-voice; systemctl restart xswarm-voice")
+        container.sh(
+            f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
+            "xswarm-voice; systemctl restart xswarm-voice"
+        )
     assert container.show(VOICE, "WatchdogUSec") == "20s"
     wait_until(lambda: readyz(container, 9998)[0] == 200, 30, "the bridge to be ready again")
 
@@ -203,8 +223,10 @@ def test_stop_drains_the_live_call(container: Container) -> None:
 
 
 def test_a_config_error_exits_78_without_a_restart_loop(container: Container) -> None:
-    container.sh("systemctl stop xswarm-dashboard xswarm-voice && "
-                 "printf '[voice.bridge]\\nport = \"high\"\\n' > /opt/xswarm/config.toml")
+    container.sh(
+        "systemctl stop xswarm-dashboard xswarm-voice && "
+        "printf '[voice.bridge]\\nport = \"high\"\\n' > /opt/xswarm/config.toml"
+    )
     start = container.run(["systemctl", "start", "xswarm-voice"], check=False)
     assert start.returncode != 0
     assert container.show(VOICE, "ExecMainStatus") == "78"
@@ -217,8 +239,9 @@ def test_a_config_error_exits_78_without_a_restart_loop(container: Container) ->
     assert doctor.returncode == 1
     assert "[voice.bridge] port" in doctor.stdout and "exit 78" in doctor.stdout, doctor.stdout
     configure(container, TEST_CONFIG)
-    container.sh("systemctl reset-failed xswarm-voice; systemctl start xswarm-voice "
-                 "xswarm-dashboard")
+    container.sh(
+        "systemctl reset-failed xswarm-voice; systemctl start xswarm-voice xswarm-dashboard"
+    )
     assert readyz(container, 9998)[0] == 200
 
 
@@ -228,8 +251,12 @@ def test_doctor_and_status_on_a_healthy_server(container: Container) -> None:
     assert doctor.returncode == 0, doctor.stdout
     status = container.run([XSWARM, "status"]).stdout
     print(status)
-    assert re.search(r"^xswarm-voice\.service\s+9998\s+active/running\s+\d+\s+\d+\s.*ok\s+ready"
-                     r"\s+0/300$", status, re.M), status
+    assert re.search(
+        r"^xswarm-voice\.service\s+9998\s+active/running\s+\d+\s+\d+\s.*ok\s+ready"
+        r"\s+0/300$",
+        status,
+        re.M,
+    ), status
     assert "Voice bridge running (0 active calls)" in status
 
 
@@ -242,23 +269,44 @@ def test_doctor_names_what_is_wrong(container: Container) -> None:
 
     container.sh("systemctl stop xswarm-dashboard xswarm-voice xswarm-voice.socket")
     squatter = "squatter"
-    container.run(["systemd-run", f"--unit={squatter}", "--quiet", "/usr/bin/python3", "-c",
-                   "import socket, time; s = socket.socket(); "
-                   "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-                   "s.bind(('127.0.0.1', 9998)); s.listen(); time.sleep(300)"])
+    container.run(
+        [
+            "systemd-run",
+            f"--unit={squatter}",
+            "--quiet",
+            "/usr/bin/python3",
+            "-c",
+            "import socket, time; s = socket.socket(); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            "s.bind(('127.0.0.1', 9998)); s.listen(); time.sleep(300)",
+        ]
+    )
     try:
-        wait_until(lambda: container.run(
-            ["sh", "-c", "ss -ltnH 'sport = :9998' | grep -q LISTEN"], check=False
-        ).returncode == 0, 15, "the squatter to listen")
+        wait_until(
+            lambda: (
+                container.run(
+                    ["sh", "-c", "ss -ltnH 'sport = :9998' | grep -q LISTEN"], check=False
+                ).returncode
+                == 0
+            ),
+            15,
+            "the squatter to listen",
+        )
     except AssertionError:
-        print(container.sh("systemctl status squatter xswarm-voice.socket; ss -ltnp",
-                           check=False).stdout)
+        print(
+            container.sh(
+                "systemctl status squatter xswarm-voice.socket; ss -ltnp", check=False
+            ).stdout
+        )
         raise
     doctor = container.run([XSWARM, "doctor"], check=False)
     container.run(["systemctl", "stop", squatter], check=False)
     assert doctor.returncode == 1
-    assert re.search(r"port 9998, needed by xswarm-voice\.service, is in use by PID \d+ "
-                     r"\(python3\)", doctor.stdout), doctor.stdout
+    assert re.search(
+        r"port 9998, needed by xswarm-voice\.service, is in use by PID \d+ "
+        r"\(python3\)",
+        doctor.stdout,
+    ), doctor.stdout
     container.sh("systemctl start xswarm-voice.socket xswarm-voice xswarm-dashboard")
 
 
@@ -266,16 +314,29 @@ def test_backup_saves_release_units_config_env_and_database(container: Container
     done = container.run([XSWARM, "backup"]).stdout
     folder = re.search(r"backup written to (\S+)", done).group(1)
     listing = container.sh(f"cd {folder} && find . -type f | sort").stdout
-    for expected in ("./.env", "./config.toml", "./MANIFEST.json",
-                     "./units/xswarm-voice.service", "./release/requirements.txt"):
+    for expected in (
+        "./.env",
+        "./config.toml",
+        "./MANIFEST.json",
+        "./units/xswarm-voice.service",
+        "./release/requirements.txt",
+    ):
         assert expected in listing, listing
     assert "./release/xswarm-0.1.0-py3-none-any.whl" in listing
     assert container.sh(f"stat -c %a {folder}/.env").stdout.strip() == "600"
     if container.exists("/var/lib/xswarm/xswarm.db"):
         assert "./xswarm.db" in listing
-        check = container.run(["/usr/bin/python3", "-c", (
-            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-            "print(c.execute('PRAGMA integrity_check').fetchone()[0])"), f"{folder}/xswarm.db"])
+        check = container.run(
+            [
+                "/usr/bin/python3",
+                "-c",
+                (
+                    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                    "print(c.execute('PRAGMA integrity_check').fetchone()[0])"
+                ),
+                f"{folder}/xswarm.db",
+            ]
+        )
         assert check.stdout.strip() == "ok"
 
 
@@ -300,11 +361,24 @@ def test_restarts_under_load_refuse_nothing(container: Container) -> None:
         " 'other_failures': other, 'errors': sorted(errors)}))\n"
     )
     container.sh(f"cat > /root/hammer.py <<'EOF'\n{script}EOF")
-    for unit, url in (("xswarm-dashboard", "http://127.0.0.1:9999/healthz"),
-                      ("xswarm-voice", "http://127.0.0.1:9998/healthz")):
+    for unit, url in (
+        ("xswarm-dashboard", "http://127.0.0.1:9999/healthz"),
+        ("xswarm-voice", "http://127.0.0.1:9998/healthz"),
+    ):
         out = f"/run/hammer-{unit}.json"
-        container.run(["systemd-run", f"--unit=hammer-{unit}", "--collect", "--quiet",
-                       "/usr/bin/python3", "/root/hammer.py", url, "12", out])
+        container.run(
+            [
+                "systemd-run",
+                f"--unit=hammer-{unit}",
+                "--collect",
+                "--quiet",
+                "/usr/bin/python3",
+                "/root/hammer.py",
+                url,
+                "12",
+                out,
+            ]
+        )
         time.sleep(2)
         for _ in range(2):
             # StartLimitBurst=5 counts manual restarts too, and this module made many.
@@ -334,17 +408,24 @@ def test_restart_no_override_for_debugging(container: Container) -> None:
     reconnect), so the supervisor is stopped first; an operator stops xswarm-voice.socket.
     """
     dropin = "/etc/systemd/system/xswarm-voice.service.d/debug.conf"
-    container.sh(f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nRestart=no\\n' > "
-                 f"{dropin} && systemctl daemon-reload && systemctl stop xswarm-dashboard")
+    container.sh(
+        f"mkdir -p $(dirname {dropin}) && printf '[Service]\\nRestart=no\\n' > "
+        f"{dropin} && systemctl daemon-reload && systemctl stop xswarm-dashboard"
+    )
     try:
         pid = container.show(VOICE, "MainPID")
         container.run(["systemctl", "kill", "-s", "SIGKILL", "xswarm-voice"])
-        wait_until(lambda: container.show(VOICE, "ActiveState") == "failed", 15,
-                   "the killed bridge to stay down")
+        wait_until(
+            lambda: container.show(VOICE, "ActiveState") == "failed",
+            15,
+            "the killed bridge to stay down",
+        )
         time.sleep(11)
         assert container.show(VOICE, "ActiveState") == "failed"
         assert container.show(VOICE, "MainPID") in ("0", pid)
     finally:
-        container.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
-                     "xswarm-voice && systemctl start xswarm-voice xswarm-dashboard")
+        container.sh(
+            f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed "
+            "xswarm-voice && systemctl start xswarm-voice xswarm-dashboard"
+        )
     assert readyz(container, 9998)[0] == 200

@@ -61,7 +61,8 @@ def test_upgrade_then_broken_upgrade_rolls_back_while_calls_go_on(
     assert running_release(server, VOICE) == "0.1.1"
     assert running_release(server, "xswarm-dashboard.service") == "0.1.1"
     assert "/opt/xswarm/releases/0.1.1/venv/bin/xswarm-voice" in server.read(
-        "/etc/systemd/system/xswarm-voice.service")
+        "/etc/systemd/system/xswarm-voice.service"
+    )
 
     broken = server.run([XSWARM, "upgrade", "--wheelhouse", f"{WH}/0.1.2"], check=False)
     print(broken.stdout, broken.stderr)
@@ -72,7 +73,8 @@ def test_upgrade_then_broken_upgrade_rolls_back_while_calls_go_on(
     assert running_release(server, VOICE) == "0.1.1"
     assert server.show("xswarm-dashboard.service", "ActiveState") == "active"
     assert "/opt/xswarm/releases/0.1.1/venv/bin/xswarm-voice" in server.read(
-        "/etc/systemd/system/xswarm-voice.service")
+        "/etc/systemd/system/xswarm-voice.service"
+    )
     journal = server.sh("journalctl -u xswarm-voice --no-pager -o cat").stdout
     assert "built broken on purpose" in journal
     assert readyz(server, 9998)[0] == 200
@@ -89,6 +91,7 @@ def test_rollback_to_the_first_release(server: Container) -> None:
     assert done.returncode == 0, done.stderr
     assert running_release(server, VOICE) == "0.1.0"
     assert "/opt/xswarm/releases/0.1.0/venv/bin/xswarm-voice" in server.read(
-        "/etc/systemd/system/xswarm-voice.service")
+        "/etc/systemd/system/xswarm-voice.service"
+    )
     doctor = server.run(["/opt/xswarm/current/venv/bin/xswarm", "doctor"], check=False)
     assert doctor.returncode == 0, doctor.stdout

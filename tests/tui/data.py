@@ -81,12 +81,32 @@ def sample_snapshot() -> dict[str, Any]:
         "instances": [instance(), instance("voice@2", engine="moshi", active_calls=0, cpu=3.0)],
         "calls": [
             call("c-0001", caller="+15551230001"),
-            call("c-0002", transport="moshi", caller=HOSTILE_CALLERS[0], duration_s=5.0,
-                 latency_p50_ms=120.0, latency_p99_ms=250.0, late_frames=3),
-            call("c-0003", caller=HOSTILE_CALLERS[1], duration_s=3700.0, level_in_dbfs=-0.5,
-                 latency_p50_ms=30.0, latency_p99_ms=60.0),
-            call("c-0004", caller=HOSTILE_CALLERS[2], duration_s=12.0, level_in_dbfs=-60.0,
-                 latency_p50_ms=55.0, latency_p99_ms=140.0, late_frames=1),
+            call(
+                "c-0002",
+                transport="moshi",
+                caller=HOSTILE_CALLERS[0],
+                duration_s=5.0,
+                latency_p50_ms=120.0,
+                latency_p99_ms=250.0,
+                late_frames=3,
+            ),
+            call(
+                "c-0003",
+                caller=HOSTILE_CALLERS[1],
+                duration_s=3700.0,
+                level_in_dbfs=-0.5,
+                latency_p50_ms=30.0,
+                latency_p99_ms=60.0,
+            ),
+            call(
+                "c-0004",
+                caller=HOSTILE_CALLERS[2],
+                duration_s=12.0,
+                level_in_dbfs=-60.0,
+                latency_p50_ms=55.0,
+                latency_p99_ms=140.0,
+                late_frames=1,
+            ),
         ],
     }
 
@@ -117,14 +137,36 @@ def sample_model(connected: bool = True, clock: FakeClock | None = None) -> Dash
     for step in range(1, 40):
         model.apply(stats("c-0001", step) | {"duration_s": 65.0 + step})
     words = "Hello, thanks for calling. [bold]How[/] can I help?"
-    model.apply({"type": "text", "ts": "2026-11-26T05:00:40.000Z", "instance": "voice",
-                 "call_id": "c-0001", "text": words})
-    model.apply({"type": "suggestion_applied", "ts": "2026-11-26T05:00:41.000Z",
-                 "instance": "voice", "call_id": "c-0001", "text": "offer a callback",
-                 "request_id": "r1"})
-    model.apply({"type": "user_speech", "ts": "2026-11-26T05:00:42.000Z", "instance": "voice",
-                 "call_id": "c-0001", "duration_ms": 1800})
+    model.apply(
+        {
+            "type": "text",
+            "ts": "2026-11-26T05:00:40.000Z",
+            "instance": "voice",
+            "call_id": "c-0001",
+            "text": words,
+        }
+    )
+    model.apply(
+        {
+            "type": "suggestion_applied",
+            "ts": "2026-11-26T05:00:41.000Z",
+            "instance": "voice",
+            "call_id": "c-0001",
+            "text": "offer a callback",
+            "request_id": "r1",
+        }
+    )
+    model.apply(
+        {
+            "type": "user_speech",
+            "ts": "2026-11-26T05:00:42.000Z",
+            "instance": "voice",
+            "call_id": "c-0001",
+            "duration_ms": 1800,
+        }
+    )
     if not connected:
-        model.set_connection("down", "the supervisor closed the connection (code 1006); "
-                             "retrying in 2.0s (attempt 3)")
+        model.set_connection(
+            "down", "the supervisor closed the connection (code 1006); retrying in 2.0s (attempt 3)"
+        )
     return model

@@ -46,10 +46,18 @@ async def test_hostile_remote_text_renders_as_plain_text() -> None:
         await pilot.pause()
         for call_id, caller in zip(("c-0002", "c-0003", "c-0004"), HOSTILE_CALLERS, strict=True):
             assert cell_text(app, call_id, "caller") == caller
-        app.model.apply({"type": "call_started", "call_id": "c-[/]", "caller": "[/][/]",
-                         "instance": "[bold]voice", "transport": "[red]twilio"})
-        app.model.apply({"type": "suggestion_rejected", "call_id": "c-[/]",
-                         "reason": "[/]queue full[/]"})
+        app.model.apply(
+            {
+                "type": "call_started",
+                "call_id": "c-[/]",
+                "caller": "[/][/]",
+                "instance": "[bold]voice",
+                "transport": "[red]twilio",
+            }
+        )
+        app.model.apply(
+            {"type": "suggestion_rejected", "call_id": "c-[/]", "reason": "[/]queue full[/]"}
+        )
         app.model.apply({"type": "error", "message": "[/] bad [b]"})
         app.repaint()
         await pilot.pause()
@@ -332,10 +340,17 @@ async def test_live_update_touches_only_changed_cells(monkeypatch: Any) -> None:
 
         monkeypatch.setattr(calls, "update_cell", record)
         before = app.model.calls["c-0002"]
-        app.model.apply(stats("c-0002", 1) | {
-            "level_in_dbfs": before.level_in_dbfs, "level_out_dbfs": before.level_out_dbfs,
-            "latency_p50_ms": before.latency_p50_ms, "latency_p99_ms": before.latency_p99_ms,
-            "late_frames": before.late_frames, "duration_s": 6.0})
+        app.model.apply(
+            stats("c-0002", 1)
+            | {
+                "level_in_dbfs": before.level_in_dbfs,
+                "level_out_dbfs": before.level_out_dbfs,
+                "latency_p50_ms": before.latency_p50_ms,
+                "latency_p99_ms": before.latency_p99_ms,
+                "late_frames": before.late_frames,
+                "duration_s": 6.0,
+            }
+        )
         app.repaint()
         await pilot.pause()
         assert touched == [("c-0002", "duration_s")]
@@ -427,8 +442,15 @@ async def test_footer_shows_the_keys() -> None:
             for key, active in app.screen.active_bindings.items()
             if active.binding.show
         }
-        for pair in [("i", "Suggest"), ("h", "Hang up"), ("slash", "Filter"), ("o", "Sort"),
-                     ("q", "Quit"), ("f1", "Help"), ("r", "Reconnect")]:
+        for pair in [
+            ("i", "Suggest"),
+            ("h", "Hang up"),
+            ("slash", "Filter"),
+            ("o", "Sort"),
+            ("q", "Quit"),
+            ("f1", "Help"),
+            ("r", "Reconnect"),
+        ]:
             assert pair in shown, pair
         footer_text = app.export_screenshot()
         assert "Hang&#160;up" in footer_text and "palette" in footer_text

@@ -49,8 +49,13 @@ def test_commands_match_the_operator_api() -> None:
     assert subscribe_message() == {"type": "subscribe"}
     assert hangup_message("c-1") == {"type": "hangup", "call_id": "c-1"}
     message = inject_message("c-1", "  offer a callback  ", "tui-1-1", "high")
-    assert message == {"type": "inject_suggestion", "call_id": "c-1", "text": "offer a callback",
-                       "priority": "high", "request_id": "tui-1-1"}
+    assert message == {
+        "type": "inject_suggestion",
+        "call_id": "c-1",
+        "text": "offer a callback",
+        "priority": "high",
+        "request_id": "tui-1-1",
+    }
     json.dumps(message)
 
 

@@ -20,8 +20,9 @@ from xswarm.tui.command import default_url
 TOKEN = "cmd-test-token-77"
 
 
-def test_default_url_comes_from_the_dashboard_section(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_url_comes_from_the_dashboard_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("XSWARM_CONFIG", raising=False)
     config = tmp_path / "config.toml"
     config.write_text('[dashboard]\nhost = "0.0.0.0"\nport = 19999\n')
@@ -35,8 +36,14 @@ def test_default_url_comes_from_the_dashboard_section(tmp_path: Path,
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
-    return subprocess.run([str(VENV_BIN / "xswarm"), "dashboard", *args], capture_output=True,
-                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(VENV_BIN / "xswarm"), "dashboard", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_a_url_that_is_not_a_websocket_is_refused_with_the_fix() -> None:
@@ -69,16 +76,25 @@ def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(
     with running_supervisor(tmp_path, [], env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as sup:
         master, slave = pty.openpty()
         env = {k: v for k, v in os.environ.items() if not k.startswith("XSWARM_")}
-        env |= {"TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24",
-                "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        env |= {
+            "TERM": "xterm-256color",
+            "COLUMNS": "80",
+            "LINES": "24",
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
         args = ["--url", sup.ws_url]
         if token_from == "environment":
             env["XSWARM_SUPERVISOR_TOKEN"] = TOKEN
         else:
             args += ["--token", TOKEN]
-        proc = subprocess.Popen([str(VENV_BIN / "xswarm"), "dashboard", *args],
-                                stdin=slave, stdout=slave, stderr=slave, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "xswarm"), "dashboard", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+        )
         os.close(slave)
         output = bytearray()
         try:

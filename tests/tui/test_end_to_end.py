@@ -61,14 +61,21 @@ async def test_operator_sees_steers_and_hangs_up_a_call(tmp_path: Path) -> None:
                 await pilot.press(*"Offer a callback", "enter")
                 applied = f"Suggestion applied to call {call_id}"
                 await until(pilot, lambda: applied in notices(app))
-                await until(pilot, lambda: "Offer a callback" in app.model.calls[call_id].transcript)
+                await until(
+                    pilot, lambda: "Offer a callback" in app.model.calls[call_id].transcript
+                )
 
                 await pilot.press("h")
                 await until(pilot, lambda: isinstance(app.screen, ConfirmHangupScreen))
                 assert app.screen.call_id == call_id
                 await pilot.press("y")
-                await until(pilot, lambda: app.model.calls.get(call_id) is None
-                            or app.model.calls[call_id].end_reason == "operator_hangup")
+                await until(
+                    pilot,
+                    lambda: (
+                        app.model.calls.get(call_id) is None
+                        or app.model.calls[call_id].end_reason == "operator_hangup"
+                    ),
+                )
                 await asyncio.wait_for(caller.closed.wait(), 10)
             await until(pilot, lambda: call_id not in table_ids(app), within=20)
 
@@ -121,8 +128,14 @@ async def test_supervisor_restart_shows_stale_then_a_fresh_snapshot(tmp_path: Pa
                     assert table.get_cell(ids[0], "state").plain == "stale"
                     await caller.hang_up()
                     sup = await asyncio.to_thread(
-                        start_supervisor, tmp_path, [bridge.ws_url + "/control"], ENV,
-                        "", "supervisor", (), sup.port,
+                        start_supervisor,
+                        tmp_path,
+                        [bridge.ws_url + "/control"],
+                        ENV,
+                        "",
+                        "supervisor",
+                        (),
+                        sup.port,
                     )
                     await until(pilot, lambda: app.model.connected)
                     await until(pilot, lambda: not banner.display)

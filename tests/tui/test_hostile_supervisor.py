@@ -59,19 +59,41 @@ async def hostile_peer(
 
 
 async def junk(ws: web.WebSocketResponse) -> None:
-    await ws.send_str(json.dumps({
-        "type": "snapshot", "instances": [{"name": "[/]"}],
-        "calls": [{"call_id": "c-1", "caller": "[bold red]x[/]", "instance": "[/]"}],
-    }))
+    await ws.send_str(
+        json.dumps(
+            {
+                "type": "snapshot",
+                "instances": [{"name": "[/]"}],
+                "calls": [{"call_id": "c-1", "caller": "[bold red]x[/]", "instance": "[/]"}],
+            }
+        )
+    )
     await ws.send_str("{not json")
     await ws.send_bytes(b"\x00\xff binary")
     await ws.send_str("[1,2,3]")
     await ws.send_str('{"no_type": true}')
-    await ws.send_str(json.dumps({"type": "call_stats", "call_id": "c-1", "latency_p50_ms": "x",
-                                  "duration_s": [1], "late_frames": {"a": 1}}))
+    await ws.send_str(
+        json.dumps(
+            {
+                "type": "call_stats",
+                "call_id": "c-1",
+                "latency_p50_ms": "x",
+                "duration_s": [1],
+                "late_frames": {"a": 1},
+            }
+        )
+    )
     await ws.send_str(json.dumps({"type": "error", "message": "[/]" * 200}))
-    await ws.send_str(json.dumps({"type": "suggestion_rejected", "call_id": "c-1",
-                                  "reason": "[bold]no[/]", "request_id": {"x": 1}}))
+    await ws.send_str(
+        json.dumps(
+            {
+                "type": "suggestion_rejected",
+                "call_id": "c-1",
+                "reason": "[bold]no[/]",
+                "request_id": {"x": 1},
+            }
+        )
+    )
     await ws.send_str(json.dumps({"type": "text", "call_id": "c-1", "text": "[/]" * 5000}))
 
 
@@ -79,8 +101,10 @@ async def test_junk_from_the_supervisor_is_logged_and_the_tui_stays_up() -> None
     async with hostile_peer(junk) as (url, received, _):
         app = XswarmDashboard(url=url, token="t")
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: len(app.model.calls["c-1"].transcript) if
-                        "c-1" in app.model.calls else 0)
+            await until(
+                pilot,
+                lambda: len(app.model.calls["c-1"].transcript) if "c-1" in app.model.calls else 0,
+            )
             await pilot.pause(0.5)
             assert app.is_running and app.model.connected
             texts = [e.text for e in app.model.events if e.kind == "error"]
@@ -95,8 +119,9 @@ async def test_junk_from_the_supervisor_is_logged_and_the_tui_stays_up() -> None
 
 
 async def oversized(ws: web.WebSocketResponse) -> None:
-    await ws.send_str(json.dumps({"type": "snapshot", "instances": [], "calls": [],
-                                  "padding": "x" * 4096}))
+    await ws.send_str(
+        json.dumps({"type": "snapshot", "instances": [], "calls": [], "padding": "x" * 4096})
+    )
 
 
 async def test_an_oversized_frame_drops_the_link_which_comes_back() -> None:
@@ -107,8 +132,9 @@ async def test_an_oversized_frame_drops_the_link_which_comes_back() -> None:
             posted.append(message)
             return True
 
-        link = SupervisorLink(url, "t", post, Backoff(initial=0.05, cap=0.05),
-                              max_message_bytes=1024)
+        link = SupervisorLink(
+            url, "t", post, Backoff(initial=0.05, cap=0.05), max_message_bytes=1024
+        )
         task = asyncio.create_task(link.run())
         try:
             async with asyncio.timeout(20):

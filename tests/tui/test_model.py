@@ -22,8 +22,13 @@ def test_snapshot_replaces_state_instead_of_merging() -> None:
     model.apply_snapshot(sample_snapshot())
     model.apply({"type": "call_started", "call_id": "c-late", "instance": "voice"})
     assert "c-late" in model.calls
-    model.apply_snapshot({"type": "snapshot", "instances": [instance("other")],
-                          "calls": [call("c-9", instance="other")]})
+    model.apply_snapshot(
+        {
+            "type": "snapshot",
+            "instances": [instance("other")],
+            "calls": [call("c-9", instance="other")],
+        }
+    )
     assert list(model.calls) == ["c-9"]
     assert list(model.instances) == ["other"]
     assert model.take_changes().reset
@@ -33,8 +38,17 @@ def test_call_lifecycle_stats_history_and_linger() -> None:
     clock = FakeClock()
     model = fresh(clock)
     model.take_changes()
-    model.apply({"type": "call_started", "ts": "2026-11-26T05:00:00.000Z", "instance": "voice",
-                 "call_id": "c-1", "transport": "twilio", "remote": "10.0.0.1:5", "caller": "+1"})
+    model.apply(
+        {
+            "type": "call_started",
+            "ts": "2026-11-26T05:00:00.000Z",
+            "instance": "voice",
+            "call_id": "c-1",
+            "transport": "twilio",
+            "remote": "10.0.0.1:5",
+            "caller": "+1",
+        }
+    )
     for step in (1, 2, 3):
         model.apply(stats("c-1", step))
     live = model.calls["c-1"]
@@ -42,9 +56,18 @@ def test_call_lifecycle_stats_history_and_linger() -> None:
     assert live.duration_s == 3.0
     assert list(live.latency_p50_history) == [47.0, 54.0, 61.0]
     assert model.take_changes().calls == {"c-1"}
-    model.apply({"type": "call_ended", "call_id": "c-1", "instance": "voice", "duration_s": 3.2,
-                 "reason": "operator_hangup", "frames_in": 160, "frames_out": 160,
-                 "late_frames": 0})
+    model.apply(
+        {
+            "type": "call_ended",
+            "call_id": "c-1",
+            "instance": "voice",
+            "duration_s": 3.2,
+            "reason": "operator_hangup",
+            "frames_in": 160,
+            "frames_out": 160,
+            "late_frames": 0,
+        }
+    )
     assert live.shown_state == "ended: operator_hangup"
     model.prune()
     assert "c-1" in model.calls, "an ended call stays visible for a moment"
@@ -63,11 +86,22 @@ def test_call_lifecycle_stats_history_and_linger() -> None:
         {"type": 5},
         {"no": "type"},
         {"type": "call_stats", "call_id": ["a list"]},
-        {"type": "call_stats", "call_id": "c-1", "latency_p50_ms": "fast",
-         "level_in_dbfs": float("nan"), "late_frames": True, "duration_s": math.inf},
+        {
+            "type": "call_stats",
+            "call_id": "c-1",
+            "latency_p50_ms": "fast",
+            "level_in_dbfs": float("nan"),
+            "late_frames": True,
+            "duration_s": math.inf,
+        },
         {"type": "call_started", "call_id": "c-2", "caller": 12345, "transport": None},
-        {"type": "instance_status", "instance": "voice", "cpu": "lots", "limits": "none",
-         "rss": -1e400},
+        {
+            "type": "instance_status",
+            "instance": "voice",
+            "cpu": "lots",
+            "limits": "none",
+            "rss": -1e400,
+        },
         {"type": "instance_state", "instance": "voice", "state": "exploded"},
         {"type": "text", "call_id": "c-1", "text": {"not": "text"}},
         {"type": "snapshot_of_nothing"},
@@ -87,16 +121,22 @@ def test_hostile_messages_are_absorbed(message: dict) -> None:
 
 def test_snapshot_with_junk_entries_keeps_the_good_ones() -> None:
     model = fresh()
-    model.apply_snapshot({"type": "snapshot", "instances": "nope",
-                          "calls": [None, 3, "c-x", {"call_id": ""}, call("c-ok")]})
+    model.apply_snapshot(
+        {
+            "type": "snapshot",
+            "instances": "nope",
+            "calls": [None, 3, "c-x", {"call_id": ""}, call("c-ok")],
+        }
+    )
     assert list(model.calls) == ["c-ok"]
     assert model.instances == {}
 
 
 def test_remote_text_is_clipped_and_printable() -> None:
     model = fresh()
-    model.apply({"type": "call_started", "call_id": "c-1",
-                 "caller": "\x1b[31m" + "9" * 10_000 + "\n\r\x00"})
+    model.apply(
+        {"type": "call_started", "call_id": "c-1", "caller": "\x1b[31m" + "9" * 10_000 + "\n\r\x00"}
+    )
     caller = model.calls["c-1"].caller
     assert len(caller) <= model_module.MAX_TEXT
     assert caller.isprintable()
@@ -159,14 +199,27 @@ def test_sort_survives_live_updates() -> None:
 def test_instance_down_makes_its_calls_stale_and_status_brings_it_back() -> None:
     model = sample_model()
     model.take_changes()
-    model.apply({"type": "instance_state", "instance": "voice", "state": "down",
-                 "reason": "connection refused"})
+    model.apply(
+        {
+            "type": "instance_state",
+            "instance": "voice",
+            "state": "down",
+            "reason": "connection refused",
+        }
+    )
     assert model.instances["voice"].state == "down"
     assert model.instances["voice"].error == "connection refused"
     assert all(model.call_is_stale(c) for c in model.calls.values())
     assert model.take_changes().calls == set(model.calls)
-    model.apply({"type": "instance_status", "instance": "voice", "state": "ready",
-                 "active_calls": 1, "cpu": 5.0})
+    model.apply(
+        {
+            "type": "instance_status",
+            "instance": "voice",
+            "state": "ready",
+            "active_calls": 1,
+            "cpu": 5.0,
+        }
+    )
     assert model.instances["voice"].state == "up"
     assert not any(model.call_is_stale(c) for c in model.calls.values())
     model.set_connection("down", "lost")
@@ -175,8 +228,15 @@ def test_instance_down_makes_its_calls_stale_and_status_brings_it_back() -> None
 
 def test_instance_state_carries_the_supervisors_view_and_removal_drops_it() -> None:
     model = sample_model()
-    model.apply({"type": "instance_state", "instance": "voice", "state": "up", "reason": "connected",
-                 "info": instance(restarts=2, pid=5151, name="ignored")})
+    model.apply(
+        {
+            "type": "instance_state",
+            "instance": "voice",
+            "state": "up",
+            "reason": "connected",
+            "info": instance(restarts=2, pid=5151, name="ignored"),
+        }
+    )
     assert model.instances["voice"].restarts == 2
     assert model.instances["voice"].pid == 5151
     model.apply({"type": "instance_removed", "instance": "voice@2"})
@@ -185,8 +245,13 @@ def test_instance_state_carries_the_supervisors_view_and_removal_drops_it() -> N
 
 def test_a_call_of_a_lost_instance_is_unknown_until_it_reports_again() -> None:
     model = fresh()
-    model.apply_snapshot({"type": "snapshot", "instances": [instance(state="down")],
-                          "calls": [call("c-1", state="unknown", suggestions=2)]})
+    model.apply_snapshot(
+        {
+            "type": "snapshot",
+            "instances": [instance(state="down")],
+            "calls": [call("c-1", state="unknown", suggestions=2)],
+        }
+    )
     assert model.calls["c-1"].shown_state == "unknown"
     assert model.calls["c-1"].suggestions == 2
     model.apply({"type": "suggestion_applied", "call_id": "c-1", "text": "x"})
@@ -219,8 +284,14 @@ def test_format_duration(seconds: float | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "–"), (512, "512B"), (1536, "1.5K"), (512 << 20, "512M"), (14 << 30, "14G"),
-     (5 << 40, "5T")],
+    [
+        (None, "–"),
+        (512, "512B"),
+        (1536, "1.5K"),
+        (512 << 20, "512M"),
+        (14 << 30, "14G"),
+        (5 << 40, "5T"),
+    ],
 )
 def test_format_bytes(value: float | None, text: str) -> None:
     assert format_bytes(value) == text

@@ -84,8 +84,12 @@ def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
             shutil.copy2(wheel, staging / "release" / wheel.name)
         pip = home / "venv" / "bin" / "pip"
         if pip.exists():
-            frozen = subprocess.run([str(pip), "freeze", "--disable-pip-version-check"],
-                                    capture_output=True, text=True, check=False)
+            frozen = subprocess.run(
+                [str(pip), "freeze", "--disable-pip-version-check"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             (staging / "release" / "requirements.txt").write_text(frozen.stdout)
     files = installed_units(layout)
     for relative, text in files.items():
@@ -110,10 +114,20 @@ def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
 
 
 @click.command(name="backup")
-@click.option("--keep", type=click.IntRange(1, 1000), default=DEFAULT_KEEP, show_default=True,
-              help="backups to keep in /opt/xswarm/backup")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
-              show_default=True, help="filesystem root of the installation (tests)")
+@click.option(
+    "--keep",
+    type=click.IntRange(1, 1000),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    help="backups to keep in /opt/xswarm/backup",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="filesystem root of the installation (tests)",
+)
 def command(keep: int, root: Path) -> None:
     """Save the release, units, config, .env and the database to /opt/xswarm/backup/<time>/."""
     layout = Layout(root)
@@ -123,9 +137,11 @@ def command(keep: int, root: Path) -> None:
     removed = manifest["removed"]
     assert isinstance(unit_files, list) and isinstance(removed, list)
     click.echo(f"backup written to {folder}")
-    click.echo(f"  release {manifest['release']}, {len(unit_files)} unit files, "
-               f"config {'yes' if manifest.get('config.toml') else 'no'}, "
-               f".env {'yes' if manifest.get('.env') else 'no'}, "
-               f"database {manifest.get('database_pages', 'absent')} pages")
+    click.echo(
+        f"  release {manifest['release']}, {len(unit_files)} unit files, "
+        f"config {'yes' if manifest.get('config.toml') else 'no'}, "
+        f".env {'yes' if manifest.get('.env') else 'no'}, "
+        f"database {manifest.get('database_pages', 'absent')} pages"
+    )
     for name in removed:
         click.echo(f"  removed old backup {name}")

@@ -112,17 +112,35 @@ def _env_file(facts: Facts) -> list[Finding]:
     env = facts.env_file
     user = facts.service_user
     if not env.exists:
-        return [Finding(FAIL, ".env", f"{env.path} is missing; the units load it with "
-                        "EnvironmentFile= and will not start without it",
-                        f"sudo xswarm install (writes it from the template), or: sudo install "
-                        f"-m 600 -o {user} -g {user} deploy/env.example {env.path}")]
+        return [
+            Finding(
+                FAIL,
+                ".env",
+                f"{env.path} is missing; the units load it with "
+                "EnvironmentFile= and will not start without it",
+                f"sudo xswarm install (writes it from the template), or: sudo install "
+                f"-m 600 -o {user} -g {user} deploy/env.example {env.path}",
+            )
+        ]
     out = []
     if env.owner != user:
-        out.append(Finding(FAIL, ".env", f"{env.path} is owned by {env.owner}, not {user}",
-                           f"sudo chown {user}:{user} {env.path}"))
+        out.append(
+            Finding(
+                FAIL,
+                ".env",
+                f"{env.path} is owned by {env.owner}, not {user}",
+                f"sudo chown {user}:{user} {env.path}",
+            )
+        )
     if env.mode is not None and env.mode & 0o077:
-        out.append(Finding(FAIL, ".env", f"{env.path} has mode {env.mode:03o}: other users can "
-                           "read the secrets in it", f"sudo chmod 600 {env.path}"))
+        out.append(
+            Finding(
+                FAIL,
+                ".env",
+                f"{env.path} has mode {env.mode:03o}: other users can read the secrets in it",
+                f"sudo chmod 600 {env.path}",
+            )
+        )
     return out or [Finding(OK, ".env", f"{env.path}: owner {user}, mode 600")]
 
 
@@ -130,9 +148,15 @@ def _executables(facts: Facts) -> list[Finding]:
     out = []
     for path, present in sorted(facts.executables.items()):
         if not present:
-            out.append(Finding(FAIL, "executable", f"{path} (the units' ExecStart) is missing "
-                               "or not executable", "sudo xswarm install --wheelhouse DIR, or "
-                               "sudo xswarm rollback to a release that is still installed"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "executable",
+                    f"{path} (the units' ExecStart) is missing or not executable",
+                    "sudo xswarm install --wheelhouse DIR, or "
+                    "sudo xswarm rollback to a release that is still installed",
+                )
+            )
     if facts.executables and not out:
         out.append(Finding(OK, "executable", f"{len(facts.executables)} unit executables present"))
     return out
@@ -140,10 +164,16 @@ def _executables(facts: Facts) -> list[Finding]:
 
 def _config(facts: Facts) -> list[Finding]:
     if facts.config_error:
-        return [Finding(FAIL, "config", facts.config_error,
-                        "fix that key (deploy/config.example.toml lists every key), then "
-                        "`sudo systemctl reload xswarm-voice`; the service exits 78 on start "
-                        "and is not restarted until the config is valid")]
+        return [
+            Finding(
+                FAIL,
+                "config",
+                facts.config_error,
+                "fix that key (deploy/config.example.toml lists every key), then "
+                "`sudo systemctl reload xswarm-voice`; the service exits 78 on start "
+                "and is not restarted until the config is valid",
+            )
+        ]
     return [Finding(OK, "config", f"{facts.config_source or 'built-in defaults'} is valid")]
 
 
@@ -154,25 +184,43 @@ def _ports(facts: Facts) -> list[Finding]:
         by_port[port].append(unit)
     for port, units in sorted(by_port.items()):
         if len(units) > 1:
-            out.append(Finding(FAIL, "ports", f"port {port} is claimed by {' and '.join(units)}",
-                               "give each instance its own port: [voice.bridge] "
-                               "instance_port_base or [voice.bridge.instances.N] port, never the "
-                               "supervisor's [dashboard] port; then sudo xswarm install"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "ports",
+                    f"port {port} is claimed by {' and '.join(units)}",
+                    "give each instance its own port: [voice.bridge] "
+                    "instance_port_base or [voice.bridge.instances.N] port, never the "
+                    "supervisor's [dashboard] port; then sudo xswarm install",
+                )
+            )
     for unit, port in sorted(facts.ports.items(), key=lambda item: item[1]):
         holder = facts.listeners.get(port)
         if holder is None or holder.pid in facts.ours:
             continue
         who = f"PID {holder.pid} ({holder.process})" if holder.pid else "another process"
-        out.append(Finding(FAIL, "ports", f"port {port}, needed by {unit}, is in use by {who}",
-                           f"stop that process, or move {unit} to another port in config.toml "
-                           "and rerun sudo xswarm install; see: sudo ss -ltnp "
-                           f"'sport = :{port}'"))
+        out.append(
+            Finding(
+                FAIL,
+                "ports",
+                f"port {port}, needed by {unit}, is in use by {who}",
+                f"stop that process, or move {unit} to another port in config.toml "
+                "and rerun sudo xswarm install; see: sudo ss -ltnp "
+                f"'sport = :{port}'",
+            )
+        )
     for socket, listen in sorted(facts.socket_listen.items()):
         expected = facts.expected_listen.get(socket)
         if expected is not None and listen != expected:
-            out.append(Finding(FAIL, "ports", f"{socket} listens on {listen} but config.toml "
-                               f"says {expected}", "sudo xswarm install (rewrites the socket "
-                               "units from config.toml), then sudo systemctl restart the socket"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "ports",
+                    f"{socket} listens on {listen} but config.toml says {expected}",
+                    "sudo xswarm install (rewrites the socket "
+                    "units from config.toml), then sudo systemctl restart the socket",
+                )
+            )
     if not out and facts.ports:
         listed = ", ".join(f"{u} {p}" for u, p in sorted(facts.ports.items(), key=lambda i: i[1]))
         out.append(Finding(OK, "ports", listed))
@@ -186,16 +234,30 @@ def _haproxy(facts: Facts) -> list[Finding]:
     for server, target in sorted(facts.instance_targets.items()):
         routed = facts.haproxy_servers.get(server)
         if routed != target:
-            out.append(Finding(FAIL, "haproxy", f"HAProxy sends {server}'s calls to "
-                               f"{routed or 'nowhere'}, but that instance listens on {target}",
-                               "sudo xswarm install --instances N (rewrites haproxy.cfg from "
-                               "config.toml), then sudo systemctl reload haproxy"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "haproxy",
+                    f"HAProxy sends {server}'s calls to "
+                    f"{routed or 'nowhere'}, but that instance listens on {target}",
+                    "sudo xswarm install --instances N (rewrites haproxy.cfg from "
+                    "config.toml), then sudo systemctl reload haproxy",
+                )
+            )
     for server in sorted(set(facts.haproxy_servers) - set(facts.instance_targets)):
-        out.append(Finding(WARN, "haproxy", f"HAProxy routes to {server} "
-                           f"({facts.haproxy_servers[server]}), which is not an installed "
-                           "instance", "sudo xswarm install --instances N with the right N"))
-    return out or [Finding(OK, "haproxy", f"HAProxy routes to all {len(facts.instance_targets)} "
-                           "instances")]
+        out.append(
+            Finding(
+                WARN,
+                "haproxy",
+                f"HAProxy routes to {server} "
+                f"({facts.haproxy_servers[server]}), which is not an installed "
+                "instance",
+                "sudo xswarm install --instances N with the right N",
+            )
+        )
+    return out or [
+        Finding(OK, "haproxy", f"HAProxy routes to all {len(facts.instance_targets)} instances")
+    ]
 
 
 def haproxy_servers(config_text: str) -> dict[str, str]:
@@ -215,16 +277,32 @@ def _engine(facts: Facts) -> list[Finding]:
     required = facts.engine == "moshi"
     level = FAIL if required else WARN
     if facts.models_error:
-        out.append(Finding(level, "models", f"MOSHI models are not usable: {facts.models_error}",
-                           "sudo -u xswarm xswarm models pull (or set [voice.moshi] "
-                           "moshi_weights/mimi_weights/tokenizer to local files)"
-                           + ("" if required else "; with engine=auto the bridge falls back "
-                              "to the echo engine")))
+        out.append(
+            Finding(
+                level,
+                "models",
+                f"MOSHI models are not usable: {facts.models_error}",
+                "sudo -u xswarm xswarm models pull (or set [voice.moshi] "
+                "moshi_weights/mimi_weights/tokenizer to local files)"
+                + (
+                    ""
+                    if required
+                    else "; with engine=auto the bridge falls back to the echo engine"
+                ),
+            )
+        )
     if facts.device.startswith("cuda") and not facts.gpu_present:
-        out.append(Finding(level, "gpu", "[voice.moshi] device is cuda but no NVIDIA GPU is "
-                           "visible (/dev/nvidia0 is absent)", "install the NVIDIA driver and "
-                           "sudo xswarm install --gpu (the gpu.conf drop-in), or set "
-                           "[voice.moshi] device = \"cpu\""))
+        out.append(
+            Finding(
+                level,
+                "gpu",
+                "[voice.moshi] device is cuda but no NVIDIA GPU is "
+                "visible (/dev/nvidia0 is absent)",
+                "install the NVIDIA driver and "
+                "sudo xswarm install --gpu (the gpu.conf drop-in), or set "
+                '[voice.moshi] device = "cpu"',
+            )
+        )
     return out or [Finding(OK, "engine", f"engine {facts.engine}: models and device present")]
 
 
@@ -233,16 +311,33 @@ def _database(facts: Facts) -> list[Finding]:
     if db is None:
         return []
     if db.error:
-        return [Finding(FAIL, "database", f"{db.path} cannot be opened: {db.error}",
-                        "check that /var/lib/xswarm exists and is owned by xswarm "
-                        "(sudo xswarm install fixes both)")]
+        return [
+            Finding(
+                FAIL,
+                "database",
+                f"{db.path} cannot be opened: {db.error}",
+                "check that /var/lib/xswarm exists and is owned by xswarm "
+                "(sudo xswarm install fixes both)",
+            )
+        ]
     if not db.exists:
-        return [Finding(OK, "database", f"{db.path} does not exist yet; the supervisor "
-                        "creates it on first start")]
+        return [
+            Finding(
+                OK,
+                "database",
+                f"{db.path} does not exist yet; the supervisor creates it on first start",
+            )
+        ]
     if db.integrity != "ok":
-        return [Finding(FAIL, "database", f"{db.path} is corrupt: integrity_check says "
-                        f"{db.integrity}", "stop xswarm-dashboard, move the file aside and "
-                        "restore the newest copy from /opt/xswarm/backup/*/xswarm.db")]
+        return [
+            Finding(
+                FAIL,
+                "database",
+                f"{db.path} is corrupt: integrity_check says {db.integrity}",
+                "stop xswarm-dashboard, move the file aside and "
+                "restore the newest copy from /opt/xswarm/backup/*/xswarm.db",
+            )
+        ]
     return [Finding(OK, "database", f"{db.path}: integrity ok")]
 
 
@@ -252,20 +347,38 @@ def _units(facts: Facts) -> list[Finding]:
         if unit.load_state == "not-found":
             continue
         if unit.exec_main_status == EX_CONFIG and unit.active_state in ("failed", "inactive"):
-            out.append(Finding(FAIL, "restarts", f"{name} stopped with exit 78: its config was "
-                               "refused (not restarted, by RestartPreventExitStatus=78)",
-                               f"sudo journalctl -u {name} -n 5 names the key; fix it, then "
-                               f"sudo systemctl restart {name}"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "restarts",
+                    f"{name} stopped with exit 78: its config was "
+                    "refused (not restarted, by RestartPreventExitStatus=78)",
+                    f"sudo journalctl -u {name} -n 5 names the key; fix it, then "
+                    f"sudo systemctl restart {name}",
+                )
+            )
         elif unit.n_restarts >= 3 or unit.sub_state == "auto-restart":
-            out.append(Finding(FAIL, "restarts", f"{name} has restarted {unit.n_restarts} times "
-                               f"(now {unit.active_state}/{unit.sub_state}, last exit "
-                               f"{unit.exec_main_status}, result {unit.result})",
-                               f"sudo journalctl -u {name} --since '5 minutes ago'; to debug "
-                               f"without restarts: sudo systemctl edit {name} and set "
-                               "[Service] Restart=no"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "restarts",
+                    f"{name} has restarted {unit.n_restarts} times "
+                    f"(now {unit.active_state}/{unit.sub_state}, last exit "
+                    f"{unit.exec_main_status}, result {unit.result})",
+                    f"sudo journalctl -u {name} --since '5 minutes ago'; to debug "
+                    f"without restarts: sudo systemctl edit {name} and set "
+                    "[Service] Restart=no",
+                )
+            )
         elif unit.active_state == "failed":
-            out.append(Finding(FAIL, "restarts", f"{name} failed (result {unit.result}, exit "
-                               f"{unit.exec_main_status})", f"sudo journalctl -u {name} -n 50"))
+            out.append(
+                Finding(
+                    FAIL,
+                    "restarts",
+                    f"{name} failed (result {unit.result}, exit {unit.exec_main_status})",
+                    f"sudo journalctl -u {name} -n 50",
+                )
+            )
         out += _memory(name, unit, facts.mem_total)
     return out
 
@@ -277,29 +390,55 @@ def _memory(name: str, unit: UnitFacts, mem_total: int | None) -> list[Finding]:
         share = used / limit
         if share >= 0.9:
             level = FAIL if share >= 0.95 else WARN
-            out.append(Finding(level, "memory", f"{name} uses {size_text(used)} of its "
-                               f"MemoryMax={size_text(limit)} ({share:.0%})",
-                               "lower [voice.bridge] max_concurrent_calls, raise MemoryMax "
-                               f"(sudo systemctl edit {name}), or add an instance"))
+            out.append(
+                Finding(
+                    level,
+                    "memory",
+                    f"{name} uses {size_text(used)} of its "
+                    f"MemoryMax={size_text(limit)} ({share:.0%})",
+                    "lower [voice.bridge] max_concurrent_calls, raise MemoryMax "
+                    f"(sudo systemctl edit {name}), or add an instance",
+                )
+            )
     if limit and mem_total and limit > mem_total:
-        out.append(Finding(WARN, "memory", f"{name} has MemoryMax={size_text(limit)} but the "
-                           f"machine has {size_text(mem_total)}: the limit never binds and the "
-                           "kernel's OOM killer acts first", f"sudo systemctl edit {name}: "
-                           "MemoryMax= below physical memory"))
+        out.append(
+            Finding(
+                WARN,
+                "memory",
+                f"{name} has MemoryMax={size_text(limit)} but the "
+                f"machine has {size_text(mem_total)}: the limit never binds and the "
+                "kernel's OOM killer acts first",
+                f"sudo systemctl edit {name}: MemoryMax= below physical memory",
+            )
+        )
     return out
 
 
 def _release(facts: Facts) -> list[Finding]:
     if facts.current_release is None:
-        return [Finding(FAIL, "release", "no release is installed (/opt/xswarm/current is "
-                        "missing)", "sudo xswarm install --wheelhouse DIR")]
+        return [
+            Finding(
+                FAIL,
+                "release",
+                "no release is installed (/opt/xswarm/current is missing)",
+                "sudo xswarm install --wheelhouse DIR",
+            )
+        ]
     if facts.stale_units:
-        return [Finding(FAIL, "units", f"installed units differ from release "
-                        f"{facts.current_release}'s: {', '.join(facts.stale_units)}"
-                        + (f" (they are from {facts.units_release})"
-                           if facts.units_release and facts.units_release != facts.current_release
-                           else ""),
-                        "sudo xswarm install (rewrites them), then sudo systemctl daemon-reload")]
+        return [
+            Finding(
+                FAIL,
+                "units",
+                f"installed units differ from release "
+                f"{facts.current_release}'s: {', '.join(facts.stale_units)}"
+                + (
+                    f" (they are from {facts.units_release})"
+                    if facts.units_release and facts.units_release != facts.current_release
+                    else ""
+                ),
+                "sudo xswarm install (rewrites them), then sudo systemctl daemon-reload",
+            )
+        ]
     return [Finding(OK, "units", f"units match release {facts.current_release}")]
 
 

@@ -41,7 +41,7 @@ def installed_instances(files: dict[str, str]) -> list[int]:
     for name in files:
         head = name.split("/", 1)[0]
         if head.startswith("xswarm-voice@") and head.endswith(".socket.d"):
-            number = head[len("xswarm-voice@"):-len(".socket.d")]
+            number = head[len("xswarm-voice@") : -len(".socket.d")]
             if number.isdigit():
                 numbers.append(int(number))
     return sorted(set(numbers))
@@ -209,10 +209,10 @@ def gather(layout: Layout, config_path: Path) -> Facts:
     if "xswarm-dashboard.service" in files:
         facts.ports["xswarm-dashboard.service"] = dashboard["port"]
     sockets = [("xswarm-voice.socket", "xswarm-voice.socket")] if single else []
-    for socket_name, relative in [*sockets,
-                                  ("xswarm-dashboard.socket", "xswarm-dashboard.socket")] + [
-        (f"xswarm-voice@{n}.socket", f"xswarm-voice@{n}.socket.d/listen.conf") for n in instances
-    ]:
+    for socket_name, relative in [
+        *sockets,
+        ("xswarm-dashboard.socket", "xswarm-dashboard.socket"),
+    ] + [(f"xswarm-voice@{n}.socket", f"xswarm-voice@{n}.socket.d/listen.conf") for n in instances]:
         if relative in files:
             listen = units.parse(files[relative]).get("Socket", {}).get("ListenStream", [])
             facts.socket_listen[socket_name] = listen[-1] if listen else "(nothing)"
@@ -234,7 +234,8 @@ def gather(layout: Layout, config_path: Path) -> Facts:
             for number in instances:
                 host = config.instances.get(number, {}).get("host", bridge["host"])
                 facts.instance_targets[f"voice{number}"] = units.listen_address(
-                    health.local_host(host), raw_instance_port(config, number))
+                    health.local_host(host), raw_instance_port(config, number)
+                )
     facts.engine = bridge["engine"]
     facts.device = config.get("voice.moshi", "device")
     facts.gpu_present = Path("/dev/nvidia0").exists()
@@ -249,8 +250,9 @@ def gather(layout: Layout, config_path: Path) -> Facts:
     facts.mem_total = mem_total()
     facts.current_release = releases.current(layout)
     if facts.current_release is not None and files:
-        plan = units.render(layout, facts.current_release, config, instances,
-                            installed_profiles(files))
+        plan = units.render(
+            layout, facts.current_release, config, instances, installed_profiles(files)
+        )
         facts.stale_units = units.stale(files, plan)
         facts.units_release = units.stamped_release(files.get("xswarm-voice.service", ""))
     return facts
@@ -279,16 +281,27 @@ def format_findings(findings: list[checks.Finding]) -> str:
             lines.append(f"      fix: {finding.fix}")
     failures = sum(f.level == checks.FAIL for f in findings)
     warnings = sum(f.level == checks.WARN for f in findings)
-    lines.append(f"{failures} failed, {warnings} warnings, "
-                 f"{len(findings) - failures - warnings} ok")
+    lines.append(
+        f"{failures} failed, {warnings} warnings, {len(findings) - failures - warnings} ok"
+    )
     return "\n".join(lines)
 
 
 @click.command(name="doctor")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
-              show_default=True, help="filesystem root of the installation (tests)")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="config file (default: /opt/xswarm/config.toml)")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="filesystem root of the installation (tests)",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config file (default: /opt/xswarm/config.toml)",
+)
 def command(root: Path, config_path: Path | None) -> None:
     """Check this server for every known cause of a failing xswarm, with the fix for each."""
     layout = Layout(root)

@@ -98,8 +98,13 @@ def reload(pid: int, path: Path, timeout: float, poll: float = 0.05) -> ReloadSt
 
 @click.command(name="reloadctl")
 @click.argument("pid", type=int, required=False)
-@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True,
-              help="seconds to wait for the service to report its reload")
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="seconds to wait for the service to report its reload",
+)
 def command(pid: int | None, timeout: float) -> None:
     """Reload a service (SIGHUP) and wait until it has applied or refused its config."""
     if pid is None:

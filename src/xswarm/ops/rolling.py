@@ -35,15 +35,18 @@ def targets(config: Config) -> list[Target]:
     names = [n for n in systemctl.list_units("xswarm-voice*.service") if n.endswith(".service")]
     names += ["xswarm-dashboard.service"]
     state = systemctl.show(names, ("Id", "ActiveState"))
-    running = [n for n in names if state.get(n, {}).get("ActiveState") in ("active", "reloading",
-                                                                            "activating")]
+    running = [
+        n
+        for n in names
+        if state.get(n, {}).get("ActiveState") in ("active", "reloading", "activating")
+    ]
     out = []
     for name in running:
         if name == "xswarm-dashboard.service":
             dash = config.section("dashboard")
             out.append(Target(name, dash["host"], dash["port"], "/healthz"))
             continue
-        instance = name[len("xswarm-voice@"):-len(".service")] if "@" in name else None
+        instance = name[len("xswarm-voice@") : -len(".service")] if "@" in name else None
         view = config.for_instance(int(instance)) if instance and instance.isdigit() else config
         bridge = view.section("voice.bridge")
         out.append(Target(name, bridge["host"], bridge["port"], "/readyz"))
@@ -63,7 +66,7 @@ def running_release(unit: str, layout: Layout) -> str | None:
     for word in argv:
         text = word.decode("utf-8", "replace")
         if text.startswith(prefix):
-            return text[len(prefix):].split(os.sep, 1)[0]
+            return text[len(prefix) :].split(os.sep, 1)[0]
     return None
 
 
@@ -84,8 +87,10 @@ def _restart_and_check(target: Target, layout: Layout, version: str, timeout: fl
         state = props.get(target.unit, {})
         lines = systemctl.journal(target.unit, lines=1, own=True).strip().splitlines()
         said = f"; it logged: {lines[-1][:200]}" if lines else ""
-        return (f"systemctl restart {target.unit} failed (result {state.get('Result', '?')}, "
-                f"exit status {state.get('ExecMainStatus', '?')}){said}")
+        return (
+            f"systemctl restart {target.unit} failed (result {state.get('Result', '?')}, "
+            f"exit status {state.get('ExecMainStatus', '?')}){said}"
+        )
     deadline = time.monotonic() + timeout
     probe = health.get(health.url(target.host, target.port, target.path))
     while not probe.ok and time.monotonic() < deadline:
@@ -101,7 +106,10 @@ def _restart_and_check(target: Target, layout: Layout, version: str, timeout: fl
 
 
 def rolling_restart(
-    layout: Layout, running: list[Target], version: str, say: Callable[[str], None],
+    layout: Layout,
+    running: list[Target],
+    version: str,
+    say: Callable[[str], None],
     timeout: float = READY_TIMEOUT,
 ) -> str | None:
     for target in running:
@@ -122,8 +130,13 @@ def activate(layout: Layout, version: str, plan_from_saved: bool) -> None:
     else:
         files = doctor.installed_units(layout)
         config = config_module.load(layout.config)
-        plan = units.render(layout, version, config, doctor.installed_instances(files),
-                            doctor.installed_profiles(files))
+        plan = units.render(
+            layout,
+            version,
+            config,
+            doctor.installed_instances(files),
+            doctor.installed_profiles(files),
+        )
         install.install_units(layout, plan, report)
     releases.switch(layout, version)
     if systemctl.available():
@@ -131,8 +144,12 @@ def activate(layout: Layout, version: str, plan_from_saved: bool) -> None:
 
 
 def switch_to(
-    layout: Layout, version: str, running: list[Target], say: Callable[[str], None],
-    fresh_units: bool, timeout: float = READY_TIMEOUT,
+    layout: Layout,
+    version: str,
+    running: list[Target],
+    say: Callable[[str], None],
+    fresh_units: bool,
+    timeout: float = READY_TIMEOUT,
 ) -> str | None:
     """Activate ``version`` and restart ``running`` onto it; the first error, if any.
 

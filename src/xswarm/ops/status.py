@@ -47,15 +47,31 @@ def _memory(row: Row) -> str:
 
 def render(release: str | None, rows: list[Row]) -> str:
     header = (
-        "UNIT", "PORT", "STATE", "PID", "RESTARTS", "MEMORY / MAX", "HEALTH", "READY", "CALLS"
+        "UNIT",
+        "PORT",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "MEMORY / MAX",
+        "HEALTH",
+        "READY",
+        "CALLS",
     )
     table = [header]
     for row in rows:
-        table.append((
-            row.unit, str(row.port), row.state, str(row.pid or "-"),
-            "-" if row.restarts is None else str(row.restarts), _memory(row),
-            {True: "ok", False: "DOWN", None: "-"}[row.healthy], row.ready, row.calls,
-        ))
+        table.append(
+            (
+                row.unit,
+                str(row.port),
+                row.state,
+                str(row.pid or "-"),
+                "-" if row.restarts is None else str(row.restarts),
+                _memory(row),
+                {True: "ok", False: "DOWN", None: "-"}[row.healthy],
+                row.ready,
+                row.calls,
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = [f"xswarm release: {release or 'none installed'}", ""]
     for entry in table:
@@ -99,24 +115,39 @@ def collect(layout: Layout, config: Config) -> list[Row]:
             active, limit = body.get("active_calls"), body.get("max_concurrent_calls")
             if active is not None:
                 calls = f"{active}/{limit}" if limit is not None else str(active)
-        rows.append(Row(
-            unit=unit, port=port, state=state,
-            pid=systemctl.number(props.get("MainPID")) or 0,
-            restarts=systemctl.number(props.get("NRestarts")) if props else None,
-            memory=systemctl.number(props.get("MemoryCurrent")),
-            memory_max=systemctl.number(props.get("MemoryMax")),
-            status_text=props.get("StatusText", ""),
-            healthy=alive.ok if alive.status or alive.error else None,
-            ready=ready, calls=calls,
-        ))
+        rows.append(
+            Row(
+                unit=unit,
+                port=port,
+                state=state,
+                pid=systemctl.number(props.get("MainPID")) or 0,
+                restarts=systemctl.number(props.get("NRestarts")) if props else None,
+                memory=systemctl.number(props.get("MemoryCurrent")),
+                memory_max=systemctl.number(props.get("MemoryMax")),
+                status_text=props.get("StatusText", ""),
+                healthy=alive.ok if alive.status or alive.error else None,
+                ready=ready,
+                calls=calls,
+            )
+        )
     return rows
 
 
 @click.command(name="status")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
-              show_default=True, help="filesystem root of the installation (tests)")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="config file (default: /opt/xswarm/config.toml)")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="filesystem root of the installation (tests)",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config file (default: /opt/xswarm/config.toml)",
+)
 def command(root: Path, config_path: Path | None) -> None:
     """Services, health, active calls, restarts and memory against limits, on one screen."""
     layout = Layout(root)

@@ -122,7 +122,7 @@ def _set_listen(text: str, address: str) -> str:
 
 def stamped_release(text: str) -> str | None:
     first = text.split("\n", 1)[0]
-    return first[len(STAMP):].strip() if first.startswith(STAMP) else None
+    return first[len(STAMP) :].strip() if first.startswith(STAMP) else None
 
 
 def parse(text: str) -> dict[str, dict[str, list[str]]]:
@@ -154,9 +154,7 @@ def managed(name: str) -> bool:
 
 def stale(installed: dict[str, str], plan: UnitPlan) -> list[str]:
     """Files whose installed text differs from what this release would install."""
-    return sorted(
-        name for name, text in plan.files.items() if installed.get(name) != text
-    )
+    return sorted(name for name, text in plan.files.items() if installed.get(name) != text)
 
 
 def render_haproxy(config: Config, instances: list[int]) -> str:

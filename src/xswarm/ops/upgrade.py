@@ -18,19 +18,38 @@ from xswarm.ops.layout import Layout
 
 
 @click.command(name="upgrade")
-@click.option("--wheelhouse", required=True,
-              type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="directory holding the new xswarm wheel and its dependencies")
+@click.option(
+    "--wheelhouse",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="directory holding the new xswarm wheel and its dependencies",
+)
 @click.option("--version", "version", default=None, help="release to install (default: newest)")
-@click.option("--timeout", type=float, default=rolling.READY_TIMEOUT, show_default=True,
-              help="seconds each instance has to become ready after its restart")
-@click.option("--keep", type=click.IntRange(1, 100), default=DEFAULT_KEEP, show_default=True,
-              help="releases to keep")
+@click.option(
+    "--timeout",
+    type=float,
+    default=rolling.READY_TIMEOUT,
+    show_default=True,
+    help="seconds each instance has to become ready after its restart",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(1, 100),
+    default=DEFAULT_KEEP,
+    show_default=True,
+    help="releases to keep",
+)
 @click.option("--python", default=None, help="interpreter for the release venv (default: system)")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
-              show_default=True, help="filesystem root of the installation (tests)")
-def command(wheelhouse: Path, version: str | None, timeout: float, keep: int,
-            python: str | None, root: Path) -> None:
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="filesystem root of the installation (tests)",
+)
+def command(
+    wheelhouse: Path, version: str | None, timeout: float, keep: int, python: str | None, root: Path
+) -> None:
     """Install a new release and restart onto it, rolling back on its own if it is unhealthy."""
     layout = Layout(root)
     old = releases.current(layout)
@@ -52,6 +71,8 @@ def command(wheelhouse: Path, version: str | None, timeout: float, keep: int,
     click.echo(f"ROLLING BACK to {old}: {error}", err=True)
     again = rolling.switch_to(layout, old, running, click.echo, fresh_units=False, timeout=timeout)
     if again is not None:
-        raise click.ClickException(f"upgrade to {new} failed ({error}) and so did the rollback "
-                                   f"to {old} ({again}); see `sudo xswarm doctor`")
+        raise click.ClickException(
+            f"upgrade to {new} failed ({error}) and so did the rollback "
+            f"to {old} ({again}); see `sudo xswarm doctor`"
+        )
     raise click.ClickException(f"upgrade to {new} failed ({error}); rolled back to {old}")

@@ -153,60 +153,141 @@ def render_metrics(hub: Hub) -> str:
         return "{" + inner + "}"
 
     instances = list(hub.fleet.instances.values())
-    metric("xswarm_supervisor_info", "gauge", "Version of the supervisor.",
-           [(lbl(version=__version__), 1)])
-    metric("xswarm_supervisor_uptime_seconds", "gauge", "Seconds since the supervisor started.",
-           [("", round(time.time() - hub.started_at, 3))])
-    metric("xswarm_supervisor_instance_up", "gauge",
-           "1 when the instance is connected and reporting (up or draining).",
-           [(lbl(instance=i.name), 1 if i.state in ("up", "draining") else 0) for i in instances])
-    metric("xswarm_supervisor_instance_state", "gauge", "The state of each instance, one-hot.",
-           [(lbl(instance=i.name, state=s), 1 if i.state == s else 0)
-            for i in instances for s in ("up", "down", "stale", "draining")])
-    metric("xswarm_supervisor_instance_restarts_total", "counter",
-           "Times an instance came back with a new pid.",
-           [(lbl(instance=i.name), i.restarts) for i in instances])
+    metric(
+        "xswarm_supervisor_info",
+        "gauge",
+        "Version of the supervisor.",
+        [(lbl(version=__version__), 1)],
+    )
+    metric(
+        "xswarm_supervisor_uptime_seconds",
+        "gauge",
+        "Seconds since the supervisor started.",
+        [("", round(time.time() - hub.started_at, 3))],
+    )
+    metric(
+        "xswarm_supervisor_instance_up",
+        "gauge",
+        "1 when the instance is connected and reporting (up or draining).",
+        [(lbl(instance=i.name), 1 if i.state in ("up", "draining") else 0) for i in instances],
+    )
+    metric(
+        "xswarm_supervisor_instance_state",
+        "gauge",
+        "The state of each instance, one-hot.",
+        [
+            (lbl(instance=i.name, state=s), 1 if i.state == s else 0)
+            for i in instances
+            for s in ("up", "down", "stale", "draining")
+        ],
+    )
+    metric(
+        "xswarm_supervisor_instance_restarts_total",
+        "counter",
+        "Times an instance came back with a new pid.",
+        [(lbl(instance=i.name), i.restarts) for i in instances],
+    )
     active: dict[str, int] = {i.name: 0 for i in instances}
     for call in hub.fleet.calls.values():
         if call.state == "active" and call.instance in active:
             active[call.instance] += 1
-    metric("xswarm_supervisor_active_calls", "gauge", "Live calls per instance.",
-           [(lbl(instance=n), v) for n, v in active.items()])
+    metric(
+        "xswarm_supervisor_active_calls",
+        "gauge",
+        "Live calls per instance.",
+        [(lbl(instance=n), v) for n, v in active.items()],
+    )
     upstreams = list(hub.upstreams.values())
-    metric("xswarm_supervisor_upstream_connects_total", "counter",
-           "Successful connections to each instance's control channel.",
-           [(lbl(instance=u.name), u.connects) for u in upstreams])
-    metric("xswarm_supervisor_upstream_failures_total", "counter",
-           "Lost or refused connections to each instance's control channel.",
-           [(lbl(instance=u.name), u.failures) for u in upstreams])
-    metric("xswarm_supervisor_upstream_bad_messages_total", "counter",
-           "Messages from an instance that were not JSON events.",
-           [(lbl(instance=u.name), u.bad_messages) for u in upstreams])
-    metric("xswarm_supervisor_events_received_total", "counter",
-           "Events received from all instances.", [("", c.events_in)])
-    metric("xswarm_supervisor_messages_sent_total", "counter",
-           "Messages queued to operators.", [("", c.events_out)])
-    metric("xswarm_supervisor_operators", "gauge", "Open operator connections.",
-           [("", len(hub.operators))])
-    metric("xswarm_supervisor_operators_dropped_total", "counter",
-           "Operators closed for falling behind (slow) or flooding.",
-           [(lbl(reason="slow"), c.operators_dropped_slow),
-            (lbl(reason="flood"), c.operators_flooding)])
-    metric("xswarm_supervisor_auth_failures_total", "counter",
-           "Refused authentications (HTTP and WebSocket).", [("", c.auth_failures)])
-    metric("xswarm_supervisor_operator_errors_total", "counter",
-           "Malformed or unknown operator messages.", [("", c.operator_errors)])
-    metric("xswarm_supervisor_suggestions_total", "counter", "Operator suggestions.",
-           [(lbl(outcome="forwarded"), c.suggestions_forwarded),
-            (lbl(outcome="rejected_locally"), c.suggestions_rejected_locally)])
-    metric("xswarm_supervisor_hangups_total", "counter", "Hang-ups forwarded to instances.",
-           [("", c.hangups_forwarded)])
-    metric("xswarm_supervisor_calls_recorded_total", "counter",
-           "Finished calls written to the history.", [("", c.calls_recorded)])
-    metric("xswarm_supervisor_store_errors_total", "counter",
-           "History writes that failed.", [("", c.store_errors)])
-    metric("xswarm_supervisor_history_rows", "gauge", "Finished calls kept in the history.",
-           [("", hub.store.finished_count())])
+    metric(
+        "xswarm_supervisor_upstream_connects_total",
+        "counter",
+        "Successful connections to each instance's control channel.",
+        [(lbl(instance=u.name), u.connects) for u in upstreams],
+    )
+    metric(
+        "xswarm_supervisor_upstream_failures_total",
+        "counter",
+        "Lost or refused connections to each instance's control channel.",
+        [(lbl(instance=u.name), u.failures) for u in upstreams],
+    )
+    metric(
+        "xswarm_supervisor_upstream_bad_messages_total",
+        "counter",
+        "Messages from an instance that were not JSON events.",
+        [(lbl(instance=u.name), u.bad_messages) for u in upstreams],
+    )
+    metric(
+        "xswarm_supervisor_events_received_total",
+        "counter",
+        "Events received from all instances.",
+        [("", c.events_in)],
+    )
+    metric(
+        "xswarm_supervisor_messages_sent_total",
+        "counter",
+        "Messages queued to operators.",
+        [("", c.events_out)],
+    )
+    metric(
+        "xswarm_supervisor_operators",
+        "gauge",
+        "Open operator connections.",
+        [("", len(hub.operators))],
+    )
+    metric(
+        "xswarm_supervisor_operators_dropped_total",
+        "counter",
+        "Operators closed for falling behind (slow) or flooding.",
+        [
+            (lbl(reason="slow"), c.operators_dropped_slow),
+            (lbl(reason="flood"), c.operators_flooding),
+        ],
+    )
+    metric(
+        "xswarm_supervisor_auth_failures_total",
+        "counter",
+        "Refused authentications (HTTP and WebSocket).",
+        [("", c.auth_failures)],
+    )
+    metric(
+        "xswarm_supervisor_operator_errors_total",
+        "counter",
+        "Malformed or unknown operator messages.",
+        [("", c.operator_errors)],
+    )
+    metric(
+        "xswarm_supervisor_suggestions_total",
+        "counter",
+        "Operator suggestions.",
+        [
+            (lbl(outcome="forwarded"), c.suggestions_forwarded),
+            (lbl(outcome="rejected_locally"), c.suggestions_rejected_locally),
+        ],
+    )
+    metric(
+        "xswarm_supervisor_hangups_total",
+        "counter",
+        "Hang-ups forwarded to instances.",
+        [("", c.hangups_forwarded)],
+    )
+    metric(
+        "xswarm_supervisor_calls_recorded_total",
+        "counter",
+        "Finished calls written to the history.",
+        [("", c.calls_recorded)],
+    )
+    metric(
+        "xswarm_supervisor_store_errors_total",
+        "counter",
+        "History writes that failed.",
+        [("", c.store_errors)],
+    )
+    metric(
+        "xswarm_supervisor_history_rows",
+        "gauge",
+        "Finished calls kept in the history.",
+        [("", hub.store.finished_count())],
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -292,8 +373,9 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
         try:
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
-            await _refuse(request, op, auth.Verdict(
-                False, f"no auth message within {AUTH_TIMEOUT:g} s"))
+            await _refuse(
+                request, op, auth.Verdict(False, f"no auth message within {AUTH_TIMEOUT:g} s")
+            )
             return
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
@@ -302,8 +384,13 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
         if not guard.allow(time.monotonic()):
             hub.counters.operators_flooding += 1
             log.warning("operator %s flooded the supervisor; closing it", op.peer)
-            hub.send_to(op, {"type": "error", "message": (
-                f"flood: more than {guard.rate:g} messages per second; closing")})
+            hub.send_to(
+                op,
+                {
+                    "type": "error",
+                    "message": (f"flood: more than {guard.rate:g} messages per second; closing"),
+                },
+            )
             await _flush(op)
             op.closing = True
             await ws.close(code=1008, message=b"flood")
@@ -328,8 +415,13 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
             continue
         if not authenticated:
             hub.counters.operator_errors += 1
-            hub.send_to(op, {"type": "error", "message": (
-                'not authenticated: send {"type":"auth","token":"…"} first')})
+            hub.send_to(
+                op,
+                {
+                    "type": "error",
+                    "message": ('not authenticated: send {"type":"auth","token":"…"} first'),
+                },
+            )
             continue
         await _dispatch(hub, op, command)
 

@@ -69,7 +69,7 @@ def check(expected: str | None, given: str | None, peer: str | None) -> Verdict:
             "set it in /opt/xswarm/.env and restart xswarm-dashboard",
         )
     if given is None:
-        return Verdict(False, "a token is required: send {\"type\":\"auth\",\"token\":…}")
+        return Verdict(False, 'a token is required: send {"type":"auth","token":…}')
     if tokens_match(given, expected):
         return Verdict(True, "authenticated")
     return Verdict(False, f"invalid token; use the {TOKEN_ENV} of the supervisor")

@@ -52,8 +52,8 @@ _CALL_STAT_FIELDS = (
 
 def iso(epoch: float) -> str:
     """ISO 8601 UTC with milliseconds, the format the bridge stamps its events with."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -295,9 +295,7 @@ class Fleet:
             return out
         for key in [k for k in self.calls if k[0] == name]:
             out.extend(self._end_lost(self.calls[key], UNOBSERVED, ended_at=self._wall()))
-        out.events.append(
-            {"type": "instance_removed", "instance": name, "ts": iso(self._wall())}
-        )
+        out.events.append({"type": "instance_removed", "instance": name, "ts": iso(self._wall())})
         return out
 
     def connected(self, name: str) -> Outcome:
@@ -449,9 +447,7 @@ class Fleet:
             if adopted and lost_at is None:
                 out.extend(self._end_lost(call, UNOBSERVED, ended_at=self._wall()))
             else:
-                out.extend(
-                    self._end_lost(call, INSTANCE_LOST, ended_at=lost_at or self._wall())
-                )
+                out.extend(self._end_lost(call, INSTANCE_LOST, ended_at=lost_at or self._wall()))
         for call_id, entry in listed.items():
             key = (inst.name, call_id)
             known = self.calls.get(key)

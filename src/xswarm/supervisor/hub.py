@@ -207,8 +207,10 @@ class Hub:
                 log.exception("could not record the end of call %s", record.call_id)
         for event in outcome.events:
             self.broadcast(event)
-        if outcome.started or outcome.ended or any(
-            e.get("type") in ("instance_state", "instance_removed") for e in outcome.events
+        if (
+            outcome.started
+            or outcome.ended
+            or any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events)
         ):
             self._on_change()
 
@@ -278,7 +280,9 @@ class Hub:
             return self._reject(op, cmd, cmd.call_id, "empty text")
         if len(cmd.text) > MAX_SUGGESTION_CHARS:
             return self._reject(
-                op, cmd, cmd.call_id,
+                op,
+                cmd,
+                cmd.call_id,
                 f"text is {len(cmd.text)} characters; the limit is {MAX_SUGGESTION_CHARS}",
             )
         if cmd.call_id is None:
@@ -296,7 +300,7 @@ class Hub:
             if len(found) > 1:
                 names = ", ".join(c.instance for c in found)
                 return self._reject(
-                    op, cmd, cmd.call_id, f"call {cmd.call_id} is live on {names}; add \"instance\""
+                    op, cmd, cmd.call_id, f'call {cmd.call_id} is live on {names}; add "instance"'
                 )
             call = found[0]
         upstream = self.upstreams.get(call.instance)
@@ -317,8 +321,12 @@ class Hub:
             self._pending.pop(ours, None)
             return self._reject(op, cmd, call.call_id, f"instance {call.instance} is down")
         self.counters.suggestions_forwarded += 1
-        log.info("operator %s sent a suggestion to call %s", op.peer, call.call_id,
-                 extra={"call_id": call.call_id})
+        log.info(
+            "operator %s sent a suggestion to call %s",
+            op.peer,
+            call.call_id,
+            extra={"call_id": call.call_id},
+        )
 
     async def hangup(self, op: Operator, cmd: Hangup) -> str | None:
         """Forward a hang-up; returns an error message for the operator, or None."""
@@ -327,16 +335,15 @@ class Hub:
             return f"no live call {cmd.call_id}"
         if len(found) > 1:
             names = ", ".join(c.instance for c in found)
-            return f"call {cmd.call_id} is live on {names}; add \"instance\""
+            return f'call {cmd.call_id} is live on {names}; add "instance"'
         call = found[0]
         upstream = self.upstreams.get(call.instance)
-        if upstream is None or not await upstream.send(
-            {"type": "hangup", "call_id": call.call_id}
-        ):
+        if upstream is None or not await upstream.send({"type": "hangup", "call_id": call.call_id}):
             return f"instance {call.instance} is down; cannot hang up {call.call_id}"
         self.counters.hangups_forwarded += 1
-        log.info("operator %s hung up call %s", op.peer, call.call_id,
-                 extra={"call_id": call.call_id})
+        log.info(
+            "operator %s hung up call %s", op.peer, call.call_id, extra={"call_id": call.call_id}
+        )
         return None
 
     # -- summaries ---------------------------------------------------------------------------

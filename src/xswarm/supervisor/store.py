@@ -76,9 +76,7 @@ def _v2(db: sqlite3.Connection) -> None:
         """DELETE FROM calls WHERE ended_at IS NULL AND id NOT IN
            (SELECT MAX(id) FROM calls WHERE ended_at IS NULL GROUP BY instance, call_id)"""
     )
-    db.execute(
-        "CREATE UNIQUE INDEX calls_open ON calls (instance, call_id) WHERE ended_at IS NULL"
-    )
+    db.execute("CREATE UNIQUE INDEX calls_open ON calls (instance, call_id) WHERE ended_at IS NULL")
     db.execute("CREATE INDEX calls_by_end ON calls (ended_at)")
 
 

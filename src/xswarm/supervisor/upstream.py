@@ -168,8 +168,11 @@ class Upstream:
                 except Exception:
                     # A message we cannot digest must not end the subscription.
                     self.bad_messages += 1
-                    log.exception("instance %s: failed to apply a %r message", self.name,
-                                  str(data.get("type"))[:40])
+                    log.exception(
+                        "instance %s: failed to apply a %r message",
+                        self.name,
+                        str(data.get("type"))[:40],
+                    )
             elif msg.type in _CLOSED:
                 code = ws.close_code
                 return f"{self.url} closed the connection (code {code})"
