@@ -1,13 +1,14 @@
 """The ``xswarm dashboard`` app: owns the model, the supervisor link and the repaint timer.
 
 Messages from the link change the model at once; the widgets catch up on a 4 Hz timer, so a
-burst of events costs one repaint. Constructed with ``url=None`` it never connects, which is
+burst of events costs one repaint. Screens never call the app: what the operator asks for
+comes up as a message (``xswarm.tui.messages``), and each repaint's changes go down through
+``LiveScreen.show``. Constructed with ``url=None`` it never connects, which is
 how the tests and the snapshots drive it from a prepared model.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +37,7 @@ from xswarm.tui.messages import (
 )
 from xswarm.tui.model import DashboardModel, clip_text
 from xswarm.tui.palette import CallCommands
+from xswarm.tui.requests import OwnRequests, acknowledgement
 from xswarm.tui.screens.confirm import ConfirmHangupScreen
 from xswarm.tui.screens.detail import CallDetailScreen
 from xswarm.tui.screens.help import HelpScreen
@@ -80,8 +82,7 @@ class XswarmDashboard(App[None]):
             if problem:
                 self.model.note("settings", problem)
         self.link = SupervisorLink(url, token, self.post_message) if url else None
-        self._request_ids = (f"tui-{os.getpid()}-{n}" for n in itertools.count(1))
-        self._my_requests: set[str] = set()
+        self.requests = OwnRequests(f"tui-{os.getpid()}")
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen(self.model)
@@ -150,23 +151,10 @@ class XswarmDashboard(App[None]):
         if kind == "error":
             reason = clip_text(data.get("message"), 300)
             self.notify(reason, title="Supervisor", severity="error", markup=False)
-        request_id = data.get("request_id")
-        if isinstance(request_id, str) and request_id in self._my_requests:
-            self._my_requests.discard(request_id)
-            self._acknowledge(data)
+        notice = acknowledgement(data) if self.requests.answered(data) else None
+        if notice is not None:
+            self.notify(notice[0], severity=notice[1], markup=False)
         self.model.apply(data)
-
-    def _acknowledge(self, data: dict[str, Any]) -> None:
-        call_id = clip_text(data.get("call_id"))
-        if data["type"] == "suggestion_applied":
-            self.notify(f"Suggestion applied to call {call_id}", markup=False)
-        elif data["type"] == "suggestion_rejected":
-            reason = clip_text(data.get("reason"), 200)
-            self.notify(
-                f"Suggestion for call {call_id} rejected: {reason}",
-                severity="warning",
-                markup=False,
-            )
 
     def on_open_call(self, message: OpenCall) -> None:
         self.push_screen(CallDetailScreen(self.model, message.call_id))
@@ -206,7 +194,7 @@ class XswarmDashboard(App[None]):
 
     async def inject(self, call_id: str, text: str, priority: str = "normal") -> str | None:
         """Send a suggestion for ``call_id``; the request id, or None when it could not go."""
-        request_id = next(self._request_ids)
+        request_id = self.requests.next_id()
         try:
             payload = inject_message(call_id, text, request_id, priority)
         except ValueError as exc:
@@ -214,7 +202,7 @@ class XswarmDashboard(App[None]):
             return None
         if not await self._send(payload):
             return None
-        self._my_requests.add(request_id)
+        self.requests.sent(request_id)
         self.model.note("suggest", f"{call_id} sent: {clip_text(text, 120)}", call_id=call_id)
         return request_id
 
