@@ -249,3 +249,12 @@ def test_bind_errors_name_the_cause_and_the_fix(code: int, words: str) -> None:
 def test_addresses_read_as_urls_and_say_when_systemd_passed_them() -> None:
     assert str(Address("127.0.0.1", 9998)) == "127.0.0.1:9998"
     assert str(Address("::1", 9998, fd=3)) == "fd 3 ([::1]:9998)"
+
+
+async def test_a_stop_signal_during_start_up_waits_for_ready_then_stops() -> None:
+    daemon = FakeDaemon()
+    runtime, notifier = make(daemon)
+    daemon.on_start = lambda: runtime.on_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(runtime.serve(), 10) == 0
+    assert notifier.firsts() == ["READY=1", "STOPPING=1"]
+    assert daemon.calls == ["start", "begin_drain", "end_drain", "close"]

@@ -140,9 +140,10 @@ class VoiceDaemon:
                 ),
                 return_exceptions=True,
             )
-        # The event hub cannot say when its subscribers have sent what they hold: give the
-        # control subscribers a moment to receive the last call_ended events.
-        await asyncio.sleep(0.2)
+        if bridge.hub.subscribers:
+            # The event hub cannot say when a subscriber has sent what it holds: give the
+            # control subscribers a moment to receive the last call_ended events.
+            await asyncio.sleep(0.2)
         log.info("drained; exiting")
 
     async def close(self) -> None:

@@ -120,46 +120,53 @@ class Runtime:
     async def serve(self) -> int:
         """The whole life of the process; returns its exit status (errors raise)."""
         async with contextlib.AsyncExitStack() as cleanup:
-            # Undone in reverse: the HTTP server, then the daemon, then the notify socket.
-            cleanup.callback(self.notifier.close)
-            cleanup.push_async_callback(self._close_daemon)
-            runner = web.AppRunner(
-                self.daemon.app(),
-                handle_signals=False,
-                access_log=None,
-                shutdown_timeout=self.shutdown_timeout,
-            )
-            await runner.setup()
-            cleanup.push_async_callback(runner.cleanup)
-            listening = await listen(runner, self.endpoint)
-            self._started = True
-            await self.daemon.start(listening.addresses, self.status_changed)
-            await self._serve(listening)
-        return 0
-
-    async def _close_daemon(self) -> None:
-        if self._started:
-            await self.daemon.close()
-
-    async def _serve(self, listening: Listening) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in SIGNAL_INTENTS:
-            loop.add_signal_handler(signum, self.on_signal, signum)
-        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
-        try:
-            write_reload_record(self.reload_generation, True, "started")
-            self._status = self.daemon.status_line()
-            self.notifier.ready(self._status)
+            listening = await self._start(cleanup)
             await self.dispatch()
             if listening.activated:
                 # systemd keeps its listening sockets open: connections that arrive from
                 # now on wait in its backlog for the next process instead of being refused.
                 await listening.stop()
             await self.drain()
-        finally:
-            watchdog.cancel()
-            for signum in SIGNAL_INTENTS:
-                loop.remove_signal_handler(signum)
+        return 0
+
+    async def _start(self, cleanup: contextlib.AsyncExitStack) -> Listening:
+        """Listen, start the daemon, READY=1; ``cleanup`` undoes each step that was done."""
+        # Undone in reverse: the HTTP server, the daemon, the signal handlers (a signal
+        # until the very end is still only an intent), the notify socket.
+        cleanup.callback(self.notifier.close)
+        self._handle_signals()
+        cleanup.callback(self._restore_signals)
+        cleanup.push_async_callback(self._close_daemon)
+        runner = web.AppRunner(
+            self.daemon.app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        await runner.setup()
+        cleanup.push_async_callback(runner.cleanup)
+        listening = await listen(runner, self.endpoint)
+        self._started = True
+        await self.daemon.start(listening.addresses, self.status_changed)
+        cleanup.callback(asyncio.create_task(self._watchdog(), name="watchdog").cancel)
+        write_reload_record(self.reload_generation, True, "started")
+        self._status = self.daemon.status_line()
+        self.notifier.ready(self._status)
+        return listening
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in SIGNAL_INTENTS:
+            loop.add_signal_handler(signum, self.on_signal, signum)
+
+    def _restore_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in SIGNAL_INTENTS:
+            loop.remove_signal_handler(signum)
+
+    async def _close_daemon(self) -> None:
+        if self._started:
+            await self.daemon.close()
 
     async def dispatch(self) -> None:
         """The main loop: act on each recorded intent in turn; return at the first stop."""
