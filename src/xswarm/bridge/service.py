@@ -150,7 +150,7 @@ class VoiceDaemon:
 
 def serve(args: argparse.Namespace) -> int:
     config = read_config(args)
-    logs.setup(config.get("logging", "level"))
+    logs.setup(config.logging.level)
     instance = f"voice@{args.instance}" if args.instance else "voice"
     daemon = VoiceDaemon(args, Bridge(config, build_engine(config), instance))
     return run(daemon, daemon.endpoint())

@@ -53,10 +53,10 @@ class SupervisorDaemon:
                 "must also run without a token (development mode)",
                 TOKEN_ENV,
             )
-        self.store = Store(cfg.state_dir() / DB_NAME, cfg.get("dashboard", "history_limit"))
+        self.store = Store(cfg.state_dir() / DB_NAME, cfg.dashboard.history_limit)
         self.hub = Hub(
             self.store,
-            cfg.get("dashboard", "stale_after"),
+            cfg.dashboard.stale_after,
             token,
             on_change=lambda: self._status_changed(),
         )
@@ -88,9 +88,9 @@ class SupervisorDaemon:
             return ReloadOutcome(False, message)
         _, restart = config_mod.reload_changes(self.cfg, new)
         pending = [k for k in restart if k in RESTART_KEYS]
-        logs.setup(new.get("logging", "level"))
-        self.hub.set_stale_after(new.get("dashboard", "stale_after"))
-        self.store.history_limit = new.get("dashboard", "history_limit")
+        logs.setup(new.logging.level)
+        self.hub.set_stale_after(new.dashboard.stale_after)
+        self.store.history_limit = new.dashboard.history_limit
         self.store.prune()
         added, removed = await self.hub.set_instances(new.control_urls())
         self.cfg = new
@@ -143,10 +143,10 @@ def command(config_path: str | None, host: str | None, port: int | None) -> None
     logs.setup("info")
     faulthandler.enable()
     cfg = config_mod.load(config_path)
-    logs.setup(cfg.get("logging", "level"))
+    logs.setup(cfg.logging.level)
     endpoint = Endpoint(
-        host or cfg.get("dashboard", "host"),
-        port if port is not None else cfg.get("dashboard", "port"),
+        host or cfg.dashboard.host,
+        port if port is not None else cfg.dashboard.port,
         setting="[dashboard]",
         flags="--port",
     )
