@@ -66,8 +66,6 @@ class BenchCall:
     sent_at: list[float] = field(default_factory=list)
     received: int = 0
     sending: bool = False
-    finished: bool = False
-    close_code: int | None = None
 
 
 @dataclass
@@ -254,12 +252,10 @@ class Bench:
             ws = await asyncio.wait_for(session.ws_connect(self.url, compress=0), 30)
         except aiohttp.WSServerHandshakeError as exc:
             self.refusals[f"HTTP {exc.status}"] += 1
-            call.finished = True
             return
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.failed += 1
             self.first_failure = self.first_failure or describe_failure(self.url, exc)
-            call.finished = True
             return
         call.ws = ws
         try:
@@ -271,8 +267,6 @@ class Bench:
             pass
         finally:
             call.sending = False
-            call.finished = True
-            call.close_code = ws.close_code
             if call.next_frame < self.frames_per_call:
                 self.closed_early[f"closed {ws.close_code}"] += 1
             await ws.close()
