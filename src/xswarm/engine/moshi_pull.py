@@ -96,7 +96,7 @@ def pull(
 ) -> PulledModel:
     """Download ``repo`` (default: ``[voice.moshi] hf_repo``) into ``dest`` (default: the
     state directory's model folder); ``say`` hears each file as it starts."""
-    repo = repo or config.get("voice.moshi", "hf_repo")
+    repo = repo or config.moshi.hf_repo
     if not repo or repo.count("/") != 1:
         raise XswarmError(f"--repo must look like owner/name, got {repo!r}")
     dest = dest or moshi_loader.pulled_dir(config, repo)

@@ -53,14 +53,14 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         facts.config_error = str(exc)
         config = config_module.defaults()
     instances = installed_instances(files)
-    bridge, dashboard = config.section("voice.bridge"), config.section("dashboard")
+    bridge, dashboard = config.bridge, config.dashboard
     single = deployed_single_voice(files)
     if single:
-        facts.ports["xswarm-voice.service"] = bridge["port"]
+        facts.ports["xswarm-voice.service"] = bridge.port
     for number in instances:
         facts.ports[f"xswarm-voice@{number}.service"] = raw_instance_port(config, number)
     if "xswarm-dashboard.service" in files:
-        facts.ports["xswarm-dashboard.service"] = dashboard["port"]
+        facts.ports["xswarm-dashboard.service"] = dashboard.port
     sockets = [("xswarm-voice.socket", "xswarm-voice.socket")] if single else []
     for socket_name, relative in [
         *sockets,
@@ -69,14 +69,12 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         if relative in files:
             listen = units.parse(files[relative]).get("Socket", {}).get("ListenStream", [])
             facts.socket_listen[socket_name] = listen[-1] if listen else "(nothing)"
-    facts.expected_listen["xswarm-voice.socket"] = units.listen_address(
-        bridge["host"], bridge["port"]
-    )
+    facts.expected_listen["xswarm-voice.socket"] = units.listen_address(bridge.host, bridge.port)
     facts.expected_listen["xswarm-dashboard.socket"] = units.listen_address(
-        dashboard["host"], dashboard["port"]
+        dashboard.host, dashboard.port
     )
     for number in instances:
-        host = config.instances.get(number, {}).get("host", bridge["host"])
+        host = config.instances.get(number, {}).get("host", bridge.host)
         facts.expected_listen[f"xswarm-voice@{number}.socket"] = units.listen_address(
             host, raw_instance_port(config, number)
         )
@@ -85,12 +83,12 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         if "xswarm_voice_instances" in text:
             facts.haproxy_servers = checks.haproxy_servers(text)
             for number in instances:
-                host = config.instances.get(number, {}).get("host", bridge["host"])
+                host = config.instances.get(number, {}).get("host", bridge.host)
                 facts.instance_targets[f"voice{number}"] = units.listen_address(
                     health.local_host(host), raw_instance_port(config, number)
                 )
-    facts.engine = bridge["engine"]
-    facts.device = config.get("voice.moshi", "device")
+    facts.engine = bridge.engine
+    facts.device = config.moshi.device
     facts.gpu_present = Path("/dev/nvidia0").exists()
     if facts.engine != "echo":
         facts.models_error = _probe_models(config, files, layout)

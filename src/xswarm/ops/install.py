@@ -113,8 +113,8 @@ def initial_config(instances: list[int]) -> str:
     defaults = config_module.defaults()
     urls = []
     for number in instances:
-        bridge = defaults.for_instance(number).section("voice.bridge")
-        urls.append(f'"ws://127.0.0.1:{bridge["port"]}/control"')
+        bridge = defaults.for_instance(number).bridge
+        urls.append(f'"ws://127.0.0.1:{bridge.port}/control"')
     extra = (
         "# Written by `xswarm install --instances`: the supervisor watches these instances.\n"
         "[dashboard]\n"

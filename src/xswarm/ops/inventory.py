@@ -73,9 +73,9 @@ def unit_environment(text: str) -> dict[str, str]:
 
 def raw_instance_port(config: Config, number: int) -> int:
     """The port instance N would ask for, without refusing collisions (doctor reports them)."""
-    bridge = config.section("voice.bridge")
+    bridge = config.bridge
     override = config.instances.get(number, {})
-    return int(override.get("port", bridge["instance_port_base"] + number))
+    return int(override.get("port", bridge.instance_port_base + number))
 
 
 def deployed_single_voice(files: dict[str, str]) -> bool:
@@ -131,7 +131,7 @@ def listeners(ports: set[int]) -> dict[int, Holder]:
 
 def database_path(config: Config, layout: Layout) -> Path:
     """The supervisor's SQLite file: ``[paths] state_dir`` if set, else the layout's."""
-    state_dir = config.get("paths", "state_dir")
+    state_dir = config.paths.state_dir
     return Path(state_dir) / "xswarm.db" if state_dir else layout.database
 
 

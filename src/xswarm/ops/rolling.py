@@ -49,13 +49,13 @@ def targets(config: Config) -> list[Target]:
     out = []
     for name in running:
         if name == "xswarm-dashboard.service":
-            dash = config.section("dashboard")
-            out.append(Target(name, dash["host"], dash["port"], "/healthz"))
+            dash = config.dashboard
+            out.append(Target(name, dash.host, dash.port, "/healthz"))
             continue
         instance = name[len("xswarm-voice@") : -len(".service")] if "@" in name else None
         view = config.for_instance(int(instance)) if instance and instance.isdigit() else config
-        bridge = view.section("voice.bridge")
-        out.append(Target(name, bridge["host"], bridge["port"], "/readyz"))
+        bridge = view.bridge
+        out.append(Target(name, bridge.host, bridge.port, "/readyz"))
     return out
 
 

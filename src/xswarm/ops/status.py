@@ -80,24 +80,24 @@ def render(release: str | None, rows: list[Row]) -> str:
 
 def voice_targets(config: Config, files: dict[str, str]) -> list[tuple[str, str, int]]:
     out = []
-    bridge = config.section("voice.bridge")
+    bridge = config.bridge
     if not files or deployed_single_voice(files):
-        out.append(("xswarm-voice.service", bridge["host"], bridge["port"]))
+        out.append(("xswarm-voice.service", bridge.host, bridge.port))
     for number in installed_instances(files):
-        view = config.for_instance(number).section("voice.bridge")
-        out.append((f"xswarm-voice@{number}.service", view["host"], view["port"]))
+        view = config.for_instance(number).bridge
+        out.append((f"xswarm-voice@{number}.service", view.host, view.port))
     return out
 
 
 def collect(layout: Layout, config: Config) -> list[Row]:
     files = installed_units(layout)
     voices = voice_targets(config, files)
-    dash = config.section("dashboard")
+    dash = config.dashboard
     names = [v[0] for v in voices] + ["xswarm-dashboard.service"]
     shown = systemctl.show(names) if systemctl.available() else {}
     rows = []
     for unit, host, port, path in [(*v, "/readyz") for v in voices] + [
-        ("xswarm-dashboard.service", dash["host"], dash["port"], "")
+        ("xswarm-dashboard.service", dash.host, dash.port, "")
     ]:
         props = shown.get(unit, {})
         state = f"{props['ActiveState']}/{props['SubState']}" if props else "unknown"

@@ -12,12 +12,12 @@ TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
 def default_url(config_path: str | None) -> str:
     """The supervisor's operator API from the config's [dashboard] host and port."""
     cfg = config_module.load(config_path)
-    host = cfg.get("dashboard", "host")
+    host = cfg.dashboard.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"ws://{host}:{cfg.get('dashboard', 'port')}/ws"
+    return f"ws://{host}:{cfg.dashboard.port}/ws"
 
 
 def token(given: str | None) -> str:
