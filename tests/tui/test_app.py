@@ -30,7 +30,7 @@ def table(app: XswarmDashboard) -> CallsTable:
 
 
 def row_ids(app: XswarmDashboard) -> list[str]:
-    return [str(row.key.value) for row in table(app).ordered_rows]
+    return list(table(app).order)
 
 
 def cell_text(app: XswarmDashboard, call_id: str, column: str) -> str:
@@ -103,7 +103,7 @@ async def test_clicking_a_header_sorts_by_it() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         calls = table(app)
-        x = sum(c.get_render_width(calls) for c in calls.ordered_columns[:3]) + 2
+        x = sum(c.width + 2 for c in calls.ordered_columns[:3]) + 2
         assert await pilot.click("#calls", offset=(x, 1))
         await pilot.pause()
         assert app.model.sort_column == "duration_s"

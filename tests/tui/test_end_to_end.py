@@ -31,7 +31,7 @@ def live_call_ids(app: XswarmDashboard) -> list[str]:
 
 def table_ids(app: XswarmDashboard) -> list[str]:
     table = app.screen.query_one("#calls", CallsTable)
-    return [str(row.key.value) for row in table.ordered_rows]
+    return list(table.order)
 
 
 def notices(app: XswarmDashboard) -> list[str]:

@@ -1,10 +1,11 @@
 """The ``xswarm dashboard`` app: owns the model, the supervisor link and the repaint timer.
 
-Messages from the link change the model at once; the widgets catch up on a 4 Hz timer, so a
-burst of events costs one repaint. Screens never call the app: what the operator asks for
-comes up as a message (``xswarm.tui.messages``), and each repaint's changes go down through
-``LiveScreen.show``. Constructed with ``url=None`` it never connects, which is
-how the tests and the snapshots drive it from a prepared model.
+Messages from the link change the model at once (called directly, not queued as Textual
+messages: a fleet sends thousands a second); the widgets catch up on a 4 Hz timer, so a burst
+of events costs one repaint, and a repaint costs what is on screen. Screens never call the
+app: what the operator asks for comes up as a message (``xswarm.tui.messages``), and each
+repaint's changes go down through ``LiveScreen.show``. Constructed with ``url=None`` it never
+connects, which is how the tests and the snapshots drive it from a prepared model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -81,8 +83,15 @@ class XswarmDashboard(App[None]):
             problem = settings.load(settings_path, self.model)
             if problem:
                 self.model.note("settings", problem)
-        self.link = SupervisorLink(url, token, self.post_message) if url else None
+        self.link = SupervisorLink(url, token, self._from_link) if url else None
         self.requests = OwnRequests(f"tui-{os.getpid()}")
+
+    def _from_link(self, message: Message) -> bool:
+        """The link's messages: the supervisor's data goes straight into the model."""
+        if isinstance(message, SupervisorMessage):
+            self.on_supervisor_message(message)
+            return True
+        return self.post_message(message)
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen(self.model)

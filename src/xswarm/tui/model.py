@@ -9,6 +9,7 @@ a burst of events costs one repaint.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import deque
@@ -534,3 +535,129 @@ def format_bytes(value: float | None) -> str:
             return f"{value:.1f}{unit}" if abs(value) < 10 and unit != "B" else f"{value:.0f}{unit}"
         value /= 1024
     return f"{value:.0f}T"
+
+
+# -- Fleet scale: the order of the calls table, top-N views, summaries ------------------------
+# Kept apart from DashboardModel so that each repaint's cost is chosen here, not by the widgets:
+# the order is re-sorted at most every RESORT_S for changed figures (at once for calls that
+# come or go, or a new sort or filter; every repaint for a small fleet), and the widgets draw
+# only what is on screen of it.
+
+RESORT_S = 1.0
+# Up to this many calls a re-sort costs under a millisecond: done on every repaint.
+SORT_EVERY_PAINT_UP_TO = 500
+TOP_N = 20
+
+# View name -> (the figure it ranks by, label for the operator). Highest first, missing last.
+TOP_VIEWS: dict[str, tuple[str, str]] = {
+    "latency": ("latency_p99_ms", "worst p99 latency"),
+    "late": ("late_frames", "most late frames"),
+    "longest": ("duration_s", "longest"),
+    "loudest": ("level_in_dbfs", "loudest caller"),
+}
+
+
+class CallOrder:
+    """The calls table's row order: the model's filter and sort, or a top-N view.
+
+    ``view`` names a ``TOP_VIEWS`` entry; then only the ``TOP_N`` calls highest by its figure
+    show, found with a heap rather than a full sort.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock
+        self.view: str | None = None
+        self.order: list[str] = []
+        self.sorts = 0
+        self._sorted_at: float | None = None
+        self._key: tuple[Any, ...] | None = None
+
+    def set_view(self, view: str | None) -> None:
+        if view is not None and view not in TOP_VIEWS:
+            raise ValueError(f"unknown view {view!r}; expected one of {list(TOP_VIEWS)}")
+        self.view = view
+        self._key = None
+
+    def update(self, model: DashboardModel, changes: Changes) -> list[str]:
+        """The order after ``changes``; re-sorts only when it may have moved and is due."""
+        now = (self.clock or model.clock)()
+        key = (self.view, model.sort_column, model.sort_reverse, model.filter_text)
+        known = set(self.order)
+        came = any(c not in known for c in changes.calls if c in model.calls)
+        gone = bool(changes.removed & known) or any(c not in model.calls for c in self.order)
+        figures_moved = bool(changes.calls) and (
+            self.view is not None or model.sort_column not in (None, "call_id")
+        )
+        due = (
+            self._sorted_at is None
+            or len(model.calls) <= SORT_EVERY_PAINT_UP_TO
+            or now - self._sorted_at >= RESORT_S
+        )
+        if key != self._key or changes.reset or came or (figures_moved and due):
+            self._sort(model, now, key)
+        elif gone:
+            self.order = [c for c in self.order if c in model.calls]
+        return self.order
+
+    def _sort(self, model: DashboardModel, now: float, key: tuple[Any, ...]) -> None:
+        self.sorts += 1
+        self._sorted_at = now
+        self._key = key
+        if self.view is None:
+            self.order = [c.call_id for c in model.visible_calls()]
+            return
+        figure = TOP_VIEWS[self.view][0]
+        ranked = [
+            (value, c.call_id)
+            for c in model.calls.values()
+            if model.matches(c) and (value := getattr(c, figure)) is not None
+        ]
+        self.order = [call_id for _, call_id in heapq.nlargest(TOP_N, ranked)]
+
+
+def state_counts(model: DashboardModel) -> dict[str, int]:
+    """How many calls are in each shown state (active, hanging up, unknown, ended…)."""
+    counts: dict[str, int] = {}
+    for call in model.calls.values():
+        state = "ended" if call.state == "ended" else call.shown_state
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class FleetTotals:
+    """The instances panel's totals across the fleet, from ``instance_status``.
+
+    Refusals are not counted: the bridges count refused upgrades only in their /metrics, not
+    in anything the supervisor relays; ``full`` (instances with no free slot, which refuse
+    every new call) is what the dashboard can tell.
+    """
+
+    instances: int
+    up: int
+    calls: int
+    free_slots: int
+    full: int
+
+
+def fleet_totals(model: DashboardModel) -> FleetTotals:
+    calls = free = full = up = 0
+    for instance in model.instances.values():
+        up += instance.state in ("up", "draining")
+        calls += instance.active_calls or 0
+        if instance.max_concurrent_calls is not None and instance.state == "up":
+            slots = max(0, instance.max_concurrent_calls - (instance.active_calls or 0))
+            free += slots
+            full += slots == 0
+    return FleetTotals(len(model.instances), up, calls, free, full)
+
+
+def find_call(model: DashboardModel, text: str) -> str | None:
+    """The call an operator means by ``text``: its exact id, else the first id containing it."""
+    wanted = text.strip()
+    if not wanted:
+        return None
+    if wanted in model.calls:
+        return wanted
+    lowered = wanted.lower()
+    return min((c for c in model.calls if lowered in c.lower()), default=None)

@@ -1,13 +1,19 @@
-"""The main screen: instances, live calls, and the events pane."""
+"""The main screen: instances, live calls, and the events pane.
+
+Each repaint costs what is on screen: the calls table builds only its visible rows, the events
+pane takes at most ``EVENT_LINES_PER_PAINT`` new lines (a flood shows as a count of the lines
+skipped), and the summary and fleet totals are one pass over the model.
+"""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
-from textual.widgets import DataTable, Footer, Header, Input, RichLog
+from textual.widgets import Footer, Header, Input, RichLog, Static
 
 from xswarm.tui.messages import (
     FilterChanged,
@@ -16,17 +22,23 @@ from xswarm.tui.messages import (
     SortRequested,
     WriteSuggestion,
 )
-from xswarm.tui.model import Changes
+from xswarm.tui.model import TOP_N, TOP_VIEWS, Changes, find_call, fleet_totals, state_counts
 from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
 from xswarm.tui.widgets.events import event_text
 from xswarm.tui.widgets.instances import InstancesTable
+from xswarm.tui.widgets.virtual_table import VirtualTable
 
 WIDE_AT = 120
+EVENT_LINES_PER_PAINT = 20
+VIEW_CYCLE: tuple[str | None, ...] = (*TOP_VIEWS, None)
 
 
 class MainScreen(LiveScreen):
+    # A call id the operator jumped to: the next repaint puts the cursor on it.
+    _jump_to: str | None = None
+
     BINDINGS = [
         Binding("enter", "open_call", "Detail", show=True),
         Binding("i", "suggest", "Suggest"),
@@ -34,6 +46,8 @@ class MainScreen(LiveScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("o", "next_sort", "Sort"),
         Binding("O", "reverse_sort", "Reverse", show=False),
+        Binding("t", "next_view", "Top N"),
+        Binding("g", "jump", "Go to call"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -41,14 +55,17 @@ class MainScreen(LiveScreen):
         yield Header(icon="☎")
         yield ConnectionBanner(id="banner")
         yield Input(placeholder="filter by id, caller, instance, transport", id="filter")
+        yield Input(placeholder="go to call: its id or part of it, enter to jump", id="jump")
         with Horizontal(id="top"):
             yield InstancesTable(id="instances", cursor_type="none")
             yield RichLog(id="events", max_lines=500, markup=False, wrap=True)
-        yield CallsTable(id="calls")
+        yield Static(id="calls-summary", markup=False)
+        yield CallsTable(self.model, id="calls")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
+        self.query_one("#jump", Input).display = False
         self.query_one("#instances", InstancesTable).border_title = "instances"
         self.query_one("#calls", CallsTable).border_title = "live calls"
         self.query_one("#events", RichLog).border_title = "events"
@@ -67,20 +84,52 @@ class MainScreen(LiveScreen):
     def show(self, changes: Changes) -> None:
         """Apply one batch of model changes to the widgets (the screen must be composed)."""
         model = self.model
+        calls = self.query_one("#calls", CallsTable)
         if changes.connection or changes.reset:
             self.query_one("#banner", ConnectionBanner).show(model)
-            self.query_one("#calls", CallsTable).set_class(not model.connected, "-stale")
+            calls.set_class(not model.connected, "-stale")
+        instances = self.query_one("#instances", InstancesTable)
         if changes.instances or changes.connection or changes.reset:
-            self.query_one("#instances", InstancesTable).show(model)
+            instances.show(model)
+            totals = fleet_totals(model)
+            instances.border_subtitle = (
+                f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
+                f"{totals.free_slots} free slots · {totals.full} full"
+            )
         if changes:
-            self.query_one("#calls", CallsTable).show(model, changes)
+            keep, self._jump_to = self._jump_to, None
+            calls.show(model, changes, keep)
+        self._write_events(changes)
+        self._summarise()
+
+    def _write_events(self, changes: Changes) -> None:
         log = self.query_one("#events", RichLog)
-        for line in changes.events:
+        lines = changes.events
+        if len(lines) > EVENT_LINES_PER_PAINT:
+            skipped = len(lines) - EVENT_LINES_PER_PAINT
+            log.write(Text(f"… {skipped} more events", style="dim italic"))
+            lines = lines[-EVENT_LINES_PER_PAINT:]
+        for line in lines:
             log.write(event_text(line))
-        shown = self.query_one("#calls", CallsTable).row_count
-        live = sum(1 for c in model.calls.values() if c.state == "active")
+
+    def _summarise(self) -> None:
+        model = self.model
+        calls = self.query_one("#calls", CallsTable)
+        counts = state_counts(model)
+        total = sum(counts.values())
+        parts = [f"{total} calls"]
+        if counts:
+            parts[0] += ": " + " · ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        view = calls.calls_order.view
+        if view is not None:
+            parts.append(f"top {TOP_N} by {TOP_VIEWS[view][1]}")
+        if model.filter_text:
+            parts.append(f"filter: {model.filter_text}")
+        parts.append(f"{calls.row_count} shown")
+        self.query_one("#calls-summary", Static).update(Text(" | ".join(parts)))
+        live = counts.get("active", 0)
         filtered = f" | filter: {model.filter_text}" if model.filter_text else ""
-        self.sub_title = f"{live} live calls, {shown} shown{filtered}"
+        self.sub_title = f"{live} live calls, {calls.row_count} shown{filtered}"
 
     def selected_call(self) -> str | None:
         return self.query_one("#calls", CallsTable).selected_key()
@@ -107,6 +156,7 @@ class MainScreen(LiveScreen):
         box.focus()
 
     def action_clear_filter(self) -> None:
+        self.query_one("#jump", Input).display = False
         box = self.query_one("#filter", Input)
         box.value = ""
         box.display = False
@@ -121,6 +171,7 @@ class MainScreen(LiveScreen):
     def filter_done(self, event: Input.Submitted) -> None:
         if not event.value.strip():
             self.query_one("#filter", Input).display = False
+        self.query_one("#jump", Input).display = False
         self.query_one("#calls", CallsTable).focus()
 
     def action_next_sort(self) -> None:
@@ -129,13 +180,43 @@ class MainScreen(LiveScreen):
     def action_reverse_sort(self) -> None:
         self.post_message(SortRequested(reverse=True))
 
-    @on(DataTable.HeaderSelected, "#calls")
-    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
-        column = event.column_key.value
-        if column is not None:
-            self.post_message(SortRequested(column=column))
+    def action_next_view(self) -> None:
+        """Cycle the top-N views (worst latency, most late frames, longest, loudest, all)."""
+        calls = self.query_one("#calls", CallsTable)
+        current = VIEW_CYCLE.index(calls.calls_order.view)
+        calls.calls_order.set_view(VIEW_CYCLE[(current + 1) % len(VIEW_CYCLE)])
+        self.show(Changes(reset=True))
 
-    @on(DataTable.RowSelected, "#calls")
-    def row_chosen(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.post_message(OpenCall(event.row_key.value))
+    def action_jump(self) -> None:
+        box = self.query_one("#jump", Input)
+        box.display = True
+        box.value = ""
+        box.focus()
+
+    @on(Input.Submitted, "#jump")
+    def jump_done(self, event: Input.Submitted) -> None:
+        """Put the cursor on the call; a view or filter hiding it is cleared first."""
+        box = self.query_one("#jump", Input)
+        box.display = False
+        calls = self.query_one("#calls", CallsTable)
+        calls.focus()
+        call_id = find_call(self.model, event.value)
+        if call_id is None:
+            if event.value.strip():
+                self.notify(f"no call id contains {event.value.strip()!r}", markup=False)
+            return
+        self._jump_to = call_id
+        if call_id not in calls.calls_order.order:
+            calls.calls_order.set_view(None)
+            if self.model.filter_text:
+                self.action_clear_filter()
+                return
+        self.show(Changes(reset=True))
+
+    @on(VirtualTable.HeaderSelected, "#calls")
+    def header_clicked(self, event: VirtualTable.HeaderSelected) -> None:
+        self.post_message(SortRequested(column=event.column))
+
+    @on(VirtualTable.RowSelected, "#calls")
+    def row_chosen(self, event: VirtualTable.RowSelected) -> None:
+        self.post_message(OpenCall(event.key))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from xswarm.tui.model import CallView, Changes, DashboardModel, format_duration
-from xswarm.tui.widgets.keyed_table import ColumnSpec, KeyedTable
+from xswarm.tui.model import CallOrder, CallView, Changes, DashboardModel, format_duration
+from xswarm.tui.widgets.keyed_table import ColumnSpec
+from xswarm.tui.widgets.virtual_table import VirtualTable
 
 # Sized so that ten columns plus their padding fit 80 columns with a scrollbar.
 NARROW_COLUMNS = (
@@ -22,7 +23,7 @@ NARROW_COLUMNS = (
 )
 WIDE_COLUMNS = (
     ColumnSpec("call_id", "id", 14),
-    ColumnSpec("instance", "instance", 10),
+    ColumnSpec("instance", "instance", 15),
     ColumnSpec("transport", "transport", 9),
     ColumnSpec("caller", "caller", 18),
     ColumnSpec("duration_s", "duration", 8, numeric=True),
@@ -68,6 +69,11 @@ def _cell(call: CallView, column: str) -> Text:
         state = call.shown_state
         style = "green" if state == "active" else "yellow" if state == "hanging up" else "dim"
         return Text(state, style=style)
+    if column == "caller":
+        # Calls without a From number (WebSocket clients) show where they connect from.
+        if call.caller:
+            return Text(call.caller)
+        return Text(call.remote, style="dim") if call.remote else Text("–", style="dim")
     return Text(str(getattr(call, column)))
 
 
@@ -81,20 +87,28 @@ def call_cells(call: CallView, columns: tuple[ColumnSpec, ...], stale: bool) -> 
     return cells
 
 
-class CallsTable(KeyedTable):
-    """Shows ``DashboardModel.calls`` through the model's filter and sort."""
+class CallsTable(VirtualTable):
+    """``DashboardModel.calls`` in the order ``CallOrder`` keeps; builds on-screen rows only."""
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, model: DashboardModel, *, id: str | None = None) -> None:
+        super().__init__(self._build, id=id)
+        self.model = model
+        self.calls_order = CallOrder()
         self.wide = False
 
     @property
     def column_specs(self) -> tuple[ColumnSpec, ...]:
         return WIDE_COLUMNS if self.wide else NARROW_COLUMNS
 
-    def show(self, model: DashboardModel, changes: Changes) -> None:
-        """Bring the table in line with the model, touching only what ``changes`` names."""
-        keep = self.selected_key()
+    def _build(self, call_id: str) -> list[Text]:
+        call = self.model.calls.get(call_id)
+        if call is None:
+            return [Text("") for _ in self.columns]
+        return call_cells(call, tuple(self.columns.values()), self.model.call_is_stale(call))
+
+    def show(self, model: DashboardModel, changes: Changes, keep: str | None = None) -> None:
+        """Bring the table in line with the model: new order, then the changed on-screen rows."""
+        self.model = model
         columns = self.column_specs
         labels = {}
         if model.sort_column is not None:
@@ -102,19 +116,7 @@ class CallsTable(KeyedTable):
             if spec is not None:
                 labels[spec.key] = f"{spec.label}{'▼' if model.sort_reverse else '▲'}"
         self.set_columns(columns, labels)
-        columns = self._specs
-        visible = model.visible_calls()
-        if changes.reset or changes.connection or not self._shown:
-            self.drop_all()
-            wanted = visible
-            removals: set[str] = set()
-        else:
-            visible_ids = {c.call_id for c in visible}
-            wanted = [
-                c for c in visible if c.call_id in changes.calls or c.call_id not in self._shown
-            ]
-            removals = set(changes.removed) | {
-                key for key in changes.calls if key not in visible_ids
-            }
-        upserts = {c.call_id: call_cells(c, columns, model.call_is_stale(c)) for c in wanted}
-        self.apply_rows(upserts, removals, [c.call_id for c in visible], keep)
+        if changes.reset or changes.connection:
+            self.forget_rows()
+        self.set_order(self.calls_order.update(model, changes), keep)
+        self.update_rows([*changes.calls, *changes.removed])

@@ -1,0 +1,446 @@
+"""What ``xswarm dashboard`` costs in a real terminal with a fleet of live calls; prints figures.
+
+    .venv/bin/python benchmarks/tui_terminal.py --calls 50,200,1000,5000 --sizes 80x24,160x45 \
+        --seconds 20 [--baseline-src /tmp/base-tui/src]
+
+The fleet is synthetic, the rest is real. Fake voice bridges (aiohttp on loopback, one per
+500 calls) speak the bridge's ``/control`` protocol: ``hello``, a ``snapshot`` of their calls,
+then per call one ``call_stats`` a second, a ``user_speech`` every ``1/--speech-rate`` s and
+``text`` words at ``--text-rate``, calls ending and new ones starting (mean length
+``--call-length`` s), and one ``instance_status`` a second per bridge. A real
+``xswarm-dashboard`` supervises them, and the real ``xswarm dashboard`` runs inside tmux (a
+private server, ``tmux -L``) at each size. Per point it prints the dashboard's CPU (percent of
+one core, from ``/proc/PID/stat``) and RSS for every second of the run, and the key-to-screen
+latency: the time from ``tmux send-keys`` of ``/`` (or Escape) until ``tmux capture-pane``
+shows the filter box open (or closed). With ``--baseline-src`` every point also runs the
+dashboard from that source tree (e.g. a ``git worktree`` of the code before a change), the same
+supervisor and fleet, one after the other. Every process it starts is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.supervisor.support import SupervisorProcess, start_supervisor  # noqa: E402
+from tests.support.bridge import VENV_BIN, free_port  # noqa: E402
+
+TOKEN = "tui-terminal-bench-token"
+CALLS_PER_BRIDGE = 500
+TICK_S = 0.1
+FILTER_PLACEHOLDER = "filter by id"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+
+
+@dataclass
+class FakeCall:
+    call_id: str
+    started: float
+    remote: str
+    caller: str | None
+    frames: int = 0
+
+    def started_event(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "call_id": self.call_id,
+            "transport": "twilio",
+            "remote": self.remote,
+            "stream_sid": "MZ" + self.call_id,
+        }
+        if self.caller is not None:
+            body["caller"] = self.caller
+        return body
+
+    def stats_event(self, rng: random.Random) -> dict[str, Any]:
+        self.frames += 50
+        p50 = rng.uniform(8, 40)
+        return {
+            "call_id": self.call_id,
+            "level_in_dbfs": round(rng.uniform(-60, -3), 1),
+            "level_out_dbfs": round(rng.uniform(-60, -3), 1),
+            "latency_p50_ms": round(p50, 1),
+            "latency_p99_ms": round(p50 + rng.expovariate(1 / 30), 1),
+            "duration_s": round(time.monotonic() - self.started, 1),
+            "frames_in": self.frames,
+            "frames_out": self.frames,
+            "late_frames": int(rng.expovariate(1)) if rng.random() < 0.1 else 0,
+        }
+
+
+@dataclass
+class Rates:
+    speech: float
+    text: float
+    call_length: float
+
+
+@dataclass
+class FakeBridge:
+    """One voice instance's ``/control`` endpoint with ``count`` live calls, nothing else."""
+
+    name: str
+    count: int
+    rates: Rates
+    port: int = field(default_factory=free_port)
+    calls: dict[str, FakeCall] = field(default_factory=dict)
+    published: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.name)
+        self.ids = itertools.count(1)
+        now = time.monotonic()
+        for _ in range(self.count):
+            self._new_call(now - self.rng.uniform(0, self.rates.call_length))
+
+    def _new_call(self, started: float) -> FakeCall:
+        n = next(self.ids)
+        caller = f"+1555{self.rng.randrange(10**7):07d}" if self.rng.random() < 0.7 else None
+        call = FakeCall(f"{self.name}-{n:06d}", started, f"10.0.{n % 250}.{n % 199}", caller)
+        self.calls[call.call_id] = call
+        return call
+
+    def message(self, kind: str, body: dict[str, Any]) -> str:
+        self.published += 1
+        return json.dumps({"type": kind, "ts": utc_now(), "instance": self.name, **body})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active_calls": len(self.calls),
+            "max_concurrent_calls": CALLS_PER_BRIDGE + 50,
+            "engine": "echo",
+            "state": "ready",
+            "cpu": round(self.rng.uniform(20, 80), 1),
+            "rss": 800 * 2**20,
+            "limits": {"memory_high": None, "memory_max": 2 * 2**30},
+            "tick_p50_ms": 20.1,
+            "tick_p99_ms": 24.0,
+            "late_frames": 0,
+            "version": "bench",
+            "pid": os.getpid(),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        entries = []
+        for call in self.calls.values():
+            entry = call.started_event() | {"started_at": utc_now()}
+            entries.append(entry | call.stats_event(self.rng))
+        return {"calls": entries, "status": self.status()}
+
+    def tick(self, slot: int) -> list[str]:
+        """One 100 ms slice: a tenth of the calls' stats, speech, words, churn, status."""
+        out = []
+        calls = list(self.calls.values())
+        for call in calls[slot::10]:
+            out.append(self.message("call_stats", call.stats_event(self.rng)))
+        for _ in range(self._draw(len(calls) * self.rates.speech * TICK_S)):
+            call = calls[int(self.rng.random() * len(calls))]
+            duration = self.rng.randint(300, 4000)
+            out.append(
+                self.message("user_speech", {"call_id": call.call_id, "duration_ms": duration})
+            )
+        for _ in range(self._draw(len(calls) * self.rates.text * TICK_S)):
+            call = calls[int(self.rng.random() * len(calls))]
+            out.append(self.message("text", {"call_id": call.call_id, "text": " hello"}))
+        for _ in range(self._draw(len(calls) * TICK_S / self.rates.call_length)):
+            ended = calls[int(self.rng.random() * len(calls))]
+            if self.calls.pop(ended.call_id, None) is not None:
+                body = {
+                    "call_id": ended.call_id,
+                    "duration_s": round(time.monotonic() - ended.started, 1),
+                    "reason": "caller_hangup",
+                    "frames_in": ended.frames,
+                    "frames_out": ended.frames,
+                    "late_frames": 0,
+                }
+                out.append(self.message("call_ended", body))
+                out.append(
+                    self.message("call_started", self._new_call(time.monotonic()).started_event())
+                )
+        if slot == 0:
+            out.append(self.message("instance_status", self.status()))
+        return out
+
+    def _draw(self, expected: float) -> int:
+        whole = int(expected)
+        return whole + (1 if self.rng.random() < expected - whole else 0)
+
+    async def control(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20, compress=False)
+        await ws.prepare(request)
+        hello = {"version": "bench", "pid": os.getpid(), "engine": "echo"}
+        await ws.send_str(self.message("hello", hello | {"max_concurrent_calls": 550}))
+        await ws.send_str(self.message("snapshot", self.snapshot()))
+        sender = asyncio.create_task(self._stream(ws))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                command = json.loads(msg.data)
+                if command.get("type") == "ping":
+                    await ws.send_str(self.message("pong", {"id": command.get("id")}))
+                elif command.get("type") == "snapshot":
+                    await ws.send_str(self.message("snapshot", self.snapshot()))
+        finally:
+            sender.cancel()
+        return ws
+
+    async def _stream(self, ws: web.WebSocketResponse) -> None:
+        next_at = time.monotonic()
+        for slot in itertools.cycle(range(10)):
+            next_at += TICK_S
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            for text in self.tick(slot):
+                await ws.send_str(text)
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/control", self.control)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
+
+def proc_cpu_rss(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) and RSS in MiB of one process, from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss = int(fields[21]) * PAGE_SIZE / 2**20
+    return cpu, rss
+
+
+class Tmux:
+    """A private tmux server with one window running the dashboard."""
+
+    def __init__(self, tmp: Path, width: int, height: int, command: list[str], env: dict[str, str]):
+        self.socket = f"xswarm-bench-{os.getpid()}"
+        self.base = ["tmux", "-L", self.socket, "-f", "/dev/null"]
+        script = tmp / "dashboard.sh"
+        exports = "".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items())
+        script.write_text(f"{exports}exec {' '.join(command)}\n")
+        subprocess.run(
+            [
+                *self.base,
+                "new-session",
+                "-d",
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                "sh",
+                str(script),
+            ],
+            check=True,
+        )
+        self.pid = int(self._out("display-message", "-p", "#{pane_pid}"))
+
+    def _out(self, *args: str) -> str:
+        return subprocess.run(
+            [*self.base, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def screen(self) -> str:
+        return self._out("capture-pane", "-p")
+
+    def send(self, key: str) -> None:
+        subprocess.run([*self.base, "send-keys", key], check=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 15)
+        subprocess.run([*self.base, "kill-server"], capture_output=True)
+
+
+async def wait_for(predicate: Any, limit: float) -> float | None:
+    """Seconds until ``predicate()`` held (polling every 2 ms), or None after ``limit`` s."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit:
+        if await asyncio.to_thread(predicate):
+            return time.perf_counter() - started
+        await asyncio.sleep(0.002)
+    return None
+
+
+@dataclass
+class Point:
+    label: str
+    calls: int
+    size: str
+    cpu: list[float]
+    rss: list[float]
+    keys: list[float]
+    missed: int
+    supervisor_cpu: float
+
+    def row(self) -> str:
+        keys = sorted(self.keys)
+        p50 = statistics.median(keys) * 1000 if keys else float("nan")
+        p99 = keys[min(len(keys) - 1, int(len(keys) * 0.99))] * 1000 if keys else float("nan")
+        return (
+            f"| {self.label} | {self.calls} | {self.size} | {statistics.mean(self.cpu):.1f}% "
+            f"| {max(self.cpu):.1f}% | {self.rss[-1]:.0f} MiB | {p50:.0f} | {p99:.0f} "
+            f"| {len(keys)}/{len(keys) + self.missed} | {self.supervisor_cpu:.0f}% |"
+        )
+
+
+async def measure(
+    tmp: Path,
+    label: str,
+    src: Path,
+    sup: SupervisorProcess,
+    calls: int,
+    size: str,
+    seconds: float,
+    warmup: float,
+) -> Point:
+    width, height = (int(v) for v in size.split("x"))
+    home = tmp / f"home-{label}-{calls}-{size}"
+    home.mkdir()
+    env = {
+        "PYTHONPATH": str(src),
+        "XSWARM_SUPERVISOR_TOKEN": TOKEN,
+        "XDG_CONFIG_HOME": str(home),
+        "TERM": "xterm-256color",
+    }
+    command = [str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url]
+    tmux = Tmux(home, width, height, command, env)
+    try:
+        loaded = await wait_for(lambda: "live calls" in tmux.screen(), 60)
+        if loaded is None:
+            raise SystemExit("the dashboard did not draw in 60 s; is xswarm dashboard runnable?")
+        await asyncio.sleep(warmup)
+        cpu: list[float] = []
+        rss: list[float] = []
+        keys: list[float] = []
+        missed = 0
+        sup_before = proc_cpu_rss(sup.proc.pid)[0]
+        before, _ = proc_cpu_rss(tmux.pid)
+        started = last = time.perf_counter()
+        is_open = False
+        while time.perf_counter() - started < seconds:
+            # Alternate: open the filter box, then close it; each must reach the screen.
+            key, want_open = ("Escape", False) if is_open else ("/", True)
+            tmux.send(key)
+            took = await wait_for(
+                lambda want=want_open: (FILTER_PLACEHOLDER in tmux.screen()) == want, 2.0
+            )
+            if took is None:
+                missed += 1
+            else:
+                keys.append(took)
+            is_open = want_open if took is not None else is_open
+            await asyncio.sleep(0.25)
+            now = time.perf_counter()
+            if now - last >= 1.0:
+                used, resident = proc_cpu_rss(tmux.pid)
+                cpu.append((used - before) / (now - last) * 100)
+                rss.append(resident)
+                before, last = used, now
+        sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (time.perf_counter() - started)
+        per_second = " ".join(f"{c:.0f}" for c in cpu)
+        print(
+            f"  {label} {calls} calls {size}: CPU % per second [{per_second}], "
+            f"RSS MiB {rss[0]:.0f}..{rss[-1]:.0f}",
+            flush=True,
+        )
+        return Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100)
+    finally:
+        tmux.close()
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
+    rates = Rates(args.speech_rate, args.text_rate, args.call_length)
+    sources = [("new", SRC)]
+    if args.baseline_src:
+        sources.append(("base", args.baseline_src))
+    points: list[Point] = []
+    for calls in args.calls:
+        bridges = [
+            FakeBridge(f"voice-{n + 1}", min(CALLS_PER_BRIDGE, calls - n * CALLS_PER_BRIDGE), rates)
+            for n in range((calls + CALLS_PER_BRIDGE - 1) // CALLS_PER_BRIDGE)
+        ]
+        runners = [await bridge.start() for bridge in bridges]
+        urls = [f"ws://127.0.0.1:{b.port}/control#{b.name}" for b in bridges]
+        sup = start_supervisor(
+            tmp, urls, env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}, name=f"sup-{calls}"
+        )
+        try:
+            await asyncio.sleep(2)
+            rate_before, t0 = sum(b.published for b in bridges), time.monotonic()
+            for size in args.sizes:
+                for label, src in sources:
+                    points.append(
+                        await measure(tmp, label, src, sup, calls, size, args.seconds, args.warmup)
+                    )
+            rate = (sum(b.published for b in bridges) - rate_before) / (time.monotonic() - t0)
+            print(f"  fleet of {calls} calls on {len(bridges)} fake bridges: {rate:.0f} events/s")
+        finally:
+            sup.stop()
+            for runner in runners:
+                await runner.cleanup()
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", default="50,200,1000,5000")
+    parser.add_argument("--sizes", default="80x24,160x45")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--speech-rate", type=float, default=0.125, help="user_speech/call/s")
+    parser.add_argument("--text-rate", type=float, default=0.5, help="text events/call/s")
+    parser.add_argument("--call-length", type=float, default=120, help="mean call length, s")
+    parser.add_argument("--baseline-src", help="also run the dashboard from this src tree")
+    args = parser.parse_args()
+    args.calls = [int(n) for n in args.calls.split(",")]
+    args.sizes = args.sizes.split(",")
+    if args.baseline_src:
+        args.baseline_src = Path(args.baseline_src).resolve()
+    if shutil.which("tmux") is None:
+        raise SystemExit("tmux is not installed; it is the terminal this benchmark draws in")
+    print(
+        f"tui_terminal: {args.seconds:.0f} s per point after {args.warmup:.0f} s warm-up; per "
+        f"call 1 call_stats/s, {args.speech_rate} user_speech/s, {args.text_rate} text/s, "
+        f"mean call {args.call_length:.0f} s; load average before "
+        f"{os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="xswarm-tui-terminal-") as tmp:
+        points = asyncio.run(run(args, Path(tmp)))
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+    print(
+        "| code | calls | terminal | CPU mean (one core) | CPU max 1 s | RSS "
+        "| key p50 ms | key p99 ms | keys shown | supervisor CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for point in points:
+        print(point.row())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+"""A table that draws only the rows on screen, however many rows it holds.
+
+Textual's ``DataTable`` keeps every row as renderables and re-renders every visible cell through
+Rich whenever any cell changes; with a live fleet that is most of the dashboard's CPU. Here the
+table holds only the order of the row keys; a row's cells are asked of ``build_row`` when the
+row scrolls into view, kept while it stays there, and drawn as one strip of plain segments. An
+update redraws only the rows whose cells changed, so the cost of a repaint follows the height
+of the terminal, not the size of the fleet.
+
+The cursor belongs to a key, not a position: when the order changes under it, the cursor
+follows its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from xswarm.tui.widgets.keyed_table import ColumnSpec, signature
+
+CELL_PADDING = 1
+
+
+def fit(text: str, width: int, right: bool) -> str:
+    """``text`` cut or padded to exactly ``width`` cells, plus the padding either side."""
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
+    text = text.rjust(width) if right else text.ljust(width)
+    pad = " " * CELL_PADDING
+    return pad + text + pad
+
+
+class VirtualTable(ScrollView, can_focus=True):
+    """Rows by key in a given order; cells are ``rich.text.Text`` (never markup)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "virtual-table--header",
+        "virtual-table--cursor",
+        "virtual-table--even-row",
+    }
+    DEFAULT_CSS = """
+    VirtualTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        max-height: 100%;
+        & > .virtual-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        & > .virtual-table--even-row {
+            background: $surface-lighten-1 50%;
+        }
+        & > .virtual-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .virtual-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Select", show=False),
+        Binding("up", "cursor_up", "Cursor up", show=False),
+        Binding("down", "cursor_down", "Cursor down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home,ctrl+home", "first_row", "First row", show=False),
+        Binding("end,ctrl+end", "last_row", "Last row", show=False),
+    ]
+
+    class RowSelected(Message):
+        """The operator chose a row (enter or a click on it)."""
+
+        def __init__(self, table: VirtualTable, key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.key = key
+
+        @property
+        def control(self) -> VirtualTable:
+            return self.table
+
+    class HeaderSelected(Message):
+        """The operator clicked a column's header."""
+
+        def __init__(self, table: VirtualTable, column: str) -> None:
+            super().__init__()
+            self.table = table
+            self.column = column
+
+        @property
+        def control(self) -> VirtualTable:
+            return self.table
+
+    def __init__(
+        self, build_row: Callable[[str], Sequence[Text]], *, id: str | None = None
+    ) -> None:
+        super().__init__(id=id)
+        self.build_row = build_row
+        self.columns: dict[str, ColumnSpec] = {}
+        self.order: list[str] = []
+        self._index: dict[str, int] = {}
+        self._cells: dict[str, list[Text]] = {}
+        self._shown: dict[str, tuple[tuple[str, str, str | None], ...]] = {}
+        self._strips: dict[str, Strip] = {}
+        self._cursor_key: str | None = None
+        self.rows_built = 0
+
+    # -- what the owner calls -------------------------------------------------------------
+
+    @property
+    def ordered_columns(self) -> list[ColumnSpec]:
+        return list(self.columns.values())
+
+    @property
+    def row_count(self) -> int:
+        return len(self.order)
+
+    @property
+    def cursor_row(self) -> int:
+        key = self._cursor_key
+        return self._index.get(key, 0) if key is not None else 0
+
+    @property
+    def body_height(self) -> int:
+        """Rows that fit under the header."""
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def visible_keys(self) -> list[str]:
+        top = round(self.scroll_y)
+        return self.order[top : top + self.body_height]
+
+    def set_columns(
+        self, specs: Sequence[ColumnSpec], labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Replace the columns (and so every cached row) when the layout or labels change."""
+        labels = labels or {}
+        columns = {
+            s.key: ColumnSpec(s.key, labels.get(s.key, s.label), s.width, s.numeric) for s in specs
+        }
+        if columns == self.columns:
+            return
+        self.columns = columns
+        self.forget_rows()
+        self._resize()
+
+    def forget_rows(self) -> None:
+        """Drop every built row; they are built again as they are drawn."""
+        self._cells.clear()
+        self._shown.clear()
+        self._strips.clear()
+        self.refresh()
+
+    def set_order(self, order: Sequence[str], keep: str | None = None) -> None:
+        """The keys of every row, in display order; the cursor stays on ``keep`` (or its row)."""
+        keep = keep or self._cursor_key
+        new_order = list(order)
+        if new_order != self.order:
+            self.order = new_order
+            self._index = {key: n for n, key in enumerate(new_order)}
+            self._strips.clear()
+            for key in [k for k in self._cells if k not in self._index]:
+                self._drop(key)
+            self._resize()
+            self.refresh()
+        if keep is not None and keep in self._index:
+            self._cursor_key = keep
+        elif self.order:
+            index = min(self._index.get(self._cursor_key or "", 0), len(self.order) - 1)
+            self._cursor_key = self.order[index]
+        else:
+            self._cursor_key = None
+        self._scroll_to_cursor()
+
+    def update_rows(self, keys: Sequence[str]) -> None:
+        """Rebuild the named rows that are on screen; rows off screen are just forgotten."""
+        visible = set(self.visible_keys())
+        for key in keys:
+            if key in visible:
+                self._rebuild(key)
+            elif key in self._cells:
+                self._drop(key)
+        for key in [k for k in self._cells if k not in visible]:
+            self._drop(key)
+
+    def update_cell(self, row_key: str, column_key: str, value: Text) -> None:
+        """Replace one cell of a built row; its line is redrawn."""
+        cells = self._cells.get(row_key)
+        if cells is None:
+            return
+        cells[list(self.columns).index(column_key)] = value
+        self._strips.pop(row_key, None)
+        index = self._index.get(row_key)
+        if index is not None:
+            self.refresh_lines(index + 1)
+
+    def get_cell(self, row_key: str, column_key: str) -> Text:
+        return self._row(row_key)[list(self.columns).index(column_key)]
+
+    def selected_key(self) -> str | None:
+        """The key of the row under the cursor, or None in an empty table."""
+        return self._cursor_key if self.order else None
+
+    def move_cursor(self, row: int) -> None:
+        if self.order:
+            self._cursor_key = self.order[max(0, min(row, len(self.order) - 1))]
+            self._scroll_to_cursor()
+            self.refresh()
+
+    # -- building rows --------------------------------------------------------------------
+
+    def _row(self, key: str) -> list[Text]:
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = list(self.build_row(key))
+            self.rows_built += 1
+            self._cells[key] = cells
+            self._shown[key] = tuple(signature(cell) for cell in cells)
+        return cells
+
+    def _rebuild(self, key: str) -> None:
+        if key not in self._cells:
+            self._row(key)
+            index = self._index.get(key)
+            if index is not None:
+                self.refresh_lines(index + 1)
+            return
+        cells = list(self.build_row(key))
+        self.rows_built += 1
+        new = tuple(signature(cell) for cell in cells)
+        for column, cell, before, after in zip(
+            list(self.columns), cells, self._shown[key], new, strict=True
+        ):
+            if before != after:
+                self.update_cell(key, column, cell)
+        self._shown[key] = new
+
+    def _drop(self, key: str) -> None:
+        self._cells.pop(key, None)
+        self._shown.pop(key, None)
+        self._strips.pop(key, None)
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def _resize(self) -> None:
+        width = sum(spec.width + 2 * CELL_PADDING for spec in self.columns.values())
+        self.virtual_size = Size(width, len(self.order) + 1)
+
+    def _segments(self, cells: Sequence[Text | str], base: Style) -> list[Segment]:
+        segments = []
+        for spec, cell in zip(self.columns.values(), cells, strict=True):
+            if isinstance(cell, Text):
+                text, style = cell.plain, cell.style
+                right = cell.justify == "right" or (cell.justify is None and spec.numeric)
+            else:
+                text, style, right = cell, "", spec.numeric
+            cell_style = base + Style.parse(style) if isinstance(style, str) else base + style
+            segments.append(Segment(fit(text, spec.width, right), cell_style))
+        return segments
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        scroll_x = round(self.scroll_x)
+        base = self.rich_style
+        if y == 0:
+            style = base + self.get_component_rich_style("virtual-table--header")
+            labels = [spec.label for spec in self.columns.values()]
+            strip = Strip(self._segments(labels, style))
+        else:
+            index = round(self.scroll_y) + y - 1
+            if index >= len(self.order):
+                return Strip.blank(width, base)
+            key = self.order[index]
+            strip = self._strips.get(key) or self._draw_row(key, index, base)
+            if key == self._cursor_key:
+                cursor = self.get_component_rich_style("virtual-table--cursor")
+                strip = strip.apply_style(cursor)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def _draw_row(self, key: str, index: int, base: Style) -> Strip:
+        style = base
+        if index % 2:
+            style = base + self.get_component_rich_style("virtual-table--even-row")
+        strip = Strip(self._segments(self._row(key), style))
+        self._strips[key] = strip
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # Strips carry zebra stripes by position; a scroll moves every row.
+        self._strips.clear()
+
+    # -- the operator ---------------------------------------------------------------------
+
+    def _scroll_to_cursor(self) -> None:
+        index = self.cursor_row
+        top = round(self.scroll_y)
+        if index < top:
+            self.scroll_to(y=index, animate=False, immediate=True)
+        elif index >= top + self.body_height:
+            self.scroll_to(y=index - self.body_height + 1, animate=False, immediate=True)
+
+    def _move(self, rows: int) -> None:
+        if self.order:
+            self.move_cursor(self.cursor_row + rows)
+
+    def action_cursor_up(self) -> None:
+        self._move(-1)
+
+    def action_cursor_down(self) -> None:
+        self._move(1)
+
+    def action_page_up(self) -> None:
+        self._move(-self.body_height)
+
+    def action_page_down(self) -> None:
+        self._move(self.body_height)
+
+    def action_first_row(self) -> None:
+        self.move_cursor(0)
+
+    def action_last_row(self) -> None:
+        self.move_cursor(len(self.order) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.selected_key()
+        if key is not None:
+            self.post_message(self.RowSelected(self, key))
+
+    async def _on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y == 0:
+            x = offset.x + round(self.scroll_x)
+            for spec in self.columns.values():
+                x -= spec.width + 2 * CELL_PADDING
+                if x < 0:
+                    self.post_message(self.HeaderSelected(self, spec.key))
+                    return
+            return
+        index = round(self.scroll_y) + offset.y - 1
+        if 0 <= index < len(self.order):
+            self.move_cursor(index)
+            self.action_select_cursor()
