@@ -10,11 +10,12 @@ then per call one ``call_stats`` a second, a ``user_speech`` every ``1/--speech-
 ``--call-length`` s), and one ``instance_status`` a second per bridge. A real
 ``xswarm-dashboard`` supervises them, and the real ``xswarm dashboard`` runs inside tmux (a
 private server, ``tmux -L``) at each size. Per point it prints the dashboard's CPU (percent of
-one core, from ``/proc/PID/stat``) and RSS for every second of the run, and the key-to-screen
-latency: the time from ``tmux send-keys`` of ``/`` (or Escape) until ``tmux capture-pane``
-shows the filter box open (or closed). With ``--baseline-src`` every point also runs the
-dashboard from that source tree (e.g. a ``git worktree`` of the code before a change), the same
-supervisor and fleet, one after the other. Every process it starts is stopped by its PID.
+one core, from ``/proc/PID/stat``) and RSS for every second of ``--seconds`` with nobody typing,
+then the key-to-screen latency of ``--keys`` presses: the time from ``tmux send-keys`` of ``/``
+(or Escape) until ``tmux capture-pane`` shows the filter box open (or closed). With
+``--baseline-src`` every point also runs the dashboard from that source tree (e.g. a ``git
+worktree`` of the code before a change), the same supervisor and fleet, one after the other.
+Every process it starts is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from aiohttp import WSMsgType, web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.supervisor.support import SupervisorProcess, start_supervisor  # noqa: E402
-from tests.support.bridge import VENV_BIN, free_port  # noqa: E402
+from tests.support.bridge import VENV_BIN  # noqa: E402
 
 TOKEN = "tui-terminal-bench-token"
 CALLS_PER_BRIDGE = 500
@@ -105,7 +106,7 @@ class FakeBridge:
     name: str
     count: int
     rates: Rates
-    port: int = field(default_factory=free_port)
+    port: int = 0
     calls: dict[str, FakeCall] = field(default_factory=dict)
     published: int = 0
 
@@ -221,7 +222,8 @@ class FakeBridge:
         app.router.add_get("/control", self.control)
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self.port = runner.addresses[0][1]
         return runner
 
 
@@ -267,6 +269,10 @@ class Tmux:
     def screen(self) -> str:
         return self._out("capture-pane", "-p")
 
+    def header(self) -> str:
+        """The title line, whose subtitle counts the live calls the dashboard holds."""
+        return self.screen().split("\n", 1)[0]
+
     def send(self, key: str) -> None:
         subprocess.run([*self.base, "send-keys", key], check=True)
 
@@ -284,6 +290,30 @@ async def wait_for(predicate: Any, limit: float) -> float | None:
             return time.perf_counter() - started
         await asyncio.sleep(0.002)
     return None
+
+
+async def key_latency(tmux: Tmux, presses: int) -> tuple[list[float], int]:
+    """Seconds from each key sent to the screen showing it, and how many never showed (2 s).
+
+    The keys alternate: ``/`` opens the filter box, Escape closes it (and clears the filter,
+    which rebuilds the calls table), so each press must change what ``capture-pane`` shows.
+    """
+    keys: list[float] = []
+    missed = 0
+    is_open = False
+    for _ in range(presses):
+        key, want_open = ("Escape", False) if is_open else ("/", True)
+        tmux.send(key)
+        took = await wait_for(
+            lambda want=want_open: (FILTER_PLACEHOLDER in tmux.screen()) == want, 2.0
+        )
+        if took is None:
+            missed += 1
+        else:
+            keys.append(took)
+            is_open = want_open
+        await asyncio.sleep(0.2)
+    return keys, missed
 
 
 @dataclass
@@ -317,6 +347,7 @@ async def measure(
     size: str,
     seconds: float,
     warmup: float,
+    key_presses: int,
 ) -> Point:
     width, height = (int(v) for v in size.split("x"))
     home = tmp / f"home-{label}-{calls}-{size}"
@@ -330,42 +361,30 @@ async def measure(
     command = [str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url]
     tmux = Tmux(home, width, height, command, env)
     try:
-        loaded = await wait_for(lambda: "live calls" in tmux.screen(), 60)
+        loaded = await wait_for(lambda: f"{calls // 10}" in tmux.header(), 60)
         if loaded is None:
-            raise SystemExit("the dashboard did not draw in 60 s; is xswarm dashboard runnable?")
+            print(tmux.screen())
+            raise SystemExit(f"the dashboard did not show {calls} calls in 60 s")
         await asyncio.sleep(warmup)
         cpu: list[float] = []
         rss: list[float] = []
-        keys: list[float] = []
-        missed = 0
         sup_before = proc_cpu_rss(sup.proc.pid)[0]
         before, _ = proc_cpu_rss(tmux.pid)
         started = last = time.perf_counter()
-        is_open = False
         while time.perf_counter() - started < seconds:
-            # Alternate: open the filter box, then close it; each must reach the screen.
-            key, want_open = ("Escape", False) if is_open else ("/", True)
-            tmux.send(key)
-            took = await wait_for(
-                lambda want=want_open: (FILTER_PLACEHOLDER in tmux.screen()) == want, 2.0
-            )
-            if took is None:
-                missed += 1
-            else:
-                keys.append(took)
-            is_open = want_open if took is not None else is_open
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(1.0)
             now = time.perf_counter()
-            if now - last >= 1.0:
-                used, resident = proc_cpu_rss(tmux.pid)
-                cpu.append((used - before) / (now - last) * 100)
-                rss.append(resident)
-                before, last = used, now
-        sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (time.perf_counter() - started)
+            used, resident = proc_cpu_rss(tmux.pid)
+            cpu.append((used - before) / (now - last) * 100)
+            rss.append(resident)
+            before, last = used, now
+        sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (last - started)
+        header = tmux.header()
+        keys, missed = await key_latency(tmux, key_presses)
         per_second = " ".join(f"{c:.0f}" for c in cpu)
         print(
             f"  {label} {calls} calls {size}: CPU % per second [{per_second}], "
-            f"RSS MiB {rss[0]:.0f}..{rss[-1]:.0f}",
+            f"RSS MiB {rss[0]:.0f}..{rss[-1]:.0f}; title: {' '.join(header.split())}",
             flush=True,
         )
         return Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100)
@@ -395,7 +414,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
             for size in args.sizes:
                 for label, src in sources:
                     points.append(
-                        await measure(tmp, label, src, sup, calls, size, args.seconds, args.warmup)
+                        await measure(
+                            tmp, label, src, sup, calls, size, args.seconds, args.warmup, args.keys
+                        )
                     )
             rate = (sum(b.published for b in bridges) - rate_before) / (time.monotonic() - t0)
             print(f"  fleet of {calls} calls on {len(bridges)} fake bridges: {rate:.0f} events/s")
@@ -412,6 +433,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="80x24,160x45")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--keys", type=int, default=30, help="key presses timed per point")
     parser.add_argument("--speech-rate", type=float, default=0.125, help="user_speech/call/s")
     parser.add_argument("--text-rate", type=float, default=0.5, help="text events/call/s")
     parser.add_argument("--call-length", type=float, default=120, help="mean call length, s")

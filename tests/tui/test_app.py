@@ -19,6 +19,7 @@ from xswarm.tui.screens.main import MainScreen
 from xswarm.tui.screens.suggest import SuggestionScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
+from xswarm.tui.widgets.events import EventsPane
 
 
 def make_app(model: DashboardModel | None = None) -> XswarmDashboard:
@@ -64,7 +65,7 @@ async def test_hostile_remote_text_renders_as_plain_text() -> None:
         await pilot.pause()
         assert cell_text(app, "c-[/]", "caller") == "[/][/]"
         assert cell_text(app, "c-[/]", "instance") == "[bold]voice"
-        lines = [strip.text for strip in app.screen.query_one("#events", RichLog).lines]
+        lines = [strip.text for strip in app.screen.query_one("#events", EventsPane).lines]
         assert any("[/]queue full[/]" in line for line in lines)
         app.post_message(OpenCall("c-[/]"))
         await pilot.pause()

@@ -50,6 +50,8 @@ def clip_text(value: Any, limit: int = MAX_TEXT) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and text.isprintable():
+        return text
     if len(text) > limit * 4:
         text = text[: limit * 4]
     text = "".join(ch if ch.isprintable() else " " for ch in text)
@@ -571,6 +573,8 @@ class CallOrder:
         self.sorts = 0
         self._sorted_at: float | None = None
         self._key: tuple[Any, ...] | None = None
+        self._known: set[str] = set()
+        self._stale = False
 
     def set_view(self, view: str | None) -> None:
         if view is not None and view not in TOP_VIEWS:
@@ -579,40 +583,49 @@ class CallOrder:
         self._key = None
 
     def update(self, model: DashboardModel, changes: Changes) -> list[str]:
-        """The order after ``changes``; re-sorts only when it may have moved and is due."""
+        """The order after ``changes``; re-sorts only when it may have moved and is due.
+
+        A new sort, filter or view re-sorts at once. New calls and changed figures wait until
+        a re-sort is due (every repaint up to ``SORT_EVERY_PAINT_UP_TO`` calls, else every
+        ``RESORT_S``); calls that are gone leave at once.
+        """
         now = (self.clock or model.clock)()
         key = (self.view, model.sort_column, model.sort_reverse, model.filter_text)
-        known = set(self.order)
-        came = any(c not in known for c in changes.calls if c in model.calls)
-        gone = bool(changes.removed & known) or any(c not in model.calls for c in self.order)
-        figures_moved = bool(changes.calls) and (
-            self.view is not None or model.sort_column not in (None, "call_id")
-        )
+        known = self._known
+        if any(c not in known for c in changes.calls if c in model.calls):
+            self._stale = True
+        if changes.calls and (self.view is not None or model.sort_column not in (None, "call_id")):
+            self._stale = True
         due = (
             self._sorted_at is None
             or len(model.calls) <= SORT_EVERY_PAINT_UP_TO
             or now - self._sorted_at >= RESORT_S
         )
-        if key != self._key or changes.reset or came or (figures_moved and due):
+        if key != self._key or changes.reset or (self._stale and due):
             self._sort(model, now, key)
-        elif gone:
+        elif changes.removed & known or any(c not in model.calls for c in self.order):
             self.order = [c for c in self.order if c in model.calls]
+            self._known = set(self.order)
         return self.order
 
     def _sort(self, model: DashboardModel, now: float, key: tuple[Any, ...]) -> None:
         self.sorts += 1
         self._sorted_at = now
         self._key = key
+        self._stale = False
+        self.order = self._ranked(model)
+        self._known = set(self.order)
+
+    def _ranked(self, model: DashboardModel) -> list[str]:
         if self.view is None:
-            self.order = [c.call_id for c in model.visible_calls()]
-            return
+            return [c.call_id for c in model.visible_calls()]
         figure = TOP_VIEWS[self.view][0]
         ranked = [
             (value, c.call_id)
             for c in model.calls.values()
             if model.matches(c) and (value := getattr(c, figure)) is not None
         ]
-        self.order = [call_id for _, call_id in heapq.nlargest(TOP_N, ranked)]
+        return [call_id for _, call_id in heapq.nlargest(TOP_N, ranked)]
 
 
 def state_counts(model: DashboardModel) -> dict[str, int]:

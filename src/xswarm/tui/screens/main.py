@@ -7,13 +7,15 @@ skipped), and the summary and fleet totals are one pass over the model.
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
-from textual.widgets import Footer, Header, Input, RichLog, Static
+from textual.widgets import Footer, Header, Input
 
 from xswarm.tui.messages import (
     FilterChanged,
@@ -22,22 +24,34 @@ from xswarm.tui.messages import (
     SortRequested,
     WriteSuggestion,
 )
-from xswarm.tui.model import TOP_N, TOP_VIEWS, Changes, find_call, fleet_totals, state_counts
+from xswarm.tui.model import (
+    LOG_EVENTS_KEPT,
+    TOP_N,
+    TOP_VIEWS,
+    Changes,
+    find_call,
+    fleet_totals,
+    state_counts,
+)
 from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
-from xswarm.tui.widgets.events import event_text
+from xswarm.tui.widgets.events import EventsPane, event_text
 from xswarm.tui.widgets.instances import InstancesTable
+from xswarm.tui.widgets.summary import SummaryLine
 from xswarm.tui.widgets.virtual_table import VirtualTable
 
 WIDE_AT = 120
 EVENT_LINES_PER_PAINT = 20
+TITLE_EVERY_S = 2.0
 VIEW_CYCLE: tuple[str | None, ...] = (*TOP_VIEWS, None)
 
 
 class MainScreen(LiveScreen):
     # A call id the operator jumped to: the next repaint puts the cursor on it.
     _jump_to: str | None = None
+    _titled_at = -math.inf
+    _titled_filter = ""
 
     BINDINGS = [
         Binding("enter", "open_call", "Detail", show=True),
@@ -58,8 +72,8 @@ class MainScreen(LiveScreen):
         yield Input(placeholder="go to call: its id or part of it, enter to jump", id="jump")
         with Horizontal(id="top"):
             yield InstancesTable(id="instances", cursor_type="none")
-            yield RichLog(id="events", max_lines=500, markup=False, wrap=True)
-        yield Static(id="calls-summary", markup=False)
+            yield EventsPane(LOG_EVENTS_KEPT, id="events")
+        yield SummaryLine(id="calls-summary")
         yield CallsTable(self.model, id="calls")
         yield Footer()
 
@@ -68,7 +82,7 @@ class MainScreen(LiveScreen):
         self.query_one("#jump", Input).display = False
         self.query_one("#instances", InstancesTable).border_title = "instances"
         self.query_one("#calls", CallsTable).border_title = "live calls"
-        self.query_one("#events", RichLog).border_title = "events"
+        self.query_one("#events", EventsPane).border_title = "events"
         self.query_one("#calls", CallsTable).focus()
         self.show(
             Changes(reset=True, instances=True, connection=True, events=list(self.model.events))
@@ -103,7 +117,7 @@ class MainScreen(LiveScreen):
         self._summarise()
 
     def _write_events(self, changes: Changes) -> None:
-        log = self.query_one("#events", RichLog)
+        log = self.query_one("#events", EventsPane)
         lines = changes.events
         if len(lines) > EVENT_LINES_PER_PAINT:
             skipped = len(lines) - EVENT_LINES_PER_PAINT
@@ -126,10 +140,18 @@ class MainScreen(LiveScreen):
         if model.filter_text:
             parts.append(f"filter: {model.filter_text}")
         parts.append(f"{calls.row_count} shown")
-        self.query_one("#calls-summary", Static).update(Text(" | ".join(parts)))
+        self.query_one("#calls-summary", SummaryLine).show(Text(" | ".join(parts)))
         live = counts.get("active", 0)
         filtered = f" | filter: {model.filter_text}" if model.filter_text else ""
-        self.sub_title = f"{live} live calls, {calls.row_count} shown{filtered}"
+        sub_title = f"{live} live calls, {calls.row_count} shown{filtered}"
+        # A new title lays the screen out again: the counts in it follow at most every
+        # TITLE_EVERY_S (the summary line has them live); a new filter shows at once.
+        now = model.clock()
+        due = now - self._titled_at >= TITLE_EVERY_S or model.filter_text != self._titled_filter
+        if sub_title != self.sub_title and due:
+            self.sub_title = sub_title
+            self._titled_at = now
+            self._titled_filter = model.filter_text
 
     def selected_call(self) -> str | None:
         return self.query_one("#calls", CallsTable).selected_key()

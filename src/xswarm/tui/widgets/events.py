@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
+
+from rich.segment import Segment
 from rich.text import Text
+from textual import events
+from textual.strip import Strip
+from textual.widget import Widget
 
 from xswarm.tui.model import EventLine
 
@@ -17,3 +23,76 @@ def event_text(line: EventLine) -> Text:
     if line.text:
         text.append(" " + line.text)
     return text
+
+
+class EventsPane(Widget):
+    """The newest events, bottom-aligned; the wheel scrolls back through the last ``kept``.
+
+    Not a ``RichLog``: a log that scrolls to its end on every write makes Textual lay the
+    screen out again at every repaint, which at fleet event rates was a large share of the
+    dashboard's CPU. This pane never scrolls; it draws the lines that fit, and a repaint that
+    adds lines redraws only this pane.
+    """
+
+    DEFAULT_CSS = """
+    EventsPane {
+        height: 1fr;
+    }
+    """
+
+    def __init__(self, kept: int = 500, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.entries: deque[tuple[Text, list[Strip]]] = deque(maxlen=kept)
+        self._width = 0
+        self._flat: list[Strip] | None = None
+        self.back = 0
+
+    def write(self, text: Text) -> None:
+        self.entries.append((text, self._wrap(text) if self._width else []))
+        self._flat = None
+        self.refresh()
+
+    def _wrap(self, text: Text) -> list[Strip]:
+        console = self.app.console
+        options = console.options.update(width=self._width, no_wrap=True)
+        strips = []
+        for line in text.wrap(console, self._width):
+            segments = list(Segment.split_lines(console.render(line, options)))
+            strips.append(Strip(segments[0] if segments else []).crop(0, self._width))
+        return strips
+
+    @property
+    def lines(self) -> list[Strip]:
+        """Every kept event as lines wrapped to the pane's width, oldest first."""
+        width = max(1, self.scrollable_content_region.width)
+        if width != self._width:
+            self._width = width
+            self.entries = deque(
+                ((text, self._wrap(text)) for text, _ in self.entries), maxlen=self.entries.maxlen
+            )
+            self._flat = None
+        if self._flat is None:
+            self._flat = [strip for _, strips in self.entries for strip in strips]
+        return self._flat
+
+    def render_line(self, y: int) -> Strip:
+        lines = self.lines
+        height = self.scrollable_content_region.height
+        top = max(0, len(lines) - height - self.back)
+        index = top + y
+        base = self.rich_style
+        width = self.scrollable_content_region.width
+        if index >= len(lines):
+            return Strip.blank(width, base)
+        return lines[index].apply_style(base).extend_cell_length(width, base)
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        event.stop()
+        most = max(0, len(self.lines) - self.scrollable_content_region.height)
+        self.back = min(most, self.back + 3)
+        self.refresh()
+
+    def _on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        event.stop()
+        self.back = max(0, self.back - 3)
+        self.refresh()

@@ -259,8 +259,26 @@ class VirtualTable(ScrollView, can_focus=True):
     # -- drawing --------------------------------------------------------------------------
 
     def _resize(self) -> None:
+        """Set the virtual size; a new row count alone does not lay the screen out again.
+
+        ``virtual_size`` asks for a layout on every change, which renders the whole screen;
+        with calls coming and going every repaint that was most of the cost. Only when the
+        scrollbar appears or goes, or the columns change, is a layout needed.
+        """
         width = sum(spec.width + 2 * CELL_PADDING for spec in self.columns.values())
-        self.virtual_size = Size(width, len(self.order) + 1)
+        new = Size(width, len(self.order) + 1)
+        old = self.virtual_size
+        if new == old:
+            return
+        view = self.scrollable_content_region.height
+        if old.width != new.width or (old.height > view) != (new.height > view):
+            self.virtual_size = new
+            return
+        self.set_reactive(VirtualTable.virtual_size, new)
+        self.vertical_scrollbar.window_virtual_size = new.height
+        self.vertical_scrollbar.refresh()
+        self.scroll_y = self.validate_scroll_y(self.scroll_y)
+        self.refresh()
 
     def _segments(self, cells: Sequence[Text | str], base: Style) -> list[Segment]:
         segments = []
