@@ -227,6 +227,15 @@ class FakeBridge:
         return runner
 
 
+def slow_drops(sup: SupervisorProcess) -> int:
+    """Operators the supervisor has closed for falling behind: a dashboard that cannot keep up."""
+    status, text = sup.get("/metrics", token=TOKEN)
+    for line in str(text).splitlines():
+        if line.startswith("xswarm_supervisor_operators_dropped_total") and "slow" in line:
+            return int(float(line.split()[-1]))
+    raise SystemExit(f"no operators_dropped_total in the supervisor's /metrics (HTTP {status})")
+
+
 def proc_cpu_rss(pid: int) -> tuple[float, float]:
     """CPU seconds (user + system) and RSS in MiB of one process, from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
@@ -326,6 +335,7 @@ class Point:
     keys: list[float]
     missed: int
     supervisor_cpu: float
+    dropped: int
 
     def row(self) -> str:
         keys = sorted(self.keys)
@@ -334,7 +344,8 @@ class Point:
         return (
             f"| {self.label} | {self.calls} | {self.size} | {statistics.mean(self.cpu):.1f}% "
             f"| {max(self.cpu):.1f}% | {self.rss[-1]:.0f} MiB | {p50:.0f} | {p99:.0f} "
-            f"| {len(keys)}/{len(keys) + self.missed} | {self.supervisor_cpu:.0f}% |"
+            f"| {len(keys)}/{len(keys) + self.missed} | {self.dropped} "
+            f"| {self.supervisor_cpu:.0f}% |"
         )
 
 
@@ -369,6 +380,7 @@ async def measure(
         cpu: list[float] = []
         rss: list[float] = []
         sup_before = proc_cpu_rss(sup.proc.pid)[0]
+        drops_before = await asyncio.to_thread(slow_drops, sup)
         before, _ = proc_cpu_rss(tmux.pid)
         started = last = time.perf_counter()
         while time.perf_counter() - started < seconds:
@@ -380,6 +392,7 @@ async def measure(
             before, last = used, now
         sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (last - started)
         header = tmux.header()
+        dropped = await asyncio.to_thread(slow_drops, sup) - drops_before
         keys, missed = await key_latency(tmux, key_presses)
         per_second = " ".join(f"{c:.0f}" for c in cpu)
         print(
@@ -387,7 +400,7 @@ async def measure(
             f"RSS MiB {rss[0]:.0f}..{rss[-1]:.0f}; title: {' '.join(header.split())}",
             flush=True,
         )
-        return Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100)
+        return Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100, dropped)
     finally:
         tmux.close()
 
@@ -457,9 +470,9 @@ def main() -> None:
     print(f"load average after {os.getloadavg()[0]:.2f}")
     print(
         "| code | calls | terminal | CPU mean (one core) | CPU max 1 s | RSS "
-        "| key p50 ms | key p99 ms | keys shown | supervisor CPU |"
+        "| key p50 ms | key p99 ms | keys shown | dropped as too slow | supervisor CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for point in points:
         print(point.row())
 

@@ -123,3 +123,29 @@ def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(
                 proc.kill()
                 proc.wait(5)
             os.close(master)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"), [((), [10]), (("--nice", "3"), [3]), (("--no-nice",), [])]
+)
+def test_the_dashboard_lowers_its_own_priority_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: list[int]
+) -> None:
+    from click.testing import CliRunner
+
+    from xswarm.commands import dashboard
+    from xswarm.tui.app import XswarmDashboard
+
+    increments: list[int] = []
+    monkeypatch.setattr(os, "nice", increments.append)
+    monkeypatch.setattr(XswarmDashboard, "run", lambda self: None)
+    result = CliRunner().invoke(dashboard.command, ["--url", "ws://127.0.0.1:1/ws", *args])
+    assert result.exit_code == 0, result.output
+    assert increments == expected
+
+
+def test_help_says_the_dashboard_runs_niced() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "--nice" in result.stdout and "--no-nice" in result.stdout
+    assert "lower CPU priority" in " ".join(result.stdout.split())

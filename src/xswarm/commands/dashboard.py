@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from xswarm.tui import endpoint
@@ -16,6 +18,16 @@ def check_url(url: str) -> str:
     return url
 
 
+DEFAULT_NICE = 10
+
+
+def lower_priority(increment: int) -> None:
+    """Be the first process the kernel starves: operators open the dashboard on the voice
+    host itself, exactly when it is busy, and a call must never wait for a repaint."""
+    if increment > 0:
+        os.nice(increment)
+
+
 @click.command("dashboard")
 @click.option("--url", help="supervisor operator API; default ws://<[dashboard] host>:<port>/ws")
 @click.option("--token", help=f"supervisor token; default ${endpoint.TOKEN_ENV}")
@@ -25,11 +37,27 @@ def check_url(url: str) -> str:
     type=click.Path(dir_okay=False),
     help="config file to read [dashboard] host and port from",
 )
-def command(url: str | None, token: str | None, config_path: str | None) -> None:
-    """Watch and steer live calls: the real-time monitoring TUI."""
+@click.option(
+    "--nice",
+    "niceness",
+    type=click.IntRange(0, 19),
+    default=DEFAULT_NICE,
+    show_default=True,
+    help="lower the dashboard's own CPU priority by this much (like nice -n)",
+)
+@click.option("--no-nice", is_flag=True, help="keep the normal CPU priority (same as --nice 0)")
+def command(
+    url: str | None, token: str | None, config_path: str | None, niceness: int, no_nice: bool
+) -> None:
+    """Watch and steer live calls: the real-time monitoring TUI.
+
+    It runs at a lower CPU priority (nice +10 by default) so that, on the voice host itself,
+    it never takes CPU time that live calls need; --nice N or --no-nice change that.
+    """
     from xswarm.tui import settings
     from xswarm.tui.app import XswarmDashboard
 
     target = check_url(url) if url else endpoint.default_url(config_path)
     secret = endpoint.token(token)
+    lower_priority(0 if no_nice else niceness)
     XswarmDashboard(url=target, token=secret, settings_path=settings.default_path()).run()

@@ -60,6 +60,11 @@ def clip_text(value: Any, limit: int = MAX_TEXT) -> str:
 
 def as_number(value: Any) -> float | None:
     """A finite number or None: booleans, strings and NaN from a peer are not numbers."""
+    kind = type(value)  # exact types first: this runs for every figure of every message
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     number = float(value)
@@ -67,6 +72,8 @@ def as_number(value: Any) -> float | None:
 
 
 def as_int(value: Any) -> int | None:
+    if type(value) is int:
+        return value
     number = as_number(value)
     return None if number is None else int(number)
 
