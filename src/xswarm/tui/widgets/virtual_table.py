@@ -273,6 +273,8 @@ class VirtualTable(ScrollView, can_focus=True):
         view = self.scrollable_content_region.height
         if old.width != new.width or (old.height > view) != (new.height > view):
             self.virtual_size = new
+            # The scroll range is known after the layout; the cursor's row is put in view then.
+            self.call_after_refresh(self._scroll_to_cursor)
             return
         self.set_reactive(VirtualTable.virtual_size, new)
         self.vertical_scrollbar.window_virtual_size = new.height
@@ -302,7 +304,8 @@ class VirtualTable(ScrollView, can_focus=True):
             strip = Strip(self._segments(labels, style))
         else:
             index = round(self.scroll_y) + y - 1
-            if index >= len(self.order):
+            # Lines under a horizontal scrollbar are asked for too, never seen.
+            if index >= len(self.order) or y > self.body_height:
                 return Strip.blank(width, base)
             key = self.order[index]
             strip = self._strips.get(key) or self._draw_row(key, index, base)
@@ -325,8 +328,12 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
-        # Strips carry zebra stripes by position; a scroll moves every row.
+        # Strips carry zebra stripes by position; a scroll moves every row. Rows that left
+        # the screen are forgotten, so memory too follows the screen, not the fleet.
         self._strips.clear()
+        visible = set(self.visible_keys())
+        for key in [k for k in self._cells if k not in visible]:
+            self._drop(key)
 
     # -- the operator ---------------------------------------------------------------------
 
