@@ -17,6 +17,8 @@ xswarm dashboard: live calls on every voice instance the supervisor watches
   h               hang up the call under the cursor (asks first)
   /               filter calls by id, caller, instance or transport; escape clears
   o  /  O         sort by the next column  /  reverse the order (or click a header)
+  t               top 20 by worst p99 latency, most late frames, longest, loudest, then all
+  g               go to a call: type its id (or part of it), enter puts the cursor on it
   r               reconnect to the supervisor now
   ?               command palette: every action on every call, by call id
   f1              this help
@@ -24,9 +26,10 @@ xswarm dashboard: live calls on every voice instance the supervisor watches
   q, ctrl+c       quit
 
 Actions name the call by its id, never by its row: sorting, filtering and live updates
-cannot redirect a hang-up to another caller. A dimmed table and the banner at the top mean
-the figures are stale while the dashboard reconnects; after reconnecting it reloads
-everything from the supervisor."""
+cannot redirect a hang-up to another caller. The line above the calls counts them by state;
+the instances panel's border totals the fleet (free slots, instances that are full). A
+dimmed table and the banner at the top mean the figures are stale while the dashboard
+reconnects; after reconnecting it reloads everything from the supervisor."""
 
 
 class HelpScreen(ModalScreen[None]):

@@ -60,8 +60,8 @@ class MainScreen(LiveScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("o", "next_sort", "Sort"),
         Binding("O", "reverse_sort", "Reverse", show=False),
-        Binding("t", "next_view", "Top N"),
-        Binding("g", "jump", "Go to call"),
+        Binding("t", "next_view", "Top N", show=False),
+        Binding("g", "jump", "Go to call", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 

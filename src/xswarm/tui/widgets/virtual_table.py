@@ -310,8 +310,9 @@ class VirtualTable(ScrollView, can_focus=True):
             key = self.order[index]
             strip = self._strips.get(key) or self._draw_row(key, index, base)
             if key == self._cursor_key:
+                # On top of the cells' own colours, as DataTable draws its cursor.
                 cursor = self.get_component_rich_style("virtual-table--cursor")
-                strip = strip.apply_style(cursor)
+                strip = Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     def _draw_row(self, key: str, index: int, base: Style) -> Strip:
