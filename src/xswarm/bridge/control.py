@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm import __version__
 from xswarm.bridge.events import Subscriber
+from xswarm.bridge.host import CONTROL_HOST
 
 log = logging.getLogger("xswarm.control")
 
@@ -54,7 +55,7 @@ def authorize(request: web.Request) -> str | None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    bridge = request.app["bridge"]
+    bridge = request.app[CONTROL_HOST]
     problem = authorize(request)
     if problem is not None:
         return web.json_response(
