@@ -66,9 +66,7 @@ def read_config(args: argparse.Namespace) -> Config:
     if overrides:
         if "port" in overrides and not 1 <= overrides["port"] <= 65535:
             raise ConfigError("--port", "port", f"expected 1 to 65535, got {overrides['port']}")
-        values = dict(config.values)
-        values["voice.bridge"] = {**values["voice.bridge"], **overrides}
-        config = Config(values=values, source=config.source, instances=config.instances)
+        config = config.with_bridge(**overrides)
     return config
 
 
