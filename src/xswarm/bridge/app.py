@@ -70,7 +70,8 @@ class Bridge:
 
     @property
     def bridge_settings(self) -> Mapping[str, Any]:
-        return self.calls.bridge_settings
+        """``[voice.bridge]`` by key, for the readers not yet on ``config.bridge``."""
+        return self.config.section("voice.bridge")
 
     @property
     def max_calls(self) -> int:
@@ -133,7 +134,7 @@ class Bridge:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.calls.apply_due_suggestions()
             if time.monotonic() >= next_status:
-                interval = self.bridge_settings["status_interval"]
+                interval = self.config.bridge.status_interval
                 next_status = time.monotonic() + interval
                 pending = list(self.calls.live.values()) if self.hub.subscribers else []
                 per_pass = max(1, math.ceil(len(pending) / max(1, interval / HOUSEKEEPING_SECONDS)))
@@ -152,7 +153,7 @@ class Bridge:
         applied, restart = reload_changes(self.config, new)
         self.calls.config = new
         self.engine.reconfigure(new)
-        logging.getLogger().setLevel(new.get("logging", "level").upper())
+        logging.getLogger().setLevel(new.logging.level.upper())
         self.reloads["ok"] += 1
         self.last_reload_error = None
         parts = []

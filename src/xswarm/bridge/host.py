@@ -17,6 +17,7 @@ from aiohttp import web
 
 from xswarm.bridge.call import Call
 from xswarm.bridge.events import EventHub
+from xswarm.config import Config
 from xswarm.engine.base import Engine
 from xswarm.logs import CallLogger
 
@@ -52,8 +53,8 @@ class CallHost(Protocol):
     def engine(self) -> Engine: ...
 
     @property
-    def bridge_settings(self) -> Mapping[str, Any]:
-        """``[voice.bridge]`` as it is now (a reload may change it between calls)."""
+    def config(self) -> Config:
+        """The config as it is now (a reload may change it between calls)."""
 
     def admit(self) -> Refusal | None:
         """Hold a place for a new call, or say why not; a held place is freed by release()."""

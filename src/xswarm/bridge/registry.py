@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +66,8 @@ class CallRegistry:
     # -- settings that a reload may change ---------------------------------------------------
 
     @property
-    def bridge_settings(self) -> Mapping[str, Any]:
-        return self.config.section("voice.bridge")
-
-    @property
     def max_calls(self) -> int:
-        return min(int(self.bridge_settings["max_concurrent_calls"]), self.engine.capacity)
+        return min(self.config.bridge.max_concurrent_calls, self.engine.capacity)
 
     @property
     def active_calls(self) -> int:
@@ -212,11 +208,11 @@ class CallRegistry:
                 shown_id, f"priority must be one of {', '.join(PRIORITIES)}", request_id
             )
             return
-        limits = self.config.section("voice.suggestions")
+        max_queue = self.config.suggestions.max_queue
         call = peer.call
-        if len(call.suggestions) >= limits["max_queue"]:
+        if len(call.suggestions) >= max_queue:
             self._suggestion_rejected(
-                shown_id, f"queue full ({limits['max_queue']} waiting); try again later", request_id
+                shown_id, f"queue full ({max_queue} waiting); try again later", request_id
             )
             return
         suggestion = Suggestion(text, request_id, priority)
@@ -228,7 +224,7 @@ class CallRegistry:
 
     def apply_due_suggestions(self) -> None:
         """Hand each call its next queued suggestion once ``min_interval_ms`` has passed."""
-        interval = self.config.get("voice.suggestions", "min_interval_ms") / 1000
+        interval = self.config.suggestions.min_interval_ms / 1000
         now = time.monotonic()
         for peer in list(self.live.values()):
             call = peer.call

@@ -58,7 +58,7 @@ class CallSession:
             remote = f"{peer[0]}:{peer[1]}"
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
-        self._write_limit = host.bridge_settings["send_queue_frames"] * FRAME_WIRE_BYTES
+        self._write_limit = host.config.bridge.send_queue_frames * FRAME_WIRE_BYTES
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             try:
@@ -149,7 +149,7 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
     session: CallSession | None = None
     try:
         ws = web.WebSocketResponse(
-            max_msg_size=host.bridge_settings["max_message_bytes"], compress=False
+            max_msg_size=host.config.bridge.max_message_bytes, compress=False
         )
         await ws.prepare(request)
         session = session_type(host, request, ws)

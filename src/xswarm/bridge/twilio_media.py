@@ -41,7 +41,7 @@ class TwilioSession(CallSession):
 
     def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
         super().__init__(host, request, ws)
-        quality = resampler_quality(host.bridge_settings["resampler_quality"], host.engine.name)
+        quality = resampler_quality(host.config.bridge.resampler_quality, host.engine.name)
         rate = host.engine.sample_rate
         # Padded starts keep chunk and frame boundaries aligned: otherwise the resampler's
         # hold-back makes every frame wait for the next 20 ms chunk, each way.
@@ -192,7 +192,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     token = os.environ.get("TWILIO_AUTH_TOKEN")
     if token:
         signature = request.headers.get("X-Twilio-Signature", "")
-        url = _signature_url(request, host.bridge_settings["public_url"])
+        url = _signature_url(request, host.config.bridge.public_url)
         if not signature or not twilio.validate_signature(token, url, {}, signature):
             host.count_rejection("auth")
             return refuse(403, "X-Twilio-Signature is missing or does not match this URL")
