@@ -8,6 +8,7 @@ bridge are checked by mypy and the modules form no import circle: the registry i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +20,6 @@ from xswarm.bridge.call import Call
 from xswarm.bridge.events import EventHub
 from xswarm.config import Config
 from xswarm.engine.base import Engine
-from xswarm.logs import CallLogger
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,8 @@ class CallPeer(Protocol):
     def call(self) -> Call: ...
 
     @property
-    def log(self) -> CallLogger: ...
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """Stamps each record with the call's id (a ``xswarm.logs.CallLogger``)."""
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Engine output for this call, in the peer's format."""
