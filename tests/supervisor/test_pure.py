@@ -6,7 +6,10 @@ import random
 
 import pytest
 
-from xswarm.supervisor import auth, messages
+from xswarm.protocol import auth
+from xswarm.protocol import operator as messages
+from xswarm.protocol.values import BadMessage
+from xswarm.supervisor.api import check
 from xswarm.supervisor.upstream import BACKOFF_CAP, backoff_delay
 
 
@@ -47,12 +50,12 @@ def test_loopback_detection(address: str | None, loopback: bool) -> None:
 
 
 def test_check_with_and_without_a_configured_token() -> None:
-    assert auth.check("t", "t", "203.0.113.9").ok
-    assert not auth.check("t", "x", "127.0.0.1").ok
-    assert not auth.check("t", None, "127.0.0.1").ok
-    dev = auth.check(None, None, "127.0.0.1")
+    assert check("t", "t", "203.0.113.9").ok
+    assert not check("t", "x", "127.0.0.1").ok
+    assert not check("t", None, "127.0.0.1").ok
+    dev = check(None, None, "127.0.0.1")
     assert dev.ok and "development" in dev.message
-    remote = auth.check(None, "anything", "203.0.113.9")
+    remote = check(None, "anything", "203.0.113.9")
     assert not remote.ok and "only loopback peers" in remote.message
 
 
@@ -92,15 +95,17 @@ def test_flood_guard_allows_a_burst_then_the_sustained_rate() -> None:
 
 
 def test_commands_parse_into_types() -> None:
-    assert messages.parse('{"type":"auth","token":"t"}') == messages.Auth("t")
-    assert messages.parse('{"type":"subscribe"}') == messages.Subscribe()
-    assert messages.parse('{"type":"ping","id":3}') == messages.Ping(3)
-    assert messages.parse(
+    assert messages.decode_command('{"type":"auth","token":"t"}') == messages.Auth("t")
+    assert messages.decode_command('{"type":"subscribe"}') == messages.Subscribe()
+    assert messages.decode_command('{"type":"ping","id":3}') == messages.Ping(3)
+    assert messages.decode_command(
         '{"type":"inject_suggestion","text":"hi","priority":"high","call_id":"c1",'
         '"request_id":"r","instance":"a"}'
     ) == messages.InjectSuggestion("hi", "high", "c1", "r", "a")
-    assert messages.parse('{"type":"inject_suggestion","text":""}') == messages.InjectSuggestion("")
-    assert messages.parse('{"type":"hangup","call_id":"c1"}') == messages.Hangup("c1")
+    assert messages.decode_command(
+        '{"type":"inject_suggestion","text":""}'
+    ) == messages.InjectSuggestion("")
+    assert messages.decode_command('{"type":"hangup","call_id":"c1"}') == messages.Hangup("c1")
 
 
 @pytest.mark.parametrize(
@@ -118,8 +123,8 @@ def test_commands_parse_into_types() -> None:
     ],
 )
 def test_every_bad_message_is_a_bad_message(raw: str | bytes) -> None:
-    with pytest.raises(messages.BadMessage):
-        messages.parse(raw)
+    with pytest.raises(BadMessage):
+        messages.decode_command(raw)
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:

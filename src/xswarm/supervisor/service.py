@@ -31,10 +31,10 @@ from xswarm import config as config_mod
 from xswarm.cli import run_command
 from xswarm.errors import StartupError, XswarmError
 from xswarm.ports import describe_owner
+from xswarm.protocol.auth import TOKEN_ENV
 from xswarm.sdnotify import Notifier, listen_fds, watchdog_interval
 from xswarm.supervisor.api import build_app
-from xswarm.supervisor.auth import TOKEN_ENV
-from xswarm.supervisor.hub import Hub
+from xswarm.supervisor.hub import OperatorHub
 from xswarm.supervisor.store import DB_NAME, Store
 
 log = logging.getLogger("xswarm.supervisor")
@@ -94,7 +94,7 @@ class Service:
                 TOKEN_ENV,
             )
         self.store = Store(cfg.state_dir() / DB_NAME, cfg.get("dashboard", "history_limit"))
-        self.hub = Hub(
+        self.hub = OperatorHub(
             self.store, cfg.get("dashboard", "stale_after"), token, on_change=self.update_status
         )
 
