@@ -3,8 +3,9 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 PIP       := $(VENV)/bin/pip
 PYTHON    ?= python3
+SOURCES   := src tests benchmarks
 
-.PHONY: run test venv test-deps system-deps moshi lint types check clean
+.PHONY: run test venv test-deps system-deps moshi tools lint format-check types imports check clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,15 @@ $(VENV)/.moshi: $(VENV)/.base
 
 moshi: $(VENV)/.moshi
 
-$(VENV)/.test: $(VENV)/.moshi
-	$(PIP) install -q -e ".[moshi,test]"
+# The test runner, linters, type checker and import contracts: the [test] extra. `make check`
+# needs only these, not MOSHI.
+$(VENV)/.tools: $(VENV)/.base
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+tools: $(VENV)/.tools
+
+$(VENV)/.test: $(VENV)/.moshi $(VENV)/.tools
 	touch $@
 
 test-deps: $(VENV)/.test system-deps
@@ -35,16 +43,24 @@ test-deps: $(VENV)/.test system-deps
 system-deps:
 	@bash deploy/ci/system-deps.sh
 
-test: test-deps
+# The guard rails run before the suite, so CI (.ci/run) fails on them too.
+test: test-deps check
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 
-lint:
-	$(VENV)/bin/ruff check src tests benchmarks
+lint: tools
+	$(VENV)/bin/ruff check $(SOURCES)
 
-types:
+format-check: tools
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
+types: tools
 	$(VENV)/bin/mypy
 
-check: lint types
+# The layers of pyproject's [tool.importlinter]: the floor below what runs on it.
+imports: tools
+	$(VENV)/bin/lint-imports
+
+check: lint format-check types imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

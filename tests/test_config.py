@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Literal, get_args, get_origin, get_type_hints
+
 import pytest
 
 from xswarm import config
@@ -96,3 +99,72 @@ def test_per_instance_ports_and_reload_changes() -> None:
     applied, restart = config.reload_changes(c, new)
     assert applied == ["[voice.bridge] max_concurrent_calls"]
     assert restart == ["[voice.bridge] port"]
+
+
+def _python_type_ok(value: object, hint: object) -> bool:
+    """Whether ``value`` is what a field annotated ``hint`` promises (bool is not an int here)."""
+    if get_origin(hint) is Literal:
+        return isinstance(value, str) and value in get_args(hint)
+    if get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    assert isinstance(hint, type)
+    return type(value) is hint
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {},
+        {
+            "voice.bridge": {"drain_timeout": 5, "engine": "echo", "max_concurrent_calls": 9},
+            "voice.moshi": {"greedy": True, "temperature": 1, "dtype": "fp32"},
+            "dashboard": {"instances": ["ws://a:1/control", "wss://b/control"]},
+        },
+    ],
+    ids=["defaults", "from-toml"],
+)
+def test_every_schema_key_is_a_typed_attribute(source: dict[str, dict[str, object]]) -> None:
+    c = config.from_mapping(source)
+    for section, keys in config.SCHEMA.items():
+        typed = getattr(c, config.SECTIONS[section])
+        hints = get_type_hints(type(typed))
+        assert set(hints) == set(keys), section
+        for key in keys:
+            value = getattr(typed, key)
+            assert _python_type_ok(value, hints[key]), f"[{section}] {key} = {value!r}"
+            assert c.get(section, key) == value == c.section(section)[key]
+
+
+def test_the_named_reads_are_typed_attributes() -> None:
+    c = config.from_mapping({"voice.echo": {"delay_ms": 40}, "paths": {"state_dir": "/s"}})
+    assert c.bridge.max_concurrent_calls == 300 and c.bridge.port == 9998
+    assert c.echo.delay_ms == 40 and c.suggestions.min_interval_ms == 2000
+    assert c.moshi.slots == 0 and c.dashboard.port == 9999
+    assert c.paths.state_dir == "/s" and c.logging.level == "info"
+    assert c.dashboard.instances == () and c.bridge.drain_timeout == 30.0
+
+
+def test_for_instance_carries_the_overrides_in_bridge() -> None:
+    c = config.from_mapping(
+        {
+            "voice.bridge": {"max_concurrent_calls": 50},
+            "voice.bridge.instances.3": {"host": "0.0.0.0", "max_concurrent_calls": 8},
+        }
+    )
+    three = c.for_instance(3)
+    assert three.bridge.port == 10003 and three.bridge.host == "0.0.0.0"
+    assert three.bridge.max_concurrent_calls == 8
+    assert c.for_instance(4).bridge.max_concurrent_calls == 50
+    assert c.bridge.port == 9998 and c.bridge.host == "127.0.0.1"
+    assert three.moshi == c.moshi and three.source == c.source and three.instances == c.instances
+    assert c.for_instance(None) is c
+
+
+def test_config_and_its_sections_are_frozen() -> None:
+    c = config.defaults()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.bridge.max_concurrent_calls = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.bridge = c.for_instance(1).bridge  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        c.dashboard.instances.append("ws://x/control")  # type: ignore[attr-defined]

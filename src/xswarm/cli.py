@@ -7,12 +7,11 @@ not need them. Each subcommand module exposes a click command named ``command``.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from xswarm import __version__
-from xswarm.errors import XswarmError
+from xswarm.runtime.boundary import run_command
 
 # name -> module holding ``command``; the help text comes from the command itself.
 SUBCOMMANDS = {
@@ -52,23 +51,6 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="xswarm")
 def cli() -> None:
     """xswarm: run a real-time MOSHI voice service on a Linux server."""
-
-
-def run_command(command: click.Command, prog: str) -> None:
-    """The process boundary of a click console script: an XswarmError is printed once, as
-    one line, and becomes the exit status (78 for config errors); Ctrl-C exits 130."""
-    try:
-        command.main(standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except XswarmError as exc:
-        click.echo(f"{prog}: {exc}", err=True)
-        sys.exit(exc.exit_status)
 
 
 def main() -> None:

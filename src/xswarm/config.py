@@ -5,21 +5,25 @@ Where the file comes from (first found wins): ``--config PATH``, ``$XSWARM_CONFI
 from the environment (``XSWARM_SUPERVISOR_TOKEN``, ``TWILIO_AUTH_TOKEN``), which systemd fills
 from ``/opt/xswarm/.env``.
 
-Every key is declared once in ``SCHEMA`` with its type, bounds and whether it can change on a
-live reload. Unknown keys are errors (a typo must not silently fall back to a default), and
-every error names the file, the key and what was expected, so that start-up can print one line
-and exit 78. A reload builds a new ``Config``; ``reload_changes`` says what a live process can
-apply and what it must report as needing a restart.
+Every key is declared once, as a field of the frozen dataclass of its TOML section
+(``BridgeSection`` is ``[voice.bridge]``), with its Python type, default, bounds and whether it
+can change on a live reload. Code reads ``config.bridge.max_concurrent_calls``, so mypy checks
+every read. ``SCHEMA`` is derived from those fields and drives validation and the generated
+``deploy/config.example.toml``. Unknown keys are errors (a typo must not silently fall back to
+a default), and every error names the file, the key and what was expected, so that start-up
+can print one line and exit 78. A reload builds a new ``Config``; ``reload_changes`` says what
+a live process can apply and what it must report as needing a restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from xswarm.errors import ConfigError
 
@@ -28,10 +32,14 @@ DEFAULT_STATE_DIR = Path("/var/lib/xswarm")
 SUPERVISOR_PORT = 9999
 MAX_CONFIG_BYTES = 1 << 20
 
+_T = TypeVar("_T")
+_RULES = "xswarm.config.rules"
+_TOML_SECTION = "xswarm.config.section"
+
 
 @dataclass(frozen=True)
 class Key:
-    """One config key: its type, default, bounds and whether a live reload may change it."""
+    """One config key as TOML sees it: type, default, bounds, and whether reload may change it."""
 
     type: type
     default: Any
@@ -42,123 +50,183 @@ class Key:
     help: str = ""
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "voice.bridge": {
-        "host": Key(str, "127.0.0.1", live=False, help="address the bridge binds"),
-        "port": Key(int, 9998, live=False, min=1, max=65535, help="port of the bridge"),
-        "instance_port_base": Key(
-            int, 10000, live=False, min=1, max=65000, help="--instance N listens on base + N"
-        ),
-        "max_concurrent_calls": Key(int, 300, min=1, max=100000, help="admission limit"),
-        "drain_timeout": Key(
-            float, 30.0, min=0, max=86400, help="seconds a stop waits for calls to end"
-        ),
-        "engine": Key(str, "auto", live=False, choices=("auto", "echo", "moshi")),
-        "max_message_bytes": Key(
-            int, 65536, min=1024, max=16 << 20, help="largest WebSocket message accepted"
-        ),
-        "send_queue_frames": Key(
-            int, 100, min=4, max=10000, help="outbound frames buffered per call before dropping"
-        ),
-        "status_interval": Key(float, 1.0, min=0.1, max=60, help="seconds between status events"),
-        "public_url": Key(
-            str, "", help="URL Twilio sees (for X-Twilio-Signature), e.g. wss://voice.example.com"
-        ),
-        "resampler_quality": Key(
-            str,
-            "auto",
-            live=False,
-            choices=("auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"),
-            help="8 kHz <-> 24 kHz resampling; auto: FIR (band-limited, 1.5 ms each way) for "
-            "MOSHI, QQ (0.2 ms) for echo",
-        ),
-    },
-    "voice.echo": {
-        "delay_ms": Key(int, 0, min=0, max=10000, help="echo engine: delay before audio returns"),
-    },
-    "voice.suggestions": {
-        "min_interval_ms": Key(int, 2000, min=0, max=600000),
-        "max_queue": Key(int, 5, min=0, max=1000),
-    },
-    "voice.moshi": {
-        "hf_repo": Key(str, "kyutai/moshiko-pytorch-bf16", live=False),
-        "moshi_weights": Key(str, "", live=False, help="local path; empty: from hf_repo"),
-        "mimi_weights": Key(str, "", live=False, help="local path; empty: from hf_repo"),
-        "tokenizer": Key(str, "", live=False, help="local path; empty: from hf_repo"),
-        "config": Key(str, "", live=False, help="model config.json; empty: Kyutai's 7B"),
-        "device": Key(str, "cuda", live=False),
-        "dtype": Key(str, "bf16", live=False, choices=("bf16", "fp16", "fp32")),
-        "slots": Key(int, 0, live=False, min=0, max=4096, help="0: max_concurrent_calls"),
-        "context": Key(int, 3000, live=False, min=16, max=100000),
-        "temperature": Key(float, 0.8, min=0, max=10),
-        "temperature_text": Key(float, 0.7, min=0, max=10),
-        "top_k": Key(int, 250, min=1, max=100000),
-        "top_k_text": Key(int, 25, min=1, max=100000),
-        "greedy": Key(bool, False),
-        "cfg_coef": Key(float, 1.0, live=False, min=0, max=100),
-        "cuda_graphs": Key(bool, True, live=False),
-    },
-    "dashboard": {
-        "host": Key(str, "127.0.0.1", live=False),
-        "port": Key(int, SUPERVISOR_PORT, live=False, min=1, max=65535),
-        "instances": Key(list, [], help="control URLs to supervise; empty: the local bridge"),
-        "history_limit": Key(int, 100000, min=10, max=100_000_000),
-        "stale_after": Key(float, 2.0, min=0.1, max=600),
-    },
-    "paths": {
-        "state_dir": Key(str, "", live=False, help="SQLite and model cache; empty: see docs"),
-    },
-    "logging": {
-        "level": Key(str, "info", choices=("debug", "info", "warning", "error")),
-    },
-}
+@dataclass(frozen=True)
+class _Rules:
+    live: bool
+    min: float | None
+    max: float | None
+    help: str
 
-# Per-instance overrides under [voice.bridge.instances.N]: only these keys.
-INSTANCE_KEYS = ("host", "port", "max_concurrent_calls")
+
+def setting(
+    default: _T,
+    *,
+    live: bool = True,
+    min: float | None = None,
+    max: float | None = None,
+    help: str = "",
+) -> _T:
+    """Declare one key of a section; its type is the field's annotation (Literal: choices)."""
+    return field(default=default, metadata={_RULES: _Rules(live, min, max, help)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BridgeSection:
+    """``[voice.bridge]``: the voice bridge's listener, admission and per-call buffers."""
+
+    host: str = setting("127.0.0.1", live=False, help="address the bridge binds")
+    port: int = setting(9998, live=False, min=1, max=65535, help="port of the bridge")
+    instance_port_base: int = setting(
+        10000, live=False, min=1, max=65000, help="--instance N listens on base + N"
+    )
+    max_concurrent_calls: int = setting(300, min=1, max=100000, help="admission limit")
+    drain_timeout: float = setting(
+        30.0, min=0, max=86400, help="seconds a stop waits for calls to end"
+    )
+    engine: Literal["auto", "echo", "moshi"] = setting("auto", live=False)
+    max_message_bytes: int = setting(
+        65536, min=1024, max=16 << 20, help="largest WebSocket message accepted"
+    )
+    send_queue_frames: int = setting(
+        100, min=4, max=10000, help="outbound frames buffered per call before dropping"
+    )
+    status_interval: float = setting(1.0, min=0.1, max=60, help="seconds between status events")
+    public_url: str = setting(
+        "", help="URL Twilio sees (for X-Twilio-Signature), e.g. wss://voice.example.com"
+    )
+    resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
+        "auto",
+        live=False,
+        help="8 kHz <-> 24 kHz resampling; auto: FIR (band-limited, 1.5 ms each way) for "
+        "MOSHI, QQ (0.2 ms) for echo",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EchoSection:
+    """``[voice.echo]``: the echo engine."""
+
+    delay_ms: int = setting(0, min=0, max=10000, help="echo engine: delay before audio returns")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuggestionsSection:
+    """``[voice.suggestions]``: how often operators may steer a call, and how many may wait."""
+
+    min_interval_ms: int = setting(2000, min=0, max=600000)
+    max_queue: int = setting(5, min=0, max=1000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoshiSection:
+    """``[voice.moshi]``: where the model comes from, where it runs and how it samples."""
+
+    hf_repo: str = setting("kyutai/moshiko-pytorch-bf16", live=False)
+    moshi_weights: str = setting("", live=False, help="local path; empty: from hf_repo")
+    mimi_weights: str = setting("", live=False, help="local path; empty: from hf_repo")
+    tokenizer: str = setting("", live=False, help="local path; empty: from hf_repo")
+    config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
+    device: str = setting("cuda", live=False)
+    dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
+    slots: int = setting(0, live=False, min=0, max=4096, help="0: max_concurrent_calls")
+    context: int = setting(3000, live=False, min=16, max=100000)
+    temperature: float = setting(0.8, min=0, max=10)
+    temperature_text: float = setting(0.7, min=0, max=10)
+    top_k: int = setting(250, min=1, max=100000)
+    top_k_text: int = setting(25, min=1, max=100000)
+    greedy: bool = setting(False)
+    cfg_coef: float = setting(1.0, live=False, min=0, max=100)
+    cuda_graphs: bool = setting(True, live=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DashboardSection:
+    """``[dashboard]``: the supervisor's listener, the instances it watches, its history."""
+
+    host: str = setting("127.0.0.1", live=False)
+    port: int = setting(SUPERVISOR_PORT, live=False, min=1, max=65535)
+    instances: tuple[str, ...] = setting(
+        (), help="control URLs to supervise; empty: the local bridge"
+    )
+    history_limit: int = setting(100000, min=10, max=100_000_000)
+    stale_after: float = setting(2.0, min=0.1, max=600)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathsSection:
+    """``[paths]``: where state lives."""
+
+    state_dir: str = setting("", live=False, help="SQLite and model cache; empty: see docs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSection:
+    """``[logging]``."""
+
+    level: Literal["debug", "info", "warning", "error"] = setting("info")
+
+
+def _section(toml_name: str, kind: type[_T]) -> _T:
+    return field(default_factory=kind, metadata={_TOML_SECTION: toml_name})
 
 
 @dataclass(frozen=True)
 class Config:
-    """A validated configuration. ``get("voice.bridge", "port")`` reads one value."""
+    """A validated configuration, one typed section per TOML section: ``config.bridge.port``."""
 
-    values: Mapping[str, Mapping[str, Any]]
+    bridge: BridgeSection = _section("voice.bridge", BridgeSection)
+    echo: EchoSection = _section("voice.echo", EchoSection)
+    suggestions: SuggestionsSection = _section("voice.suggestions", SuggestionsSection)
+    moshi: MoshiSection = _section("voice.moshi", MoshiSection)
+    dashboard: DashboardSection = _section("dashboard", DashboardSection)
+    paths: PathsSection = _section("paths", PathsSection)
+    logging: LoggingSection = _section("logging", LoggingSection)
     source: str = "built-in defaults"
     instances: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
     def get(self, section: str, key: str) -> Any:
-        return self.values[section][key]
+        """Transitional string-keyed read; new code reads ``config.<section>.<key>``."""
+        return getattr(self._typed_section(section), key)
 
     def section(self, name: str) -> Mapping[str, Any]:
-        return self.values[name]
+        """Transitional string-keyed read of a whole section, as a plain mapping."""
+        return _as_mapping(self._typed_section(name))
+
+    @property
+    def values(self) -> Mapping[str, Mapping[str, Any]]:
+        """Every section as a plain mapping, keyed by its TOML name (for comparisons, dumps)."""
+        return {name: _as_mapping(self._typed_section(name)) for name in SECTIONS}
+
+    def _typed_section(self, toml_name: str) -> Any:
+        return getattr(self, SECTIONS[toml_name])
+
+    def with_bridge(self, **changes: Any) -> Config:
+        """This config with ``[voice.bridge]`` keys replaced (already validated by the caller)."""
+        return dataclasses.replace(self, bridge=dataclasses.replace(self.bridge, **changes))
 
     def for_instance(self, instance: int | None) -> Config:
         """The config one bridge process sees: ``--instance N`` moves the port, never onto 9999."""
         if instance is None:
             return self
-        bridge = dict(self.values["voice.bridge"])
-        bridge["port"] = bridge["instance_port_base"] + instance
-        bridge.update(self.instances.get(instance, {}))
+        overrides = {"port": self.bridge.instance_port_base + instance}
+        overrides.update(self.instances.get(instance, {}))
+        port = overrides["port"]
         where = f"[voice.bridge.instances.{instance}] port"
-        if not 1 <= bridge["port"] <= 65535:
-            raise ConfigError(
-                self.source, where, f"instance {instance} gives port {bridge['port']}"
-            )
-        if bridge["port"] == self.values["dashboard"]["port"]:
+        if not 1 <= port <= 65535:
+            raise ConfigError(self.source, where, f"instance {instance} gives port {port}")
+        if port == self.dashboard.port:
             raise ConfigError(
                 self.source,
                 where,
-                f"instance {instance} would listen on {bridge['port']}, the supervisor's port; "
+                f"instance {instance} would listen on {port}, the supervisor's port; "
                 "set instance_port_base or a per-instance port",
             )
-        values = dict(self.values)
-        values["voice.bridge"] = bridge
-        return Config(values=values, source=self.source, instances=self.instances)
+        return self.with_bridge(**overrides)
 
     def state_dir(self) -> Path:
         """Where SQLite and caches live: config, then systemd's $STATE_DIRECTORY, then defaults."""
-        configured = self.values["paths"]["state_dir"]
-        if configured:
-            return Path(configured)
+        if self.paths.state_dir:
+            return Path(self.paths.state_dir)
         env = os.environ.get("XSWARM_STATE_DIR") or os.environ.get("STATE_DIRECTORY")
         if env:
             return Path(env.split(":")[0])
@@ -168,22 +236,62 @@ class Config:
 
     def control_urls(self) -> list[str]:
         """The voice instances the supervisor watches; by default the local bridge."""
-        urls = list(self.values["dashboard"]["instances"])
-        if urls:
-            return urls
-        bridge = self.values["voice.bridge"]
-        host = "127.0.0.1" if bridge["host"] in ("0.0.0.0", "::", "") else bridge["host"]
-        return [f"ws://{host}:{bridge['port']}/control"]
+        if self.dashboard.instances:
+            return list(self.dashboard.instances)
+        host = self.bridge.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return [f"ws://{host}:{self.bridge.port}/control"]
+
+
+def _as_mapping(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+def _toml_key(hint: Any, spec: dataclasses.Field[Any]) -> Key:
+    """The TOML view of one declared field: a tuple is a TOML array, a Literal a choice."""
+    rules: _Rules = spec.metadata[_RULES]
+    choices = None
+    kind = hint
+    default = spec.default
+    if get_origin(hint) is Literal:
+        choices = tuple(str(choice) for choice in get_args(hint))
+        kind = str
+    elif get_origin(hint) is tuple and isinstance(default, tuple):
+        kind, default = list, list(default)
+    return Key(kind, default, rules.live, rules.min, rules.max, choices, rules.help)
+
+
+def _schema() -> tuple[dict[str, str], dict[str, type[Any]], dict[str, dict[str, Key]]]:
+    sections: dict[str, str] = {}
+    kinds: dict[str, type[Any]] = {}
+    schema: dict[str, dict[str, Key]] = {}
+    for section in dataclasses.fields(Config):
+        toml_name = section.metadata.get(_TOML_SECTION)
+        if toml_name is None:
+            continue
+        kind = get_type_hints(Config)[section.name]
+        hints = get_type_hints(kind)
+        sections[toml_name] = section.name
+        kinds[toml_name] = kind
+        schema[toml_name] = {f.name: _toml_key(hints[f.name], f) for f in dataclasses.fields(kind)}
+    return sections, kinds, schema
+
+
+# TOML section name -> Config attribute ("voice.bridge" -> "bridge"), -> its dataclass, and
+# every key's rules: all derived from the section dataclasses above.
+SECTIONS, _SECTION_TYPES, SCHEMA = _schema()
+
+# Per-instance overrides under [voice.bridge.instances.N]: only these keys.
+INSTANCE_KEYS = ("host", "port", "max_concurrent_calls")
 
 
 def defaults() -> Config:
-    return Config(
-        values={s: {k: _copy(v.default) for k, v in keys.items()} for s, keys in SCHEMA.items()}
-    )
+    return Config()
 
 
-def _copy(value: Any) -> Any:
-    return list(value) if isinstance(value, list) else value
+def _python(value: Any) -> Any:
+    """A checked TOML value as its section field holds it: arrays become tuples (frozen)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -223,7 +331,7 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
 
 def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
     """Validate a parsed TOML document against ``SCHEMA``."""
-    values = {s: {k: _copy(v.default) for k, v in keys.items()} for s, keys in SCHEMA.items()}
+    values: dict[str, dict[str, Any]] = {name: {} for name in SCHEMA}
     instances: dict[int, dict[str, Any]] = {}
     for section_name, table in _flatten_sections(data, source):
         if section_name.startswith("voice.bridge.instances."):
@@ -246,8 +354,10 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
                     f"[{section_name}] {key}",
                     f"unknown key; expected one of {', '.join(schema)}",
                 )
-            values[section_name][key] = _check(value, spec, f"[{section_name}] {key}", source)
-    config = Config(values=values, source=source, instances=instances)
+            checked = _check(value, spec, f"[{section_name}] {key}", source)
+            values[section_name][key] = _python(checked)
+    sections = {SECTIONS[name]: _SECTION_TYPES[name](**keys) for name, keys in values.items()}
+    config = Config(**sections, source=source, instances=instances)
     _check_cross(config)
     return config
 
@@ -327,16 +437,15 @@ def _describe(value: Any) -> str:
 
 
 def _check_cross(config: Config) -> None:
-    bridge = config.values["voice.bridge"]
-    dash_port = config.values["dashboard"]["port"]
-    if bridge["port"] == dash_port:
+    bridge, dash_port = config.bridge, config.dashboard.port
+    if bridge.port == dash_port:
         raise ConfigError(
             config.source,
             "[voice.bridge] port",
-            f"{bridge['port']} is also [dashboard] port; the supervisor owns {dash_port}",
+            f"{bridge.port} is also [dashboard] port; the supervisor owns {dash_port}",
         )
     for number, overrides in config.instances.items():
-        port = overrides.get("port", bridge["instance_port_base"] + number)
+        port = overrides.get("port", bridge.instance_port_base + number)
         if port == dash_port:
             raise ConfigError(
                 config.source,
@@ -350,7 +459,9 @@ def reload_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
     applied: list[str] = []
     restart: list[str] = []
     for section, keys in SCHEMA.items():
+        before = _as_mapping(getattr(old, SECTIONS[section]))
+        after = _as_mapping(getattr(new, SECTIONS[section]))
         for key, spec in keys.items():
-            if old.values[section][key] != new.values[section][key]:
+            if before[key] != after[key]:
                 (applied if spec.live else restart).append(f"[{section}] {key}")
     return applied, restart

@@ -1,13 +1,19 @@
-"""Every error xswarm raises on purpose, in one tree.
+"""Every error xswarm raises on purpose, in one tree; the first five are defined here.
 
-    XswarmError                  base; its message names the cause and the fix
-    ├── ConfigError              bad config file, key or value          (exit 78, EX_CONFIG)
-    ├── EngineLoadError          engine cannot start: weights, device, memory (exit 78)
-    ├── StartupError             environment problem: port in use, no permission (exit 1)
-    └── ProtocolError            a peer sent something we refuse (sans-I/O; carries a close code)
+    XswarmError          base; its message names the cause and the fix            (exit 1)
+    ├── ConfigError      bad config file, key or value                  (exit 78, EX_CONFIG)
+    ├── EngineLoadError  engine cannot start: weights, device, memory             (exit 78)
+    ├── StartupError     environment problem: port in use, no permission           (exit 1)
+    ├── ProtocolError    a peer sent something we refuse (sans-I/O; carries a close code)
+    ├── ClientError      client.common: a simulated call cannot be placed or go on (exit 1)
+    ├── InstallError     ops.install: something install needs is missing or refused (exit 1)
+    ├── ReleaseError     ops.releases: a release cannot be built, found or switched to (exit 1)
+    ├── SystemctlError   ops.systemctl: systemctl refused or failed                 (exit 1)
+    └── _NotReady        engine.models_cmd: `xswarm models check` finds no usable model (exit 78)
 
 Deep code raises these; the process boundary (a console script's ``main``) prints the
-message once, as one line, and exits with ``exit_status``.
+message once, as one line, and exits with ``exit_status``. Exceptions outside this tree are
+internal signals that never reach a process boundary.
 """
 
 from __future__ import annotations

@@ -43,9 +43,7 @@ def test_the_tiny_model_loads_and_probe_says_yes(moshi_config: Callable[..., Con
 
 
 def test_slots_default_to_max_concurrent_calls(moshi_config: Callable[..., Config]) -> None:
-    values = {s: dict(v) for s, v in moshi_config().values.items()}
-    values["voice.bridge"]["max_concurrent_calls"] = 7
-    assert MoshiEngine(Config(values=values)).capacity == 7
+    assert MoshiEngine(moshi_config().with_bridge(max_concurrent_calls=7)).capacity == 7
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from textual.widgets import Input, Label, RichLog, Sparkline, Static
 
 from tests.tui.data import HOSTILE_CALLERS, FakeClock, sample_model, stats
 from xswarm.tui.app import XswarmDashboard
+from xswarm.tui.messages import OpenCall
 from xswarm.tui.model import DashboardModel
 from xswarm.tui.screens.confirm import ConfirmHangupScreen
 from xswarm.tui.screens.detail import CallDetailScreen
@@ -65,7 +66,7 @@ async def test_hostile_remote_text_renders_as_plain_text() -> None:
         assert cell_text(app, "c-[/]", "instance") == "[bold]voice"
         lines = [strip.text for strip in app.screen.query_one("#events", RichLog).lines]
         assert any("[/]queue full[/]" in line for line in lines)
-        app.open_call("c-[/]")
+        app.post_message(OpenCall("c-[/]"))
         await pilot.pause()
         summary = app.screen.query_one("#summary", Static).render()
         assert "[/][/]" in str(summary)
@@ -233,7 +234,7 @@ async def test_hangup_asks_first_and_cancel_sends_nothing() -> None:
 async def test_detail_screen_keys_act_on_its_own_call() -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        app.open_call("c-0004")
+        app.post_message(OpenCall("c-0004"))
         await pilot.pause()
         await pilot.press("h")
         await pilot.pause()

@@ -64,7 +64,8 @@ def encode(pcm: np.ndarray) -> bytes:
     np.maximum(scaled, -32768.0, out=scaled)
     np.copyto(scaled, 0.0, where=np.isnan(scaled))  # a broken engine's NaN is silence
     linear = np.rint(scaled, out=scaled).astype(np.int16)
-    return ENCODE_UINT16.take(linear.view(np.uint16)).tobytes()
+    encoded: np.ndarray = ENCODE_UINT16.take(linear.view(np.uint16))
+    return encoded.tobytes()
 
 
 def encode_int16(pcm: np.ndarray) -> bytes:

@@ -88,7 +88,7 @@ def lowpass_taps(high_rate: int, low_rate: int) -> np.ndarray:
     cutoff = FIR_CUTOFF * (low_rate / 2) / high_rate  # cycles per high-rate sample
     offsets = np.arange(count) - (count - 1) / 2
     taps = np.sinc(2 * cutoff * offsets) * np.kaiser(count, FIR_KAISER_BETA)
-    return (taps / taps.sum()).astype(np.float32)
+    return np.asarray(taps / taps.sum(), dtype=np.float32)
 
 
 class FirResampler:

@@ -55,7 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             {"error": problem}, status=401, headers={"WWW-Authenticate": 'Bearer realm="xswarm"'}
         )
     ws = web.WebSocketResponse(
-        max_msg_size=bridge.bridge_settings["max_message_bytes"], heartbeat=20, compress=False
+        max_msg_size=bridge.config.bridge.max_message_bytes, heartbeat=20, compress=False
     )
     await ws.prepare(request)
     subscriber = Subscriber(f"{request.remote}")
@@ -108,7 +108,7 @@ async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> Non
 async def _command(bridge: Any, data: str) -> dict[str, Any] | None:
     """Run one command; returns a direct reply (pong, snapshot, error) or None."""
     try:
-        command = control.decode_command(data, bridge.bridge_settings["max_message_bytes"])
+        command = control.decode_command(data, bridge.config.bridge.max_message_bytes)
     except BadMessage as exc:
         return control.Error(str(exc)).encode()
     if isinstance(command, control.Ping):

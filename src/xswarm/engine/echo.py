@@ -52,4 +52,4 @@ class EchoEngine(Engine):
 
     def reconfigure(self, config: Config) -> None:
         """``[voice.echo] delay_ms`` applies live, to calls that join afterwards."""
-        self.delay_frames = round(config.get("voice.echo", "delay_ms") / 20)
+        self.delay_frames = round(config.echo.delay_ms / 20)

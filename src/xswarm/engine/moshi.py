@@ -22,6 +22,7 @@ bridge and the CLI start fast on machines that serve echo.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -60,7 +61,7 @@ def probe(config: Config) -> str | None:
         return missing
     try:
         moshi_loader.resolve_files(config)
-        moshi_loader.check_device(config.get("voice.moshi", "device"))
+        moshi_loader.check_device(config.moshi.device)
     except EngineLoadError as exc:
         return str(exc)
     return None
@@ -102,11 +103,11 @@ class MoshiEngine(Engine):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        section = config.section("voice.moshi")
-        self.section = dict(section)
-        self.capacity = section["slots"] or config.get("voice.bridge", "max_concurrent_calls")
-        self.dtype_name: str = section["dtype"]
-        self.device_name: str = section["device"]
+        # The settings the model was built with; reconfigure() replaces only the live ones.
+        self.settings = config.moshi
+        self.capacity = self.settings.slots or config.bridge.max_concurrent_calls
+        self.dtype_name = self.settings.dtype
+        self.device_name = self.settings.device
         self._in_use: set[int] = set()
         self._step_ms: deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self._steps = 0
@@ -140,7 +141,7 @@ class MoshiEngine(Engine):
 
         dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
         lm_kwargs = dict(files.lm_config or loaders._lm_kwargs)
-        lm_kwargs["context"] = self.section["context"]
+        lm_kwargs["context"] = self.settings.context
         try:
             lm = loaders.get_moshi_lm(
                 files.moshi_weights, lm_kwargs=lm_kwargs, device=device, dtype=dtype
@@ -183,7 +184,7 @@ class MoshiEngine(Engine):
             device,
             self.dtype_name,
             self.capacity,
-            self.section["context"],
+            self.settings.context,
             files.moshi_weights,
         )
 
@@ -198,17 +199,17 @@ class MoshiEngine(Engine):
 
         self._torch = torch
         self._device = device
-        if self.section["cfg_coef"] != 1.0 and lm.fuser is None:
-            raise EngineLoadError(moshi_loader.NO_CFG.format(self.section["cfg_coef"]))
+        if self.settings.cfg_coef != 1.0 and lm.fuser is None:
+            raise EngineLoadError(moshi_loader.NO_CFG.format(self.settings.cfg_coef))
         steering = _TextSteering(self.capacity, lm.existing_text_padding_id)
         lm_gen = LMGen(
             lm,
-            use_sampling=not self.section["greedy"],
-            temp=self.section["temperature"],
-            temp_text=self.section["temperature_text"],
-            top_k=self.section["top_k"],
-            top_k_text=self.section["top_k_text"],
-            cfg_coef=self.section["cfg_coef"],
+            use_sampling=not self.settings.greedy,
+            temp=self.settings.temperature,
+            temp_text=self.settings.temperature_text,
+            top_k=self.settings.top_k,
+            top_k_text=self.settings.top_k_text,
+            cfg_coef=self.settings.cfg_coef,
             on_text_logits_hook=steering,
             support_out_of_sync=True,
         )
@@ -221,7 +222,7 @@ class MoshiEngine(Engine):
         self._mimi, self._lm_gen, self._tokenizer = mimi, lm_gen, tokenizer
         self._steering = steering
         self._text_card = lm.text_card
-        self._graphs = device.type == "cuda" and bool(self.section["cuda_graphs"])
+        self._graphs = device.type == "cuda" and bool(self.settings.cuda_graphs)
         self._loaded = True
 
     def warmup(self) -> None:
@@ -356,17 +357,23 @@ class MoshiEngine(Engine):
         LMGen reads them as plain attributes at each step, so assigning them is safe from the
         event loop while a step runs: at worst that one step samples with the old values.
         """
-        section = config.section("voice.moshi")
-        for key in ("temperature", "temperature_text", "top_k", "top_k_text", "greedy"):
-            self.section[key] = section[key]
+        new = config.moshi
+        self.settings = settings = dataclasses.replace(
+            self.settings,
+            temperature=new.temperature,
+            temperature_text=new.temperature_text,
+            top_k=new.top_k,
+            top_k_text=new.top_k_text,
+            greedy=new.greedy,
+        )
         lm_gen = self._lm_gen
         if lm_gen is None:
             return
-        lm_gen.temp = section["temperature"]
-        lm_gen.temp_text = section["temperature_text"]
-        lm_gen.top_k = section["top_k"]
-        lm_gen.top_k_text = section["top_k_text"]
-        lm_gen.use_sampling = not section["greedy"]
+        lm_gen.temp = settings.temperature
+        lm_gen.temp_text = settings.temperature_text
+        lm_gen.top_k = settings.top_k
+        lm_gen.top_k_text = settings.top_k_text
+        lm_gen.use_sampling = not settings.greedy
 
     # ---------------------------------------------------------------- reporting
 
@@ -381,11 +388,11 @@ class MoshiEngine(Engine):
             "steps": self._steps,
             "device": str(self._device) if self._device is not None else self.device_name,
             "dtype": self.dtype_name,
-            "context": self.section["context"],
+            "context": self.settings.context,
             "cuda_graphs": self._graphs,
             "sampling": "greedy"
-            if self.section["greedy"]
-            else f"temperature {self.section['temperature']} top_k {self.section['top_k']}",
+            if self.settings.greedy
+            else f"temperature {self.settings.temperature} top_k {self.settings.top_k}",
         }
         return EngineInfo(self.name, self.frame_seconds * 1000, self.capacity, details)
 

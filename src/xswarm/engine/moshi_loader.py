@@ -142,12 +142,12 @@ def _explicit(value: str, key: str, what: str) -> Path:
 
 def resolve_files(config: Config) -> ModelFiles:
     """Find every file the model needs, locally only; EngineLoadError names what is missing."""
-    section = config.section("voice.moshi")
-    repo: str = section["hf_repo"]
+    settings = config.moshi
+    repo = settings.hf_repo
     raw: dict[str, Any] | None = None
     config_path: Path | None = None
-    if section["config"]:
-        config_path = _explicit(section["config"], "config", "MOSHI model config")
+    if settings.config:
+        config_path = _explicit(settings.config, "config", "MOSHI model config")
     else:
         config_path = _from_repo(config, repo, CONFIG_NAME)
     if config_path is not None:
@@ -157,13 +157,25 @@ def resolve_files(config: Config) -> ModelFiles:
     names = dict(raw or {})
     paths: dict[str, Path] = {}
     parts = (
-        ("moshi_weights", "moshi_name", DEFAULT_MOSHI_NAME, "MOSHI weights"),
-        ("mimi_weights", "mimi_name", DEFAULT_MIMI_NAME, "Mimi weights"),
-        ("tokenizer", "tokenizer_name", DEFAULT_TOKENIZER_NAME, "MOSHI text tokenizer"),
+        (
+            "moshi_weights",
+            settings.moshi_weights,
+            "moshi_name",
+            DEFAULT_MOSHI_NAME,
+            "MOSHI weights",
+        ),
+        ("mimi_weights", settings.mimi_weights, "mimi_name", DEFAULT_MIMI_NAME, "Mimi weights"),
+        (
+            "tokenizer",
+            settings.tokenizer,
+            "tokenizer_name",
+            DEFAULT_TOKENIZER_NAME,
+            "MOSHI text tokenizer",
+        ),
     )
-    for key, name_key, default_name, what in parts:
-        if section[key]:
-            paths[key] = _explicit(section[key], key, what)
+    for key, explicit, name_key, default_name, what in parts:
+        if explicit:
+            paths[key] = _explicit(explicit, key, what)
             continue
         filename = str(names.get(name_key, default_name))
         candidates = [config_dir / filename] if config_dir is not None else []
@@ -348,19 +360,19 @@ def preflight(config: Config, slots: int) -> Preflight:
     missing = missing_modules()
     if missing:
         raise EngineLoadError(missing)
-    section = config.section("voice.moshi")
+    settings = config.moshi
     files = resolve_files(config)
-    device = check_device(section["device"])
-    cfg = section["cfg_coef"] != 1.0
+    device = check_device(settings.device)
+    cfg = settings.cfg_coef != 1.0
     if cfg and not (files.lm_config or {}).get("fuser"):
-        raise EngineLoadError(NO_CFG.format(section["cfg_coef"]))
+        raise EngineLoadError(NO_CFG.format(settings.cfg_coef))
     plan = plan_memory(
         files.lm_config,
         files.mimi_config,
         checkpoint_numel(files.moshi_weights, "MOSHI weights"),
         checkpoint_numel(files.mimi_weights, "Mimi weights"),
-        section["dtype"],
-        section["context"],
+        settings.dtype,
+        settings.context,
         cfg,
         device.type,
     )

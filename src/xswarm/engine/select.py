@@ -20,7 +20,7 @@ log = logging.getLogger("xswarm.engine")
 
 def build_engine(config: Config) -> Engine:
     """Construct, load and warm up the configured engine."""
-    choice = config.get("voice.bridge", "engine")
+    choice = config.bridge.engine
     if choice == "echo":
         engine = _echo(config)
     elif choice == "moshi":
@@ -51,8 +51,8 @@ def build_engine(config: Config) -> Engine:
 
 def _echo(config: Config) -> Engine:
     return EchoEngine(
-        capacity=config.get("voice.bridge", "max_concurrent_calls"),
-        delay_ms=config.get("voice.echo", "delay_ms"),
+        capacity=config.bridge.max_concurrent_calls,
+        delay_ms=config.echo.delay_ms,
     )
 
 

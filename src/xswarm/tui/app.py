@@ -1,13 +1,14 @@
 """The ``xswarm dashboard`` app: owns the model, the supervisor link and the repaint timer.
 
 Messages from the link change the model at once; the widgets catch up on a 4 Hz timer, so a
-burst of events costs one repaint. Constructed with ``url=None`` it never connects, which is
+burst of events costs one repaint. Screens never call the app: what the operator asks for
+comes up as a message (``xswarm.tui.messages``), and each repaint's changes go down through
+``LiveScreen.show``. Constructed with ``url=None`` it never connects, which is
 how the tests and the snapshots drive it from a prepared model.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,14 +21,29 @@ from textual.worker import Worker, WorkerState
 
 from xswarm.tui import settings
 from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
-from xswarm.tui.commands import DashboardCommands
-from xswarm.tui.messages import BadSupervisorMessage, ConnectionChanged, SupervisorMessage
+from xswarm.tui.messages import (
+    BadSupervisorMessage,
+    ConnectionChanged,
+    FilterChanged,
+    HangupConfirmed,
+    HangupRequested,
+    HelpRequested,
+    OpenCall,
+    ReconnectRequested,
+    SortRequested,
+    SuggestionRequested,
+    SupervisorMessage,
+    WriteSuggestion,
+)
 from xswarm.tui.model import DashboardModel, clip_text
+from xswarm.tui.palette import CallCommands
+from xswarm.tui.requests import OwnRequests, acknowledgement
 from xswarm.tui.screens.confirm import ConfirmHangupScreen
 from xswarm.tui.screens.detail import CallDetailScreen
 from xswarm.tui.screens.help import HelpScreen
+from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.screens.main import MainScreen
-from xswarm.tui.screens.suggest import Suggestion, SuggestionScreen
+from xswarm.tui.screens.suggest import SuggestionScreen
 
 REPAINT_HZ = 4
 
@@ -38,7 +54,7 @@ class XswarmDashboard(App[None]):
     TITLE = "xswarm dashboard"
     COMMAND_PALETTE_BINDING = "question_mark"
     COMMAND_PALETTE_DISPLAY = "?"
-    COMMANDS = App.COMMANDS | {DashboardCommands}
+    COMMANDS = App.COMMANDS | {CallCommands}
     HORIZONTAL_BREAKPOINTS = [
         (0, "-narrow"),
         (120, "-wide"),
@@ -66,8 +82,7 @@ class XswarmDashboard(App[None]):
             if problem:
                 self.model.note("settings", problem)
         self.link = SupervisorLink(url, token, self.post_message) if url else None
-        self._request_ids = (f"tui-{os.getpid()}-{n}" for n in itertools.count(1))
-        self._my_requests: set[str] = set()
+        self.requests = OwnRequests(f"tui-{os.getpid()}")
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen(self.model)
@@ -100,18 +115,14 @@ class XswarmDashboard(App[None]):
             self.repaint()
 
     def repaint(self) -> None:
-        """Push the model's changes since the last repaint to every screen showing them."""
+        """Hand the model's changes since the last repaint down to every screen showing it."""
         self.model.prune()
         changes = self.model.take_changes()
         if not changes:
             return
         for screen in self.screen_stack:
-            if not screen.is_mounted:
-                continue
-            if isinstance(screen, MainScreen):
+            if screen.is_mounted and isinstance(screen, LiveScreen):
                 screen.show(changes)
-            elif isinstance(screen, CallDetailScreen):
-                screen.refresh_call()
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
         self.model.set_connection(message.state, message.detail)
@@ -140,47 +151,50 @@ class XswarmDashboard(App[None]):
         if kind == "error":
             reason = clip_text(data.get("message"), 300)
             self.notify(reason, title="Supervisor", severity="error", markup=False)
-        request_id = data.get("request_id")
-        if isinstance(request_id, str) and request_id in self._my_requests:
-            self._my_requests.discard(request_id)
-            self._acknowledge(data)
+        notice = acknowledgement(data) if self.requests.answered(data) else None
+        if notice is not None:
+            self.notify(notice[0], severity=notice[1], markup=False)
         self.model.apply(data)
 
-    def _acknowledge(self, data: dict[str, Any]) -> None:
-        call_id = clip_text(data.get("call_id"))
-        if data["type"] == "suggestion_applied":
-            self.notify(f"Suggestion applied to call {call_id}", markup=False)
-        elif data["type"] == "suggestion_rejected":
-            reason = clip_text(data.get("reason"), 200)
-            self.notify(
-                f"Suggestion for call {call_id} rejected: {reason}",
-                severity="warning",
-                markup=False,
-            )
+    def on_open_call(self, message: OpenCall) -> None:
+        self.push_screen(CallDetailScreen(self.model, message.call_id))
 
-    def open_call(self, call_id: str) -> None:
-        self.push_screen(CallDetailScreen(self.model, call_id))
+    def on_write_suggestion(self, message: WriteSuggestion) -> None:
+        self.push_screen(SuggestionScreen(message.call_id))
 
-    def ask_suggestion(self, call_id: str) -> None:
-        def send(suggestion: Suggestion | None) -> None:
-            if suggestion is not None:
-                self.run_worker(self.inject(call_id, suggestion.text, suggestion.priority))
+    def on_suggestion_requested(self, message: SuggestionRequested) -> None:
+        self.run_worker(self.inject(message.call_id, message.text, message.priority))
 
-        self.push_screen(SuggestionScreen(call_id), send)
-
-    def ask_hangup(self, call_id: str) -> None:
-        call = self.model.calls.get(call_id)
+    def on_hangup_requested(self, message: HangupRequested) -> None:
+        call = self.model.calls.get(message.call_id)
         caller = call.caller if call is not None else ""
+        self.push_screen(ConfirmHangupScreen(message.call_id, caller))
 
-        def send(confirmed: bool | None) -> None:
-            if confirmed:
-                self.run_worker(self.hangup(call_id))
+    def on_hangup_confirmed(self, message: HangupConfirmed) -> None:
+        self.run_worker(self.hangup(message.call_id))
 
-        self.push_screen(ConfirmHangupScreen(call_id, caller), send)
+    def on_help_requested(self, _message: HelpRequested) -> None:
+        self.action_help()
+
+    def on_reconnect_requested(self, _message: ReconnectRequested) -> None:
+        self.action_reconnect()
+
+    def on_filter_changed(self, message: FilterChanged) -> None:
+        self.model.set_filter(message.text)
+        self.repaint()
+
+    def on_sort_requested(self, message: SortRequested) -> None:
+        if message.column is not None:
+            self.model.set_sort(message.column)
+        elif message.reverse:
+            self.model.reverse_sort()
+        else:
+            self.model.next_sort()
+        self.repaint()
 
     async def inject(self, call_id: str, text: str, priority: str = "normal") -> str | None:
         """Send a suggestion for ``call_id``; the request id, or None when it could not go."""
-        request_id = next(self._request_ids)
+        request_id = self.requests.next_id()
         try:
             payload = inject_message(call_id, text, request_id, priority)
         except ValueError as exc:
@@ -188,7 +202,7 @@ class XswarmDashboard(App[None]):
             return None
         if not await self._send(payload):
             return None
-        self._my_requests.add(request_id)
+        self.requests.sent(request_id)
         self.model.note("suggest", f"{call_id} sent: {clip_text(text, 120)}", call_id=call_id)
         return request_id
 

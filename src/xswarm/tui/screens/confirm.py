@@ -10,9 +10,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from xswarm.tui.messages import HangupConfirmed
 
-class ConfirmHangupScreen(ModalScreen[bool]):
-    """Answers True to hang up ``call_id``, False to leave it be."""
+
+class ConfirmHangupScreen(ModalScreen[None]):
+    """Posts ``HangupConfirmed`` when the operator says yes; closes either way."""
 
     BINDINGS = [
         Binding("y", "answer(True)", "Hang up"),
@@ -42,8 +44,10 @@ class ConfirmHangupScreen(ModalScreen[bool]):
         self.query_one("#no", Button).focus()
 
     def action_answer(self, hang_up: bool) -> None:
-        self.dismiss(hang_up)
+        if hang_up:
+            self.post_message(HangupConfirmed(self.call_id))
+        self.dismiss()
 
     @on(Button.Pressed)
     def pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.action_answer(event.button.id == "yes")

@@ -6,12 +6,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, RichLog, Sparkline, Static
 
-from xswarm.tui.model import CallView, DashboardModel, format_duration
-from xswarm.tui.screens.base import dashboard_of
-from xswarm.tui.screens.main import event_text
+from xswarm.tui.messages import HangupRequested, WriteSuggestion
+from xswarm.tui.model import CallView, Changes, DashboardModel, format_duration
+from xswarm.tui.screens.live import LiveScreen
+from xswarm.tui.widgets.events import event_text
 
 SPARKS = (
     ("latency_p50_history", "latency p50 ms", "latency_p50_ms"),
@@ -55,7 +55,7 @@ def call_summary(call: CallView | None, call_id: str, stale: bool) -> Text:
     return text
 
 
-class CallDetailScreen(Screen[None]):
+class CallDetailScreen(LiveScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("i", "suggest", "Suggest"),
@@ -63,8 +63,7 @@ class CallDetailScreen(Screen[None]):
     ]
 
     def __init__(self, model: DashboardModel, call_id: str) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.call_id = call_id
         self._events_written = 0
         self._transcript = ""
@@ -87,10 +86,14 @@ class CallDetailScreen(Screen[None]):
         self.sub_title = f"call {self.call_id}"
         self.query_one("#words-box").border_title = "the model's words"
         self.query_one("#call-events").border_title = "call events"
-        self.refresh_call()
+        self.show(Changes(reset=True))
 
-    def refresh_call(self) -> None:
-        """Redraw from the model; new words and events are appended, nothing is redrawn twice."""
+    def show(self, changes: Changes) -> None:
+        """Redraw from the model; new words and events are appended, nothing is redrawn twice.
+
+        Any change may touch this call (its staleness follows the connection and its
+        instance), so ``changes`` is not consulted.
+        """
         call = self.model.calls.get(self.call_id)
         stale = call is not None and self.model.call_is_stale(call)
         self.query_one("#summary", Static).update(call_summary(call, self.call_id, stale))
@@ -115,7 +118,7 @@ class CallDetailScreen(Screen[None]):
             self._events_written = call.event_count
 
     def action_suggest(self) -> None:
-        dashboard_of(self).ask_suggestion(self.call_id)
+        self.post_message(WriteSuggestion(self.call_id))
 
     def action_hangup(self) -> None:
-        dashboard_of(self).ask_hangup(self.call_id)
+        self.post_message(HangupRequested(self.call_id))

@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, RichLog
 
-from xswarm.tui.model import Changes, DashboardModel, EventLine
-from xswarm.tui.screens.base import dashboard_of
+from xswarm.tui.messages import (
+    FilterChanged,
+    HangupRequested,
+    OpenCall,
+    SortRequested,
+    WriteSuggestion,
+)
+from xswarm.tui.model import Changes
+from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
+from xswarm.tui.widgets.events import event_text
 from xswarm.tui.widgets.instances import InstancesTable
 
 WIDE_AT = 120
 
 
-def event_text(line: EventLine) -> Text:
-    """An events-pane line; the remote parts are plain text, never markup."""
-    text = Text(f"{line.ts} ", style="dim")
-    style = "red" if line.kind in ("error", "suggestion_rejected") else "bold"
-    text.append(line.kind, style=style)
-    if line.instance:
-        text.append(f" [{line.instance}]", style="cyan")
-    if line.text:
-        text.append(" " + line.text)
-    return text
-
-
-class MainScreen(Screen[None]):
+class MainScreen(LiveScreen):
     BINDINGS = [
         Binding("enter", "open_call", "Detail", show=True),
         Binding("i", "suggest", "Suggest"),
@@ -42,10 +36,6 @@ class MainScreen(Screen[None]):
         Binding("O", "reverse_sort", "Reverse", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
-
-    def __init__(self, model: DashboardModel) -> None:
-        super().__init__()
-        self.model = model
 
     def compose(self) -> ComposeResult:
         yield Header(icon="☎")
@@ -98,17 +88,17 @@ class MainScreen(Screen[None]):
     def action_open_call(self) -> None:
         call_id = self.selected_call()
         if call_id is not None:
-            dashboard_of(self).open_call(call_id)
+            self.post_message(OpenCall(call_id))
 
     def action_suggest(self) -> None:
         call_id = self.selected_call()
         if call_id is not None:
-            dashboard_of(self).ask_suggestion(call_id)
+            self.post_message(WriteSuggestion(call_id))
 
     def action_hangup(self) -> None:
         call_id = self.selected_call()
         if call_id is not None:
-            dashboard_of(self).ask_hangup(call_id)
+            self.post_message(HangupRequested(call_id))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -120,14 +110,12 @@ class MainScreen(Screen[None]):
         box = self.query_one("#filter", Input)
         box.value = ""
         box.display = False
-        self.model.set_filter("")
+        self.post_message(FilterChanged(""))
         self.query_one("#calls", CallsTable).focus()
-        dashboard_of(self).repaint()
 
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
-        self.model.set_filter(event.value)
-        dashboard_of(self).repaint()
+        self.post_message(FilterChanged(event.value))
 
     @on(Input.Submitted, "#filter")
     def filter_done(self, event: Input.Submitted) -> None:
@@ -136,21 +124,18 @@ class MainScreen(Screen[None]):
         self.query_one("#calls", CallsTable).focus()
 
     def action_next_sort(self) -> None:
-        self.model.next_sort()
-        dashboard_of(self).repaint()
+        self.post_message(SortRequested())
 
     def action_reverse_sort(self) -> None:
-        self.model.reverse_sort()
-        dashboard_of(self).repaint()
+        self.post_message(SortRequested(reverse=True))
 
     @on(DataTable.HeaderSelected, "#calls")
     def header_clicked(self, event: DataTable.HeaderSelected) -> None:
         column = event.column_key.value
         if column is not None:
-            self.model.set_sort(column)
-            dashboard_of(self).repaint()
+            self.post_message(SortRequested(column=column))
 
     @on(DataTable.RowSelected, "#calls")
     def row_chosen(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            dashboard_of(self).open_call(event.row_key.value)
+            self.post_message(OpenCall(event.row_key.value))

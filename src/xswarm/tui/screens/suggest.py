@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -14,15 +12,12 @@ from textual.widgets import Input, Label, Select, Static
 
 from xswarm.protocol.control import MAX_SUGGESTION_CHARS, PRIORITIES
 from xswarm.tui.client import inject_message
+from xswarm.tui.messages import SuggestionRequested
 
 
-@dataclass(frozen=True)
-class Suggestion:
-    text: str
-    priority: str
+class SuggestionScreen(ModalScreen[None]):
+    """Posts ``SuggestionRequested`` once the text passes the checks the supervisor makes."""
 
-
-class SuggestionScreen(ModalScreen[Suggestion | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, call_id: str) -> None:
@@ -55,7 +50,8 @@ class SuggestionScreen(ModalScreen[Suggestion | None]):
         except ValueError as exc:
             self.query_one("#problem", Label).update(Text(str(exc), style="bold red"))
             return
-        self.dismiss(Suggestion(text=event.value.strip(), priority=priority))
+        self.post_message(SuggestionRequested(self.call_id, event.value.strip(), priority))
+        self.dismiss()
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.dismiss()

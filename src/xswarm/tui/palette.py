@@ -4,47 +4,62 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
 
-from xswarm.tui.screens.base import dashboard_of
+from xswarm.tui.messages import (
+    HangupRequested,
+    HelpRequested,
+    OpenCall,
+    ReconnectRequested,
+    WriteSuggestion,
+)
+from xswarm.tui.model import DashboardModel
 
 
-class DashboardCommands(Provider):
-    """Hits are plain ``Text``: call ids come from the network and must not parse as markup."""
+@runtime_checkable
+class ShowsCalls(Protocol):
+    """What the palette reads from the app it is part of: the model of the live calls."""
+
+    @property
+    def model(self) -> DashboardModel: ...
+
+
+class CallCommands(Provider):
+    """Each hit posts a message to the app; hits are plain ``Text``, because call ids come from
+    the network and must not parse as markup."""
 
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        app = dashboard_of(self.screen)
+        post: Callable[[Message], bool] = self.app.post_message
         found: list[tuple[str, Callable[[], object], str]] = [
-            ("Help: keys", app.action_help, "show every key"),
-            ("Reconnect to the supervisor", app.action_reconnect, "retry now"),
+            ("Help: keys", partial(post, HelpRequested()), "show every key"),
+            ("Reconnect to the supervisor", partial(post, ReconnectRequested()), "retry now"),
         ]
-        for call in sorted(app.model.calls.values(), key=lambda c: c.call_id):
+        calls = self.app.model.calls.values() if isinstance(self.app, ShowsCalls) else ()
+        for call in sorted(calls, key=lambda c: c.call_id):
             if call.state != "active":
                 continue
             who = f" ({call.caller})" if call.caller else ""
-            found.append(
+            found += [
                 (
                     f"Open call {call.call_id}{who}",
-                    partial(app.open_call, call.call_id),
+                    partial(post, OpenCall(call.call_id)),
                     "sparklines, words, events",
-                )
-            )
-            found.append(
+                ),
                 (
                     f"Suggest to call {call.call_id}{who}",
-                    partial(app.ask_suggestion, call.call_id),
+                    partial(post, WriteSuggestion(call.call_id)),
                     "inject a suggestion",
-                )
-            )
-            found.append(
+                ),
                 (
                     f"Hang up call {call.call_id}{who}",
-                    partial(app.ask_hangup, call.call_id),
+                    partial(post, HangupRequested(call.call_id)),
                     "asks for confirmation",
-                )
-            )
+                ),
+            ]
         return found
 
     async def discover(self) -> Hits:
