@@ -29,12 +29,11 @@ from xswarm.bridge.session import CallSession, refuse
 from xswarm.config import Config, reload_changes
 from xswarm.engine.base import Engine
 from xswarm.metrics import Exposition, Histogram, uptime
+from xswarm.protocol.control import MAX_SUGGESTION_CHARS, PRIORITIES
 
 log = logging.getLogger("xswarm.bridge")
 
-PRIORITIES = ("low", "normal", "high")
 HOUSEKEEPING_SECONDS = 0.1
-MAX_SUGGESTION_CHARS = 1000
 
 
 class Bridge:
