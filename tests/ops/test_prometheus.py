@@ -12,6 +12,7 @@ do not export.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import os
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ import pytest
 import yaml
 
 from tests.supervisor.support import running_supervisor, twilio_call
-from tests.support.bridge import running_bridge
+from tests.support.bridge import free_port, running_bridge
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PROMETHEUS = CHECKOUT / "deploy/prometheus"
@@ -224,9 +226,18 @@ def get(url: str) -> str:
         return str(response.read().decode())
 
 
+@dataclass
+class Services:
+    """A real bridge and the supervisor watching it, each as ``host:port``."""
+
+    voice: str
+    supervisor: str
+    tmp: Path
+
+
 @pytest.fixture(scope="module")
-def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Scrape]]:
-    """Both services' /metrics after one real call, with the supervisor connected."""
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Both services running, the supervisor connected, one real call placed and ended."""
     tmp = tmp_path_factory.mktemp("prometheus")
     env = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
     with (
@@ -234,9 +245,11 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Scra
         running_supervisor(tmp, [bridge.ws_url + "/control"], env=env) as supervisor,
     ):
         deadline = time.monotonic() + 30
-        while "xswarm_supervisor_instance_up{" not in (
-            text := get(supervisor.http_url + "/metrics")
-        ) or not re.search(r"^xswarm_supervisor_instance_up\{.*\} 1$", text, re.M):
+        while not re.search(
+            r"^xswarm_supervisor_instance_up\{.*\} 1$",
+            text := get(supervisor.http_url + "/metrics"),
+            re.M,
+        ):
             assert time.monotonic() < deadline, f"supervisor never connected:\n{text}"
             time.sleep(0.1)
 
@@ -250,14 +263,19 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Scra
         while 'outcome="none"' in (voice := get(bridge.http_url + "/metrics")):
             assert time.monotonic() < deadline, f"the call never ended:\n{voice}"
             time.sleep(0.1)
-        yield {
-            JOBS["voice"]: Scrape.parse(voice),
-            # prometheus.yml's metric_relabel_configs: the supervisor's instance label arrives
-            # as exported_instance and is kept as voice_instance.
-            JOBS["supervisor"]: Scrape.parse(
-                get(supervisor.http_url + "/metrics"), {"instance": "voice_instance"}
-            ),
-        }
+        yield Services(f"127.0.0.1:{bridge.port}", f"127.0.0.1:{supervisor.port}", tmp)
+
+
+@pytest.fixture(scope="module")
+def scrapes(services: Services) -> dict[str, Scrape]:
+    return {
+        JOBS["voice"]: Scrape.parse(get(f"http://{services.voice}/metrics")),
+        # prometheus.yml's metric_relabel_configs: the supervisor's instance label arrives as
+        # exported_instance and is kept as voice_instance (test_a_real_prometheus... shows it).
+        JOBS["supervisor"]: Scrape.parse(
+            get(f"http://{services.supervisor}/metrics"), {"instance": "voice_instance"}
+        ),
+    }
 
 
 def exported_sources(name: str, scrapes: dict[str, Scrape]) -> set[str]:
@@ -362,3 +380,72 @@ def test_every_metric_the_dashboard_uses_exists(scrapes: dict[str, Scrape]) -> N
             queries.append((f"variable {variable['name']}", inner.group(1)))
     for where, expr in queries:
         assert_exported(where, expr, scrapes)
+
+
+# -- a real Prometheus ----------------------------------------------------------------------
+
+
+def test_a_real_prometheus_scrapes_both_and_evaluates_every_rule(services: Services) -> None:
+    """prometheus.yml as shipped, its target files pointed at a temporary directory."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        promtool_or_skip()  # the same package: the same skip or failure
+        pytest.skip("promtool found but not the prometheus server")
+    config = load_yaml(CONFIG)
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(RULES)]
+    for job in config["scrape_configs"]:
+        (sd,) = job["file_sd_configs"]
+        sd["files"] = [sd["files"][0].replace("/etc/prometheus/xswarm", str(services.tmp))]
+        sd["refresh_interval"] = "1s"
+    (services.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    for stem, target in (("voice", services.voice), ("dashboard", services.supervisor)):
+        group = [{"targets": [target], "labels": {"host": "local"}}]
+        (services.tmp / f"{stem}-local.json").write_text(json.dumps(group))
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v1"
+    log = services.tmp / "prometheus.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={services.tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={services.tmp / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        url = f"{api}/query?query={urllib.parse.quote(expr)}"
+        return list(json.loads(get(url))["data"]["result"])
+
+    def loaded_rules() -> list[dict[str, Any]]:
+        groups = json.loads(get(f"{api}/rules"))["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log.read_text()
+            with contextlib.suppress(OSError, ValueError):
+                evaluated = all(r["health"] != "unknown" for r in loaded_rules())
+                if evaluated and len(query("up == 1")) == 2 and query("xswarm_engine_info"):
+                    break
+            assert time.monotonic() < deadline, f"nothing scraped after 60 s:\n{log.read_text()}"
+            time.sleep(0.5)
+        roles = {(s["metric"]["job"], s["metric"]["role"]) for s in query("up")}
+        assert roles == {("xswarm-voice", "voice"), ("xswarm-dashboard", "supervisor")}
+        (seen,) = query("xswarm_supervisor_instance_up")
+        assert seen["metric"]["voice_instance"] == services.voice
+        assert seen["metric"]["instance"] == services.supervisor
+        assert "exported_instance" not in seen["metric"]
+        loaded = loaded_rules()
+        assert len(loaded) == len(rules())
+        unhealthy = {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"}
+        assert not unhealthy, unhealthy
+        assert query('ALERTS{alertstate="firing"}') == []
+    finally:
+        server.terminate()
+        server.wait(30)
