@@ -13,9 +13,9 @@ from xswarm.errors import ConfigError
 
 def test_defaults_match_the_design() -> None:
     c = config.defaults()
-    assert c.get("voice.bridge", "port") == 9998 and c.get("dashboard", "port") == 9999
-    assert c.get("voice.bridge", "engine") == "auto"
-    assert c.for_instance(2).get("voice.bridge", "port") == 10002
+    assert c.bridge.port == 9998 and c.dashboard.port == 9999
+    assert c.bridge.engine == "auto"
+    assert c.for_instance(2).bridge.port == 10002
     assert c.control_urls() == ["ws://127.0.0.1:9998/control"]
 
 
@@ -87,14 +87,14 @@ def test_precedence_flag_then_env_then_default(tmp_path, monkeypatch) -> None:
     a.write_text("[voice.bridge]\nport = 1111\n")
     b.write_text("[voice.bridge]\nport = 2222\n")
     monkeypatch.setenv("XSWARM_CONFIG", str(b))
-    assert config.load(a).get("voice.bridge", "port") == 1111
-    assert config.load(None).get("voice.bridge", "port") == 2222
+    assert config.load(a).bridge.port == 1111
+    assert config.load(None).bridge.port == 2222
 
 
 def test_per_instance_ports_and_reload_changes() -> None:
     c = config.from_mapping({"voice": {"bridge": {"instances": {"3": {"port": 12000}}}}})
-    assert c.for_instance(3).get("voice.bridge", "port") == 12000
-    assert c.for_instance(4).get("voice.bridge", "port") == 10004
+    assert c.for_instance(3).bridge.port == 12000
+    assert c.for_instance(4).bridge.port == 10004
     new = config.from_mapping({"voice": {"bridge": {"max_concurrent_calls": 5, "port": 1234}}})
     applied, restart = config.reload_changes(c, new)
     assert applied == ["[voice.bridge] max_concurrent_calls"]

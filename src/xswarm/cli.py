@@ -1,49 +1,42 @@
 """The ``xswarm`` command: one entry point, one module per subcommand, imported lazily.
 
 Lazy imports keep ``xswarm status`` fast and keep torch and Textual out of commands that do
-not need them. Each subcommand module exposes a click command named ``command``.
+not need them. Each subcommand is the module ``xswarm.commands.<name>``, exposing a click
+command named ``command``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
 from xswarm import __version__
-from xswarm.errors import XswarmError
+from xswarm.runtime.boundary import run_command
 
-# name -> module holding ``command``; the help text comes from the command itself.
-SUBCOMMANDS = {
-    "call": "xswarm.client.call_cmd",
-    "bench": "xswarm.client.bench_cmd",
-    "dashboard": "xswarm.tui.command",
-    "models": "xswarm.engine.models_cmd",
-    "install": "xswarm.ops.install",
-    "doctor": "xswarm.ops.doctor",
-    "status": "xswarm.ops.status",
-    "backup": "xswarm.ops.backup",
-    "rollback": "xswarm.ops.rollback",
-    "upgrade": "xswarm.ops.upgrade",
-    "reloadctl": "xswarm.ops.reloadctl",
-}
+SUBCOMMANDS = (
+    "backup",
+    "bench",
+    "call",
+    "dashboard",
+    "doctor",
+    "install",
+    "models",
+    "reloadctl",
+    "rollback",
+    "status",
+    "upgrade",
+)
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
+        return list(SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module_name = SUBCOMMANDS.get(cmd_name)
-        if module_name is None:
+        if cmd_name not in SUBCOMMANDS:
             return None
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("xswarm"):
-                return None
-            raise
+        module = importlib.import_module(f"xswarm.commands.{cmd_name}")
         command: click.Command = module.command
         return command
 
@@ -52,23 +45,6 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="xswarm")
 def cli() -> None:
     """xswarm: run a real-time MOSHI voice service on a Linux server."""
-
-
-def run_command(command: click.Command, prog: str) -> None:
-    """The process boundary of a click console script: an XswarmError is printed once, as
-    one line, and becomes the exit status (78 for config errors); Ctrl-C exits 130."""
-    try:
-        command.main(standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except XswarmError as exc:
-        click.echo(f"{prog}: {exc}", err=True)
-        sys.exit(exc.exit_status)
 
 
 def main() -> None:

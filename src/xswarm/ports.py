@@ -31,17 +31,24 @@ def who_listens(port: int) -> tuple[int, str] | None:
     if not inodes:
         return None
     targets = {f"socket:[{inode}]" for inode in inodes}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                if os.readlink(fd.path) in targets:
-                    name = Path(f"/proc/{entry.name}/comm").read_text().strip()
-                    return int(entry.name), name
-        except OSError:
-            continue
+    with os.scandir("/proc") as processes:
+        for process in processes:
+            if process.name.isdigit() and _holds_any(process.name, targets):
+                try:
+                    name = Path(f"/proc/{process.name}/comm").read_text().strip()
+                except OSError:  # it has just exited
+                    continue
+                return int(process.name), name
     return None
+
+
+def _holds_any(pid: str, targets: set[str]) -> bool:
+    """Whether process ``pid`` has one of ``targets`` open; False when /proc hides it."""
+    try:
+        with os.scandir(f"/proc/{pid}/fd") as fds:
+            return any(os.readlink(fd.path) in targets for fd in fds)
+    except OSError:
+        return False
 
 
 def describe_owner(port: int) -> str:

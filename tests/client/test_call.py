@@ -15,7 +15,7 @@ import pytest
 from tests.support.bridge import BridgeProcess, free_port, running_bridge
 from xswarm.audio.resample import best_lag
 from xswarm.audio.wav import read_wav
-from xswarm.client.call_cmd import SAMPLE_WAV
+from xswarm.client.common import SAMPLE_WAV
 from xswarm.protocol import twilio
 
 XSWARM = str(Path(sys.executable).parent / "xswarm")

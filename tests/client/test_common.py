@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xswarm.client.bench import frame_middles
-from xswarm.client.bench_cmd import require_loopback
+from xswarm.client.bench import frame_middles, require_loopback
 from xswarm.client.common import (
     ClientError,
     Latency,

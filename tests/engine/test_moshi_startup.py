@@ -265,7 +265,7 @@ def test_importing_the_engine_and_probing_leave_torch_unloaded(tmp_path: Path) -
     script = (
         "import sys\n"
         "from xswarm import config\n"
-        "import xswarm.engine.moshi as m, xswarm.engine.models_cmd\n"
+        "import xswarm.engine.moshi as m, xswarm.commands.models\n"
         "reason = m.probe(config.defaults())\n"
         "assert reason and 'no MOSHI weights' in reason, reason\n"
         "print(sorted({'torch', 'moshi'} & set(sys.modules)))\n"

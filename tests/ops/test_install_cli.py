@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from xswarm.ops import backup, doctor, install, releases, rollback, upgrade
+from xswarm.commands import backup, doctor, install, rollback, upgrade
+from xswarm.ops import releases
 from xswarm.ops.layout import Layout
 
 

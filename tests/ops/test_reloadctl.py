@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.support.bridge import running_bridge
+from xswarm.commands.reloadctl import command as reloadctl_command
 from xswarm.ops import reloadctl
 
 XSWARM = str(Path(sys.executable).parent / "xswarm")
@@ -74,12 +75,12 @@ def test_parse_state_rejects_torn_or_foreign_records() -> None:
 
 def test_refuses_without_a_pid_or_runtime_dir(tmp_path: Path) -> None:
     runner = CliRunner()
-    no_pid = runner.invoke(reloadctl.command, [], env={"MAINPID": ""})
+    no_pid = runner.invoke(reloadctl_command, [], env={"MAINPID": ""})
     assert no_pid.exit_code == 1 and "no PID given" in no_pid.output
-    init = runner.invoke(reloadctl.command, ["1"])
+    init = runner.invoke(reloadctl_command, ["1"])
     assert init.exit_code == 1 and "refusing to signal PID 1" in init.output
     no_dir = runner.invoke(
-        reloadctl.command,
+        reloadctl_command,
         [str(os.getpid())],
         env={"RUNTIME_DIRECTORY": "", "XSWARM_RUNTIME_DIR": ""},
     )

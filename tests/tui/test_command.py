@@ -15,7 +15,7 @@ import pytest
 from tests.supervisor.support import running_supervisor
 from tests.support.bridge import VENV_BIN
 from xswarm.errors import ConfigError
-from xswarm.tui.command import default_url
+from xswarm.tui.endpoint import default_url
 
 TOKEN = "cmd-test-token-77"
 

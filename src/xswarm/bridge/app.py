@@ -44,6 +44,9 @@ class Bridge:
         self.instance = instance
         self.state = "starting"
         self.sessions: dict[str, CallSession] = {}
+        # Set while no call is live: the drain waits on it instead of polling the count.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.reserved = 0
         self.hub = EventHub(instance)
         self.loop = EngineLoop(engine, self)
@@ -123,12 +126,17 @@ class Bridge:
     def release(self) -> None:
         self.reserved -= 1
 
+    async def wait_idle(self) -> None:
+        """Return once no call is live (at once when none is)."""
+        await self._idle.wait()
+
     def start_call(self, session: CallSession) -> bool:
         call = session.call
         if not self.loop.attach(call, session):
             return False
         call.started = True
         self.sessions[call.call_id] = session
+        self._idle.clear()
         self.hub.publish("call_started", call.started_event())
         return True
 
@@ -140,6 +148,8 @@ class Bridge:
         call.end_reason = reason
         self.loop.detach(call)
         self.sessions.pop(call.call_id, None)
+        if not self.sessions:
+            self._idle.set()
         self.frames_in += call.frames_in
         self.frames_out += call.frames_out
         self.late_frames += call.late_frames

@@ -15,18 +15,28 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import ipaddress
 import json
 import math
 import resource
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
 
 from xswarm.audio import mulaw
-from xswarm.client.common import Latency, describe_failure, http_url, metric_total, sleep_until
+from xswarm.client.common import (
+    ClientError,
+    Latency,
+    describe_failure,
+    http_url,
+    metric_total,
+    sleep_until,
+)
 from xswarm.errors import ProtocolError
 from xswarm.protocol import twilio
 
@@ -56,8 +66,6 @@ class BenchCall:
     sent_at: list[float] = field(default_factory=list)
     received: int = 0
     sending: bool = False
-    finished: bool = False
-    close_code: int | None = None
 
 
 @dataclass
@@ -107,6 +115,67 @@ class BenchReport:
             "bench_timer_lag_max_ms": clean(self.timer_lag_max_ms),
             "wall_seconds": round(self.wall_seconds, 2),
         }
+
+
+def require_loopback(url: str) -> None:
+    """The bench opens hundreds of calls: it only ever aims at this machine."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise ClientError(f"{url}: cannot resolve {host!r}: {exc.strerror}") from None
+    if not all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        raise ClientError(
+            f"{url}: xswarm bench only targets loopback (127.0.0.1, ::1, localhost); "
+            "run it on the bridge's own machine"
+        )
+
+
+def raise_open_files_limit(calls: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = calls + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ClientError(
+                f"{calls} calls need {needed} open files but the limit is {hard}; "
+                f"raise it with `ulimit -n {needed}` or use fewer --calls"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def tone() -> np.ndarray:
+    """The caller's voice when no WAV is at hand: one second of 440 Hz at 8 kHz, looped."""
+    t = np.arange(8000) / 8000
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def report_lines(report: BenchReport) -> list[str]:
+    """The report as ``xswarm bench`` prints it, one measure per line."""
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
+
+    def maybe(value: float | None, unit: str = "") -> str:
+        return "n/a (no /metrics)" if value is None else f"{value:g}{unit}"
+
+    refusals = ", ".join(f"{n} x {why}" for why, n in sorted(report.refusals.items()))
+    early = ", ".join(f"{n} {why}" for why, n in sorted(report.closed_early.items()))
+    rt = report.round_trip
+    return [
+        f"calls:            {report.connected} connected, {report.refused} refused"
+        + (f" ({refusals})" if refusals else "")
+        + f", {report.failed} failed"
+        + (f"; ended early: {early}" if early else ""),
+        f"frames:           {report.frames_sent} sent, {report.frames_received} received, "
+        f"{report.lost_frames} lost",
+        f"frame round trip: p50 {ms(rt.p50_ms)} ms, p99 {ms(rt.p99_ms)} ms, "
+        f"max {ms(rt.max_ms)} ms over {rt.count} frames",
+        f"late frames:      {maybe(report.late_frames)} (bridge's xswarm_late_frames_total); "
+        f"dropped {maybe(report.dropped_frames)} (its backlog trimming)",
+        f"bridge CPU:       {ms(report.bridge_cpu_ms_per_call_second)} ms per call-second",
+        f"bench CPU:        {ms(report.bench_cpu_ms_per_call_second)} ms per call-second; "
+        f"timer lag p99 {ms(report.timer_lag_p99_ms)} ms, max {ms(report.timer_lag_max_ms)} ms",
+    ]
 
 
 def frame_middles(pcm_8k: np.ndarray, frames: int) -> list[str]:
@@ -183,12 +252,10 @@ class Bench:
             ws = await asyncio.wait_for(session.ws_connect(self.url, compress=0), 30)
         except aiohttp.WSServerHandshakeError as exc:
             self.refusals[f"HTTP {exc.status}"] += 1
-            call.finished = True
             return
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.failed += 1
             self.first_failure = self.first_failure or describe_failure(self.url, exc)
-            call.finished = True
             return
         call.ws = ws
         try:
@@ -200,8 +267,6 @@ class Bench:
             pass
         finally:
             call.sending = False
-            call.finished = True
-            call.close_code = ws.close_code
             if call.next_frame < self.frames_per_call:
                 self.closed_early[f"closed {ws.close_code}"] += 1
             await ws.close()

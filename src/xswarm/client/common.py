@@ -12,13 +12,17 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import numpy as np
 
+from xswarm.audio.wav import read_wav
 from xswarm.errors import XswarmError
 
 DEFAULT_URL = "ws://127.0.0.1:9998"
+SAMPLE_WAV = Path(__file__).resolve().parents[3] / "samples" / "hello.wav"
 TRANSPORT_PATHS = {"twilio": "/twilio", "moshi": "/api/chat"}
 
 
@@ -40,6 +44,15 @@ def call_url(url: str, transport: str) -> str:
         raise ClientError(f"{url}: the port is not a number from 1 to 65535") from None
     path = parts.path if parts.path not in ("", "/") else TRANSPORT_PATHS[transport]
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def caller_voice(path: Path, rate: int) -> np.ndarray:
+    """The caller's voice from any PCM WAV, at ``rate``; a WAV we cannot use is the caller's
+    mistake, so it is reported as one line, not a traceback."""
+    try:
+        return read_wav(path, rate)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
 
 
 def http_url(ws_url: str, path: str) -> str:

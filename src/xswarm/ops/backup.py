@@ -1,4 +1,4 @@
-"""``xswarm backup``: what a rollback or a rebuilt server needs, in one dated folder.
+"""A backup: what a rollback or a rebuilt server needs, in one dated folder.
 
 The release (its name, its exact package set and the wheel it was built from), the installed
 units, config.toml, .env (kept mode 600) and the SQLite database, copied through SQLite's
@@ -15,15 +15,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import click
-
 from xswarm import config as config_module
-from xswarm.errors import ConfigError
+from xswarm.errors import ConfigError, XswarmError
 from xswarm.ops import releases
-from xswarm.ops.doctor import installed_units
+from xswarm.ops.inventory import database_path, installed_units
 from xswarm.ops.layout import Layout
 
 DEFAULT_KEEP = 10
+
+
+class BackupError(XswarmError):
+    """A backup could not be made whole; nothing torn is left in its place."""
 
 
 def copy_database(source: Path, target: Path) -> int:
@@ -40,16 +42,8 @@ def copy_database(source: Path, target: Path) -> int:
     finally:
         src.close()
     if verdict != "ok":
-        raise click.ClickException(f"the copy of {source} fails its integrity check: {verdict}")
+        raise BackupError(f"the copy of {source} fails its integrity check: {verdict}")
     return int(pages)
-
-
-def database_path(layout: Layout) -> Path:
-    try:
-        state_dir = config_module.load(layout.config).get("paths", "state_dir")
-    except ConfigError:
-        state_dir = ""
-    return Path(state_dir) / "xswarm.db" if state_dir else layout.database
 
 
 def prune(layout: Layout, keep: int) -> list[str]:
@@ -103,7 +97,11 @@ def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
             shutil.copyfile(source, staging / name)
             os.chmod(staging / name, mode)
             manifest[name] = True
-    database = database_path(layout)
+    try:
+        config = config_module.load(layout.config)
+    except ConfigError:
+        config = config_module.defaults()
+    database = database_path(config, layout)
     if database.exists():
         manifest["database_pages"] = copy_database(database, staging / "xswarm.db")
         manifest["database"] = str(database)
@@ -111,37 +109,3 @@ def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
     staging.rename(folder)
     manifest["removed"] = prune(layout, keep)
     return folder, manifest
-
-
-@click.command(name="backup")
-@click.option(
-    "--keep",
-    type=click.IntRange(1, 1000),
-    default=DEFAULT_KEEP,
-    show_default=True,
-    help="backups to keep in /opt/xswarm/backup",
-)
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="filesystem root of the installation (tests)",
-)
-def command(keep: int, root: Path) -> None:
-    """Save the release, units, config, .env and the database to /opt/xswarm/backup/<time>/."""
-    layout = Layout(root)
-    layout.backup.mkdir(parents=True, exist_ok=True)
-    folder, manifest = backup(layout, keep)
-    unit_files = manifest["units"]
-    removed = manifest["removed"]
-    assert isinstance(unit_files, list) and isinstance(removed, list)
-    click.echo(f"backup written to {folder}")
-    click.echo(
-        f"  release {manifest['release']}, {len(unit_files)} unit files, "
-        f"config {'yes' if manifest.get('config.toml') else 'no'}, "
-        f".env {'yes' if manifest.get('.env') else 'no'}, "
-        f"database {manifest.get('database_pages', 'absent')} pages"
-    )
-    for name in removed:
-        click.echo(f"  removed old backup {name}")

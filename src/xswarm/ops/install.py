@@ -1,4 +1,4 @@
-"""``xswarm install``: the seed's installation steps, done for real and idempotently.
+"""An installation: the seed's steps, done for real and idempotently.
 
 User, directories and ownership; a release in its own venv built from a wheelhouse (offline);
 ``current`` flipped atomically; config.toml and .env written only when absent; units rendered
@@ -16,8 +16,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import click
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
@@ -115,8 +113,8 @@ def initial_config(instances: list[int]) -> str:
     defaults = config_module.defaults()
     urls = []
     for number in instances:
-        bridge = defaults.for_instance(number).section("voice.bridge")
-        urls.append(f'"ws://127.0.0.1:{bridge["port"]}/control"')
+        bridge = defaults.for_instance(number).bridge
+        urls.append(f'"ws://127.0.0.1:{bridge.port}/control"')
     extra = (
         "# Written by `xswarm install --instances`: the supervisor watches these instances.\n"
         "[dashboard]\n"
@@ -247,97 +245,3 @@ def next_steps(instances: list[int], haproxy: bool) -> str:
             "  sudo xswarm status",
         ]
     )
-
-
-@click.command(name="install")
-@click.option(
-    "--wheelhouse",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="directory of wheels: the xswarm wheel and its dependencies (offline install)",
-)
-@click.option(
-    "--wheel",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="the xswarm wheel to install (default: the newest in --wheelhouse)",
-)
-@click.option("--version", "version", default=None, help="the release to pick from --wheelhouse")
-@click.option(
-    "--instances",
-    type=click.IntRange(0, 1000),
-    default=0,
-    show_default=True,
-    help="template instances xswarm-voice@1..N behind HAProxy",
-)
-@click.option("--gpu", is_flag=True, help="add the NVIDIA drop-in (gpu.conf) to the voice units")
-@click.option(
-    "--profile",
-    type=click.Choice(["latency", "throughput"]),
-    multiple=True,
-    help="the seed's performance tuning as a drop-in",
-)
-@click.option(
-    "--haproxy/--no-haproxy",
-    default=True,
-    show_default=True,
-    help="with --instances: write /etc/haproxy/haproxy.cfg",
-)
-@click.option("--python", default=None, help="interpreter for the release venv (default: system)")
-@click.option(
-    "--keep",
-    type=click.IntRange(1, 100),
-    default=DEFAULT_KEEP,
-    show_default=True,
-    help="releases to keep",
-)
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="install under this root instead of / (tests, images)",
-)
-def command(
-    wheelhouse: Path | None,
-    wheel: Path | None,
-    version: str | None,
-    instances: int,
-    gpu: bool,
-    profile: tuple[str, ...],
-    haproxy: bool,
-    python: str | None,
-    keep: int,
-    root: Path,
-) -> None:
-    """Install xswarm on this server: user, directories, a release, config, units."""
-    layout = Layout(root.resolve())
-    manage_system = layout.is_live
-    if manage_system and os.geteuid() != 0:
-        raise click.ClickException(
-            "install needs root: sudo xswarm install ... (or --root DIR for a staging tree)"
-        )
-    if wheel is None:
-        if wheelhouse is None:
-            raise click.ClickException("give --wheelhouse DIR (offline) or --wheel FILE")
-        wheel = releases.find_wheel(wheelhouse, version)
-    numbers = list(range(1, instances + 1))
-    profiles = (["gpu"] if gpu else []) + list(profile)
-    report, installed = install(
-        layout,
-        wheel,
-        wheelhouse,
-        python or releases.default_python(),
-        numbers,
-        profiles,
-        haproxy,
-        manage_system,
-        keep,
-    )
-    for line in report.changed:
-        click.echo(f"  + {line}")
-    for line in report.unchanged:
-        click.echo(f"  = {line}")
-    if not report.changed:
-        click.echo(f"xswarm {installed} is installed; nothing to change.")
-    else:
-        click.echo(f"xswarm {installed} installed.")
-    click.echo(next_steps(numbers, haproxy))

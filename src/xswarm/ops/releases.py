@@ -119,10 +119,6 @@ def prune(layout: Layout, keep: int) -> list[str]:
     return removed
 
 
-def console_script(layout: Layout, version: str, name: str) -> Path:
-    return layout.release_dir(version) / "venv" / "bin" / name
-
-
 def build(layout: Layout, wheel: Path, wheelhouse: Path | None, python: str) -> tuple[str, bool]:
     """Create the release of ``wheel`` unless it is complete already: (version, built?)."""
     version = wheel_version(wheel)

@@ -1,4 +1,4 @@
-"""``xswarm reloadctl [PID]``: the units' ExecReload, a SIGHUP that waits for its outcome.
+"""The units' ExecReload (``xswarm reloadctl``): a SIGHUP that waits for its outcome.
 
 A bare ``kill -HUP $MAINPID`` returns at once, so on systemd 252 ``systemctl reload`` can
 report success before the service has even read its config (measured: 1 in 12), and never
@@ -15,9 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
+from xswarm.errors import XswarmError
 
 DEFAULT_TIMEOUT = 90.0
+
+
+class ReloadError(XswarmError):
+    """The reload could not be asked for, or the service never said how it went."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def read_state(path: Path) -> ReloadState | None:
 def state_path() -> Path:
     directory = os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("XSWARM_RUNTIME_DIR")
     if not directory:
-        raise click.ClickException(
+        raise ReloadError(
             "neither $RUNTIME_DIRECTORY nor $XSWARM_RUNTIME_DIR is set; run this as the unit's "
             "ExecReload (the unit sets RuntimeDirectory=) or export XSWARM_RUNTIME_DIR"
         )
@@ -73,11 +77,9 @@ def reload(pid: int, path: Path, timeout: float, poll: float = 0.05) -> ReloadSt
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
-        raise click.ClickException(f"no process {pid} to reload; is the service running?") from None
+        raise ReloadError(f"no process {pid} to reload; is the service running?") from None
     except PermissionError:
-        raise click.ClickException(
-            f"not allowed to signal PID {pid}; run as its user or root"
-        ) from None
+        raise ReloadError(f"not allowed to signal PID {pid}; run as its user or root") from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(path)
@@ -86,35 +88,23 @@ def reload(pid: int, path: Path, timeout: float, poll: float = 0.05) -> ReloadSt
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            raise click.ClickException(f"PID {pid} exited during the reload") from None
+            raise ReloadError(f"PID {pid} exited during the reload") from None
         except PermissionError:
             pass
         time.sleep(poll)
-    raise click.ClickException(
+    raise ReloadError(
         f"PID {pid} did not report on its reload within {timeout:g} s ({path} unchanged); "
         "see journalctl for the service"
     )
 
 
-@click.command(name="reloadctl")
-@click.argument("pid", type=int, required=False)
-@click.option(
-    "--timeout",
-    type=float,
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="seconds to wait for the service to report its reload",
-)
-def command(pid: int | None, timeout: float) -> None:
-    """Reload a service (SIGHUP) and wait until it has applied or refused its config."""
-    if pid is None:
+def target_pid(given: int | None) -> int:
+    """The process to reload: ``given``, else systemd's $MAINPID; never init."""
+    if given is None:
         main = os.environ.get("MAINPID", "")
         if not main.isdigit() or int(main) <= 0:
-            raise click.ClickException("no PID given and $MAINPID is not set")
-        pid = int(main)
-    if pid <= 1:
-        raise click.ClickException(f"refusing to signal PID {pid}")
-    state = reload(pid, state_path(), timeout)
-    if not state.ok:
-        raise click.ClickException(f"reload refused, old config kept: {state.message}")
-    click.echo(f"reloaded: {state.message}" if state.message else "reloaded")
+            raise ReloadError("no PID given and $MAINPID is not set")
+        given = int(main)
+    if given <= 1:
+        raise ReloadError(f"refusing to signal PID {given}")
+    return given

@@ -16,10 +16,16 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.config import Config
-from xswarm.ops import doctor, haproxy, health, install, releases, systemctl, units
+from xswarm.errors import XswarmError
+from xswarm.ops import haproxy, health, install, releases, systemctl, units
+from xswarm.ops.inventory import installed_instances, installed_profiles, installed_units
 from xswarm.ops.layout import Layout
 
 READY_TIMEOUT = 60.0
+
+
+class RolloutError(XswarmError):
+    """An upgrade or rollback that cannot start, or did not end on the release it aimed at."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,13 @@ def targets(config: Config) -> list[Target]:
     out = []
     for name in running:
         if name == "xswarm-dashboard.service":
-            dash = config.section("dashboard")
-            out.append(Target(name, dash["host"], dash["port"], "/healthz"))
+            dash = config.dashboard
+            out.append(Target(name, dash.host, dash.port, "/healthz"))
             continue
         instance = name[len("xswarm-voice@") : -len(".service")] if "@" in name else None
         view = config.for_instance(int(instance)) if instance and instance.isdigit() else config
-        bridge = view.section("voice.bridge")
-        out.append(Target(name, bridge["host"], bridge["port"], "/readyz"))
+        bridge = view.bridge
+        out.append(Target(name, bridge.host, bridge.port, "/readyz"))
     return out
 
 
@@ -128,14 +134,10 @@ def activate(layout: Layout, version: str, plan_from_saved: bool) -> None:
     if plan_from_saved:
         install.restore_units(layout, version, report)
     else:
-        files = doctor.installed_units(layout)
+        files = installed_units(layout)
         config = config_module.load(layout.config)
         plan = units.render(
-            layout,
-            version,
-            config,
-            doctor.installed_instances(files),
-            doctor.installed_profiles(files),
+            layout, version, config, installed_instances(files), installed_profiles(files)
         )
         install.install_units(layout, plan, report)
     releases.switch(layout, version)

@@ -1,4 +1,4 @@
-"""``xswarm status``: one screen for the whole server.
+"""The one screen of ``xswarm status``: the whole server, probed and laid out as a table.
 
 Each xswarm unit with systemd's view of it (state, main PID, restarts, memory against
 MemoryMax) and the service's own (/healthz, /readyz, active calls), plus the release.
@@ -7,15 +7,11 @@ MemoryMax) and the service's own (/healthz, /readyz, active calls), plus the rel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import click
-
-from xswarm import config as config_module
 from xswarm.config import Config
-from xswarm.errors import ConfigError
-from xswarm.ops import doctor, health, releases, systemctl
+from xswarm.ops import health, systemctl
 from xswarm.ops.checks import size_text
+from xswarm.ops.inventory import deployed_single_voice, installed_instances, installed_units
 from xswarm.ops.layout import Layout
 
 
@@ -84,24 +80,24 @@ def render(release: str | None, rows: list[Row]) -> str:
 
 def voice_targets(config: Config, files: dict[str, str]) -> list[tuple[str, str, int]]:
     out = []
-    bridge = config.section("voice.bridge")
-    if not files or doctor.deployed_single_voice(files):
-        out.append(("xswarm-voice.service", bridge["host"], bridge["port"]))
-    for number in doctor.installed_instances(files):
-        view = config.for_instance(number).section("voice.bridge")
-        out.append((f"xswarm-voice@{number}.service", view["host"], view["port"]))
+    bridge = config.bridge
+    if not files or deployed_single_voice(files):
+        out.append(("xswarm-voice.service", bridge.host, bridge.port))
+    for number in installed_instances(files):
+        view = config.for_instance(number).bridge
+        out.append((f"xswarm-voice@{number}.service", view.host, view.port))
     return out
 
 
 def collect(layout: Layout, config: Config) -> list[Row]:
-    files = doctor.installed_units(layout)
+    files = installed_units(layout)
     voices = voice_targets(config, files)
-    dash = config.section("dashboard")
+    dash = config.dashboard
     names = [v[0] for v in voices] + ["xswarm-dashboard.service"]
     shown = systemctl.show(names) if systemctl.available() else {}
     rows = []
     for unit, host, port, path in [(*v, "/readyz") for v in voices] + [
-        ("xswarm-dashboard.service", dash["host"], dash["port"], "")
+        ("xswarm-dashboard.service", dash.host, dash.port, "")
     ]:
         props = shown.get(unit, {})
         state = f"{props['ActiveState']}/{props['SubState']}" if props else "unknown"
@@ -131,29 +127,3 @@ def collect(layout: Layout, config: Config) -> list[Row]:
             )
         )
     return rows
-
-
-@click.command(name="status")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="filesystem root of the installation (tests)",
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="config file (default: /opt/xswarm/config.toml)",
-)
-def command(root: Path, config_path: Path | None) -> None:
-    """Services, health, active calls, restarts and memory against limits, on one screen."""
-    layout = Layout(root)
-    path = config_path or layout.config
-    try:
-        config = config_module.load(path if path.exists() else None)
-    except ConfigError as exc:
-        raise click.ClickException(f"{exc} (xswarm doctor explains)") from None
-    click.echo(render(releases.current(layout), collect(layout, config)))

@@ -58,8 +58,8 @@ def instance_ports(config: Config, instances: list[int]) -> dict[int, tuple[str,
     """(host, port) of each template instance, as the service itself will compute it."""
     out = {}
     for number in instances:
-        bridge = config.for_instance(number).section("voice.bridge")
-        out[number] = (bridge["host"], bridge["port"])
+        bridge = config.for_instance(number).bridge
+        out[number] = (bridge.host, bridge.port)
     return out
 
 
@@ -77,13 +77,13 @@ def render(
         text = text.replace(f"{OPT}/current/", "\0release\0")
         text = text.replace(OPT, str(layout.opt)).replace("\0release\0", f"{release}/")
         files[name] = _stamp(text, version)
-    bridge = config.section("voice.bridge")
-    dashboard = config.section("dashboard")
+    bridge = config.bridge
+    dashboard = config.dashboard
     files["xswarm-voice.socket"] = _set_listen(
-        files["xswarm-voice.socket"], listen_address(bridge["host"], bridge["port"])
+        files["xswarm-voice.socket"], listen_address(bridge.host, bridge.port)
     )
     files["xswarm-dashboard.socket"] = _set_listen(
-        files["xswarm-dashboard.socket"], listen_address(dashboard["host"], dashboard["port"])
+        files["xswarm-dashboard.socket"], listen_address(dashboard.host, dashboard.port)
     )
     for number, (host, port) in instance_ports(config, list(instances)).items():
         files[f"xswarm-voice@{number}.socket.d/listen.conf"] = (
@@ -158,8 +158,8 @@ def stale(installed: dict[str, str], plan: UnitPlan) -> list[str]:
 
 
 def render_haproxy(config: Config, instances: list[int]) -> str:
-    bridge = config.section("voice.bridge")
-    bind = f"bind {listen_address(bridge['host'], bridge['port'])}"
+    bridge = config.bridge
+    bind = f"bind {listen_address(bridge.host, bridge.port)}"
     servers = []
     for number, (host, port) in instance_ports(config, instances).items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)

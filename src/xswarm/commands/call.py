@@ -1,4 +1,4 @@
-"""`xswarm call`: place one simulated call from a WAV file and report what came back.
+"""``xswarm call``: place one simulated call from a WAV file and report what came back.
 
 The quickest end-to-end check of a bridge: the WAV is the caller's voice, sent in real time
 over the Twilio or the Moshi protocol; the reply is saved to a WAV and the latency printed.
@@ -13,12 +13,19 @@ import click
 import numpy as np
 
 from xswarm.audio.levels import dbfs
-from xswarm.audio.wav import read_wav, write_wav
-from xswarm.client.common import DEFAULT_URL, ClientError, Latency, call_url, format_ms
+from xswarm.audio.wav import write_wav
+from xswarm.client.common import (
+    DEFAULT_URL,
+    SAMPLE_WAV,
+    ClientError,
+    Latency,
+    call_url,
+    caller_voice,
+    format_ms,
+)
 from xswarm.client.moshi_call import MoshiCallResult, place_moshi_call
 from xswarm.client.twilio_call import TwilioCallResult, place_twilio_call
 
-SAMPLE_WAV = Path(__file__).resolve().parents[3] / "samples" / "hello.wav"
 NORMAL_CLOSES = (None, 1000, 1001)
 
 
@@ -74,11 +81,8 @@ def command(
         raise click.BadParameter(
             f"{''.join(sorted(bad_digits))!r} are not keypad digits", param_hint="--dtmf"
         )
-    try:
-        rate = 8000 if transport == "twilio" else 24000
-        voice = read_wav(wav_path, rate)
-    except ValueError as exc:
-        raise ClientError(str(exc)) from None
+    rate = 8000 if transport == "twilio" else 24000
+    voice = caller_voice(wav_path, rate)
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
     result: TwilioCallResult | MoshiCallResult
     if transport == "twilio":

@@ -1,9 +1,8 @@
-"""``xswarm models``: fetch MOSHI's files once, ahead of time, and check what start-up will find.
+"""Fetching MOSHI's files from the Hugging Face Hub, once, ahead of time (``xswarm models pull``).
 
 The voice bridge never downloads: a service that fetches 16 GB on its first start (or fails
-to, behind a firewall) is a service that does not start. ``pull`` is the one place that talks
-to the Hugging Face Hub; it writes into the state directory, where start-up looks, and prints
-the ``[voice.moshi]`` lines that pin those exact files.
+to, behind a firewall) is a service that does not start. This is the one place that talks
+to the Hub; it writes into the state directory, where start-up looks.
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
-from xswarm import config as xconfig
+from xswarm.config import Config
 from xswarm.engine import moshi_loader
-from xswarm.errors import EX_CONFIG, XswarmError
+from xswarm.errors import XswarmError
 
 _OFF = {"1", "on", "yes", "true"}
 REACH_TIMEOUT_S = 10
@@ -83,30 +82,21 @@ def _download(repo: str, filename: str, dest: Path, required: bool) -> Path | No
         raise XswarmError(f"downloading {filename} of {repo} failed: {reason[:200]}") from None
 
 
-@click.group(name="models")
-def command() -> None:
-    """Fetch and check the MOSHI model files (weights, Mimi codec, text tokenizer)."""
+@dataclass(frozen=True)
+class PulledModel:
+    """Where a model landed: ``files`` maps each ``[voice.moshi]`` key to the file it names."""
+
+    repo: str
+    dest: Path
+    files: dict[str, Path]
 
 
-@command.command(name="pull")
-@click.option("--repo", default=None, help="Hugging Face repo; default: [voice.moshi] hf_repo.")
-@click.option(
-    "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder to fill; default: <state dir>/models/<owner>--<name>.",
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
-)
-def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
-    """Download a MOSHI model into the state directory and print the config lines to paste."""
-    config = xconfig.load(config_path)
-    repo = repo or config.get("voice.moshi", "hf_repo")
+def pull(
+    config: Config, repo: str | None, dest: Path | None, say: Callable[[str], None]
+) -> PulledModel:
+    """Download ``repo`` (default: ``[voice.moshi] hf_repo``) into ``dest`` (default: the
+    state directory's model folder); ``say`` hears each file as it starts."""
+    repo = repo or config.moshi.hf_repo
     if not repo or repo.count("/") != 1:
         raise XswarmError(f"--repo must look like owner/name, got {repo!r}")
     dest = dest or moshi_loader.pulled_dir(config, repo)
@@ -124,7 +114,7 @@ def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
     except OSError as exc:
         raise XswarmError(f"cannot create {dest}: {exc.strerror}; pass --dest") from None
 
-    click.echo(f"pulling {repo} into {dest}", err=True)
+    say(f"pulling {repo} into {dest}")
     config_file = _download(repo, moshi_loader.CONFIG_NAME, dest, required=False)
     names: dict[str, object] = {}
     if config_file is not None:
@@ -140,61 +130,14 @@ def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
         "mimi_weights": str(names.get("mimi_name", moshi_loader.DEFAULT_MIMI_NAME)),
         "tokenizer": str(names.get("tokenizer_name", moshi_loader.DEFAULT_TOKENIZER_NAME)),
     }
-    lines = {}
+    files = {}
     for key, filename in wanted.items():
-        click.echo(f"  {filename}", err=True)
+        say(f"  {filename}")
         path = _download(repo, filename, dest, required=True)
         assert path is not None
-        lines[key] = path
+        files[key] = path
     if names.get("mimi_config_name"):
         _download(repo, str(names["mimi_config_name"]), dest, required=True)
     if config_file is not None:
-        lines["config"] = config_file
-    click.echo("# paste into [voice.moshi] of config.toml (or leave the paths empty:")
-    click.echo(f"# start-up also looks in {dest})")
-    click.echo("[voice.moshi]")
-    click.echo(f"hf_repo = {json.dumps(repo)}")
-    for key, path in lines.items():
-        click.echo(f"{key} = {json.dumps(str(path.resolve()))}")
-
-
-@command.command(name="check")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
-)
-def check(config_path: Path | None) -> None:
-    """Say whether the MOSHI engine could start here, without loading it (exit 78 if not)."""
-    from xswarm.engine.moshi import probe
-
-    config = xconfig.load(config_path)
-    reason = probe(config)
-    if reason is not None:
-        raise _NotReady(reason)
-    from xswarm.engine.moshi import MoshiEngine
-
-    slots = MoshiEngine(config).capacity
-    try:
-        ready = moshi_loader.preflight(config, slots)
-    except XswarmError as exc:
-        raise _NotReady(str(exc)) from None
-    files, plan = ready.files, ready.plan
-    described = files.config_path if files.config_path is not None else "Kyutai's 7B defaults"
-    gib = 1 << 30
-    click.echo(f"MOSHI can start on {ready.device} with {slots} slots:")
-    click.echo(f"  weights   {files.moshi_weights}")
-    click.echo(f"  mimi      {files.mimi_weights}")
-    click.echo(f"  tokenizer {files.tokenizer}")
-    click.echo(f"  config    {described}")
-    click.echo(
-        f"  memory    {plan.need(slots) / gib:.1f} GiB needed of {ready.free_bytes / gib:.1f} GiB "
-        f"free ({plan.per_slot_bytes / gib:.3f} GiB per slot; "
-        f"{plan.slots_that_fit(ready.free_bytes)} slots would fit)"
-    )
-
-
-class _NotReady(XswarmError):
-    exit_status = EX_CONFIG
+        files["config"] = config_file
+    return PulledModel(repo, dest, files)

@@ -1,0 +1,85 @@
+"""``xswarm models``: fetch MOSHI's files ahead of time, and check what start-up will find."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from xswarm import config as xconfig
+from xswarm.engine import moshi_loader, moshi_pull
+from xswarm.errors import EngineLoadError, XswarmError
+
+
+def _progress(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@click.group(name="models")
+def command() -> None:
+    """Fetch and check the MOSHI model files (weights, Mimi codec, text tokenizer)."""
+
+
+@command.command(name="pull")
+@click.option("--repo", default=None, help="Hugging Face repo; default: [voice.moshi] hf_repo.")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to fill; default: <state dir>/models/<owner>--<name>.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
+)
+def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
+    """Download a MOSHI model into the state directory and print the config lines to paste."""
+    pulled = moshi_pull.pull(xconfig.load(config_path), repo, dest, _progress)
+    click.echo("# paste into [voice.moshi] of config.toml (or leave the paths empty:")
+    click.echo(f"# start-up also looks in {pulled.dest})")
+    click.echo("[voice.moshi]")
+    click.echo(f"hf_repo = {json.dumps(pulled.repo)}")
+    for key, path in pulled.files.items():
+        click.echo(f"{key} = {json.dumps(str(path.resolve()))}")
+
+
+@command.command(name="check")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="config.toml; default: $XSWARM_CONFIG, else /opt/xswarm/config.toml.",
+)
+def check(config_path: Path | None) -> None:
+    """Say whether the MOSHI engine could start here, without loading it (exit 78 if not)."""
+    from xswarm.engine.moshi import probe
+
+    config = xconfig.load(config_path)
+    reason = probe(config)
+    if reason is not None:
+        raise EngineLoadError(reason)
+    from xswarm.engine.moshi import MoshiEngine
+
+    slots = MoshiEngine(config).capacity
+    try:
+        ready = moshi_loader.preflight(config, slots)
+    except XswarmError as exc:
+        raise EngineLoadError(str(exc)) from None
+    files, plan = ready.files, ready.plan
+    described = files.config_path if files.config_path is not None else "Kyutai's 7B defaults"
+    gib = 1 << 30
+    click.echo(f"MOSHI can start on {ready.device} with {slots} slots:")
+    click.echo(f"  weights   {files.moshi_weights}")
+    click.echo(f"  mimi      {files.mimi_weights}")
+    click.echo(f"  tokenizer {files.tokenizer}")
+    click.echo(f"  config    {described}")
+    click.echo(
+        f"  memory    {plan.need(slots) / gib:.1f} GiB needed of {ready.free_bytes / gib:.1f} GiB "
+        f"free ({plan.per_slot_bytes / gib:.3f} GiB per slot; "
+        f"{plan.slots_that_fit(ready.free_bytes)} slots would fit)"
+    )

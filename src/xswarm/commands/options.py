@@ -1,0 +1,33 @@
+"""Options several subcommands share, written once so that their spelling and help agree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def root_option(help: str = "filesystem root of the installation (tests)") -> Callable[[F], F]:
+    """``--root DIR``: act on an installation under DIR instead of /."""
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("/"),
+        show_default=True,
+        help=help,
+    )
+
+
+def server_config_option() -> Callable[[F], F]:
+    """``--config FILE``: the server's config.toml, default the installation's own."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="config file (default: /opt/xswarm/config.toml)",
+    )
