@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -67,11 +67,6 @@ class Bridge:
     @property
     def sessions(self) -> dict[str, CallPeer]:
         return self.calls.live
-
-    @property
-    def bridge_settings(self) -> Mapping[str, Any]:
-        """``[voice.bridge]`` by key, for the readers not yet on ``config.bridge``."""
-        return self.config.section("voice.bridge")
 
     @property
     def max_calls(self) -> int:

@@ -9,7 +9,7 @@ bridge are checked by mypy and the modules form no import circle: the registry i
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,7 +85,7 @@ class ControlHost(Protocol):
     def engine(self) -> Engine: ...
 
     @property
-    def bridge_settings(self) -> Mapping[str, Any]: ...
+    def config(self) -> Config: ...
 
     @property
     def hub(self) -> EventHub: ...

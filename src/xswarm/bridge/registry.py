@@ -21,9 +21,8 @@ from xswarm.bridge.events import EventHub
 from xswarm.bridge.host import CallPeer, Refusal
 from xswarm.config import Config
 from xswarm.engine.base import Engine
+from xswarm.protocol.control import suggestion_problem
 
-PRIORITIES = ("low", "normal", "high")
-MAX_SUGGESTION_CHARS = 1000
 # Seconds a refused caller is told to wait before trying again.
 RETRY_AFTER_SECONDS = 5
 REJECTION_REASONS = ("full", "draining", "starting", "auth")
@@ -193,20 +192,12 @@ class CallRegistry:
         if peer is None:
             self._suggestion_rejected(shown_id, problem, request_id)
             return
-        if not isinstance(text, str) or not text.strip():
-            self._suggestion_rejected(shown_id, "text must be a non-empty string", request_id)
+        if not isinstance(text, str) or not isinstance(priority, str):
+            self._suggestion_rejected(shown_id, "text and priority must be strings", request_id)
             return
-        if len(text) > MAX_SUGGESTION_CHARS:
-            self._suggestion_rejected(
-                shown_id,
-                f"text is {len(text)} characters; at most {MAX_SUGGESTION_CHARS}",
-                request_id,
-            )
-            return
-        if priority not in PRIORITIES:
-            self._suggestion_rejected(
-                shown_id, f"priority must be one of {', '.join(PRIORITIES)}", request_id
-            )
+        limit_problem = suggestion_problem(text, priority)
+        if limit_problem is not None:
+            self._suggestion_rejected(shown_id, limit_problem, request_id)
             return
         max_queue = self.config.suggestions.max_queue
         call = peer.call
