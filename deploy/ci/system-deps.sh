@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the end-to-end tests need: a real systemd in a container, a real load
-# balancer. Installed only when running as root and only when missing; otherwise the tests
-# that need them skip and say why (unless XSWARM_REQUIRE_SYSTEMD=1).
+# balancer, promtool to check the monitoring config. Installed only when running as root and
+# only when missing; otherwise the tests that need them skip and say why (unless
+# XSWARM_REQUIRE_SYSTEMD=1).
 set -euo pipefail
 # systemd: systemd-analyze verify/security on the units; python3-venv: the container builds
-# each release's venv with Debian's own python3, as a server would.
-want=(systemd systemd-container haproxy iproute2 procps python3-venv)
+# each release's venv with Debian's own python3, as a server would. prometheus: Debian ships
+# promtool only in it (tests/ops/test_prometheus.py).
+want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -18,3 +20,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The tests need promtool, not a monitoring daemon: on a host booted with systemd the package
+# enables and starts prometheus.service (port 9090); a CI host should not keep one running.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

@@ -21,6 +21,7 @@ from tests.supervisor.support import (
     twilio_call,
 )
 from tests.support.bridge import running_bridge, start_bridge
+from tests.support.waiting import eventually
 
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "test-token-4b1f0c"
@@ -29,16 +30,6 @@ ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
 
 def is_type(kind: str, **fields: object):  # type: ignore[no-untyped-def]
     return lambda m: m.get("type") == kind and all(m.get(k) == v for k, v in fields.items())
-
-
-async def until(probe, done, within: float = 20.0):  # type: ignore[no-untyped-def]
-    """Poll ``probe()`` until ``done(value)``; returns the value (a bounded wait, not a timing)."""
-    async with asyncio.timeout(within):
-        while True:
-            value = await asyncio.to_thread(probe)
-            if done(value):
-                return value
-            await asyncio.sleep(0.1)
 
 
 async def subscribed(op) -> dict:  # type: ignore[no-untyped-def]
@@ -394,9 +385,9 @@ async def test_kill_9_of_the_supervisor_loses_no_finished_call(tmp_path: Path) -
             sup = start_supervisor(tmp_path, [bridge.ws_url + "/control"], env=ENV)
             # The restarted supervisor adopts the open call and, once the bridge's snapshot
             # shows it gone, records it as ended while unobserved.
-            history = await until(
-                lambda: sup.get("/api/calls")[1],
-                lambda h: live["call_id"] in {r["call_id"] for r in h},
+            _, history = await eventually(
+                lambda: asyncio.to_thread(sup.get, "/api/calls"),
+                lambda got: live["call_id"] in {r["call_id"] for r in got[1]},
             )
             reasons = {row["call_id"]: row["reason"] for row in history}
             assert reasons == {**{i: "caller_hangup" for i in ids}, live["call_id"]: "unobserved"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from xswarm.supervisor.fleet import (
     INSTANCE_LOST,
     UNOBSERVED,
-    Call,
     Fleet,
+    LiveCall,
     instance_names,
     iso,
     parse_iso,
@@ -209,9 +209,9 @@ def test_calls_adopted_after_a_supervisor_restart_end_as_unobserved() -> None:
     fleet, _ = make_fleet()
     out = fleet.adopt_open_calls(
         [
-            Call(call_id="c1", instance="a", started_at="2027-01-15T08:00:00.000Z"),
-            Call(call_id="c2", instance="a"),
-            Call(call_id="c3", instance="gone"),
+            LiveCall(call_id="c1", instance="a", started_at="2027-01-15T08:00:00.000Z"),
+            LiveCall(call_id="c2", instance="a"),
+            LiveCall(call_id="c3", instance="gone"),
         ]
     )
     assert [(r.call_id, r.reason) for r in out.ended] == [("c3", UNOBSERVED)]

@@ -16,6 +16,7 @@ import pytest
 
 from tests.supervisor.support import SupervisorProcess, operator, running_supervisor
 from tests.support.bridge import free_port
+from tests.support.waiting import eventually
 
 TOKEN = "operator-api-token-9c2e"
 
@@ -289,9 +290,7 @@ async def test_parallel_guessing_gains_nothing_and_ends_in_a_lockout(tmp_path: P
             # Failures from one address are answered one after another (0.25 s, 0.5 s, …),
             # so the eleventh guess finds a backlog of over 30 s and is not even checked.
             pending = [asyncio.create_task(guess(n)) for n in range(10)]
-            async with asyncio.timeout(20):
-                while await failures(session, s.http_url) < 10:  # noqa: ASYNC110 (another process)
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: failures(session, s.http_url), lambda n: n >= 10)
             assert await guess(99) == 429
             async with operator(s.ws_url, token=TOKEN, header=True) as op:
                 refused = await op.next()

@@ -13,13 +13,13 @@ import aiohttp
 from aiohttp import web
 
 from xswarm.supervisor.api import build_app
-from xswarm.supervisor.hub import OPERATOR_QUEUE, Hub
+from xswarm.supervisor.hub import OPERATOR_QUEUE, OperatorHub
 from xswarm.supervisor.store import Store
 
 
 async def test_an_operator_that_falls_behind_is_closed_with_1008(tmp_path: Path) -> None:
     store = Store(tmp_path / "xswarm.db", history_limit=100)
-    hub = Hub(store, stale_after=2.0, token=None)
+    hub = OperatorHub(store, stale_after=2.0, token=None)
     await hub.start([])
     runner = web.AppRunner(build_app(hub))
     await runner.setup()

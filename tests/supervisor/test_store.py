@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from xswarm.errors import StartupError
-from xswarm.supervisor.fleet import Call, CallRecord
+from xswarm.supervisor.fleet import CallRecord, LiveCall
 from xswarm.supervisor.store import MIGRATIONS, SCHEMA_VERSION, Store, migrate
 
 
@@ -89,7 +89,7 @@ def test_a_corrupt_file_is_a_startup_error(tmp_path: Path) -> None:
 def test_start_then_end_updates_one_row(tmp_path: Path) -> None:
     store = Store(tmp_path / "xswarm.db", history_limit=100)
     store.call_started(
-        Call(
+        LiveCall(
             call_id="c1",
             instance="a",
             transport="twilio",
@@ -98,7 +98,7 @@ def test_start_then_end_updates_one_row(tmp_path: Path) -> None:
             stream_sid="MZ1",
         )
     )
-    store.call_started(Call(call_id="c1", instance="a"))
+    store.call_started(LiveCall(call_id="c1", instance="a"))
     assert [c.caller for c in store.open_calls()] == ["+1555"]
     store.call_ended(record("c1", caller=None, transport=None))
     assert store.open_calls() == []
@@ -117,9 +117,9 @@ def test_an_end_without_a_start_still_gets_recorded(tmp_path: Path) -> None:
 
 def test_a_call_id_reused_by_a_restarted_bridge_keeps_both_records(tmp_path: Path) -> None:
     store = Store(tmp_path / "xswarm.db", history_limit=100)
-    store.call_started(Call(call_id="c1", instance="a", caller="first"))
+    store.call_started(LiveCall(call_id="c1", instance="a", caller="first"))
     store.call_ended(record("c1", caller=None, ended_at="2027-01-15T08:00:10.000Z"))
-    store.call_started(Call(call_id="c1", instance="a", caller="second"))
+    store.call_started(LiveCall(call_id="c1", instance="a", caller="second"))
     assert [c.caller for c in store.open_calls()] == ["second"]
     store.call_ended(
         record("c1", caller=None, ended_at="2027-01-15T09:00:10.000Z", reason="operator_hangup")
@@ -134,7 +134,7 @@ def test_a_call_id_reused_by_a_restarted_bridge_keeps_both_records(tmp_path: Pat
 def test_history_is_newest_first_and_trimmed_to_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "xswarm.db"
     store = Store(path, history_limit=10)
-    store.call_started(Call(call_id="live", instance="a"))
+    store.call_started(LiveCall(call_id="live", instance="a"))
     for n in range(15):
         store.call_ended(record(f"c{n:02}", ended_at=f"2027-01-15T08:{n:02}:00.000Z"))
     history = store.history(1000)

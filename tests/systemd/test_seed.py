@@ -167,7 +167,7 @@ def test_the_watchdog_catches_a_hung_process(container: Container) -> None:
     )
     try:
         pid = container.show(VOICE, "MainPID")
-        time.sleep(7)
+        time.sleep(7)  # over two WatchdogSec periods: a fed watchdog must not fire
         assert container.show(VOICE, "MainPID") == pid, "killed although it fed the watchdog"
         before = int(container.show(VOICE, "NRestarts"))
         container.run(["kill", "-STOP", pid])
@@ -230,7 +230,7 @@ def test_a_config_error_exits_78_without_a_restart_loop(container: Container) ->
     start = container.run(["systemctl", "start", "xswarm-voice"], check=False)
     assert start.returncode != 0
     assert container.show(VOICE, "ExecMainStatus") == "78"
-    time.sleep(12)
+    time.sleep(12)  # past RestartSec=10: proves that no restart comes
     assert container.show(VOICE, "ActiveState") == "failed"
     assert container.show(VOICE, "NRestarts") == "0"
     line = container.sh("journalctl -u xswarm-voice -p err --no-pager -o cat").stdout
@@ -379,7 +379,7 @@ def test_restarts_under_load_refuse_nothing(container: Container) -> None:
                 out,
             ]
         )
-        time.sleep(2)
+        time.sleep(2)  # the hammer is under way before the restarts begin
         for _ in range(2):
             # StartLimitBurst=5 counts manual restarts too, and this module made many.
             container.run(["systemctl", "reset-failed", unit])
@@ -420,7 +420,7 @@ def test_restart_no_override_for_debugging(container: Container) -> None:
             15,
             "the killed bridge to stay down",
         )
-        time.sleep(11)
+        time.sleep(11)  # past RestartSec=10: proves that no restart comes
         assert container.show(VOICE, "ActiveState") == "failed"
         assert container.show(VOICE, "MainPID") in ("0", pid)
     finally:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from xswarm.protocol.control import MAX_SUGGESTION_CHARS
 from xswarm.tui.client import (
-    MAX_SUGGESTION_CHARS,
     Backoff,
     auth_message,
     decode,

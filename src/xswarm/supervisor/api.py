@@ -12,39 +12,76 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
 from xswarm import __version__
-from xswarm.supervisor import auth, messages
-from xswarm.supervisor.hub import Hub, Operator
+from xswarm.metrics import Exposition
+from xswarm.protocol import operator
+from xswarm.protocol.auth import (
+    TOKEN_ENV,
+    BadTokenThrottle,
+    Decision,
+    FloodGuard,
+    bearer_token,
+    decide,
+    is_loopback,
+    trusted_peer,
+)
+from xswarm.protocol.values import BadMessage
+from xswarm.supervisor.hub import Operator, OperatorHub
 
 log = logging.getLogger("xswarm.supervisor.api")
 
-HUB_KEY = web.AppKey("hub", Hub)
-THROTTLE_KEY = web.AppKey("throttle", auth.BadTokenThrottle)
+HUB_KEY = web.AppKey("hub", OperatorHub)
+THROTTLE_KEY = web.AppKey("throttle", BadTokenThrottle)
 
 # Frames above this are refused by the WebSocket layer itself (close 1009); between
-# messages.MAX_MESSAGE_BYTES and this, the operator gets an error and the connection stays.
+# operator.MAX_MESSAGE_BYTES and this, the operator gets an error and the connection stays.
 TRANSPORT_MAX_BYTES = 1 << 20
 AUTH_TIMEOUT = 10.0
 DEFAULT_HISTORY = 100
 MAX_HISTORY = 1000
-_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+
+
+_VERDICTS = {
+    Decision.TOKEN_OK: "authenticated",
+    Decision.LOOPBACK_OPEN: (
+        f"authenticated: {TOKEN_ENV} is not set, so loopback peers are accepted without a token "
+        "(development only)"
+    ),
+    Decision.NOT_LOOPBACK: (
+        f"{TOKEN_ENV} is not set on the supervisor, so only loopback peers are accepted; set it "
+        "in /opt/xswarm/.env and restart xswarm-dashboard"
+    ),
+    Decision.MISSING: 'a token is required: send {"type":"auth","token":…}',
+    Decision.WRONG: f"invalid token; use the {TOKEN_ENV} of the supervisor",
+}
+
+
+def check(expected: str | None, given: str | None, peer: str | None) -> Verdict:
+    """Decide one authentication attempt (protocol.auth's rule) in the operator's words."""
+    decision = decide(expected, given, peer)
+    return Verdict(decision.ok, _VERDICTS[decision])
 
 
 def peer_address(request: web.Request) -> str | None:
     """The peer to trust for "loopback": None when a proxy forwarded it (its clients are not)."""
-    if any(h in request.headers for h in _PROXY_HEADERS):
-        return None
-    return request.remote
+    return trusted_peer(request.remote, request.headers)
 
 
-def build_app(hub: Hub) -> web.Application:
+def build_app(hub: OperatorHub) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[HUB_KEY] = hub
-    app[THROTTLE_KEY] = auth.BadTokenThrottle()
+    app[THROTTLE_KEY] = BadTokenThrottle()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/instances", api_instances)
@@ -60,12 +97,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _lockout(request: web.Request) -> auth.Verdict | None:
+def _lockout(request: web.Request) -> Verdict | None:
     """A refusal when this address has failed so often that its tokens are not checked now."""
     wait = request.app[THROTTLE_KEY].locked_out(str(request.remote), time.monotonic())
     if wait <= 0:
         return None
-    return auth.Verdict(
+    return Verdict(
         False, f"too many failed authentications from {request.remote}; try again in {wait:.0f} s"
     )
 
@@ -75,13 +112,13 @@ async def _http_auth(request: web.Request) -> web.Response | None:
     hub = request.app[HUB_KEY]
     header = request.headers.get("Authorization")
     peer = peer_address(request)
-    if header is None and auth.is_loopback(peer):
+    if header is None and is_loopback(peer):
         return None
     if (locked := _lockout(request)) is not None:
         return web.json_response(
             {"error": locked.message}, status=429, headers={"Retry-After": "30"}
         )
-    verdict = auth.check(hub.token, auth.bearer_token(header), peer)
+    verdict = check(hub.token, bearer_token(header), peer)
     if verdict.ok:
         request.app[THROTTLE_KEY].record_success(str(request.remote))
         return None
@@ -133,162 +170,151 @@ async def api_calls(request: web.Request) -> web.Response:
     return web.json_response(hub.store.history(limit))
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def render_metrics(hub: Hub) -> str:
+def render_metrics(hub: OperatorHub) -> str:
     """Prometheus text exposition of the supervisor's own state."""
-    c = hub.counters
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{labels} {value:g}")
-
-    def lbl(**labels: str) -> str:
-        inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-        return "{" + inner + "}"
-
-    instances = list(hub.fleet.instances.values())
-    metric(
+    expo = Exposition()
+    expo.metric(
         "xswarm_supervisor_info",
         "gauge",
         "Version of the supervisor.",
-        [(lbl(version=__version__), 1)],
+        [({"version": __version__}, 1)],
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_uptime_seconds",
         "gauge",
         "Seconds since the supervisor started.",
-        [("", round(time.time() - hub.started_at, 3))],
+        round(time.time() - hub.started_at, 3),
     )
-    metric(
+    _instance_metrics(expo, hub)
+    _upstream_metrics(expo, hub)
+    _operator_metrics(expo, hub)
+    _history_metrics(expo, hub)
+    return expo.text()
+
+
+def _instance_metrics(expo: Exposition, hub: OperatorHub) -> None:
+    instances = list(hub.fleet.instances.values())
+    expo.metric(
         "xswarm_supervisor_instance_up",
         "gauge",
         "1 when the instance is connected and reporting (up or draining).",
-        [(lbl(instance=i.name), 1 if i.state in ("up", "draining") else 0) for i in instances],
+        [({"instance": i.name}, int(i.state in ("up", "draining"))) for i in instances],
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_instance_state",
         "gauge",
         "The state of each instance, one-hot.",
         [
-            (lbl(instance=i.name, state=s), 1 if i.state == s else 0)
+            ({"instance": i.name, "state": s}, int(i.state == s))
             for i in instances
             for s in ("up", "down", "stale", "draining")
         ],
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_instance_restarts_total",
         "counter",
         "Times an instance came back with a new pid.",
-        [(lbl(instance=i.name), i.restarts) for i in instances],
+        [({"instance": i.name}, i.restarts) for i in instances],
     )
-    active: dict[str, int] = {i.name: 0 for i in instances}
-    for call in hub.fleet.calls.values():
-        if call.state == "active" and call.instance in active:
-            active[call.instance] += 1
-    metric(
+    active = Counter(c.instance for c in hub.fleet.calls.values() if c.state == "active")
+    expo.metric(
         "xswarm_supervisor_active_calls",
         "gauge",
         "Live calls per instance.",
-        [(lbl(instance=n), v) for n, v in active.items()],
+        [({"instance": i.name}, active[i.name]) for i in instances],
     )
+
+
+def _upstream_metrics(expo: Exposition, hub: OperatorHub) -> None:
     upstreams = list(hub.upstreams.values())
-    metric(
-        "xswarm_supervisor_upstream_connects_total",
-        "counter",
-        "Successful connections to each instance's control channel.",
-        [(lbl(instance=u.name), u.connects) for u in upstreams],
-    )
-    metric(
-        "xswarm_supervisor_upstream_failures_total",
-        "counter",
-        "Lost or refused connections to each instance's control channel.",
-        [(lbl(instance=u.name), u.failures) for u in upstreams],
-    )
-    metric(
-        "xswarm_supervisor_upstream_bad_messages_total",
-        "counter",
-        "Messages from an instance that were not JSON events.",
-        [(lbl(instance=u.name), u.bad_messages) for u in upstreams],
-    )
-    metric(
+    for counter, help_text in (
+        ("connects", "Successful connections to each instance's control channel."),
+        ("failures", "Lost or refused connections to each instance's control channel."),
+        ("bad_messages", "Messages from an instance that were not JSON events."),
+    ):
+        expo.metric(
+            f"xswarm_supervisor_upstream_{counter}_total",
+            "counter",
+            help_text,
+            [({"instance": u.name}, getattr(u, counter)) for u in upstreams],
+        )
+
+
+def _operator_metrics(expo: Exposition, hub: OperatorHub) -> None:
+    c = hub.counters
+    expo.metric(
         "xswarm_supervisor_events_received_total",
         "counter",
         "Events received from all instances.",
-        [("", c.events_in)],
+        c.events_in,
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_messages_sent_total",
         "counter",
         "Messages queued to operators.",
-        [("", c.events_out)],
+        c.events_out,
     )
-    metric(
-        "xswarm_supervisor_operators",
-        "gauge",
-        "Open operator connections.",
-        [("", len(hub.operators))],
+    expo.metric(
+        "xswarm_supervisor_operators", "gauge", "Open operator connections.", len(hub.operators)
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_operators_dropped_total",
         "counter",
         "Operators closed for falling behind (slow) or flooding.",
         [
-            (lbl(reason="slow"), c.operators_dropped_slow),
-            (lbl(reason="flood"), c.operators_flooding),
+            ({"reason": "slow"}, c.operators_dropped_slow),
+            ({"reason": "flood"}, c.operators_flooding),
         ],
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_auth_failures_total",
         "counter",
         "Refused authentications (HTTP and WebSocket).",
-        [("", c.auth_failures)],
+        c.auth_failures,
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_operator_errors_total",
         "counter",
         "Malformed or unknown operator messages.",
-        [("", c.operator_errors)],
+        c.operator_errors,
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_suggestions_total",
         "counter",
         "Operator suggestions.",
         [
-            (lbl(outcome="forwarded"), c.suggestions_forwarded),
-            (lbl(outcome="rejected_locally"), c.suggestions_rejected_locally),
+            ({"outcome": "forwarded"}, c.suggestions_forwarded),
+            ({"outcome": "rejected_locally"}, c.suggestions_rejected_locally),
         ],
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_hangups_total",
         "counter",
         "Hang-ups forwarded to instances.",
-        [("", c.hangups_forwarded)],
+        c.hangups_forwarded,
     )
-    metric(
+
+
+def _history_metrics(expo: Exposition, hub: OperatorHub) -> None:
+    c = hub.counters
+    expo.metric(
         "xswarm_supervisor_calls_recorded_total",
         "counter",
         "Finished calls written to the history.",
-        [("", c.calls_recorded)],
+        c.calls_recorded,
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_store_errors_total",
         "counter",
         "History writes that failed.",
-        [("", c.store_errors)],
+        c.store_errors,
     )
-    metric(
+    expo.metric(
         "xswarm_supervisor_history_rows",
         "gauge",
         "Finished calls kept in the history.",
-        [("", hub.store.finished_count())],
+        hub.store.finished_count(),
     )
-    return "\n".join(lines) + "\n"
 
 
 # -- WS /ws --------------------------------------------------------------------------------
@@ -312,7 +338,7 @@ async def _flush(op: Operator, within: float = 2.0) -> None:
 
 
 async def _refuse(
-    request: web.Request, op: Operator, verdict: auth.Verdict, counted: bool = True
+    request: web.Request, op: Operator, verdict: Verdict, counted: bool = True
 ) -> None:
     """A failed authentication: wait the slow-down (when counted), answer, close with 1008."""
     hub = request.app[HUB_KEY]
@@ -321,7 +347,7 @@ async def _refuse(
     if counted:
         delay = request.app[THROTTLE_KEY].record_failure(str(request.remote), time.monotonic())
         await asyncio.sleep(delay)
-    hub.send_to(op, {"type": "auth_result", "success": False, "message": verdict.message})
+    hub.send_to(op, operator.AuthResult(False, verdict.message).encode())
     await _flush(op)
     op.closing = True
     await op.ws.close(code=1008, message=b"authentication failed")
@@ -347,7 +373,7 @@ async def operator_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
+async def _serve_operator(request: web.Request, hub: OperatorHub, op: Operator) -> None:
     ws = op.ws
     peer = peer_address(request)
     authenticated = False
@@ -356,26 +382,24 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
         if (locked := _lockout(request)) is not None:
             await _refuse(request, op, locked, counted=False)
             return
-        verdict = auth.check(hub.token, auth.bearer_token(header), peer)
+        verdict = check(hub.token, bearer_token(header), peer)
         if not verdict.ok:
             await _refuse(request, op, verdict)
             return
         authenticated = True
         request.app[THROTTLE_KEY].record_success(str(request.remote))
-        hub.send_to(op, {"type": "auth_result", "success": True, "message": verdict.message})
-    elif not hub.token and auth.is_loopback(peer):
+        hub.send_to(op, operator.AuthResult(True, verdict.message).encode())
+    elif not hub.token and is_loopback(peer):
         # Development mode: a loopback peer needs no token; an auth message is still answered.
         authenticated = True
     deadline = time.monotonic() + AUTH_TIMEOUT
-    guard = auth.FloodGuard()
+    guard = FloodGuard()
     while not op.closing:
         timeout = None if authenticated else max(0.0, deadline - time.monotonic())
         try:
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
-            await _refuse(
-                request, op, auth.Verdict(False, f"no auth message within {AUTH_TIMEOUT:g} s")
-            )
+            await _refuse(request, op, Verdict(False, f"no auth message within {AUTH_TIMEOUT:g} s"))
             return
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
@@ -384,60 +408,47 @@ async def _serve_operator(request: web.Request, hub: Hub, op: Operator) -> None:
         if not guard.allow(time.monotonic()):
             hub.counters.operators_flooding += 1
             log.warning("operator %s flooded the supervisor; closing it", op.peer)
-            hub.send_to(
-                op,
-                {
-                    "type": "error",
-                    "message": (f"flood: more than {guard.rate:g} messages per second; closing"),
-                },
-            )
+            flood = f"flood: more than {guard.rate:g} messages per second; closing"
+            hub.send_to(op, operator.Error(flood).encode())
             await _flush(op)
             op.closing = True
             await ws.close(code=1008, message=b"flood")
             return
         try:
-            command = messages.parse(msg.data)
-        except messages.BadMessage as exc:
+            command = operator.decode_command(msg.data)
+        except BadMessage as exc:
             hub.counters.operator_errors += 1
-            hub.send_to(op, {"type": "error", "message": str(exc)})
+            hub.send_to(op, operator.Error(str(exc)).encode())
             continue
-        if isinstance(command, messages.Auth):
+        if isinstance(command, operator.Auth):
             if (locked := _lockout(request)) is not None:
                 await _refuse(request, op, locked, counted=False)
                 return
-            verdict = auth.check(hub.token, command.token, peer)
+            verdict = check(hub.token, command.token, peer)
             if not verdict.ok:
                 await _refuse(request, op, verdict)
                 return
             authenticated = True
             request.app[THROTTLE_KEY].record_success(str(request.remote))
-            hub.send_to(op, {"type": "auth_result", "success": True, "message": verdict.message})
+            hub.send_to(op, operator.AuthResult(True, verdict.message).encode())
             continue
         if not authenticated:
             hub.counters.operator_errors += 1
-            hub.send_to(
-                op,
-                {
-                    "type": "error",
-                    "message": ('not authenticated: send {"type":"auth","token":"…"} first'),
-                },
-            )
+            refusal = 'not authenticated: send {"type":"auth","token":"…"} first'
+            hub.send_to(op, operator.Error(refusal).encode())
             continue
         await _dispatch(hub, op, command)
 
 
-async def _dispatch(hub: Hub, op: Operator, command: messages.Command) -> None:
-    if isinstance(command, messages.Subscribe):
+async def _dispatch(hub: OperatorHub, op: Operator, command: operator.Command) -> None:
+    if isinstance(command, operator.Subscribe):
         op.subscribed = True
         hub.send_to(op, hub.fleet.snapshot())
-    elif isinstance(command, messages.Ping):
-        reply: dict[str, Any] = {"type": "pong"}
-        if command.id is not None:
-            reply["id"] = command.id
-        hub.send_to(op, reply)
-    elif isinstance(command, messages.InjectSuggestion):
+    elif isinstance(command, operator.Ping):
+        hub.send_to(op, operator.Pong(command.id).encode())
+    elif isinstance(command, operator.InjectSuggestion):
         await hub.inject_suggestion(op, command)
-    elif isinstance(command, messages.Hangup):
+    elif isinstance(command, operator.Hangup):
         problem = await hub.hangup(op, command)
         if problem is not None:
-            hub.send_to(op, {"type": "error", "message": problem})
+            hub.send_to(op, operator.Error(problem).encode())

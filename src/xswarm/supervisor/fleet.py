@@ -13,11 +13,22 @@ what people read (ISO 8601 UTC, like the bridge's ``ts``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from xswarm.protocol import control
+from xswarm.protocol.control import MemoryLimits
+from xswarm.protocol.operator import (
+    CallInfo,
+    InstanceInfo,
+    InstanceRemoved,
+    InstanceState,
+    Snapshot,
+)
+from xswarm.protocol.values import BadMessage
 
 # Bridge events relayed to operators as received (with ``instance`` replaced by our name).
 RELAYED_EVENTS = frozenset(
@@ -38,17 +49,6 @@ RELAYED_EVENTS = frozenset(
 INSTANCE_LOST = "instance_lost"
 UNOBSERVED = "unobserved"
 
-_CALL_STAT_FIELDS = (
-    "level_in_dbfs",
-    "level_out_dbfs",
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "frames_in",
-    "frames_out",
-    "late_frames",
-    "duration_s",
-)
-
 
 def iso(epoch: float) -> str:
     """ISO 8601 UTC with milliseconds, the format the bridge stamps its events with."""
@@ -57,7 +57,7 @@ def iso(epoch: float) -> str:
     )
 
 
-def parse_iso(text: Any) -> float | None:
+def parse_iso(text: object) -> float | None:
     """Epoch seconds from an ISO 8601 string; None for anything else (never raises)."""
     if not isinstance(text, str):
         return None
@@ -87,22 +87,6 @@ def instance_names(urls: Iterable[str]) -> dict[str, str]:
             name = f"{base}~{n}"
         out[name] = url
     return out
-
-
-def _num(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 @dataclass
@@ -138,30 +122,33 @@ class Instance:
     # Holds calls adopted from the store after a supervisor restart, not yet reconciled.
     adopted: bool = False
 
+    def info(self) -> InstanceInfo:
+        return InstanceInfo(
+            name=self.name,
+            url=self.url,
+            state=self.state,
+            engine=self.engine,
+            active_calls=self.active_calls,
+            max_concurrent_calls=self.max_concurrent_calls,
+            tick_p50_ms=self.tick_p50_ms,
+            tick_p99_ms=self.tick_p99_ms,
+            cpu=self.cpu,
+            rss=self.rss,
+            limits=MemoryLimits(self.memory_high, self.memory_max),
+            restarts=self.restarts,
+            last_seen=self.last_seen,
+            version=self.version,
+            pid=self.pid,
+            error=self.error,
+            bridge_name=self.bridge_name,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "state": self.state,
-            "engine": self.engine,
-            "active_calls": self.active_calls,
-            "max_concurrent_calls": self.max_concurrent_calls,
-            "tick_p50_ms": self.tick_p50_ms,
-            "tick_p99_ms": self.tick_p99_ms,
-            "cpu": self.cpu,
-            "rss": self.rss,
-            "limits": {"memory_high": self.memory_high, "memory_max": self.memory_max},
-            "restarts": self.restarts,
-            "last_seen": self.last_seen,
-            "version": self.version,
-            "pid": self.pid,
-            "error": self.error,
-            "bridge_name": self.bridge_name,
-        }
+        return self.info().encode()
 
 
 @dataclass
-class Call:
+class LiveCall:
     """One call the supervisor believes is live on an instance."""
 
     call_id: str
@@ -184,48 +171,61 @@ class Call:
     # "active" while its instance is connected; "unknown" while the instance is unreachable.
     state: str = "active"
 
-    def to_dict(self, wall_now: float | None = None) -> dict[str, Any]:
+    def info(self, wall_now: float | None = None) -> CallInfo:
+        """The call as operators see it; with ``wall_now``, an active call's duration is live."""
         duration = self.duration_s
         started = parse_iso(self.started_at)
         if wall_now is not None and started is not None and self.state == "active":
             duration = round(max(0.0, wall_now - started), 3)
-        return {
-            "call_id": self.call_id,
-            "instance": self.instance,
-            "transport": self.transport,
-            "remote": self.remote,
-            "caller": self.caller,
-            "stream_sid": self.stream_sid,
-            "call_sid": self.call_sid,
-            "started_at": self.started_at,
-            "duration_s": duration,
-            "level_in_dbfs": self.level_in_dbfs,
-            "level_out_dbfs": self.level_out_dbfs,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p99_ms": self.latency_p99_ms,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "late_frames": self.late_frames,
-            "suggestions": self.suggestions,
-            "state": self.state,
-        }
+        return CallInfo(
+            call_id=self.call_id,
+            instance=self.instance,
+            transport=self.transport,
+            remote=self.remote,
+            caller=self.caller,
+            stream_sid=self.stream_sid,
+            call_sid=self.call_sid,
+            started_at=self.started_at,
+            duration_s=duration,
+            level_in_dbfs=self.level_in_dbfs,
+            level_out_dbfs=self.level_out_dbfs,
+            latency_p50_ms=self.latency_p50_ms,
+            latency_p99_ms=self.latency_p99_ms,
+            frames_in=self.frames_in,
+            frames_out=self.frames_out,
+            late_frames=self.late_frames,
+            suggestions=self.suggestions,
+            state=self.state,
+        )
 
-    def update_from(self, body: dict[str, Any]) -> None:
-        """Take the descriptive fields of a call_started / snapshot entry, ignoring bad types."""
-        for name in ("transport", "remote", "caller", "stream_sid", "call_sid", "started_at"):
-            value = _str(body.get(name))
+    def to_dict(self, wall_now: float | None = None) -> dict[str, Any]:
+        return self.info(wall_now).encode()
+
+    def update_from(self, started: control.CallStarted) -> None:
+        """Take the descriptive fields the bridge sent; absent ones keep what we knew."""
+        for name in ("transport", "remote", "caller", "stream_sid", "call_sid"):
+            value = getattr(started, name)
             if value is not None:
                 setattr(self, name, value)
-        self.update_stats(body)
 
-    def update_stats(self, body: dict[str, Any]) -> None:
-        for name in _CALL_STAT_FIELDS:
-            value = body.get(name)
-            number: float | int | None = (
-                _int(value) if name in ("frames_in", "frames_out", "late_frames") else _num(value)
-            )
-            if number is not None:
-                setattr(self, name, number)
+    def update_stats(self, stats: control.CallStats | control.CallEnded) -> None:
+        names: tuple[str, ...] = ("duration_s",)
+        if isinstance(stats, control.CallStats):
+            names += ("level_in_dbfs", "level_out_dbfs", "latency_p50_ms", "latency_p99_ms")
+        for name in names:
+            value = getattr(stats, name)
+            if value is not None:
+                setattr(self, name, value)
+        for name in ("frames_in", "frames_out", "late_frames"):
+            value = getattr(stats.counters, name)
+            if value is not None:
+                setattr(self, name, value)
+
+    def update_from_snapshot(self, entry: control.SnapshotCall) -> None:
+        self.update_from(entry.started)
+        if isinstance(entry.started_at, str):
+            self.started_at = entry.started_at
+        self.update_stats(entry.stats)
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ class Outcome:
     """What one input changed: events for operators, calls to persist as started or ended."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
-    started: list[Call] = field(default_factory=list)
+    started: list[LiveCall] = field(default_factory=list)
     ended: list[CallRecord] = field(default_factory=list)
 
     def extend(self, other: Outcome) -> None:
@@ -274,7 +274,7 @@ class Fleet:
     ) -> None:
         self.stale_after = stale_after
         self.instances: dict[str, Instance] = {}
-        self.calls: dict[tuple[str, str], Call] = {}
+        self.calls: dict[tuple[str, str], LiveCall] = {}
         self._monotonic = monotonic
         self._wall = wall
 
@@ -295,7 +295,7 @@ class Fleet:
             return out
         for key in [k for k in self.calls if k[0] == name]:
             out.extend(self._end_lost(self.calls[key], UNOBSERVED, ended_at=self._wall()))
-        out.events.append({"type": "instance_removed", "instance": name, "ts": iso(self._wall())})
+        out.events.append(InstanceRemoved(name, iso(self._wall())).encode())
         return out
 
     def connected(self, name: str) -> Outcome:
@@ -344,7 +344,7 @@ class Fleet:
 
     # -- calls known from an earlier run ---------------------------------------------------
 
-    def adopt_open_calls(self, calls: Iterable[Call]) -> Outcome:
+    def adopt_open_calls(self, calls: Iterable[LiveCall]) -> Outcome:
         """Calls the store saw start but not end (the supervisor was restarted meanwhile).
 
         They wait, state ``unknown``, for their instance's snapshot to say whether they still
@@ -362,82 +362,99 @@ class Fleet:
 
     # -- bridge messages -------------------------------------------------------------------
 
-    def apply(self, name: str, message: dict[str, Any]) -> Outcome:
-        """One message from instance ``name``'s control channel."""
+    def apply(self, name: str, message: Mapping[str, Any]) -> Outcome:
+        """One message from instance ``name``'s control channel (a decoded JSON object).
+
+        Any message proves the connection lives, even one we cannot use; events are relayed
+        to operators re-encoded from their typed form, under our name for the instance.
+        """
         inst = self.instances.get(name)
         if inst is None:
             return Outcome()
         inst.last_message_at = self._monotonic()
         inst.last_seen = iso(self._wall())
         out = Outcome()
-        kind = message.get("type")
-        if kind == "hello":
-            self._hello(inst, message)
-        elif kind == "snapshot":
-            out.extend(self._snapshot(inst, message))
-        elif kind == "instance_status":
-            self._status(inst, message)
-        elif kind == "call_started":
-            out.extend(self._call_started(inst, message))
-        elif kind == "call_ended":
-            out.extend(self._call_ended(inst, message))
-        elif kind == "call_stats":
-            call = self._call(inst, message)
-            if call is not None:
-                call.update_stats(message)
-        elif kind == "suggestion_applied":
-            call = self._call(inst, message)
-            if call is not None:
-                call.suggestions += 1
-        if kind in RELAYED_EVENTS:
-            out.events.append({**message, "instance": name})
-        # Any message proves the connection lives: leave stale / first contact.
+        try:
+            envelope = control.decode_event(message)
+        except BadMessage:
+            envelope = None
+        if envelope is not None:
+            out.extend(self._event(inst, envelope))
         out.extend(self._refresh_state(inst))
         return out
 
-    def _hello(self, inst: Instance, message: dict[str, Any]) -> None:
-        pid = _int(message.get("pid"))
-        if pid is not None and inst.pid is not None and pid != inst.pid:
-            inst.restarts += 1
-        if pid is not None:
-            inst.pid = pid
-        inst.version = _str(message.get("version")) or inst.version
-        inst.engine = _str(message.get("engine")) or inst.engine
-        inst.bridge_name = _str(message.get("instance")) or inst.bridge_name
-        mcc = _int(message.get("max_concurrent_calls"))
-        if mcc is not None:
-            inst.max_concurrent_calls = mcc
+    def _event(self, inst: Instance, envelope: control.Envelope) -> Outcome:
+        out = Outcome()
+        event = envelope.event
+        if isinstance(event, control.Hello):
+            self._hello(inst, event, envelope.instance)
+        elif isinstance(event, control.Snapshot):
+            out.extend(self._snapshot(inst, event))
+        elif isinstance(event, control.InstanceStatus):
+            self._status(inst, event)
+        elif isinstance(event, control.CallStarted):
+            out.extend(self._call_started(inst, event, envelope.ts))
+        elif isinstance(event, control.CallEnded):
+            out.extend(self._call_ended(inst, event, envelope.ts))
+        elif isinstance(event, control.CallStats):
+            call = self.calls.get((inst.name, event.call_id))
+            if call is not None:
+                call.update_stats(event)
+        elif isinstance(event, control.SuggestionApplied):
+            call = self.calls.get((inst.name, event.call_id))
+            if call is not None:
+                call.suggestions += 1
+        if event.TYPE in RELAYED_EVENTS:
+            out.events.append(self._relayed(inst, envelope))
+        return out
 
-    def _status(self, inst: Instance, body: dict[str, Any]) -> None:
-        inst.engine = _str(body.get("engine")) or inst.engine
-        inst.version = _str(body.get("version")) or inst.version
-        for name in ("active_calls", "max_concurrent_calls", "rss"):
-            value = _int(body.get(name))
+    @staticmethod
+    def _relayed(inst: Instance, envelope: control.Envelope) -> dict[str, Any]:
+        body = envelope.event.encode()
+        head: dict[str, Any] = {"type": body.pop("type")}
+        if envelope.ts is not None:
+            head["ts"] = envelope.ts
+        head["instance"] = inst.name
+        return head | body
+
+    def _hello(self, inst: Instance, hello: control.Hello, bridge_name: str | None) -> None:
+        if hello.pid is not None and inst.pid is not None and hello.pid != inst.pid:
+            inst.restarts += 1
+        if hello.pid is not None:
+            inst.pid = hello.pid
+        inst.version = hello.version or inst.version
+        inst.engine = hello.engine or inst.engine
+        inst.bridge_name = bridge_name or inst.bridge_name
+        if hello.max_concurrent_calls is not None:
+            inst.max_concurrent_calls = hello.max_concurrent_calls
+
+    def _status(self, inst: Instance, status: control.InstanceStatus) -> None:
+        inst.engine = status.engine or inst.engine
+        inst.version = status.version or inst.version
+        for name in (
+            "active_calls",
+            "max_concurrent_calls",
+            "rss",
+            "tick_p50_ms",
+            "tick_p99_ms",
+            "cpu",
+        ):
+            value = getattr(status, name)
             if value is not None:
                 setattr(inst, name, value)
-        for name in ("tick_p50_ms", "tick_p99_ms", "cpu"):
-            number = _num(body.get(name))
-            if number is not None:
-                setattr(inst, name, number)
         # Restarts are counted from hello only: one new process, one new connection.
-        inst.pid = _int(body.get("pid")) or inst.pid
-        limits = body.get("limits")
-        if isinstance(limits, dict):
-            inst.memory_high = _int(limits.get("memory_high"))
-            inst.memory_max = _int(limits.get("memory_max"))
-        inst.draining = body.get("state") == "draining"
+        inst.pid = status.pid or inst.pid
+        if status.limits is not None:
+            inst.memory_high = status.limits.memory_high
+            inst.memory_max = status.limits.memory_max
+        inst.draining = status.state == "draining"
 
-    def _snapshot(self, inst: Instance, message: dict[str, Any]) -> Outcome:
+    def _snapshot(self, inst: Instance, snapshot: control.Snapshot) -> Outcome:
         """Reconcile: calls the bridge lists are live; known calls it does not list are over."""
         out = Outcome()
-        status = message.get("status")
-        if isinstance(status, dict):
-            self._status(inst, status)
-        listed: dict[str, dict[str, Any]] = {}
-        raw_calls = message.get("calls")
-        for entry in raw_calls if isinstance(raw_calls, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("call_id"), str):
-                listed[entry["call_id"]] = entry
+        if snapshot.status is not None:
+            self._status(inst, snapshot.status)
+        listed = {entry.call_id: entry for entry in snapshot.calls}
         lost_at = inst.lost_wall
         adopted = inst.adopted
         for key in [k for k in self.calls if k[0] == inst.name]:
@@ -452,50 +469,47 @@ class Fleet:
             key = (inst.name, call_id)
             known = self.calls.get(key)
             if known is None:
-                fresh = Call(call_id=call_id, instance=inst.name)
-                fresh.update_from(entry)
+                fresh = LiveCall(call_id=call_id, instance=inst.name)
+                fresh.update_from_snapshot(entry)
                 self.calls[key] = fresh
                 out.started.append(fresh)
                 out.events.append(self._synthetic_started(inst, fresh))
             else:
-                known.update_from(entry)
+                known.update_from_snapshot(entry)
                 known.state = "active"
         inst.awaiting_snapshot = False
         inst.lost_wall = None
         inst.adopted = False
         return out
 
-    def _call_started(self, inst: Instance, message: dict[str, Any]) -> Outcome:
-        call_id = _str(message.get("call_id"))
-        if call_id is None:
-            return Outcome()
-        key = (inst.name, call_id)
+    def _call_started(
+        self, inst: Instance, started: control.CallStarted, ts: str | None
+    ) -> Outcome:
+        key = (inst.name, started.call_id)
         call = self.calls.get(key)
         fresh = call is None
         if call is None:
-            call = Call(call_id=call_id, instance=inst.name)
+            call = LiveCall(call_id=started.call_id, instance=inst.name)
             self.calls[key] = call
-        call.update_from(message)
+        call.update_from(started)
         if call.started_at is None:
-            call.started_at = _str(message.get("ts")) or iso(self._wall())
+            call.started_at = ts or iso(self._wall())
         call.state = "active"
         return Outcome(started=[call] if fresh else [])
 
-    def _call_ended(self, inst: Instance, message: dict[str, Any]) -> Outcome:
-        call_id = _str(message.get("call_id"))
-        if call_id is None:
-            return Outcome()
-        call = self.calls.pop((inst.name, call_id), None)
+    def _call_ended(self, inst: Instance, ended: control.CallEnded, ts: str | None) -> Outcome:
+        call = self.calls.pop((inst.name, ended.call_id), None)
         if call is None:
             # It started while we were not watching and ended before the snapshot told us.
-            call = Call(call_id=call_id, instance=inst.name)
-        call.update_stats(message)
+            call = LiveCall(call_id=ended.call_id, instance=inst.name)
+        call.update_stats(ended)
         # Re-stamped in one format so that history sorts by text.
-        ended_at = iso(parse_iso(message.get("ts")) or self._wall())
-        reason = _str(message.get("reason")) or "unknown"
-        return Outcome(ended=[self._record(call, reason, ended_at, call.duration_s)])
+        ended_at = iso(parse_iso(ts) or self._wall())
+        return Outcome(
+            ended=[self._record(call, ended.reason or "unknown", ended_at, call.duration_s)]
+        )
 
-    def _end_lost(self, call: Call, reason: str, ended_at: float) -> Outcome:
+    def _end_lost(self, call: LiveCall, reason: str, ended_at: float) -> Outcome:
         """End a call the bridge never reported ending, and tell operators as if it had."""
         self.calls.pop((call.instance, call.call_id), None)
         started = parse_iso(call.started_at)
@@ -503,21 +517,14 @@ class Fleet:
         if reason == INSTANCE_LOST and started is not None:
             duration = round(max(0.0, ended_at - started), 3)
         record = self._record(call, reason, iso(ended_at), duration)
-        event = {
-            "type": "call_ended",
-            "ts": record.ended_at,
-            "instance": call.instance,
-            "call_id": call.call_id,
-            "duration_s": duration,
-            "reason": reason,
-            "frames_in": call.frames_in,
-            "frames_out": call.frames_out,
-            "late_frames": call.late_frames,
-            "synthetic": True,
-        }
+        counters = control.Counters(call.frames_in, call.frames_out, call.late_frames)
+        ended = control.CallEnded(call.call_id, duration, reason, counters)
+        event = control.stamp(ended, record.ended_at, call.instance) | {"synthetic": True}
         return Outcome(events=[event], ended=[record])
 
-    def _record(self, call: Call, reason: str, ended_at: str, duration: float | None) -> CallRecord:
+    def _record(
+        self, call: LiveCall, reason: str, ended_at: str, duration: float | None
+    ) -> CallRecord:
         return CallRecord(
             call_id=call.call_id,
             instance=call.instance,
@@ -536,7 +543,7 @@ class Fleet:
             call_sid=call.call_sid,
         )
 
-    def _synthetic_started(self, inst: Instance, call: Call) -> dict[str, Any]:
+    def _synthetic_started(self, inst: Instance, call: LiveCall) -> dict[str, Any]:
         """A call_started for a call first learned from a snapshot, so subscribers add it."""
         event = {
             "type": "call_started",
@@ -546,10 +553,6 @@ class Fleet:
         }
         event.update({k: v for k, v in call.to_dict().items() if k not in ("instance", "state")})
         return event
-
-    def _call(self, inst: Instance, message: dict[str, Any]) -> Call | None:
-        call_id = _str(message.get("call_id"))
-        return None if call_id is None else self.calls.get((inst.name, call_id))
 
     def _refresh_state(self, inst: Instance) -> Outcome:
         if not inst.connected or inst.pid is None and inst.engine is None:
@@ -568,18 +571,11 @@ class Fleet:
         return Outcome(events=[self._state_event(inst, reason)])
 
     def _state_event(self, inst: Instance, reason: str | None) -> dict[str, Any]:
-        return {
-            "type": "instance_state",
-            "ts": iso(self._wall()),
-            "instance": inst.name,
-            "state": inst.state,
-            "reason": reason,
-            "info": inst.to_dict(),
-        }
+        return InstanceState(iso(self._wall()), inst.name, inst.state, reason, inst.info()).encode()
 
     # -- queries ---------------------------------------------------------------------------
 
-    def find_calls(self, call_id: str, instance: str | None = None) -> list[Call]:
+    def find_calls(self, call_id: str, instance: str | None = None) -> list[LiveCall]:
         return [
             c
             for (inst, cid), c in self.calls.items()
@@ -588,12 +584,11 @@ class Fleet:
 
     def snapshot(self) -> dict[str, Any]:
         now = self._wall()
-        return {
-            "type": "snapshot",
-            "ts": iso(now),
-            "instances": [i.to_dict() for i in self.instances.values()],
-            "calls": [c.to_dict(now) for c in self.calls.values()],
-        }
+        return Snapshot(
+            ts=iso(now),
+            instances=tuple(i.info() for i in self.instances.values()),
+            calls=tuple(c.info(now) for c in self.calls.values()),
+        ).encode()
 
     def active_call_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state == "active")

@@ -21,12 +21,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from xswarm.protocol import control
+from xswarm.protocol.control import suggestion_problem
+from xswarm.protocol.operator import Hangup, InjectSuggestion
 from xswarm.supervisor.fleet import Fleet, Outcome, instance_names, iso
-from xswarm.supervisor.messages import (
-    MAX_SUGGESTION_CHARS,
-    Hangup,
-    InjectSuggestion,
-)
 from xswarm.supervisor.store import Store
 from xswarm.supervisor.upstream import Upstream
 
@@ -74,7 +72,7 @@ class Counters:
     store_errors: int = 0
 
 
-class Hub:
+class OperatorHub:
     """Live fleet, history store, upstream subscriptions and operator connections."""
 
     def __init__(
@@ -183,12 +181,18 @@ class Hub:
     def _upstream_message(self, name: str, message: dict[str, Any]) -> None:
         self.counters.events_in += 1
         kind = message.get("type")
+        requester: Operator | None = None
         if kind in ("suggestion_applied", "suggestion_rejected"):
-            message = self._route_answer(message)
+            message, requester = self._route_answer(message)
         elif kind == "error":
             problem = str(message.get("message"))[:200]
             log.warning("instance %s refused a command: %s", name, problem)
-        self._apply(self.fleet.apply(name, message))
+        outcome = self.fleet.apply(name, message)
+        if requester is not None:
+            for event in outcome.events:
+                if event.get("type") == kind:
+                    event["_requester"] = requester
+        self._apply(outcome)
 
     def _apply(self, outcome: Outcome) -> None:
         """Persist first, then tell operators: the order behind "nothing seen is lost"."""
@@ -241,19 +245,18 @@ class Hub:
 
     # -- suggestions and hang-ups ------------------------------------------------------------
 
-    def _route_answer(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Give a bridge's answer back the requester's own request_id, and remember who asked."""
+    def _route_answer(self, message: dict[str, Any]) -> tuple[dict[str, Any], Operator | None]:
+        """Give a bridge's answer back the requester's own request_id, and say who asked."""
         ours = message.get("request_id")
         if not isinstance(ours, str) or ours not in self._pending:
-            return message
+            return message, None
         requester, theirs, _ = self._pending.pop(ours)
         routed = {**message}
         if theirs is None:
             routed.pop("request_id", None)
         else:
             routed["request_id"] = theirs
-        routed["_requester"] = requester
-        return routed
+        return routed, requester
 
     def _expire_pending(self) -> None:
         now = time.monotonic()
@@ -265,26 +268,12 @@ class Hub:
 
     def _reject(self, op: Operator, cmd: InjectSuggestion, call_id: str | None, why: str) -> None:
         self.counters.suggestions_rejected_locally += 1
-        reply: dict[str, Any] = {
-            "type": "suggestion_rejected",
-            "ts": iso(time.time()),
-            "call_id": call_id,
-            "reason": why,
-        }
-        if cmd.request_id is not None:
-            reply["request_id"] = cmd.request_id
-        self.send_to(op, reply)
+        body = control.SuggestionRejected(call_id, why, cmd.request_id).encode()
+        self.send_to(op, {"type": body.pop("type"), "ts": iso(time.time()), **body})
 
     async def inject_suggestion(self, op: Operator, cmd: InjectSuggestion) -> None:
-        if not cmd.text.strip():
-            return self._reject(op, cmd, cmd.call_id, "empty text")
-        if len(cmd.text) > MAX_SUGGESTION_CHARS:
-            return self._reject(
-                op,
-                cmd,
-                cmd.call_id,
-                f"text is {len(cmd.text)} characters; the limit is {MAX_SUGGESTION_CHARS}",
-            )
+        if (problem := suggestion_problem(cmd.text, cmd.priority)) is not None:
+            return self._reject(op, cmd, cmd.call_id, problem)
         if cmd.call_id is None:
             live = [c for c in self.fleet.calls.values() if c.state == "active"]
             if len(live) != 1:
@@ -309,13 +298,7 @@ class Hub:
         ours = f"sv-{next(self._request_ids)}"
         self._pending[ours] = (op, cmd.request_id, time.monotonic())
         sent = await upstream.send(
-            {
-                "type": "inject_suggestion",
-                "call_id": call.call_id,
-                "text": cmd.text,
-                "priority": cmd.priority,
-                "request_id": ours,
-            }
+            control.InjectSuggestion(cmd.text, call.call_id, cmd.priority, ours)
         )
         if not sent:
             self._pending.pop(ours, None)
@@ -338,7 +321,7 @@ class Hub:
             return f'call {cmd.call_id} is live on {names}; add "instance"'
         call = found[0]
         upstream = self.upstreams.get(call.instance)
-        if upstream is None or not await upstream.send({"type": "hangup", "call_id": call.call_id}):
+        if upstream is None or not await upstream.send(control.Hangup(call.call_id)):
             return f"instance {call.instance} is down; cannot hang up {call.call_id}"
         self.counters.hangups_forwarded += 1
         log.info(

@@ -20,12 +20,12 @@ from aiohttp import web
 from xswarm import __version__, logs
 from xswarm import config as config_mod
 from xswarm.errors import XswarmError
+from xswarm.protocol.auth import TOKEN_ENV
 from xswarm.runtime.boundary import run_command
 from xswarm.runtime.daemon import ReloadOutcome, run
 from xswarm.runtime.listen import Address, Endpoint
 from xswarm.supervisor.api import build_app
-from xswarm.supervisor.auth import TOKEN_ENV
-from xswarm.supervisor.hub import Hub
+from xswarm.supervisor.hub import OperatorHub
 from xswarm.supervisor.store import DB_NAME, Store
 
 log = logging.getLogger("xswarm.supervisor")
@@ -54,7 +54,7 @@ class SupervisorDaemon:
                 TOKEN_ENV,
             )
         self.store = Store(cfg.state_dir() / DB_NAME, cfg.dashboard.history_limit)
-        self.hub = Hub(
+        self.hub = OperatorHub(
             self.store,
             cfg.dashboard.stale_after,
             token,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xswarm.errors import StartupError
-from xswarm.supervisor.fleet import Call, CallRecord
+from xswarm.supervisor.fleet import CallRecord, LiveCall
 
 log = logging.getLogger("xswarm.supervisor.store")
 
@@ -140,7 +140,7 @@ class Store:
                 pass
         return db
 
-    def call_started(self, call: Call) -> None:
+    def call_started(self, call: LiveCall) -> None:
         """Remember a live call so a restarted supervisor knows to look for its end."""
         self._db.execute(
             """INSERT INTO calls (call_id, instance, transport, remote, caller, started_at,
@@ -216,14 +216,14 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             self._trim()
 
-    def open_calls(self) -> list[Call]:
+    def open_calls(self) -> list[LiveCall]:
         """Calls that started but whose end was never recorded."""
         rows = self._db.execute(
             """SELECT call_id, instance, transport, remote, caller, started_at, stream_sid,
                    call_sid FROM calls WHERE ended_at IS NULL ORDER BY id"""
         ).fetchall()
         return [
-            Call(
+            LiveCall(
                 call_id=r[0],
                 instance=r[1],
                 transport=r[2],

@@ -18,6 +18,8 @@ from typing import Any
 
 import aiohttp
 
+from xswarm.protocol.control import Command
+
 log = logging.getLogger("xswarm.supervisor.upstream")
 
 BACKOFF_BASE = 0.1
@@ -98,13 +100,13 @@ class Upstream:
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
 
-    async def send(self, message: dict[str, Any]) -> bool:
+    async def send(self, command: Command) -> bool:
         """Send a command to the bridge; False when not connected (nothing is queued)."""
         ws = self._ws
         if ws is None or ws.closed:
             return False
         try:
-            await ws.send_str(json.dumps(message))
+            await ws.send_str(json.dumps(command.encode()))
         except (ConnectionError, aiohttp.ClientError, RuntimeError):
             return False
         return True

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 from textual.message import Message
 
+from xswarm.protocol import operator
+from xswarm.protocol.control import suggestion_problem
 from xswarm.tui.messages import BadSupervisorMessage, ConnectionChanged, SupervisorMessage
 
-MAX_SUGGESTION_CHARS = 1000
-PRIORITIES = ("low", "normal", "high")
 AUTH_TIMEOUT_S = 10.0
 HEARTBEAT_S = 5.0
 MAX_MESSAGE_BYTES = 32 << 20
@@ -60,11 +60,11 @@ def decode(raw: str | bytes) -> dict[str, Any]:
 
 
 def auth_message(token: str) -> dict[str, Any]:
-    return {"type": "auth", "token": token}
+    return operator.Auth(token).encode()
 
 
 def subscribe_message() -> dict[str, Any]:
-    return {"type": "subscribe"}
+    return operator.Subscribe().encode()
 
 
 def inject_message(
@@ -72,25 +72,16 @@ def inject_message(
 ) -> dict[str, Any]:
     """An ``inject_suggestion`` command; refuses what the supervisor would refuse anyway."""
     text = text.strip()
-    if not text:
-        raise ValueError("the suggestion is empty; type what the model should say or do")
-    if len(text) > MAX_SUGGESTION_CHARS:
-        raise ValueError(
-            f"the suggestion is {len(text)} characters; the limit is {MAX_SUGGESTION_CHARS}"
-        )
-    if priority not in PRIORITIES:
-        raise ValueError(f"priority {priority!r}; expected one of {', '.join(PRIORITIES)}")
-    return {
-        "type": "inject_suggestion",
-        "call_id": call_id,
-        "text": text,
-        "priority": priority,
-        "request_id": request_id,
-    }
+    problem = suggestion_problem(text, priority)
+    if problem is not None:
+        raise ValueError(f"cannot send the suggestion: {problem}")
+    return operator.InjectSuggestion(
+        text, priority=priority, call_id=call_id, request_id=request_id
+    ).encode()
 
 
 def hangup_message(call_id: str) -> dict[str, Any]:
-    return {"type": "hangup", "call_id": call_id}
+    return operator.Hangup(call_id).encode()
 
 
 class AuthRefused(Exception):
@@ -206,12 +197,12 @@ class SupervisorLink:
                 except ValueError as exc:
                     self.post(BadSupervisorMessage(str(exc)))
                     continue
-                if data["type"] != "auth_result":
+                if data["type"] != operator.AuthResult.TYPE:
                     continue
-                message = str(data.get("message") or "")
-                if data.get("success") is True:
-                    return message or "authenticated"
-                raise AuthRefused(_refusal(message or "no reason given"))
+                result = operator.AuthResult.decode(data)
+                if result.success:
+                    return result.message or "authenticated"
+                raise AuthRefused(_refusal(result.message or "no reason given"))
         if ws.close_code == 1008:
             raise AuthRefused(_refusal("connection closed with 1008"))
         raise ConnectionError(

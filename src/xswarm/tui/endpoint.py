@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from xswarm import config as config_module
-
-TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
+from xswarm.protocol.auth import TOKEN_ENV
 
 
 def default_url(config_path: str | None) -> str:

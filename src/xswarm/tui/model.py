@@ -10,16 +10,21 @@ a burst of events costs one repaint.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-INSTANCE_STATES = ("up", "down", "draining", "stale")
-# "unknown": the supervisor lost the call's instance and keeps the call until it knows.
-CALL_STATES = ("active", "unknown")
+from xswarm.protocol.operator import (
+    CALL_STATES,
+    INSTANCE_STATES,
+    CallInfo,
+    InstanceInfo,
+    Snapshot,
+)
+from xswarm.protocol.values import finite_number, whole_number
+
 MAX_TEXT = 200
 MAX_TRANSCRIPT = 4000
 MAX_WORDS_PER_EVENT = 1000
@@ -59,23 +64,13 @@ def clip_text(value: Any, limit: int = MAX_TEXT) -> str:
 
 
 def as_number(value: Any) -> float | None:
-    """A finite number or None: booleans, strings and NaN from a peer are not numbers."""
-    kind = type(value)  # exact types first: this runs for every figure of every message
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is int:
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    """A finite number or None (protocol.values decides what a peer's number is)."""
+    number = finite_number(value)
+    return None if number is None else float(number)
 
 
 def as_int(value: Any) -> int | None:
-    if type(value) is int:
-        return value
-    number = as_number(value)
-    return None if number is None else int(number)
+    return whole_number(value)
 
 
 @dataclass(frozen=True)
@@ -126,6 +121,12 @@ class InstanceView:
             self.memory_high = as_number(limits.get("memory_high"))
             self.memory_max = as_number(limits.get("memory_max"))
 
+    @classmethod
+    def from_info(cls, info: InstanceInfo) -> InstanceView:
+        view = cls(name=clip_text(info.name))
+        view.update({k: v for k, v in info.encode().items() if v is not None and k != "name"})
+        return view
+
 
 @dataclass
 class CallView:
@@ -174,6 +175,12 @@ class CallView:
                 setattr(self, name, as_int(data[name]))
         if data.get("state") in CALL_STATES:
             self.state = data["state"]
+
+    @classmethod
+    def from_info(cls, info: CallInfo) -> CallView:
+        view = cls(call_id=clip_text(info.call_id))
+        view.update({k: v for k, v in info.encode().items() if v is not None and k != "call_id"})
+        return view
 
     def record_stats(self) -> None:
         """Append the current figures to the histories the detail screen draws."""
@@ -277,21 +284,18 @@ class DashboardModel:
 
     def apply_snapshot(self, message: Mapping[str, Any]) -> None:
         """Replace everything with the supervisor's snapshot: state after a gap is not mergeable."""
+        snapshot = Snapshot.decode(message)
         self.instances = {}
         self.calls = {}
-        for data in _mappings(message.get("instances")):
-            name = clip_text(data.get("name"))
-            if name:
-                instance = InstanceView(name=name)
-                instance.update(data)
-                self.instances[name] = instance
-        for data in _mappings(message.get("calls")):
-            call_id = clip_text(data.get("call_id"))
-            if call_id:
-                call = CallView(call_id=call_id)
-                call.update(data)
+        for info in snapshot.instances:
+            instance = InstanceView.from_info(info)
+            if instance.name:
+                self.instances[instance.name] = instance
+        for call_info in snapshot.calls:
+            call = CallView.from_info(call_info)
+            if call.call_id:
                 call.record_stats()
-                self.calls[call_id] = call
+                self.calls[call.call_id] = call
         self._changes = Changes(
             reset=True, instances=True, events=self._changes.events, connection=True
         )
@@ -510,12 +514,6 @@ _HANDLERS: dict[str, Callable[[DashboardModel, Mapping[str, Any]], None]] = {
     "instance_state": DashboardModel._on_instance_state,
     "instance_removed": DashboardModel._on_instance_removed,
 }
-
-
-def _mappings(value: Any) -> Iterable[Mapping[str, Any]]:
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, Mapping)]
-    return []
 
 
 def _short_ts(value: Any) -> str:

@@ -10,7 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
-from xswarm.tui.client import MAX_SUGGESTION_CHARS, PRIORITIES, inject_message
+from xswarm.protocol.control import MAX_SUGGESTION_CHARS, PRIORITIES
+from xswarm.tui.client import inject_message
 from xswarm.tui.messages import SuggestionRequested
 
 

@@ -1,19 +1,27 @@
-"""Who may talk to the supervisor, and how hard a guesser has to work (pure, no I/O).
+"""Who may cross a process boundary, and how hard a guesser has to work (pure, no I/O).
 
-One shared secret, ``XSWARM_SUPERVISOR_TOKEN``, compared in constant time. Without it the
-supervisor is in development mode and trusts only loopback peers. Wrong tokens from one address
-earn a delay that doubles with each failure (capped), so guessing over the network is slow while
-one typo costs a quarter of a second. Time is passed in, so tests need no sleeping.
+One shared secret, ``XSWARM_SUPERVISOR_TOKEN``, sent as ``Authorization: Bearer …`` (or, to the
+supervisor, in an ``auth`` message) and compared in constant time. Without it a service is in
+development mode and trusts only loopback peers, and a request that came through a proxy
+(``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``) is never loopback: its real client is
+somewhere else. The bridge's ``/control`` and the supervisor's API apply the same rule through
+:func:`decide`; each words the outcome for its own audience.
+
+Wrong tokens from one address earn a delay that doubles with each failure (capped), so
+guessing over the network is slow while one typo costs a quarter of a second. Time is passed
+in, so tests need no sleeping.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -26,11 +34,13 @@ def bearer_token(header: str | None) -> str | None:
     return value.strip()
 
 
-def tokens_match(given: str | None, expected: str) -> bool:
-    """Constant-time comparison (the time does not depend on where the strings differ)."""
+def tokens_match(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison; any text (non-ASCII, lone surrogates) is just a wrong token."""
     if given is None or not expected:
         return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def is_loopback(address: str | None) -> bool:
@@ -48,31 +58,37 @@ def is_loopback(address: str | None) -> bool:
     return ip.is_loopback
 
 
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str
+def trusted_peer(remote: str | None, headers: Mapping[str, str]) -> str | None:
+    """The peer address to judge "loopback" by: None when a proxy forwarded the request."""
+    if any(name in headers for name in PROXY_HEADERS):
+        return None
+    return remote
 
 
-def check(expected: str | None, given: str | None, peer: str | None) -> Verdict:
-    """Decide one authentication attempt. ``expected`` is the configured token, or None."""
+class Decision(enum.Enum):
+    """The outcome of one authentication attempt, before any service words it."""
+
+    TOKEN_OK = "token_ok"
+    LOOPBACK_OPEN = "loopback_open"  # no token configured; a loopback peer is let in
+    NOT_LOOPBACK = "not_loopback"  # no token configured; anyone else is refused
+    MISSING = "missing"  # a token is configured and none was offered
+    WRONG = "wrong"
+
+    @property
+    def ok(self) -> bool:
+        return self in (Decision.TOKEN_OK, Decision.LOOPBACK_OPEN)
+
+
+def decide(expected: str | None, given: str | None, peer: str | None) -> Decision:
+    """The one rule: with a configured token, only that token; without, only loopback peers.
+
+    ``peer`` is :func:`trusted_peer`'s answer, so a proxied request is never loopback.
+    """
     if not expected:
-        if is_loopback(peer):
-            return Verdict(
-                True,
-                f"authenticated: {TOKEN_ENV} is not set, so loopback peers are accepted "
-                "without a token (development only)",
-            )
-        return Verdict(
-            False,
-            f"{TOKEN_ENV} is not set on the supervisor, so only loopback peers are accepted; "
-            "set it in /opt/xswarm/.env and restart xswarm-dashboard",
-        )
+        return Decision.LOOPBACK_OPEN if is_loopback(peer) else Decision.NOT_LOOPBACK
     if given is None:
-        return Verdict(False, 'a token is required: send {"type":"auth","token":…}')
-    if tokens_match(given, expected):
-        return Verdict(True, "authenticated")
-    return Verdict(False, f"invalid token; use the {TOKEN_ENV} of the supervisor")
+        return Decision.MISSING
+    return Decision.TOKEN_OK if tokens_match(given, expected) else Decision.WRONG
 
 
 class BadTokenThrottle:
@@ -125,7 +141,8 @@ class BadTokenThrottle:
         """Count a failure; returns the delay to wait before answering it."""
         count = self.failures(address, now) + 1
         previous_due = self._failures[address][2] if address in self._failures else now
-        due = max(now, previous_due) + min(self.cap, self.base * 2 ** (count - 1))
+        step: float = min(self.cap, self.base * 2.0 ** (count - 1))
+        due = max(now, previous_due) + step
         self._failures[address] = (count, now, due)
         self._failures.move_to_end(address)
         while len(self._failures) > self.max_addresses:

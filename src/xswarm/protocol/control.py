@@ -1,0 +1,645 @@
+"""The bridge ⇄ supervisor wire (``WS /control``, docs/CONTROL.md), sans-I/O.
+
+Events flow from the bridge, commands from the supervisor; both are typed here once. Every
+event is a frozen dataclass whose ``encode()`` gives the exact JSON object the bridge sends
+(``type`` first, without the ``ts``/``instance`` envelope, which ``stamp`` adds), and whose
+``decode`` reads one back.
+
+Decoding events is tolerant by design: a bridge newer or buggier than the supervisor must not
+blind it. Only what identifies an event (its ``type``, the ``call_id`` of a call event) is
+required and refused with :class:`BadMessage`; any other field of the wrong type, or a number
+that is not finite, reads as absent (``None``). Commands are decoded strictly: the sender is
+told precisely what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from xswarm.protocol.values import (
+    BadMessage,
+    finite_number,
+    kind,
+    load_object,
+    mapping,
+    message_type,
+    optional_text,
+    required_text,
+    text,
+    whole_number,
+)
+
+# Operator suggestions: the limits every hop (TUI, supervisor, bridge) applies.
+MAX_SUGGESTION_CHARS = 1000
+PRIORITIES = ("low", "normal", "high")
+
+# Call-end reasons the bridge reports (docs/CONTROL.md).
+END_REASONS = (
+    "caller_hangup",
+    "operator_hangup",
+    "disconnected",
+    "protocol_error",
+    "slow_client",
+    "drain_timeout",
+    "shutdown",
+    "engine_error",
+)
+
+
+def suggestion_problem(text_value: str, priority: str) -> str | None:
+    """Why a suggestion breaks the shared limits, in the operator's words; None when it fits."""
+    if not text_value.strip():
+        return "empty text"
+    if len(text_value) > MAX_SUGGESTION_CHARS:
+        return f"text is {len(text_value)} characters; the limit is {MAX_SUGGESTION_CHARS}"
+    if priority not in PRIORITIES:
+        return f"priority {priority!r}; expected one of {', '.join(PRIORITIES)}"
+    return None
+
+
+def _call_id(data: Mapping[str, Any], where: str) -> str:
+    return required_text(data, "call_id", where)
+
+
+def _present(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """``body`` plus the optional fields that have a value (the bridge omits absent ones)."""
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+# ---------------------------------------------------------------------------------------
+# Bridge -> supervisor
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    version: str | None
+    pid: int | None
+    engine: str | None
+    max_concurrent_calls: int | None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "version": self.version,
+            "pid": self.pid,
+            "engine": self.engine,
+            "max_concurrent_calls": self.max_concurrent_calls,
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Hello:
+        return cls(
+            version=text(data.get("version")),
+            pid=whole_number(data.get("pid")),
+            engine=text(data.get("engine")),
+            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
+        )
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    """The cgroup's MemoryHigh/MemoryMax in bytes; None where unlimited or unknown."""
+
+    memory_high: int | None = None
+    memory_max: int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"memory_high": self.memory_high, "memory_max": self.memory_max}
+
+    @classmethod
+    def decode(cls, value: object) -> MemoryLimits | None:
+        data = mapping(value)
+        if data is None:
+            return None
+        return cls(whole_number(data.get("memory_high")), whole_number(data.get("memory_max")))
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    TYPE: ClassVar[str] = "instance_status"
+    active_calls: int | None = None
+    max_concurrent_calls: int | None = None
+    engine: str | None = None
+    state: str | None = None
+    cpu: float | None = None
+    rss: int | None = None
+    limits: MemoryLimits | None = None
+    tick_p50_ms: float | None = None
+    tick_p99_ms: float | None = None
+    late_frames: int | None = None
+    uptime_s: float | None = None
+    version: str | None = None
+    pid: int | None = None
+    reloads: int | None = None
+    engine_details: Mapping[str, Any] | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **self.body()}
+
+    def body(self) -> dict[str, Any]:
+        """The fields without ``type``: a snapshot carries them as its ``status``."""
+        return {
+            "active_calls": self.active_calls,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "engine": self.engine,
+            "state": self.state,
+            "cpu": self.cpu,
+            "rss": self.rss,
+            "limits": None if self.limits is None else self.limits.encode(),
+            "tick_p50_ms": self.tick_p50_ms,
+            "tick_p99_ms": self.tick_p99_ms,
+            "late_frames": self.late_frames,
+            "uptime_s": self.uptime_s,
+            "version": self.version,
+            "pid": self.pid,
+            "reloads": self.reloads,
+            "engine_details": None if self.engine_details is None else dict(self.engine_details),
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> InstanceStatus:
+        return cls(
+            active_calls=whole_number(data.get("active_calls")),
+            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
+            engine=text(data.get("engine")),
+            state=text(data.get("state")),
+            cpu=finite_number(data.get("cpu")),
+            rss=whole_number(data.get("rss")),
+            limits=MemoryLimits.decode(data.get("limits")),
+            tick_p50_ms=finite_number(data.get("tick_p50_ms")),
+            tick_p99_ms=finite_number(data.get("tick_p99_ms")),
+            late_frames=whole_number(data.get("late_frames")),
+            uptime_s=finite_number(data.get("uptime_s")),
+            version=text(data.get("version")),
+            pid=whole_number(data.get("pid")),
+            reloads=whole_number(data.get("reloads")),
+            engine_details=mapping(data.get("engine_details")),
+        )
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    TYPE: ClassVar[str] = "call_started"
+    call_id: str
+    transport: str | None = None
+    remote: str | None = None
+    stream_sid: str | None = None
+    call_sid: str | None = None
+    caller: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **self.body()}
+
+    def body(self) -> dict[str, Any]:
+        return _present(
+            {"call_id": self.call_id, "transport": self.transport, "remote": self.remote},
+            stream_sid=self.stream_sid,
+            call_sid=self.call_sid,
+            caller=self.caller,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CallStarted:
+        return cls(
+            call_id=_call_id(data, cls.TYPE),
+            transport=text(data.get("transport")),
+            remote=text(data.get("remote")),
+            stream_sid=text(data.get("stream_sid")),
+            call_sid=text(data.get("call_sid")),
+            caller=text(data.get("caller")),
+        )
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Frames a call has received, sent, and seen late (engine tick past its deadline)."""
+
+    frames_in: int | None = None
+    frames_out: int | None = None
+    late_frames: int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "late_frames": self.late_frames,
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Counters:
+        return cls(
+            whole_number(data.get("frames_in")),
+            whole_number(data.get("frames_out")),
+            whole_number(data.get("late_frames")),
+        )
+
+
+@dataclass(frozen=True)
+class CallStats:
+    TYPE: ClassVar[str] = "call_stats"
+    call_id: str
+    level_in_dbfs: float | None = None
+    level_out_dbfs: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    duration_s: float | None = None
+    counters: Counters = field(default_factory=Counters)
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **self.body()}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "level_in_dbfs": self.level_in_dbfs,
+            "level_out_dbfs": self.level_out_dbfs,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "duration_s": self.duration_s,
+            **self.counters.encode(),
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CallStats:
+        return cls(
+            call_id=_call_id(data, cls.TYPE),
+            level_in_dbfs=finite_number(data.get("level_in_dbfs")),
+            level_out_dbfs=finite_number(data.get("level_out_dbfs")),
+            latency_p50_ms=finite_number(data.get("latency_p50_ms")),
+            latency_p99_ms=finite_number(data.get("latency_p99_ms")),
+            duration_s=finite_number(data.get("duration_s")),
+            counters=Counters.decode(data),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotCall:
+    """One live call in a bridge's ``snapshot``: its ``call_started`` fields, start and stats.
+
+    ``started_at`` is what the sender wrote: the bridge sends epoch seconds (a number); an ISO
+    8601 string is also accepted.
+    """
+
+    started: CallStarted
+    stats: CallStats
+    started_at: float | str | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.started.call_id
+
+    def encode(self) -> dict[str, Any]:
+        entry = self.started.body()
+        entry["started_at"] = self.started_at
+        entry.update(self.stats.body())
+        return entry
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SnapshotCall:
+        started_at = data.get("started_at")
+        return cls(
+            started=CallStarted.decode(data),
+            stats=CallStats.decode(data),
+            started_at=text(started_at) or finite_number(started_at),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The bridge's live calls and status; entries without a usable ``call_id`` are skipped."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    calls: tuple[SnapshotCall, ...] = ()
+    status: InstanceStatus | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "calls": [c.encode() for c in self.calls],
+            "status": None if self.status is None else self.status.body(),
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Snapshot:
+        calls = []
+        raw = data.get("calls")
+        for entry in raw if isinstance(raw, list) else []:
+            if isinstance(entry, Mapping) and isinstance(entry.get("call_id"), str):
+                calls.append(SnapshotCall.decode(entry))
+        status = mapping(data.get("status"))
+        return cls(tuple(calls), None if status is None else InstanceStatus.decode(status))
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    TYPE: ClassVar[str] = "call_ended"
+    call_id: str
+    duration_s: float | None = None
+    reason: str | None = None
+    counters: Counters = field(default_factory=Counters)
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "call_id": self.call_id,
+            "duration_s": self.duration_s,
+            "reason": self.reason,
+            **self.counters.encode(),
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CallEnded:
+        return cls(
+            call_id=_call_id(data, cls.TYPE),
+            duration_s=finite_number(data.get("duration_s")),
+            reason=text(data.get("reason")),
+            counters=Counters.decode(data),
+        )
+
+
+@dataclass(frozen=True)
+class UserSpeech:
+    TYPE: ClassVar[str] = "user_speech"
+    call_id: str
+    duration_ms: int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "call_id": self.call_id, "duration_ms": self.duration_ms}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> UserSpeech:
+        return cls(_call_id(data, cls.TYPE), whole_number(data.get("duration_ms")))
+
+
+@dataclass(frozen=True)
+class Text:
+    """The model's own words on a call."""
+
+    TYPE: ClassVar[str] = "text"
+    call_id: str
+    text: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "call_id": self.call_id, "text": self.text}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Text:
+        return cls(_call_id(data, cls.TYPE), text(data.get("text")))
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    TYPE: ClassVar[str] = "dtmf"
+    call_id: str
+    digit: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "call_id": self.call_id, "digit": self.digit}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Dtmf:
+        return cls(_call_id(data, cls.TYPE), text(data.get("digit")))
+
+
+def _request_id(value: object) -> str | int | None:
+    if isinstance(value, str) or whole_number(value) is not None:
+        return value  # type: ignore[return-value]
+    return None
+
+
+@dataclass(frozen=True)
+class SuggestionApplied:
+    TYPE: ClassVar[str] = "suggestion_applied"
+    call_id: str
+    text: str | None = None
+    request_id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_id": self.call_id},
+            request_id=self.request_id,
+        ) | {"text": self.text}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionApplied:
+        return cls(
+            _call_id(data, cls.TYPE), text(data.get("text")), _request_id(data.get("request_id"))
+        )
+
+
+@dataclass(frozen=True)
+class SuggestionRejected:
+    """A refused suggestion; ``call_id`` is None when the sender named no call."""
+
+    TYPE: ClassVar[str] = "suggestion_rejected"
+    call_id: str | None
+    reason: str | None = None
+    request_id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_id": self.call_id, "reason": self.reason},
+            request_id=self.request_id,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionRejected:
+        return cls(
+            text(data.get("call_id")), text(data.get("reason")), _request_id(data.get("request_id"))
+        )
+
+
+@dataclass(frozen=True)
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+    id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE}, id=self.id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Pong:
+        return cls(_request_id(data.get("id")))
+
+
+@dataclass(frozen=True)
+class Error:
+    """The bridge refused a command; the connection stays open."""
+
+    TYPE: ClassVar[str] = "error"
+    message: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "message": self.message}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Error:
+        value = data.get("message")
+        return cls(value if isinstance(value, str) else str(value))
+
+
+Event = (
+    Hello
+    | Snapshot
+    | InstanceStatus
+    | CallStarted
+    | CallStats
+    | CallEnded
+    | UserSpeech
+    | Text
+    | Dtmf
+    | SuggestionApplied
+    | SuggestionRejected
+    | Pong
+    | Error
+)
+
+_EVENTS: dict[str, Any] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Snapshot,
+        InstanceStatus,
+        CallStarted,
+        CallStats,
+        CallEnded,
+        UserSpeech,
+        Text,
+        Dtmf,
+        SuggestionApplied,
+        SuggestionRejected,
+        Pong,
+        Error,
+    )
+}
+EVENT_TYPES = tuple(_EVENTS)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded bridge message: the event, and the ``ts``/``instance`` it was stamped with."""
+
+    event: Event
+    ts: str | None = None
+    instance: str | None = None
+
+
+def stamp(event: Event, ts: str, instance: str) -> dict[str, Any]:
+    """The message as the bridge sends it: ``type``, ``ts``, ``instance``, then the fields."""
+    body = event.encode()
+    return {"type": body.pop("type"), "ts": ts, "instance": instance, **body}
+
+
+def decode_event(data: Mapping[str, Any]) -> Envelope:
+    """One bridge message (a decoded JSON object) as a typed event; BadMessage if unusable."""
+    event_type = message_type(data, EVENT_TYPES)
+    cls = _EVENTS.get(event_type)
+    if cls is None:
+        raise BadMessage(f"unknown event type {event_type[:40]!r}", "type")
+    event: Event = cls.decode(data)
+    return Envelope(event, text(data.get("ts")), text(data.get("instance")))
+
+
+# ---------------------------------------------------------------------------------------
+# Supervisor -> bridge
+# ---------------------------------------------------------------------------------------
+
+COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping")
+
+
+@dataclass(frozen=True)
+class InjectSuggestion:
+    """Queue ``text`` for a call; without ``call_id`` the bridge's only live call is meant.
+
+    The decoder checks types only: the bridge answers a text or priority beyond the limits
+    (:func:`suggestion_problem`) with ``suggestion_rejected``, naming the call.
+    """
+
+    TYPE: ClassVar[str] = "inject_suggestion"
+    text: str
+    call_id: str | None = None
+    priority: str = "normal"
+    request_id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_id": self.call_id, "text": self.text},
+        ) | _present({"priority": self.priority}, request_id=self.request_id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> InjectSuggestion:
+        call_id = data.get("call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise BadMessage(f"call_id must be a string, got {kind(call_id)}", "call_id")
+        priority = data.get("priority", "normal")
+        if not isinstance(priority, str):
+            raise BadMessage(f"priority must be one of {', '.join(PRIORITIES)}", "priority")
+        return cls(
+            text=required_text(data, "text", cls.TYPE, allow_empty=True),
+            call_id=call_id,
+            priority=priority,
+            request_id=_request_id(data.get("request_id")),
+        )
+
+
+@dataclass(frozen=True)
+class Hangup:
+    TYPE: ClassVar[str] = "hangup"
+    call_id: str
+    reason: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE, "call_id": self.call_id}, reason=self.reason)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Hangup:
+        call_id = data.get("call_id")
+        if not isinstance(call_id, str):
+            raise BadMessage(f"hangup needs a call_id string, got {kind(call_id)}", "call_id")
+        return cls(call_id, optional_text(data, "reason", cls.TYPE))
+
+
+@dataclass(frozen=True)
+class RequestSnapshot:
+    TYPE: ClassVar[str] = "snapshot"
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE}
+
+
+@dataclass(frozen=True)
+class Ping:
+    TYPE: ClassVar[str] = "ping"
+    id: Any = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE}, id=self.id)
+
+
+Command = InjectSuggestion | Hangup | RequestSnapshot | Ping
+
+
+def decode_command(raw: str | bytes, max_bytes: int) -> Command:
+    """One supervisor command from its text; BadMessage with the sentence to answer with."""
+    data = load_object(raw, max_bytes)
+    command_type = data.get("type")
+    if command_type == "inject_suggestion":
+        return InjectSuggestion.decode(data)
+    if command_type == "hangup":
+        return Hangup.decode(data)
+    if command_type == "snapshot":
+        return RequestSnapshot()
+    if command_type == "ping":
+        # Echoed as it came: the id is the sender's, whatever JSON value it chose.
+        return Ping(data.get("id"))
+    shown = command_type if isinstance(command_type, str) else kind(command_type)
+    raise BadMessage(
+        f"unknown command type {shown[:64]!s}; expected inject_suggestion, hangup, snapshot "
+        "or ping",
+        "type",
+    )

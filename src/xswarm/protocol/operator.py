@@ -1,0 +1,385 @@
+"""The supervisor ⇄ operator wire (``WS /ws``, docs/SUPERVISOR_API.md), sans-I/O.
+
+Operators (the TUI, scripts) send commands; :func:`decode_command` turns their text into a
+typed command or a :class:`BadMessage` whose sentence goes back in an ``error``, because the
+operator reading it is usually debugging their own client. Parsing never raises anything
+else, whatever the bytes.
+
+The supervisor answers with ``auth_result``, ``snapshot`` (:class:`InstanceInfo` and
+:class:`CallInfo` records: the one shape of an instance and a call on this wire), the bridge
+events of :mod:`xswarm.protocol.control` relayed under the supervisor's instance name, its own
+``instance_state``/``instance_removed``, ``pong`` and ``error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from xswarm.protocol.control import PRIORITIES, MemoryLimits
+from xswarm.protocol.values import (
+    BadMessage,
+    finite_number,
+    load_object,
+    mapping,
+    message_type,
+    optional_id,
+    optional_text,
+    required_text,
+    text,
+    unknown_type,
+    whole_number,
+)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_ID_CHARS = 128
+INSTANCE_STATES = ("up", "down", "draining", "stale")
+# "unknown": the supervisor lost the call's instance and keeps the call until it knows.
+CALL_STATES = ("active", "unknown")
+
+# ---------------------------------------------------------------------------------------
+# Operator -> supervisor
+# ---------------------------------------------------------------------------------------
+
+COMMAND_TYPES = ("auth", "subscribe", "ping", "inject_suggestion", "hangup")
+
+
+@dataclass(frozen=True)
+class Auth:
+    TYPE: ClassVar[str] = "auth"
+    token: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "token": self.token}
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    TYPE: ClassVar[str] = "subscribe"
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE}
+
+
+@dataclass(frozen=True)
+class Ping:
+    TYPE: ClassVar[str] = "ping"
+    id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE} if self.id is None else {"type": self.TYPE, "id": self.id}
+
+
+@dataclass(frozen=True)
+class InjectSuggestion:
+    TYPE: ClassVar[str] = "inject_suggestion"
+    text: str
+    priority: str = "normal"
+    call_id: str | None = None
+    request_id: str | int | None = None
+    instance: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": self.TYPE}
+        if self.call_id is not None:
+            message["call_id"] = self.call_id
+        message.update(text=self.text, priority=self.priority)
+        if self.request_id is not None:
+            message["request_id"] = self.request_id
+        if self.instance is not None:
+            message["instance"] = self.instance
+        return message
+
+
+@dataclass(frozen=True)
+class Hangup:
+    TYPE: ClassVar[str] = "hangup"
+    call_id: str
+    instance: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        message = {"type": self.TYPE, "call_id": self.call_id}
+        if self.instance is not None:
+            message["instance"] = self.instance
+        return message
+
+
+Command = Auth | Subscribe | Ping | InjectSuggestion | Hangup
+
+
+def decode_command(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
+    """Decode and validate one operator message."""
+    data = load_object(raw, max_bytes)
+    kind = message_type(data, COMMAND_TYPES)
+    if kind == "auth":
+        return Auth(token=required_text(data, "token", kind))
+    if kind == "subscribe":
+        return Subscribe()
+    if kind == "ping":
+        return Ping(id=optional_id(data, "id", kind, MAX_ID_CHARS))
+    if kind == "inject_suggestion":
+        priority = optional_text(data, "priority", kind) or "normal"
+        if priority not in PRIORITIES:
+            raise BadMessage(
+                f'"priority" must be one of {", ".join(PRIORITIES)}, got {priority!r}', "priority"
+            )
+        return InjectSuggestion(
+            text=required_text(data, "text", kind, allow_empty=True),
+            priority=priority,
+            call_id=optional_text(data, "call_id", kind),
+            request_id=optional_id(data, "request_id", kind, MAX_ID_CHARS),
+            instance=optional_text(data, "instance", kind),
+        )
+    if kind == "hangup":
+        return Hangup(
+            call_id=required_text(data, "call_id", kind),
+            instance=optional_text(data, "instance", kind),
+        )
+    raise unknown_type(kind, COMMAND_TYPES)
+
+
+# ---------------------------------------------------------------------------------------
+# Supervisor -> operator
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    TYPE: ClassVar[str] = "auth_result"
+    success: bool
+    message: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "success": self.success, "message": self.message}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> AuthResult:
+        """Only ``success: true`` is success; a missing message reads as empty."""
+        message = data.get("message")
+        return cls(data.get("success") is True, "" if message is None else str(message))
+
+
+@dataclass(frozen=True)
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+    id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE} if self.id is None else {"type": self.TYPE, "id": self.id}
+
+
+@dataclass(frozen=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    message: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "message": self.message}
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One supervised voice instance as operators see it (``snapshot``, ``instance_state``)."""
+
+    name: str
+    url: str | None = None
+    state: str | None = None
+    engine: str | None = None
+    active_calls: int | None = None
+    max_concurrent_calls: int | None = None
+    tick_p50_ms: float | None = None
+    tick_p99_ms: float | None = None
+    cpu: float | None = None
+    rss: int | None = None
+    limits: MemoryLimits = field(default_factory=MemoryLimits)
+    restarts: int | None = None
+    last_seen: str | None = None
+    version: str | None = None
+    pid: int | None = None
+    error: str | None = None
+    bridge_name: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "state": self.state,
+            "engine": self.engine,
+            "active_calls": self.active_calls,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "tick_p50_ms": self.tick_p50_ms,
+            "tick_p99_ms": self.tick_p99_ms,
+            "cpu": self.cpu,
+            "rss": self.rss,
+            "limits": self.limits.encode(),
+            "restarts": self.restarts,
+            "last_seen": self.last_seen,
+            "version": self.version,
+            "pid": self.pid,
+            "error": self.error,
+            "bridge_name": self.bridge_name,
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> InstanceInfo:
+        """Tolerant like bridge events: only ``name`` is required; bad fields read as absent."""
+        return cls(
+            name=required_text(data, "name", "instance"),
+            url=text(data.get("url")),
+            state=text(data.get("state")),
+            engine=text(data.get("engine")),
+            active_calls=whole_number(data.get("active_calls")),
+            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
+            tick_p50_ms=finite_number(data.get("tick_p50_ms")),
+            tick_p99_ms=finite_number(data.get("tick_p99_ms")),
+            cpu=finite_number(data.get("cpu")),
+            rss=whole_number(data.get("rss")),
+            limits=MemoryLimits.decode(data.get("limits")) or MemoryLimits(),
+            restarts=whole_number(data.get("restarts")),
+            last_seen=text(data.get("last_seen")),
+            version=text(data.get("version")),
+            pid=whole_number(data.get("pid")),
+            error=text(data.get("error")),
+            bridge_name=text(data.get("bridge_name")),
+        )
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC)."""
+
+    call_id: str
+    instance: str | None = None
+    transport: str | None = None
+    remote: str | None = None
+    caller: str | None = None
+    stream_sid: str | None = None
+    call_sid: str | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+    level_in_dbfs: float | None = None
+    level_out_dbfs: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    frames_in: int | None = None
+    frames_out: int | None = None
+    late_frames: int | None = None
+    suggestions: int | None = None
+    state: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "instance": self.instance,
+            "transport": self.transport,
+            "remote": self.remote,
+            "caller": self.caller,
+            "stream_sid": self.stream_sid,
+            "call_sid": self.call_sid,
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "level_in_dbfs": self.level_in_dbfs,
+            "level_out_dbfs": self.level_out_dbfs,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p99_ms": self.latency_p99_ms,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "late_frames": self.late_frames,
+            "suggestions": self.suggestions,
+            "state": self.state,
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CallInfo:
+        """Tolerant: only ``call_id`` is required; bad fields read as absent."""
+        return cls(
+            call_id=required_text(data, "call_id", "call"),
+            instance=text(data.get("instance")),
+            transport=text(data.get("transport")),
+            remote=text(data.get("remote")),
+            caller=text(data.get("caller")),
+            stream_sid=text(data.get("stream_sid")),
+            call_sid=text(data.get("call_sid")),
+            started_at=text(data.get("started_at")),
+            duration_s=finite_number(data.get("duration_s")),
+            level_in_dbfs=finite_number(data.get("level_in_dbfs")),
+            level_out_dbfs=finite_number(data.get("level_out_dbfs")),
+            latency_p50_ms=finite_number(data.get("latency_p50_ms")),
+            latency_p99_ms=finite_number(data.get("latency_p99_ms")),
+            frames_in=whole_number(data.get("frames_in")),
+            frames_out=whole_number(data.get("frames_out")),
+            late_frames=whole_number(data.get("late_frames")),
+            suggestions=whole_number(data.get("suggestions")),
+            state=text(data.get("state")),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the supervisor knows now; entries without a usable name or id are skipped."""
+
+    TYPE: ClassVar[str] = "snapshot"
+    ts: str
+    instances: tuple[InstanceInfo, ...] = ()
+    calls: tuple[CallInfo, ...] = ()
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "ts": self.ts,
+            "instances": [i.encode() for i in self.instances],
+            "calls": [c.encode() for c in self.calls],
+        }
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Snapshot:
+        return cls(
+            ts=text(data.get("ts")) or "",
+            instances=tuple(_each(data.get("instances"), InstanceInfo.decode)),
+            calls=tuple(_each(data.get("calls"), CallInfo.decode)),
+        )
+
+
+def _each(value: object, decode: Any) -> list[Any]:
+    out = []
+    for item in value if isinstance(value, list) else []:
+        if mapping(item) is None:
+            continue
+        try:
+            out.append(decode(item))
+        except BadMessage:
+            continue
+    return out
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """An instance changed state (``up``, ``down``, ``stale``, ``draining``) and why."""
+
+    TYPE: ClassVar[str] = "instance_state"
+    ts: str
+    instance: str
+    state: str
+    reason: str | None
+    info: InstanceInfo
+
+    def encode(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "ts": self.ts,
+            "instance": self.instance,
+            "state": self.state,
+            "reason": self.reason,
+            "info": self.info.encode(),
+        }
+
+
+@dataclass(frozen=True)
+class InstanceRemoved:
+    TYPE: ClassVar[str] = "instance_removed"
+    instance: str
+    ts: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "instance": self.instance, "ts": self.ts}

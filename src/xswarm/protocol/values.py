@@ -1,0 +1,132 @@
+"""Reading JSON values from a peer: the one place that decides what counts as a number or text.
+
+Both wires (bridge ⇄ supervisor in ``control``, supervisor ⇄ TUI in ``operator``) read their
+fields through these functions, so the three processes agree on what a peer may send. Numbers
+must be finite: a NaN or an infinity from a peer is treated as absent, because it would
+poison every sort, sum and chart downstream. Booleans are not numbers, though JSON's
+``true`` is an ``int`` to Python.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from xswarm.errors import ProtocolError
+
+INVALID_DATA = 1007  # WebSocket close code: invalid frame payload data
+
+
+class BadMessage(ProtocolError):
+    """A message we refuse; ``str()`` is the sentence sent back, ``field`` the culprit, if any."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message, INVALID_DATA)
+
+
+def kind(value: object) -> str:
+    """What a JSON value is, in words, for error messages ("a number", "an array", "null")."""
+    return {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def load_object(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
+    """One JSON text message as an object with a string ``type``; BadMessage says what is off."""
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise BadMessage(f"message is {size} bytes; the limit is {max_bytes}")
+    if isinstance(raw, bytes):
+        raise BadMessage("binary messages are not accepted; send JSON text")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise BadMessage(f"invalid JSON: {exc.msg} at {where}") from None
+    except RecursionError:
+        raise BadMessage("invalid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"expected a JSON object, got {kind(data)}")
+    return data
+
+
+def message_type(data: Mapping[str, Any], expected: tuple[str, ...]) -> str:
+    """The ``type`` of a decoded object; BadMessage when it is missing or not a string."""
+    value = data.get("type")
+    if value is None:
+        raise BadMessage('missing "type"; expected one of ' + ", ".join(expected), "type")
+    if not isinstance(value, str):
+        raise BadMessage(f'"type" must be a string, got {kind(value)}', "type")
+    return value
+
+
+def unknown_type(value: str, expected: tuple[str, ...]) -> BadMessage:
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    return BadMessage(f"unknown type {shown!r}; expected one of {', '.join(expected)}", "type")
+
+
+def finite_number(value: object) -> int | float | None:
+    """The value when it is a finite JSON number (kept as int or float), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def whole_number(value: object) -> int | None:
+    """The value when it is a JSON integer (not a boolean), else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def required_text(data: Mapping[str, Any], key: str, where: str, allow_empty: bool = False) -> str:
+    """A string field that must be there; BadMessage names the message, the field and the fix."""
+    if key not in data:
+        raise BadMessage(f'{where}: missing "{key}"', key)
+    value = data[key]
+    if not isinstance(value, str):
+        raise BadMessage(f'{where}: "{key}" must be a string, got {kind(value)}', key)
+    if not value and not allow_empty:
+        raise BadMessage(f'{where}: "{key}" must not be empty', key)
+    return value
+
+
+def optional_text(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A string field that may be absent or null; any other type is refused."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadMessage(f'{where}: "{key}" must be a string, got {kind(value)}', key)
+    return value
+
+
+def optional_id(data: Mapping[str, Any], key: str, where: str, max_chars: int) -> str | int | None:
+    """A correlation id: a string of at most ``max_chars`` or an integer, or absent."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadMessage(f'{where}: "{key}" must be a string or an integer, got {kind(value)}', key)
+    if isinstance(value, str) and len(value) > max_chars:
+        raise BadMessage(f'{where}: "{key}" is longer than {max_chars} characters', key)
+    return value
+
+
+def mapping(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
