@@ -359,6 +359,7 @@ async def measure(
     seconds: float,
     warmup: float,
     key_presses: int,
+    extra: list[str],
 ) -> Point:
     width, height = (int(v) for v in size.split("x"))
     home = tmp / f"home-{label}-{calls}-{size}"
@@ -369,7 +370,7 @@ async def measure(
         "XDG_CONFIG_HOME": str(home),
         "TERM": "xterm-256color",
     }
-    command = [str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url]
+    command = [str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url, *extra]
     tmux = Tmux(home, width, height, command, env)
     try:
         loaded = await wait_for(lambda: f"{calls // 10}" in tmux.header(), 60)
@@ -407,9 +408,9 @@ async def measure(
 
 async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
     rates = Rates(args.speech_rate, args.text_rate, args.call_length)
-    sources = [("new", SRC)]
+    sources = [("new", SRC, args.dashboard_args.split())]
     if args.baseline_src:
-        sources.append(("base", args.baseline_src))
+        sources.append(("base", args.baseline_src, []))
     points: list[Point] = []
     for calls in args.calls:
         bridges = [
@@ -425,12 +426,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
             await asyncio.sleep(2)
             rate_before, t0 = sum(b.published for b in bridges), time.monotonic()
             for size in args.sizes:
-                for label, src in sources:
-                    points.append(
-                        await measure(
-                            tmp, label, src, sup, calls, size, args.seconds, args.warmup, args.keys
-                        )
-                    )
+                for label, src, extra in sources:
+                    timing = (args.seconds, args.warmup, args.keys)
+                    points.append(await measure(tmp, label, src, sup, calls, size, *timing, extra))
             rate = (sum(b.published for b in bridges) - rate_before) / (time.monotonic() - t0)
             print(f"  fleet of {calls} calls on {len(bridges)} fake bridges: {rate:.0f} events/s")
         finally:
@@ -451,6 +449,9 @@ def main() -> None:
     parser.add_argument("--text-rate", type=float, default=0.5, help="text events/call/s")
     parser.add_argument("--call-length", type=float, default=120, help="mean call length, s")
     parser.add_argument("--baseline-src", help="also run the dashboard from this src tree")
+    parser.add_argument(
+        "--dashboard-args", default="", help="extra options for this tree's dashboard: --no-nice"
+    )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]
     args.sizes = args.sizes.split(",")
