@@ -249,7 +249,7 @@ class Tmux:
     """A private tmux server with one window running the dashboard."""
 
     def __init__(self, tmp: Path, width: int, height: int, command: list[str], env: dict[str, str]):
-        self.socket = f"xswarm-bench-{os.getpid()}"
+        self.socket = f"xswarm-bench-{os.getpid()}-{tmp.name}"  # one tmux server per point
         self.base = ["tmux", "-L", self.socket, "-f", "/dev/null"]
         script = tmp / "dashboard.sh"
         exports = "".join(f"export {k}={json.dumps(v)}\n" for k, v in env.items())

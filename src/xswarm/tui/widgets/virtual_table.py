@@ -170,6 +170,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def set_order(self, order: Sequence[str], keep: str | None = None) -> None:
         """The keys of every row, in display order; the cursor stays on ``keep`` (or its row)."""
         keep = keep or self._cursor_key
+        was_at = self.cursor_row
         new_order = list(order)
         if new_order != self.order:
             self.order = new_order
@@ -182,8 +183,8 @@ class VirtualTable(ScrollView, can_focus=True):
         if keep is not None and keep in self._index:
             self._cursor_key = keep
         elif self.order:
-            index = min(self._index.get(self._cursor_key or "", 0), len(self.order) - 1)
-            self._cursor_key = self.order[index]
+            # The cursor's row is gone: the cursor stays where it was on screen.
+            self._cursor_key = self.order[min(was_at, len(self.order) - 1)]
         else:
             self._cursor_key = None
         self._scroll_to_cursor()
