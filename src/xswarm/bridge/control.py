@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from xswarm import __version__
-from xswarm.bridge.events import EventHub, Subscriber
-from xswarm.bridge.host import CONTROL_HOST
+from xswarm.bridge.events import Subscriber
+from xswarm.bridge.host import CONTROL_HOST, ControlHost
 from xswarm.protocol import control
 from xswarm.protocol.auth import TOKEN_ENV, Decision, bearer_token, decide, trusted_peer
 from xswarm.protocol.values import BadMessage
@@ -66,16 +65,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     sender = asyncio.create_task(_send_events(ws, subscriber))
     try:
         hello = control.Hello(__version__, os.getpid(), bridge.engine.name, bridge.max_calls)
-        await ws.send_str(_message(hub, hello.encode()))
-        await ws.send_str(hub.message("snapshot", bridge.snapshot()))
+        await ws.send_str(hub.message(hello))
+        await ws.send_str(hub.message(bridge.snapshot()))
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 reply = await _command(bridge, message.data)
                 if reply is not None:
-                    await ws.send_str(_message(hub, reply))
+                    await ws.send_str(hub.message(reply))
             elif message.type == WSMsgType.BINARY:
                 refusal = control.Error("binary message: commands are JSON text")
-                await ws.send_str(_message(hub, refusal.encode()))
+                await ws.send_str(hub.message(refusal))
             if subscriber.closed:
                 await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")
                 break
@@ -86,12 +85,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
         sender.cancel()
         log.info("supervisor from %s unsubscribed", request.remote)
     return ws
-
-
-def _message(hub: EventHub, encoded: dict[str, Any]) -> str:
-    """An encoded message stamped with the hub's ``ts`` and ``instance``, as text."""
-    body = dict(encoded)
-    return hub.message(body.pop("type"), body)
 
 
 async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
@@ -106,21 +99,19 @@ async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> Non
         return
 
 
-async def _command(bridge: Any, data: str) -> dict[str, Any] | None:
+async def _command(bridge: ControlHost, data: str) -> control.Event | None:
     """Run one command; returns a direct reply (pong, snapshot, error) or None."""
     try:
         command = control.decode_command(data, bridge.config.bridge.max_message_bytes)
     except BadMessage as exc:
-        return control.Error(str(exc)).encode()
+        return control.Error(str(exc))
     if isinstance(command, control.Ping):
-        reply = control.Pong().encode()
-        if command.id is not None:
-            reply["id"] = command.id
-        return reply
+        # Echoed as it came: the id is the sender's, whatever JSON value it chose.
+        return control.Pong(command.id)
     if isinstance(command, control.RequestSnapshot):
-        return {"type": "snapshot", **bridge.snapshot()}
+        return bridge.snapshot()
     if isinstance(command, control.InjectSuggestion):
         bridge.queue_suggestion(command.call_id, command.text, command.priority, command.request_id)
         return None
     problem = await bridge.hangup(command.call_id)
-    return None if problem is None else control.Error(problem).encode()
+    return None if problem is None else control.Error(problem)

@@ -29,7 +29,7 @@ from xswarm.bridge.session import (
     serve_call,
 )
 from xswarm.errors import ProtocolError
-from xswarm.protocol import twilio
+from xswarm.protocol import control, twilio
 
 TELEPHONE_RATE = 8000
 # Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
@@ -105,9 +105,7 @@ class TwilioSession(CallSession):
             pcm = self._upsample.process(mulaw.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
-                self.host.publish(
-                    "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
-                )
+                self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
             return False
         if isinstance(event, twilio.Start):
             return await self._start(event)
@@ -115,7 +113,7 @@ class TwilioSession(CallSession):
             return True
         if isinstance(event, twilio.Dtmf):
             if self.call.state is CallState.STARTED:
-                self.host.publish("dtmf", {"call_id": self.call.call_id, "digit": event.digit})
+                self.host.publish(control.Dtmf(self.call.call_id, event.digit))
             return False
         if isinstance(event, twilio.Unknown) and event.event not in self._unknown_logged:
             self._unknown_logged.add(event.event)
@@ -150,7 +148,7 @@ class TwilioSession(CallSession):
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
-            self.host.publish("text", {"call_id": self.call.call_id, "text": text})
+            self.host.publish(control.Text(self.call.call_id, text))
         if pcm is None or self.outbound is None:
             return
         telephone = self._downsample.process(pcm)
