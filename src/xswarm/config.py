@@ -483,6 +483,8 @@ def _check_hosts(config: Config) -> None:
 
 def url_host_problem(url: str) -> str | None:
     """Why a control URL's host or port is unusable; None when both are sound."""
+    if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
+        return f"{url!r} holds control or space characters"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port

@@ -141,6 +141,7 @@ class Facts:
     units_release: str | None = None
     current_release: str | None = None
     service_user: str = "xswarm"
+    service_group: str = "xswarm"
     # Paths root relies on besides .env (``FileFacts.role`` names each one's rule).
     paths: list[FileFacts] = field(default_factory=list)
     # The tokens .env provides; None when .env could not be read safely.
@@ -181,7 +182,7 @@ def _env_file(facts: Facts) -> list[Finding]:
                 f"-m 600 -o root -g root deploy/env.example {env.path}",
             )
         ]
-    out = path_findings(env, facts.service_user, ".env")
+    out = path_findings(env, facts.service_user, facts.service_group, ".env")
     return out or [Finding(OK, ".env", f"{env.path}: owner root, mode 600")]
 
 
@@ -189,7 +190,7 @@ def _paths(facts: Facts) -> list[Finding]:
     out = []
     for path in facts.paths:
         if path.exists:
-            out += path_findings(path, facts.service_user, "permissions")
+            out += path_findings(path, facts.service_user, facts.service_group, "permissions")
     if facts.paths and not out:
         out.append(
             Finding(OK, "permissions", f"{len(facts.paths)} paths owned and moded as expected")
@@ -197,15 +198,16 @@ def _paths(facts: Facts) -> list[Finding]:
     return out
 
 
-def path_findings(path: FileFacts, service_user: str, topic: str) -> list[Finding]:
+def path_findings(
+    path: FileFacts, service_user: str, service_group: str, topic: str
+) -> list[Finding]:
     """What is wrong with one path's owner, group, mode or kind, each with its fix."""
     rule = PATH_RULES[path.role]
-
-    def name(who: str) -> str:
-        return service_user if who == "service" else who
-
-    owner = name(rule.owner)
-    group = name(rule.group) if rule.group else ("root" if owner == "root" else service_user)
+    owner = service_user if rule.owner == "service" else "root"
+    if rule.group:
+        group = service_group if rule.group == "service" else "root"
+    else:
+        group = "root" if owner == "root" else service_group
     reinstall = "sudo xswarm install (sets the ownership it expects)"
     if path.kind == "symlink":
         return [

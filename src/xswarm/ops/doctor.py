@@ -120,12 +120,21 @@ def token_facts(env: FileFacts) -> tuple[list[TokenFacts] | None, bool]:
     return out, shared
 
 
+def service_group(user: str) -> str:
+    """The service account's primary group (``useradd -U`` names it after the user)."""
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return user
+
+
 def gather(layout: Layout, config_path: Path) -> Facts:
     env_facts = path_facts(layout.env_file, ".env")
     files = installed_units(layout)
     facts = Facts(
         env_file=env_facts, executables=executables(files), service_user=layout.service_user
     )
+    facts.service_group = service_group(layout.service_user)
     facts.paths = owned_paths(layout)
     facts.tokens, facts.tokens_shared = token_facts(env_facts)
     facts.config_source = str(config_path) if config_path.exists() else ""
