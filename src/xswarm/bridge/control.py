@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm import __version__
 from xswarm.bridge.events import EventHub, Subscriber
+from xswarm.bridge.host import CONTROL_HOST
 from xswarm.protocol import control
 from xswarm.protocol.auth import TOKEN_ENV, Decision, bearer_token, decide, trusted_peer
 from xswarm.protocol.values import BadMessage
@@ -48,7 +49,7 @@ def authorize(request: web.Request) -> str | None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    bridge = request.app["bridge"]
+    bridge = request.app[CONTROL_HOST]
     problem = authorize(request)
     if problem is not None:
         return web.json_response(

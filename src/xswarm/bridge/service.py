@@ -74,10 +74,10 @@ class VoiceDaemon:
         self.bridge = bridge
 
     def endpoint(self) -> Endpoint:
-        settings = self.bridge.bridge_settings
+        settings = self.bridge.config.bridge
         return Endpoint(
-            settings["host"],
-            settings["port"],
+            settings.host,
+            settings.port,
             setting="[voice.bridge]",
             flags="--port or --instance N",
             backlog=LISTEN_BACKLOG,
@@ -120,7 +120,7 @@ class VoiceDaemon:
     def begin_drain(self) -> float:
         bridge = self.bridge
         bridge.state = "draining"
-        timeout = float(bridge.bridge_settings["drain_timeout"])
+        timeout = bridge.config.bridge.drain_timeout
         log.info("draining %d active calls (up to %g s)", bridge.active_calls, timeout)
         return timeout if bridge.active_calls else 0.0
 
