@@ -18,8 +18,11 @@ a live process can apply and what it must report as needing a restart.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -420,7 +423,65 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP literal nor an RFC 1123 hostname; None when it is one.
+
+    Hosts are written into unit files and haproxy.cfg by root, so anything else (a newline,
+    a space, a quote) is refused here rather than escaped there.
+    """
+    if not host:
+        return "expected an IP address or a hostname, got an empty string"
+    if not host.isascii() or not host.isprintable() or any(c.isspace() for c in host):
+        return f"expected an IP address or a hostname, got {host!r} (control or space characters)"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        return f"expected an IP address or an RFC 1123 hostname, got {host!r}"
+    return None
+
+
+def _check_hosts(config: Config) -> None:
+    hosts = [
+        ("[voice.bridge] host", config.bridge.host),
+        ("[dashboard] host", config.dashboard.host),
+    ]
+    for number, overrides in config.instances.items():
+        if "host" in overrides:
+            hosts.append((f"[voice.bridge.instances.{number}] host", overrides["host"]))
+    for where, host in hosts:
+        problem = host_problem(host)
+        if problem:
+            raise ConfigError(config.source, where, problem)
+    for url in config.dashboard.instances:
+        problem = url_host_problem(url)
+        if problem:
+            raise ConfigError(config.source, "[dashboard] instances", problem)
+
+
+def url_host_problem(url: str) -> str | None:
+    """Why a control URL's host or port is unusable; None when both are sound."""
+    if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
+        return f"{url!r} holds control or space characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{url!r} has port {port}; expected 1 to 65535"
+    problem = host_problem(parts.hostname or "")
+    return f"{url!r}: {problem}" if problem else None
+
+
 def _check_cross(config: Config) -> None:
+    _check_hosts(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

@@ -27,7 +27,7 @@ WH = "/mnt/wh"
 TESTS = "/mnt/tests"
 XSWARM = "/opt/xswarm/current/venv/bin/xswarm"
 PY = "/opt/xswarm/current/venv/bin/python"
-TOKEN = "e2e-supervisor-token"
+TOKEN = "e2e-supervisor-token-long-enough-for-doctor"
 TEST_CONFIG = """\
 [voice.bridge]
 engine = "echo"
@@ -141,8 +141,8 @@ def bootstrap_install(box: nspawn.Container, version: str = "0.1.0", args: str =
 def configure(box: nspawn.Container, config: str = TEST_CONFIG) -> None:
     box.sh(
         f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
-        f"chown xswarm:xswarm /opt/xswarm/config.toml && "
-        f"sed -i 's/^# XSWARM_SUPERVISOR_TOKEN=$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
+        f"chown root:xswarm /opt/xswarm/config.toml && "
+        f"sed -i 's/^XSWARM_SUPERVISOR_TOKEN=.*$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
         "/opt/xswarm/.env"
     )
 
