@@ -55,6 +55,7 @@ class Bridge:
         self.frames_out = 0
         self.late_frames = 0
         self.dropped_frames = 0
+        self.unknown_events = 0
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.reloads: Counter[str] = Counter()
@@ -399,6 +400,12 @@ class Bridge:
             "counter",
             "Frames dropped because a client did not read.",
             self.dropped_frames + sum(s.call.dropped_frames for s in live),
+        )
+        expo.metric(
+            "xswarm_twilio_unknown_events_total",
+            "counter",
+            "Twilio events of a kind this version does not know (each call logs 4 names).",
+            self.unknown_events,
         )
         expo.histogram("xswarm_tick_duration_seconds", "Engine tick duration.", self.tick_histogram)
         expo.metric(
