@@ -28,6 +28,7 @@ TESTS = "/mnt/tests"
 XSWARM = "/opt/xswarm/current/venv/bin/xswarm"
 PY = "/opt/xswarm/current/venv/bin/python"
 TOKEN = "e2e-supervisor-token"
+CONTROL_TOKEN = "e2e-control-token"
 TEST_CONFIG = """\
 [voice.bridge]
 engine = "echo"
@@ -143,7 +144,9 @@ def configure(box: nspawn.Container, config: str = TEST_CONFIG) -> None:
         f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
         f"chown xswarm:xswarm /opt/xswarm/config.toml && "
         f"sed -i 's/^# XSWARM_SUPERVISOR_TOKEN=$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
-        "/opt/xswarm/.env"
+        "/opt/xswarm/.env && "
+        "{ grep -q '^XSWARM_CONTROL_TOKEN=' /opt/xswarm/.env || "
+        f"echo 'XSWARM_CONTROL_TOKEN={CONTROL_TOKEN}' >> /opt/xswarm/.env; }}"
     )
 
 
