@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -44,6 +45,19 @@ def escape(text: str) -> str:
     return _UNPRINTABLE.sub(_escape_one, text)
 
 
+def _traceback_lines(exc_info: Any) -> list[str]:
+    """A traceback, one line per frame line; an exception's own text (which may quote a peer)
+    stays on one escaped line."""
+    lines: list[str] = []
+    for chunk in traceback.TracebackException(*exc_info).format():
+        ours = chunk.startswith(("  ", "Traceback ", "\nThe above", "\nDuring handling"))
+        if ours:
+            lines += [escape(line) for line in chunk.rstrip("\n").split("\n")]
+        else:
+            lines.append(escape(chunk.rstrip("\n")))
+    return lines
+
+
 class JournalFormatter(logging.Formatter):
     """``<3>xswarm.bridge: call=c1 message`` under systemd; a timestamp when on a terminal."""
 
@@ -58,7 +72,7 @@ class JournalFormatter(logging.Formatter):
         prefix = f"call={call_id} " if call_id else ""
         lines = [escape(f"{record.name}: {prefix}{record.getMessage()}")]
         if record.exc_info:
-            lines += [escape(line) for line in self.formatException(record.exc_info).split("\n")]
+            lines += _traceback_lines(record.exc_info)
         if self.with_time:
             level = logging.getLevelName(record.levelno)[:4]
             lines[0] = f"{self.formatTime(record, '%H:%M:%S')} {level} {lines[0]}"

@@ -116,7 +116,7 @@ async def test_a_local_user_failing_on_purpose_cannot_lock_the_operator_out(
 
             attack = [asyncio.create_task(guess(n)) for n in range(12)]
             async with asyncio.timeout(30):
-                while await guess(100) != 429:
+                while await guess(100) != 429:  # noqa: ASYNC110 (another process)
                     await asyncio.sleep(0.1)
             # Locked out as an address; the operator, from the same address, is not.
             started = time.monotonic()
@@ -209,9 +209,11 @@ def test_a_non_utf8_bearer_token_is_a_401_not_a_500(tmp_path: Path) -> None:
 async def test_the_supervisor_shows_bridges_only_the_control_token(tmp_path: Path) -> None:
     """The bridge faces the internet: it must never receive the operators' token."""
     seen: list[str | None] = []
+    connected = asyncio.Event()
 
     async def control(request: web.Request) -> web.StreamResponse:
         seen.append(request.headers.get("Authorization"))
+        connected.set()
         return web.json_response({"error": "recorded"}, status=401)
 
     app = web.Application()
@@ -223,9 +225,7 @@ async def test_the_supervisor_shows_bridges_only_the_control_token(tmp_path: Pat
     env = {"XSWARM_SUPERVISOR_TOKEN": OPERATOR_TOKEN, "XSWARM_CONTROL_TOKEN": CONTROL_TOKEN}
     try:
         with running_supervisor(tmp_path, [f"ws://127.0.0.1:{port}/control"], env=env) as sup:
-            async with asyncio.timeout(20):
-                while not seen:
-                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(connected.wait(), 20)
             status, instances = await asyncio.to_thread(sup.get, "/api/instances", OPERATOR_TOKEN)
             assert status == 200
             assert "XSWARM_CONTROL_TOKEN" in instances[0]["error"]
