@@ -132,7 +132,6 @@ def test_every_schema_key_is_a_typed_attribute(source: dict[str, dict[str, objec
         for key in keys:
             value = getattr(typed, key)
             assert _python_type_ok(value, hints[key]), f"[{section}] {key} = {value!r}"
-            assert c.get(section, key) == value == c.section(section)[key]
 
 
 def test_the_named_reads_are_typed_attributes() -> None:

@@ -203,22 +203,6 @@ class Config:
     source: str = "built-in defaults"
     instances: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
-    def get(self, section: str, key: str) -> Any:
-        """Transitional string-keyed read; new code reads ``config.<section>.<key>``."""
-        return getattr(self._typed_section(section), key)
-
-    def section(self, name: str) -> Mapping[str, Any]:
-        """Transitional string-keyed read of a whole section, as a plain mapping."""
-        return _as_mapping(self._typed_section(name))
-
-    @property
-    def values(self) -> Mapping[str, Mapping[str, Any]]:
-        """Every section as a plain mapping, keyed by its TOML name (for comparisons, dumps)."""
-        return {name: _as_mapping(self._typed_section(name)) for name in SECTIONS}
-
-    def _typed_section(self, toml_name: str) -> Any:
-        return getattr(self, SECTIONS[toml_name])
-
     def with_bridge(self, **changes: Any) -> Config:
         """This config with ``[voice.bridge]`` keys replaced (already validated by the caller)."""
         return dataclasses.replace(self, bridge=dataclasses.replace(self.bridge, **changes))

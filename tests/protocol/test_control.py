@@ -102,9 +102,11 @@ def test_the_bridges_own_events_decode_and_encode_back_unchanged() -> None:
         _sent(hub, "call_started", call.started_event()),
         _sent(hub, "call_stats", call.stats_event()),
         _sent(hub, "call_ended", call.ended_event()),
-        _sent(hub, "instance_status", bridge.instance_status()),
+        _sent(hub, "instance_status", bridge.status.instance_status()),
         _sent(
-            hub, "snapshot", {"calls": [call.snapshot_entry()], "status": bridge.instance_status()}
+            hub,
+            "snapshot",
+            {"calls": [call.snapshot_entry()], "status": bridge.status.instance_status()},
         ),
         _sent(hub, "user_speech", {"call_id": call.call_id, "duration_ms": 320}),
         _sent(hub, "text", {"call_id": call.call_id, "text": "hi"}),

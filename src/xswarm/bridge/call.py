@@ -1,8 +1,10 @@
-"""One call's state, free of I/O: its audio buffers, counters, levels, latency and suggestions.
+"""One call's state, free of I/O: its lifecycle, audio buffers, counters, levels, latency and
+suggestions, and the event bodies that describe it.
 
 The transport feeds caller audio in (``push_audio``), the engine loop takes whole frames out
-(``take_frame``) and hands results back (``deliver``), and the transport drains what to send
-(``outbound``). Everything here is plain data and arithmetic, so it is tested with plain calls.
+(``take_frame``) and hands the output to the transport, which records what it sent
+(``note_output``). Everything here is plain data and arithmetic, so it is tested with plain
+calls.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -170,8 +173,26 @@ class LatencyWindow:
         return round(float(p50), 2), round(float(p99), 2)
 
 
+class CallState(Enum):
+    """Where one call is in its life; ``Call.advance`` is the one place that moves it."""
+
+    ADMITTED = "admitted"  # upgraded and holding an admission place; not in the engine yet
+    STARTED = "started"  # holds an engine slot; call_started announced; audio flows
+    ENDING = "ending"  # end recorded (call_ended sent if it had started); socket closing
+    ENDED = "ended"  # the session is over and its admission place is free
+
+
+_NEXT_STATES = {
+    CallState.ADMITTED: (CallState.STARTED, CallState.ENDING),
+    CallState.STARTED: (CallState.ENDING,),
+    CallState.ENDING: (CallState.ENDED,),
+    CallState.ENDED: (),
+}
+_ORDER = list(CallState)
+
+
 class Call:
-    """A live call: identity, counters and the buffers between transport and engine."""
+    """A live call: identity, lifecycle, counters and the buffers between transport and engine."""
 
     def __init__(
         self,
@@ -189,8 +210,7 @@ class Call:
         self.caller: str | None = None
         self.started_at = time.time()
         self.started_mono = time.monotonic()
-        self.started = False
-        self.ended = False
+        self.state = CallState.ADMITTED
         self.end_reason: str | None = None
         self.slot: int | None = None
         self.frame_samples = frame_samples
@@ -205,6 +225,17 @@ class Call:
         self._level_out: deque[np.ndarray] = deque(maxlen=50)
         self.suggestions: deque[Suggestion] = deque()
         self.last_suggestion_mono = float("-inf")
+
+    def advance(self, to: CallState) -> bool:
+        """Move the call on to ``to``; False when it is there or past it already, so that
+        ending a call twice (the peer and the operator at once) is harmless. A move the
+        lifecycle does not have (back, or over a state) is a bug and raises ValueError."""
+        if to in _NEXT_STATES[self.state]:
+            self.state = to
+            return True
+        if _ORDER.index(to) <= _ORDER.index(self.state):
+            return False
+        raise ValueError(f"call {self.call_id} cannot go from {self.state.value} to {to.value}")
 
     def push_audio(self, pcm: np.ndarray, arrived: float) -> int | None:
         """Caller audio at 24 kHz; returns a finished speech segment's duration in ms, if any."""

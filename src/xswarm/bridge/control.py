@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm import __version__
 from xswarm.bridge.events import EventHub, Subscriber
+from xswarm.bridge.host import CONTROL_HOST
 from xswarm.config import Config
 from xswarm.protocol import control
 from xswarm.protocol.auth import (
@@ -85,7 +86,7 @@ def use(access: ControlAccess) -> ControlAccess:
 def authorize(request: web.Request) -> tuple[int, str] | None:
     """None when the request may subscribe, else the HTTP status and reason to refuse with."""
     global _warned_open
-    access = _access or use(load_access(request.app["bridge"].config))
+    access = _access or use(load_access(request.app[CONTROL_HOST].config))
     problem = browser_refusal(request.headers, access.server_names)
     if problem is not None:
         return 403, problem
@@ -102,7 +103,7 @@ def authorize(request: web.Request) -> tuple[int, str] | None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    bridge = request.app["bridge"]
+    bridge = request.app[CONTROL_HOST]
     refused = authorize(request)
     if refused is not None:
         status, problem = refused

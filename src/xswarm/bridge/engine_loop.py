@@ -39,7 +39,7 @@ MAX_BACKLOG_SECONDS = 0.1
 
 
 class TickObserver(Protocol):
-    def tick_finished(self, duration_s: float, calls: int, late: bool) -> None: ...
+    def tick_finished(self, duration_s: float, calls: int) -> None: ...
 
 
 class OutputSink(Protocol):
@@ -71,10 +71,6 @@ class EngineLoop:
     @property
     def slots_in_use(self) -> int:
         return len(self._calls)
-
-    @property
-    def free_slots(self) -> int:
-        return len(self._free_slots)
 
     def attach(self, call: Call, sink: OutputSink) -> bool:
         """Give the call a slot; False when the engine has none left."""
@@ -134,26 +130,27 @@ class EngineLoop:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        period = self.period
-        due = loop.time() + period
+        schedule = TickSchedule(loop.time(), self.period)
         while True:
-            delay = due - loop.time()
+            delay = schedule.due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             started = time.monotonic()
-            calls = await self._tick()
-            finished = time.monotonic()
-            late = loop.time() > due + period
-            self.observer.tick_finished(finished - started, len(calls), late)
-            if late:
-                for call in calls:
-                    call.late_frames += 1
-            due += period
-            behind = loop.time() - due
-            if behind > period * MAX_CATCH_UP_TICKS:
-                due += period * int(behind / period)
+            calls = await self.tick()
+            self.finish_tick(calls, time.monotonic() - started, schedule.is_late(loop.time()))
+            schedule.advance(loop.time())
 
-    async def _tick(self) -> list[Call]:
+    def finish_tick(self, calls: list[Call], duration_s: float, late: bool) -> None:
+        """Report a tick to the observer; a late one costs each call in it one late frame."""
+        self.observer.tick_finished(duration_s, len(calls))
+        if late:
+            for call in calls:
+                call.late_frames += 1
+
+    async def tick(self) -> list[Call]:
+        """One tick: queued joins, leaves and suggestions, then one step over every call with
+        a whole frame, catch-up steps for backlogs, and the backlog cap. Returns the calls
+        the first step served."""
         ops, self._ops = self._ops, []
         calls = await self._step_ready(ops)
         for _ in range(self.engine.catch_up_steps):
@@ -203,6 +200,28 @@ class EngineLoop:
             # One failed step loses one frame for these calls; the loop and the process go on.
             log.exception("engine step failed")
             return {}
+
+
+class TickSchedule:
+    """When the next tick is due, as arithmetic over the loop times it is given.
+
+    Tick k is due at ``start + k * period``; a tick that ends more than a period after its
+    deadline is late. A schedule behind by more than ``MAX_CATCH_UP_TICKS`` periods skips
+    ahead instead of running every missed tick back to back.
+    """
+
+    def __init__(self, start: float, period: float) -> None:
+        self.period = period
+        self.due = start + period
+
+    def is_late(self, now: float) -> bool:
+        return now > self.due + self.period
+
+    def advance(self, now: float) -> None:
+        self.due += self.period
+        behind = now - self.due
+        if behind > self.period * MAX_CATCH_UP_TICKS:
+            self.due += self.period * int(behind / self.period)
 
 
 def _resolve(future: asyncio.Future[SuggestionResult], result: SuggestionResult) -> None:

@@ -33,7 +33,6 @@ class EventHub:
         self.instance = instance
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
-        self.published_total = 0
 
     def message(self, event_type: str, body: dict[str, Any]) -> str:
         return json.dumps({"type": event_type, "ts": utc_now(), "instance": self.instance, **body})
@@ -42,7 +41,6 @@ class EventHub:
         if not self.subscribers:
             return
         text = self.message(event_type, body)
-        self.published_total += 1
         for subscriber in self.subscribers:
             if subscriber.closed:
                 continue

@@ -1,9 +1,9 @@
 """``WS /api/chat``: Kyutai's Moshi client protocol, so their own web client works against us.
 
-Binary messages whose first byte is the kind: 0x00 handshake (we send it once the call is
-admitted), 0x01 Ogg-Opus pages both ways (through ``sphn``), 0x02 UTF-8 text (the model's
-words, to the client). Kinds 0x03-0x07 exist in Kyutai's Rust protocol (control, metadata,
-error, ping, colored text); a client may send them and we ignore them.
+The wire format is ``xswarm.protocol.moshi``: we send the handshake once the call is admitted,
+Ogg-Opus pages flow both ways (through ``sphn``) and the model's words go to the client as
+text. The other kinds of Kyutai's protocol, and text from the client, are ignored; a kind
+outside the protocol closes the call.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import sphn
 from aiohttp import WSMsgType, web
 
+from xswarm.bridge.host import CallHost
 from xswarm.bridge.session import (
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
@@ -23,20 +24,15 @@ from xswarm.bridge.session import (
     serve_call,
 )
 from xswarm.errors import ProtocolError
-
-HANDSHAKE = b"\x00"
-AUDIO = 0x01
-TEXT = 0x02
-IGNORED_KINDS = frozenset(range(0x03, 0x08))
-OGG_MAGIC = b"OggS"
+from xswarm.protocol import moshi
 
 
 class MoshiSession(CallSession):
     transport_name = "moshi"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        rate = self.bridge.engine.sample_rate
+    def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
+        super().__init__(host, request, ws)
+        rate = host.engine.sample_rate
         self._reader = sphn.OpusStreamReader(rate)
         self._writer = sphn.OpusStreamWriter(rate)
 
@@ -46,7 +42,7 @@ class MoshiSession(CallSession):
             return
         reason = "disconnected"
         try:
-            await self.send_bytes(HANDSHAKE)
+            await self.send_bytes(moshi.HANDSHAKE)
             reason = await self._receive()
         except ProtocolError as exc:
             self.log.warning("protocol error: %s", exc)
@@ -74,45 +70,32 @@ class MoshiSession(CallSession):
         return "caller_hangup" if self.ws.close_code in (1000, 1001) else "disconnected"
 
     def _handle(self, data: bytes) -> None:
-        if not data:
-            raise ProtocolError("empty message: expected a kind byte", CLOSE_INVALID_DATA)
-        kind = data[0]
-        if kind == AUDIO:
-            payload = data[1:]
-            if not payload.startswith(OGG_MAGIC):
-                raise ProtocolError(
-                    "audio message is not Ogg-Opus: expected pages starting with OggS",
-                    CLOSE_INVALID_DATA,
-                )
-            try:
-                pcm = self._reader.append_bytes(payload)
-            except ValueError as exc:
-                raise ProtocolError(
-                    f"undecodable Ogg-Opus audio: {exc}", CLOSE_INVALID_DATA
-                ) from None
-            if len(pcm):
-                speech_ms = self.call.push_audio(
-                    pcm.astype(np.float32, copy=False), time.monotonic()
-                )
-                if speech_ms is not None:
-                    self.bridge.hub.publish(
-                        "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
-                    )
-        elif kind == TEXT or kind in IGNORED_KINDS or kind == 0x00:
+        message = moshi.parse(data)
+        if isinstance(message, moshi.Unknown):
+            raise moshi.unknown_kind(message)
+        if not isinstance(message, moshi.Audio):
             return
-        else:
-            raise ProtocolError(f"unknown message kind 0x{kind:02x}", CLOSE_UNSUPPORTED)
+        try:
+            pcm = self._reader.append_bytes(message.pages)
+        except ValueError as exc:
+            raise ProtocolError(f"undecodable Ogg-Opus audio: {exc}", CLOSE_INVALID_DATA) from None
+        if len(pcm):
+            speech_ms = self.call.push_audio(pcm.astype(np.float32, copy=False), time.monotonic())
+            if speech_ms is not None:
+                self.host.publish(
+                    "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
+                )
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
-            self.bridge.hub.publish("text", {"call_id": self.call.call_id, "text": text})
+            self.host.publish("text", {"call_id": self.call.call_id, "text": text})
             if self.writable():
-                await self.send_bytes(bytes([TEXT]) + text.encode("utf-8"))
+                await self.send_bytes(moshi.text(text))
         if pcm is None:
             return
         pages = self._writer.append_pcm(pcm)
         if pages and self.writable():
-            await self.send_bytes(bytes([AUDIO]) + pages)
+            await self.send_bytes(moshi.audio(pages))
             self.call.frames_out += 1
             self.call.note_output(pcm, latency_s)
 

@@ -86,10 +86,10 @@ class VoiceDaemon:
         self.bridge = bridge
 
     def endpoint(self) -> Endpoint:
-        settings = self.bridge.bridge_settings
+        settings = self.bridge.config.bridge
         return Endpoint(
-            settings["host"],
-            settings["port"],
+            settings.host,
+            settings.port,
             setting="[voice.bridge]",
             flags="--port or --instance N",
             backlog=LISTEN_BACKLOG,
@@ -119,7 +119,7 @@ class VoiceDaemon:
     async def reload(self) -> ReloadOutcome:
         try:
             new = read_config(self.args)
-            configure_control(new, [self.bridge.bridge_settings["host"]])
+            configure_control(new, [self.bridge.config.bridge.host])
         except XswarmError as exc:
             self.bridge.reloads["failed"] += 1
             self.bridge.last_reload_error = str(exc)
@@ -134,7 +134,7 @@ class VoiceDaemon:
     def begin_drain(self) -> float:
         bridge = self.bridge
         bridge.state = "draining"
-        timeout = float(bridge.bridge_settings["drain_timeout"])
+        timeout = bridge.config.bridge.drain_timeout
         log.info("draining %d active calls (up to %g s)", bridge.active_calls, timeout)
         return timeout if bridge.active_calls else 0.0
 

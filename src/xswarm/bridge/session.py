@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
 
 import numpy as np
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
-from xswarm.bridge.call import Call
+from xswarm.bridge.call import Call, CallState
+from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.logs import CallLogger
-
-if TYPE_CHECKING:
-    from xswarm.bridge.app import Bridge
 
 log = logging.getLogger("xswarm.call")
 
@@ -47,20 +44,21 @@ START_TIMEOUT_SECONDS = 10.0
 
 
 class CallSession:
+    """One call's connection; the call's lifecycle is ``self.call.state`` (see ``CallState``)."""
+
     transport_name = "unknown"
 
-    def __init__(self, bridge: Bridge, request: web.Request, ws: web.WebSocketResponse) -> None:
-        self.bridge = bridge
+    def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.host = host
         self.request = request
         self.ws = ws
         remote = request.remote or "unknown"
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if peer and len(peer) >= 2:
             remote = f"{peer[0]}:{peer[1]}"
-        self.call = Call(self.transport_name, remote, bridge.engine.frame_samples)
+        self.call = Call(self.transport_name, remote, host.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
-        self._closing = False
-        self._write_limit = bridge.bridge_settings["send_queue_frames"] * FRAME_WIRE_BYTES
+        self._write_limit = host.config.bridge.send_queue_frames * FRAME_WIRE_BYTES
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             try:
@@ -68,13 +66,13 @@ class CallSession:
             except OSError:
                 pass
         self._consecutive_drops = 0
-        self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / bridge.engine.frame_seconds))
+        self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / host.engine.frame_seconds))
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def begin(self) -> bool:
         """Attach to the engine and announce the call; False when the engine has no slot."""
-        if not self.bridge.start_call(self):
+        if not self.host.start_call(self):
             return False
         self.log.info(
             "call started: %s from %s%s",
@@ -85,11 +83,9 @@ class CallSession:
         return True
 
     async def hangup(self, end_reason: str, code: int = CLOSE_NORMAL, message: str = "") -> None:
-        """Close the peer's socket cleanly and record why; calling it twice is harmless."""
-        if self._closing:
+        """Record why the call ends and close the peer's socket; calling it twice is harmless."""
+        if not self.host.end_call(self, end_reason):
             return
-        self._closing = True
-        self.bridge.end_call(self, end_reason)
         if not self.ws.closed:
             try:
                 await asyncio.wait_for(self.ws.close(code=code, message=message.encode()[:120]), 5)
@@ -98,23 +94,21 @@ class CallSession:
 
     def finish(self, end_reason: str) -> None:
         """The receive loop ended: record the end if nothing else already has."""
-        if not self._closing:
-            self._closing = True
-            self.bridge.end_call(self, end_reason)
+        self.host.end_call(self, end_reason)
 
     # -- sending ---------------------------------------------------------------------------
 
     def writable(self) -> bool:
         """False (and the frame is dropped) while the peer is not reading fast enough."""
         transport = self.request.transport
-        if self._closing or transport is None or transport.is_closing():
+        if self.call.state is not CallState.STARTED or transport is None or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._write_limit:
             self.call.dropped_frames += 1
             self._consecutive_drops += 1
             if self._consecutive_drops == self._max_drops:
                 self.log.warning("peer stopped reading for %.0f s; closing", SLOW_CLIENT_SECONDS)
-                self.bridge.spawn(
+                self.host.spawn(
                     self.hangup("slow_client", CLOSE_POLICY, "client too slow to read audio")
                 )
             return False
@@ -143,29 +137,34 @@ class CallSession:
 
 
 async def serve_call(request: web.Request, session_type: type[CallSession]) -> web.StreamResponse:
-    """Admit a call at the upgrade (or answer 503), run its session, and free its place."""
-    bridge = request.app["bridge"]
-    refusal = bridge.admission_refusal()
+    """Admit a call at the upgrade (or answer 503), run its session, and free its place.
+
+    However the session ends, its end is recorded here at the latest, so every call that
+    started sends exactly one ``call_ended``.
+    """
+    host = request.app[CALL_HOST]
+    refusal = host.admit()
     if refusal is not None:
-        return refusal
-    bridge.reserve()
+        return refuse(503, refusal.reason, retry_after=refusal.retry_after)
+    session: CallSession | None = None
     try:
         ws = web.WebSocketResponse(
-            max_msg_size=bridge.bridge_settings["max_message_bytes"], compress=False
+            max_msg_size=host.config.bridge.max_message_bytes, compress=False
         )
         await ws.prepare(request)
-        await session_type(bridge, request, ws).run()
+        session = session_type(host, request, ws)
+        await session.run()
         if not ws.closed:
             await asyncio.wait_for(ws.close(), 5)
         return ws
     finally:
-        bridge.release()
+        if session is not None:
+            session.finish("disconnected")
+            session.call.advance(CallState.ENDED)
+        host.release()
 
 
 def refuse(status: int, reason: str, retry_after: int | None = None) -> web.Response:
     """An upgrade we refuse: HTTP status plus a JSON reason the client can show."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return web.json_response({"error": reason}, status=status, headers=headers)
-
-
-__all__ = ["CallSession", "WSCloseCode", "refuse", "serve_call"]

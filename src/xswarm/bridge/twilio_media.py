@@ -16,7 +16,8 @@ from aiohttp import WSMsgType, web
 
 from xswarm.audio import mulaw
 from xswarm.audio.resample import StreamResampler
-from xswarm.bridge.call import LateFrameFilter
+from xswarm.bridge.call import CallState, LateFrameFilter
+from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.bridge.session import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -41,12 +42,10 @@ MAX_UNKNOWN_LOGGED = 4
 class TwilioSession(CallSession):
     transport_name = "twilio"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        quality = resampler_quality(
-            self.bridge.bridge_settings["resampler_quality"], self.bridge.engine.name
-        )
-        rate = self.bridge.engine.sample_rate
+    def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
+        super().__init__(host, request, ws)
+        quality = resampler_quality(host.config.bridge.resampler_quality, host.engine.name)
+        rate = host.engine.sample_rate
         # Padded starts keep chunk and frame boundaries aligned: otherwise the resampler's
         # hold-back makes every frame wait for the next 20 ms chunk, each way.
         self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality, pad_start=True)
@@ -55,7 +54,6 @@ class TwilioSession(CallSession):
         self._late = LateFrameFilter(MAX_INPUT_LAG)
         self.stale_frames = 0
         self.outbound: twilio.Outbound | None = None
-        self.marks_sent = 0
         self._unknown_logged: set[str] = set()
 
     async def run(self) -> None:
@@ -73,7 +71,8 @@ class TwilioSession(CallSession):
     async def _receive(self) -> str:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
-            timeout = None if self.call.started else max(0.0, deadline - time.monotonic())
+            waiting = self.call.state is CallState.ADMITTED
+            timeout = max(0.0, deadline - time.monotonic()) if waiting else None
             try:
                 message = await self.ws.receive(timeout=timeout)
             except TimeoutError:
@@ -99,15 +98,17 @@ class TwilioSession(CallSession):
     async def _handle(self, event: twilio.Event) -> bool:
         """Apply one event; True when the caller has hung up."""
         if isinstance(event, twilio.Media):
-            if not self.call.started:
+            if self.call.state is CallState.ADMITTED:
                 raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
+            if self.call.state is not CallState.STARTED:
+                return False  # the call is ending: its counters are final
             arrived = time.monotonic()
             if self._is_stale(event.timestamp_ms, arrived):
                 return False
             pcm = self._upsample.process(mulaw.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
-                self.bridge.hub.publish(
+                self.host.publish(
                     "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
                 )
             return False
@@ -116,30 +117,28 @@ class TwilioSession(CallSession):
         if isinstance(event, twilio.Stop):
             return True
         if isinstance(event, twilio.Dtmf):
-            if self.call.started:
-                self.bridge.hub.publish(
-                    "dtmf", {"call_id": self.call.call_id, "digit": event.digit}
-                )
+            if self.call.state is CallState.STARTED:
+                self.host.publish("dtmf", {"call_id": self.call.call_id, "digit": event.digit})
             return False
         if isinstance(event, twilio.Unknown):
             self._note_unknown(event.event)
         return False
 
     def _note_unknown(self, name: str) -> None:
-        self.bridge.unknown_events += 1
+        self.host.count_unknown_event()
         if name in self._unknown_logged or len(self._unknown_logged) >= MAX_UNKNOWN_LOGGED:
             return
         self._unknown_logged.add(name)
         self.log.info("ignoring unknown Twilio event %r", name)
 
     async def _start(self, event: twilio.Start) -> bool:
-        if self.call.started:
+        if self.call.state is not CallState.ADMITTED:
             raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
         token = os.environ.get("TWILIO_AUTH_TOKEN")
-        if self.bridge.config.bridge.twilio_stream_token and token:
+        if self.host.config.bridge.twilio_stream_token and token:
             problem = twilio.stream_token_problem(token, event, time.time())
             if problem is not None:
-                self.bridge.rejections["auth"] += 1
+                self.host.count_rejection("auth")
                 raise ProtocolError(f"stream token refused: {problem}", CLOSE_POLICY)
         self.call.stream_sid = event.stream_sid
         self.call.call_sid = event.call_sid
@@ -166,7 +165,7 @@ class TwilioSession(CallSession):
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
-            self.bridge.hub.publish("text", {"call_id": self.call.call_id, "text": text})
+            self.host.publish("text", {"call_id": self.call.call_id, "text": text})
         if pcm is None or self.outbound is None:
             return
         telephone = self._downsample.process(pcm)
@@ -210,12 +209,12 @@ def _signature_url(request: web.Request, public_url: str) -> str:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    bridge = request.app["bridge"]
+    host = request.app[CALL_HOST]
     token = os.environ.get("TWILIO_AUTH_TOKEN")
     if token:
         signature = request.headers.get("X-Twilio-Signature", "")
-        url = _signature_url(request, bridge.bridge_settings["public_url"])
+        url = _signature_url(request, host.config.bridge.public_url)
         if not signature or not twilio.validate_signature(token, url, {}, signature):
-            bridge.rejections["auth"] += 1
+            host.count_rejection("auth")
             return refuse(403, "X-Twilio-Signature is missing or does not match this URL")
     return await serve_call(request, TwilioSession)

@@ -1,8 +1,8 @@
 """One simulated app call over Kyutai's Moshi protocol (``/api/chat``), paced in real time.
 
-Binary messages, first byte the kind: the server's 0x00 handshake says the call is
-admitted; 0x01 carries Ogg-Opus pages both ways (1920 samples, 80 ms, per page at 24 kHz,
-as Kyutai's client sends them); 0x02 carries the model's words as UTF-8.
+The wire format is ``xswarm.protocol.moshi``: the server's handshake says the call is
+admitted, then Ogg-Opus pages flow both ways (1920 samples, 80 ms, per page at 24 kHz, as
+Kyutai's client sends them) and the model's words come back as text.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import sphn
 
 from xswarm.client.common import ClientError, describe_failure, sleep_until
+from xswarm.errors import ProtocolError
+from xswarm.protocol import moshi
 
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1920
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
-HANDSHAKE, AUDIO, TEXT = 0x00, 0x01, 0x02
 
 
 @dataclass
@@ -82,7 +83,7 @@ async def place_moshi_call(
                     await sleep_until(start + index * FRAME_SECONDS)
                     pages = writer.append_pcm(frame)
                     if pages:
-                        await ws.send_bytes(bytes([AUDIO]) + pages)
+                        await ws.send_bytes(moshi.audio(pages))
                     result.sent_at.append(loop.time())
                 await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
                 if not ws.closed:
@@ -102,7 +103,7 @@ async def _await_handshake(ws: aiohttp.ClientWebSocketResponse, url: str, wait_s
             f"{url}: connected, but no handshake within {wait_s:.0f} s; the bridge may be "
             "busy with another call"
         ) from None
-    if message.type == aiohttp.WSMsgType.BINARY and message.data[:1] == bytes([HANDSHAKE]):
+    if message.type == aiohttp.WSMsgType.BINARY and moshi.is_handshake(message.data):
         return
     if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
         raise ClientError(f"{url}: the bridge closed the call: {ws.close_code} {message.extra}")
@@ -120,11 +121,14 @@ async def _receive(
     while True:
         message = await ws.receive()
         if message.type == aiohttp.WSMsgType.BINARY:
-            data: bytes = message.data
-            kind, payload = (data[0], data[1:]) if data else (-1, b"")
-            if kind == AUDIO:
+            try:
+                parsed = moshi.parse(message.data)
+            except ProtocolError as exc:
+                result.errors.append(f"bad message from the bridge: {exc}")
+                continue
+            if isinstance(parsed, moshi.Audio):
                 try:
-                    pcm = reader.append_bytes(payload)
+                    pcm = reader.append_bytes(parsed.pages)
                 except Exception as exc:  # sphn raises plain exceptions on bad Ogg data
                     result.errors.append(f"undecodable audio from the bridge: {exc}")
                     continue
@@ -134,11 +138,10 @@ async def _receive(
                     whole_before = samples // FRAME_SAMPLES
                     samples += pcm.size
                     result.received_at.extend([now] * (samples // FRAME_SAMPLES - whole_before))
-            elif kind == TEXT:
-                words = payload.decode("utf-8", "replace")
-                result.text.append(words)
+            elif isinstance(parsed, moshi.Text):
+                result.text.append(parsed.text)
                 if on_text is not None:
-                    on_text(words)
+                    on_text(parsed.text)
         elif message.type == aiohttp.WSMsgType.TEXT:
             result.errors.append("text message from the bridge: the Moshi protocol is binary")
         elif message.type == aiohttp.WSMsgType.CLOSE:

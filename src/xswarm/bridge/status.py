@@ -1,0 +1,217 @@
+"""What the bridge says about itself: ``instance_status``, the control snapshot and /metrics.
+
+Everything here reads the registry, the engine loop and the event hub, and writes nothing
+back, so the three views of one bridge (the supervisor's events, Prometheus, the health
+checks) are computed from the same state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from xswarm import __version__
+from xswarm.bridge.engine_loop import EngineLoop
+from xswarm.bridge.events import EventHub
+from xswarm.bridge.registry import REJECTION_REASONS, CallRegistry
+from xswarm.metrics import Exposition, Histogram, uptime
+
+# Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
+RECENT_TICKS = 250
+
+
+class TickStats:
+    """Engine tick durations: a histogram for /metrics, recent ones for p50/p99."""
+
+    def __init__(self) -> None:
+        self.histogram = Histogram()
+        self.recent: list[float] = []
+
+    def tick_finished(self, duration_s: float, calls: int) -> None:
+        """An idle tick (no call stepped) says nothing about load, so it is not counted."""
+        if calls:
+            self.histogram.observe(duration_s)
+            self.recent.append(duration_s)
+            if len(self.recent) > 2 * RECENT_TICKS:
+                del self.recent[:RECENT_TICKS]
+
+    def percentiles_ms(self) -> tuple[float | None, float | None]:
+        if not self.recent:
+            return None, None
+        ordered = sorted(self.recent[-RECENT_TICKS:])
+        p50 = ordered[len(ordered) // 2]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return round(p50 * 1000, 2), round(p99 * 1000, 2)
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        calls: CallRegistry,
+        engine_loop: EngineLoop,
+        hub: EventHub,
+        ticks: TickStats,
+        reloads: Counter[str],
+    ) -> None:
+        self.calls = calls
+        self.engine_loop = engine_loop
+        self.hub = hub
+        self.ticks = ticks
+        self.reloads = reloads
+        self.started = time.time()
+        self.started_mono = time.monotonic()
+        self.limits = cgroup_memory_limits()
+        self._process = psutil.Process(os.getpid())
+        self._process.cpu_percent(None)
+
+    def instance_status(self) -> dict[str, Any]:
+        calls = self.calls
+        engine = calls.engine
+        p50, p99 = self.ticks.percentiles_ms()
+        return {
+            "active_calls": calls.active_calls,
+            "max_concurrent_calls": calls.max_calls,
+            "engine": engine.name,
+            "state": calls.public_state(),
+            "cpu": round(self._process.cpu_percent(None), 1),
+            "rss": self._process.memory_info().rss,
+            "limits": self.limits,
+            "tick_p50_ms": p50,
+            "tick_p99_ms": p99,
+            "late_frames": calls.frame_totals().late_frames,
+            "uptime_s": uptime(self.started_mono),
+            "version": __version__,
+            "pid": os.getpid(),
+            "reloads": sum(self.reloads.values()),
+            "engine_details": engine.info().details,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": [peer.call.snapshot_entry() for peer in self.calls.live.values()],
+            "status": self.instance_status(),
+        }
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """The /readyz answer: 200 when a new call would be admitted, else 503 and why."""
+        calls = self.calls
+        body: dict[str, Any] = {
+            "state": calls.public_state(),
+            "active_calls": calls.active_calls,
+            "max_concurrent_calls": calls.max_calls,
+            "engine": calls.engine.name,
+        }
+        if calls.state != "ready":
+            body["reason"] = "draining" if calls.state == "draining" else "loading"
+            return 503, body
+        if calls.reserved >= calls.max_calls:
+            body["reason"] = "full"
+            return 503, body
+        return 200, body
+
+    def metrics_text(self) -> str:
+        calls = self.calls
+        engine = calls.engine
+        frames = calls.frame_totals()
+        expo = Exposition()
+        expo.metric("xswarm_active_calls", "gauge", "Calls in progress.", calls.active_calls)
+        expo.metric("xswarm_max_concurrent_calls", "gauge", "Admission limit.", calls.max_calls)
+        expo.metric(
+            "xswarm_calls_total",
+            "counter",
+            "Calls ended, by outcome.",
+            [({"outcome": k}, v) for k, v in sorted(calls.outcomes.items())]
+            or [({"outcome": "none"}, 0)],
+        )
+        expo.metric(
+            "xswarm_calls_rejected_total",
+            "counter",
+            "Upgrades refused, by reason.",
+            [({"reason": r}, calls.rejections[r]) for r in REJECTION_REASONS],
+        )
+        expo.metric(
+            "xswarm_frames_in_total",
+            "counter",
+            "Audio frames received from callers.",
+            frames.frames_in,
+        )
+        expo.metric(
+            "xswarm_frames_out_total", "counter", "Audio frames sent to callers.", frames.frames_out
+        )
+        expo.metric(
+            "xswarm_late_frames_total",
+            "counter",
+            "Frames whose engine tick ended after its deadline.",
+            frames.late_frames,
+        )
+        expo.metric(
+            "xswarm_dropped_frames_total",
+            "counter",
+            "Frames dropped because a client did not read.",
+            frames.dropped_frames,
+        )
+        expo.metric(
+            "xswarm_twilio_unknown_events_total",
+            "counter",
+            "Twilio events of a kind this version does not know (each call logs 4 names).",
+            calls.unknown_events,
+        )
+        expo.histogram(
+            "xswarm_tick_duration_seconds", "Engine tick duration.", self.ticks.histogram
+        )
+        expo.metric(
+            "xswarm_engine_info",
+            "gauge",
+            "The engine in use.",
+            [({"engine": engine.name, "frame_ms": f"{engine.frame_seconds * 1000:g}"}, 1)],
+        )
+        expo.metric(
+            "xswarm_engine_slots_in_use",
+            "gauge",
+            "Engine slots in use.",
+            self.engine_loop.slots_in_use,
+        )
+        expo.metric("xswarm_engine_slots", "gauge", "Engine slots.", engine.capacity)
+        expo.metric(
+            "xswarm_config_reloads_total",
+            "counter",
+            "Config reloads, by result.",
+            [({"result": r}, self.reloads[r]) for r in ("ok", "failed")],
+        )
+        expo.metric(
+            "xswarm_control_subscribers",
+            "gauge",
+            "Connected control subscribers.",
+            len(self.hub.subscribers),
+        )
+        expo.metric(
+            "xswarm_control_events_dropped_total",
+            "counter",
+            "Events dropped for control subscribers that did not read.",
+            self.hub.dropped_total,
+        )
+        expo.metric("xswarm_draining", "gauge", "1 while draining.", int(calls.state == "draining"))
+        expo.process(self.started)
+        return expo.text()
+
+
+def cgroup_memory_limits() -> dict[str, int | None]:
+    """MemoryHigh/MemoryMax as the kernel applies them to our cgroup (v2), when visible."""
+    limits: dict[str, int | None] = {"memory_high": None, "memory_max": None}
+    try:
+        line = Path("/proc/self/cgroup").read_text().splitlines()[0]
+        path = Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
+    except (OSError, IndexError):
+        return limits
+    for key, name in (("memory_high", "memory.high"), ("memory_max", "memory.max")):
+        try:
+            value = (path / name).read_text().strip()
+        except OSError:
+            continue
+        limits[key] = None if value == "max" else int(value)
+    return limits
