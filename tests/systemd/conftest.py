@@ -28,6 +28,7 @@ TESTS = "/mnt/tests"
 XSWARM = "/opt/xswarm/current/venv/bin/xswarm"
 PY = "/opt/xswarm/current/venv/bin/python"
 TOKEN = "e2e-supervisor-token-long-enough-for-doctor"
+CONTROL_TOKEN = "e2e-control-token-long-enough-for-doctor-too"
 TEST_CONFIG = """\
 [voice.bridge]
 engine = "echo"
@@ -142,8 +143,10 @@ def configure(box: nspawn.Container, config: str = TEST_CONFIG) -> None:
     box.sh(
         f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
         f"chown root:xswarm /opt/xswarm/config.toml && "
-        f"sed -i 's/^XSWARM_SUPERVISOR_TOKEN=.*$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
-        "/opt/xswarm/.env"
+        f"sed -i 's/^XSWARM_SUPERVISOR_TOKEN=.*$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/; "
+        f"s/^XSWARM_CONTROL_TOKEN=.*$/XSWARM_CONTROL_TOKEN={CONTROL_TOKEN}/' /opt/xswarm/.env && "
+        "{ grep -q '^XSWARM_CONTROL_TOKEN=' /opt/xswarm/.env || "
+        f"echo 'XSWARM_CONTROL_TOKEN={CONTROL_TOKEN}' >> /opt/xswarm/.env; }}"
     )
 
 
