@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.support.waiting import eventually
 from xswarm.errors import StartupError
 from xswarm.runtime.daemon import ReloadOutcome, Runtime
 from xswarm.runtime.listen import Address, Endpoint, bind_error
@@ -157,8 +158,9 @@ async def test_drain_ends_as_soon_as_the_daemon_is_idle() -> None:
     daemon = FakeDaemon(drain_timeout=30)
     runtime, notifier = make(daemon)
     drain = asyncio.create_task(runtime.drain())
-    await asyncio.sleep(0.05)
-    assert not drain.done() and "end_drain" not in daemon.calls
+    # Proving a negative: the drain is given a bounded chance to end before the daemon is idle.
+    ended_early, _ = await asyncio.wait({drain}, timeout=0.05)
+    assert not ended_early and "end_drain" not in daemon.calls
     assert notifier.sent == [["STOPPING=1", "STATUS=draining"], ["EXTEND_TIMEOUT_USEC=45000000"]]
     daemon.idle.set()
     await asyncio.wait_for(drain, 1)
@@ -176,10 +178,11 @@ async def test_a_second_stop_signal_cuts_the_drain_short_and_a_reload_is_ignored
     daemon = FakeDaemon(drain_timeout=60)
     runtime, notifier = make(daemon)
     drain = asyncio.create_task(runtime.drain())
-    await asyncio.sleep(0.02)
+    await eventually(lambda: "begin_drain" in daemon.calls)
     runtime.on_signal(signal.SIGHUP)
-    await asyncio.sleep(0.02)
-    assert not drain.done()
+    # Proving a negative: the reload is given a bounded chance to end the drain.
+    ended_early, _ = await asyncio.wait({drain}, timeout=0.05)
+    assert not ended_early
     runtime.on_signal(signal.SIGTERM)
     await asyncio.wait_for(drain, 1)
     assert daemon.calls == ["begin_drain", "end_drain"]

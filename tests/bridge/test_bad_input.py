@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.bridge import BridgeProcess
 from tests.support.calls import ControlClient, TwilioCaller, tone
+from tests.support.waiting import eventually
 from xswarm.protocol import twilio
 
 
@@ -97,7 +98,7 @@ async def test_bad_callers_never_disturb_a_good_call_and_every_started_call_ends
         # A started call that then sends garbage, and one that vanishes mid-call.
         bad = TwilioCaller(http, bridge.ws_url)
         await bad.connect()
-        await asyncio.sleep(0.1)
+        await control.wait_for("call_started", stream_sid=bad.stream_sid)
         await bad.send("]]]")
         vanishing = TwilioCaller(http, bridge.ws_url)
         await vanishing.connect()
@@ -106,8 +107,8 @@ async def test_bad_callers_never_disturb_a_good_call_and_every_started_call_ends
         transport = vanishing.ws._response.connection.transport  # type: ignore[union-attr]
         transport.abort()
         await talking
-        await asyncio.sleep(0.3)
-        reasons = sorted(e["reason"] for e in control.of_type("call_ended"))
+        ended = await eventually(lambda: control.of_type("call_ended"), lambda e: len(e) >= 2)
+        reasons = sorted(e["reason"] for e in ended)
         assert reasons == ["disconnected", "protocol_error"]
         assert len(good.media()) >= 90
         await good.stop()
@@ -149,7 +150,7 @@ async def test_a_client_that_stops_reading_is_bounded_and_then_closed(bridge, ht
         payload = b"\x10" * 160
         for n in range(1500):  # up to 30 s of audio at real-time pace, never reading a byte back
             sock.sendall(frame(media.message(n + 2, n + 1, n * 20, payload)))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # a frame every 20 ms: real time, as Twilio sends
             if control.of_type("call_ended"):
                 break
         ended = await control.wait_for("call_ended", timeout=5)
@@ -174,13 +175,15 @@ async def test_a_flood_of_connections_is_refused_cleanly_and_the_bridge_stays_he
             return exc.status
         await ws.send_str(twilio.connected_message())
         await ws.send_str(twilio.start_message(twilio.new_stream_sid(), "CA"))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # hold the call while the rest of the flood arrives
         await ws.close()
         return 101
 
     results = await asyncio.gather(*(attempt() for _ in range(60)))
     assert results.count(101) <= 20 and results.count(101) >= 1
     assert set(results) <= {101, 503}
-    await asyncio.sleep(0.5)
+    _, ready = await eventually(
+        lambda: asyncio.to_thread(bridge.get, "/readyz"), lambda got: got[1]["active_calls"] == 0
+    )
     assert bridge.get("/healthz")[0] == 200
-    assert bridge.get("/readyz")[1]["active_calls"] == 0
+    assert ready["active_calls"] == 0

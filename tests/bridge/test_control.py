@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.bridge import BridgeProcess, running_bridge
 from tests.support.calls import ControlClient, TwilioCaller, tone
+from tests.support.waiting import eventually
 
 TOKEN = "s3cret-token"
 
@@ -16,7 +17,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def secured(tmp_path) -> BridgeProcess:
     config = '[voice.bridge]\nengine = "echo"\n[voice.suggestions]\nmin_interval_ms = 500\nmax_queue = 2\n'
-    with running_bridge(tmp_path, config, env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as bridge:
+    with running_bridge(tmp_path, config, env={"XSWARM_CONTROL_TOKEN": TOKEN}) as bridge:
         yield bridge
 
 
@@ -31,7 +32,9 @@ async def test_control_refuses_missing_or_wrong_tokens_with_401(secured, http, h
 async def test_hello_then_snapshot_of_live_calls(secured, http) -> None:
     caller = TwilioCaller(http, secured.ws_url)
     await caller.connect()
-    await asyncio.sleep(0.2)
+    await eventually(
+        lambda: asyncio.to_thread(secured.get, "/readyz"), lambda got: got[1]["active_calls"] == 1
+    )
     async with ControlClient(http, secured.ws_url, TOKEN) as control:
         hello, snapshot = control.events[0], control.events[1]
         assert (
@@ -89,14 +92,14 @@ async def test_bad_suggestions_and_commands_get_precise_answers(secured, http) -
         error = await control.wait_for("error")
         assert "invalid JSON" in error["message"]
         await control.send({"type": "launch_missiles"})
-        await asyncio.sleep(0.2)
-        assert "unknown command type launch_missiles" in control.of_type("error")[-1]["message"]
+        errors = await eventually(lambda: control.of_type("error"), lambda e: len(e) >= 2)
+        assert "unknown command type launch_missiles" in errors[-1]["message"]
         await control.send({"type": "hangup", "call_id": 42})
-        await asyncio.sleep(0.2)
-        assert "call_id string" in control.of_type("error")[-1]["message"]
+        errors = await eventually(lambda: control.of_type("error"), lambda e: len(e) >= 3)
+        assert "call_id string" in errors[-1]["message"]
         await control.ws.send_bytes(b"\x00\x01")
-        await asyncio.sleep(0.2)
-        assert "binary" in control.of_type("error")[-1]["message"]
+        errors = await eventually(lambda: control.of_type("error"), lambda e: len(e) >= 4)
+        assert "binary" in errors[-1]["message"]
         await control.send({"type": "ping", "id": 7})
         assert (await control.wait_for("pong"))["id"] == 7
 

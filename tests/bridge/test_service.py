@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +19,7 @@ import pytest
 
 from tests.support.bridge import VENV_BIN, free_port, start_bridge
 from tests.support.calls import ControlClient, TwilioCaller, tone
+from tests.support.waiting import eventually, eventually_sync
 
 
 class NotifyListener:
@@ -38,13 +38,12 @@ class NotifyListener:
                 return self.messages
 
     def wait_for(self, needle: str, timeout: float = 15) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in self.drain():
-                if needle in message:
-                    return message
-            time.sleep(0.02)
-        raise AssertionError(f"no {needle!r} in {self.messages}")
+        def found() -> str:
+            return next((m for m in self.drain() if needle in m), "")
+
+        return eventually_sync(
+            found, within=timeout, detail=lambda: f"no {needle!r} in {self.messages}"
+        )
 
 
 @pytest.fixture
@@ -82,6 +81,10 @@ async def test_ready_status_and_watchdog(tmp_path, notify) -> None:
 async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_path, notify) -> None:
     bridge = start_bridge(tmp_path, CONFIG, env=_env(notify, tmp_path))
     reload_state = tmp_path / "run" / "reload.json"
+
+    def reload_record() -> dict:
+        return json.loads(reload_state.read_text())
+
     try:
         notify.wait_for("READY=1")
         async with aiohttp.ClientSession() as http, ControlClient(http, bridge.ws_url) as control:
@@ -89,7 +92,8 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
             for caller in callers:
                 await caller.connect()
             talking = [asyncio.create_task(c.send_audio(tone(3.0))) for c in callers]
-            await asyncio.sleep(0.5)
+            for caller in callers:
+                await control.wait_for("call_started", stream_sid=caller.stream_sid)
             # A good reload that changes a live key and a restart-only key.
             bridge.config_path.write_text(
                 bridge.config_path.read_text().replace(
@@ -101,7 +105,7 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
             reloading = await asyncio.to_thread(notify.wait_for, "RELOADING=1")
             assert "MONOTONIC_USEC=" in reloading
             await asyncio.to_thread(notify.wait_for, "READY=1")
-            state = json.loads(reload_state.read_text())
+            state = reload_record()
             assert state["ok"] and state["generation"] == 1
             assert "applied [voice.bridge] drain_timeout" in state["message"]
             assert "needs a restart to change [voice.bridge] host" in state["message"]
@@ -109,8 +113,7 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
             good = bridge.config_path.read_text()
             bridge.config_path.write_text(good + "\n[voice.bridge.bogus\n")
             bridge.signal(signal.SIGHUP)
-            await asyncio.sleep(1.0)
-            state = json.loads(reload_state.read_text())
+            state = await eventually(reload_record, lambda s: s["generation"] >= 2)
             assert (
                 not state["ok"] and state["generation"] == 2 and "invalid TOML" in state["message"]
             )
@@ -119,8 +122,7 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
                 + '\n[voice.echo]\ndelay_ms = "soon"\n'
             )
             bridge.signal(signal.SIGHUP)
-            await asyncio.sleep(1.0)
-            state = json.loads(reload_state.read_text())
+            state = await eventually(reload_record, lambda s: s["generation"] >= 3)
             assert (
                 not state["ok"]
                 and "[voice.echo] delay_ms: expected a whole number" in state["message"]
@@ -128,8 +130,7 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
             await asyncio.gather(*talking)
             for caller in callers:
                 await caller.stop()
-            await asyncio.sleep(0.3)
-            ended = control.of_type("call_ended")
+            ended = await eventually(lambda: control.of_type("call_ended"), lambda e: len(e) >= 3)
             assert sorted(e["reason"] for e in ended) == ["caller_hangup"] * 3
             for caller in callers:
                 assert len(caller.media()) >= 140
@@ -149,7 +150,7 @@ async def test_sigterm_drains_live_calls_and_refuses_new_ones(tmp_path, notify) 
         caller = TwilioCaller(http, bridge.ws_url)
         await caller.connect()
         talking = asyncio.create_task(caller.send_audio(tone(2.0)))
-        await asyncio.sleep(0.3)
+        await control.wait_for("call_started")
         bridge.signal(signal.SIGTERM)
         stopping = await asyncio.to_thread(notify.wait_for, "STOPPING=1")
         assert "STATUS=Draining 1 active calls" in stopping
@@ -238,16 +239,18 @@ def test_instance_listens_on_base_plus_n_and_never_on_the_supervisor_port(tmp_pa
         stdin=subprocess.DEVNULL,
         text=True,
     )
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", base + 3), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", base + 3), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("instance 3 is not listening on base + 3")
+        eventually_sync(
+            listening, within=30, detail=lambda: "instance 3 is not listening on base + 3"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.bridge import BridgeProcess
 from tests.support.calls import ControlClient, TwilioCaller, tone
+from tests.support.waiting import eventually
 from xswarm.protocol import twilio
 
 
@@ -25,7 +26,7 @@ async def test_twilio_call_gets_its_own_audio_back_with_stream_sid(
         assert started["call_sid"] == caller.call_sid
         assert started["caller"] == "+15551234567"
         sent = await caller.send_audio(tone(1.0))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(caller.media()) >= sent - 2)
         await caller.stop()
         ended = await control.wait_for("call_ended", call_id=started["call_id"])
         await caller.close()
@@ -70,8 +71,9 @@ async def test_calls_over_the_limit_get_503_with_retry_after_and_others_go_on(
         first, second = TwilioCaller(http, bridge.ws_url), TwilioCaller(http, bridge.ws_url)
         await first.connect()
         await second.connect()
-        await asyncio.sleep(0.2)
-        status, body = bridge.get("/readyz")
+        status, body = await eventually(
+            lambda: asyncio.to_thread(bridge.get, "/readyz"), lambda got: got[0] != 200
+        )
         assert status == 503 and body["reason"] == "full"
         try:
             await http.ws_connect(bridge.ws_url + "/twilio")
@@ -81,8 +83,7 @@ async def test_calls_over_the_limit_get_503_with_retry_after_and_others_go_on(
             assert exc.headers is not None and exc.headers["Retry-After"] == "5"
         # The two running calls still get audio back.
         await asyncio.gather(first.send_audio(tone(0.4)), second.send_audio(tone(0.4)))
-        await asyncio.sleep(0.2)
-        assert len(first.media()) >= 15 and len(second.media()) >= 15
+        await eventually(lambda: len(first.media()) >= 15 and len(second.media()) >= 15)
         metrics = bridge.get("/metrics")[1]
         assert 'xswarm_calls_rejected_total{reason="full"} 1' in metrics
         await first.close()
@@ -102,8 +103,7 @@ async def test_dtmf_and_unknown_events_are_reported_or_ignored_without_ending_th
         dtmf = await control.wait_for("dtmf", call_id=started["call_id"])
         assert dtmf["digit"] == "7"
         await caller.send_audio(tone(0.2))
-        await asyncio.sleep(0.2)
-        assert caller.media(), "the call went on after unknown events"
+        assert await eventually(caller.media), "the call went on after unknown events"
         await caller.stop()
         await control.wait_for("call_ended", call_id=started["call_id"])
         await caller.close()
@@ -135,11 +135,13 @@ async def test_health_ready_and_metrics(bridge: BridgeProcess) -> None:
 async def test_twilio_signature_is_checked_when_an_auth_token_is_set(
     tmp_path, http: aiohttp.ClientSession
 ) -> None:
-    from tests.support.bridge import running_bridge
+    from tests.support.bridge import free_port, running_bridge
 
     token = "twilio-auth-token-123"
     env = {"TWILIO_AUTH_TOKEN": token}
-    with running_bridge(tmp_path, '[voice.bridge]\nengine = "echo"\n', env=env) as bridge:
+    port = free_port()  # TWILIO_AUTH_TOKEN requires public_url: here, the bridge itself
+    config = f'[voice.bridge]\nengine = "echo"\npublic_url = "ws://127.0.0.1:{port}"\n'
+    with running_bridge(tmp_path, config, env=env, port=port) as bridge:
         url = f"{bridge.ws_url}/twilio?tenant=acme"
         for headers in (
             {},
@@ -154,8 +156,7 @@ async def test_twilio_signature_is_checked_when_an_auth_token_is_set(
         caller.url = url
         await caller.connect()
         await caller.send_audio(tone(0.3))
-        await asyncio.sleep(0.2)
-        assert caller.media()
+        assert await eventually(caller.media)
         await caller.stop()
         await caller.close()
         assert 'xswarm_calls_rejected_total{reason="auth"} 3' in bridge.get("/metrics")[1]
@@ -175,11 +176,14 @@ async def test_frames_arriving_far_behind_their_timeline_are_dropped_unprocessed
         frame = b"\x10" * 160
         for n in range(10):  # on time
             await caller.send(media.message(n + 2, n + 1, n * 20, frame))
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.5)
+            await asyncio.sleep(0.02)  # a frame every 20 ms: real time, as Twilio sends
+        await asyncio.sleep(0.5)  # the stall that puts the next frames behind their timeline
         for n in range(10, 15):  # stamped 200..280 ms, arriving ~700 ms in: 0.4 s behind
             await caller.send(media.message(n + 2, n + 1, n * 20, frame))
-        await asyncio.sleep(0.2)
+        await eventually(
+            lambda: asyncio.to_thread(bridge.get, "/metrics"),
+            lambda got: "\nxswarm_frames_in_total 15\n" in got[1],
+        )
         await caller.stop()
         ended = await control.wait_for("call_ended", call_id=call_id)
         await caller.close()

@@ -22,6 +22,7 @@ import sphn
 from tests.engine.tiny_moshi import tiny_moshi_toml
 from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, running_bridge
 from tests.support.calls import ControlClient, TwilioCaller, tone
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.moshi
 
@@ -127,9 +128,9 @@ async def test_a_moshi_protocol_call_gets_opus_audio_and_text(
             pages = writer.append_pcm(speech[start : start + 1920])
             if pages:
                 await ws.send_bytes(b"\x01" + pages)
-            await asyncio.sleep(0.08)
+            await asyncio.sleep(0.08)  # 1920 samples at 24 kHz: spoken in real time
         await control.wait_for("text", call_id=started["call_id"])
-        await asyncio.sleep(0.5)
+        await eventually(lambda: sum(len(pcm) for pcm in audio_back) >= 24000)
         await ws.close()
         await asyncio.wait_for(listener, 10)
         ended = await control.wait_for("call_ended", call_id=started["call_id"])

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.bridge import free_port
+from tests.support.waiting import eventually_sync
 from xswarm import config as config_module
 from xswarm.ops import haproxy, units
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def admin_states(layout: Layout) -> dict[str, int]:
@@ -45,9 +39,7 @@ def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually_sync(path.exists, within=10)
         assert admin_states(layout) == {"voice1": 0, "voice2": 0}
         assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
         assert admin_states(layout) == {"voice1": 0, "voice2": 8}

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import yaml
 
 from tests.supervisor.support import running_supervisor, twilio_call
 from tests.support.bridge import free_port, running_bridge
+from tests.support.waiting import eventually, eventually_sync
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PROMETHEUS = CHECKOUT / "deploy/prometheus"
@@ -239,30 +239,37 @@ class Services:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Both services running, the supervisor connected, one real call placed and ended."""
     tmp = tmp_path_factory.mktemp("prometheus")
-    env = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+    env = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": "prometheus-bridge-token"}
     with (
         running_bridge(tmp, BRIDGE_CONFIG, env=env) as bridge,
         running_supervisor(tmp, [bridge.ws_url + "/control"], env=env) as supervisor,
     ):
-        deadline = time.monotonic() + 30
-        while not re.search(
-            r"^xswarm_supervisor_instance_up\{.*\} 1$",
-            text := get(supervisor.http_url + "/metrics"),
-            re.M,
-        ):
-            assert time.monotonic() < deadline, f"supervisor never connected:\n{text}"
-            time.sleep(0.1)
+        eventually_sync(
+            lambda: get(supervisor.http_url + "/metrics"),
+            lambda text: re.search(r"^xswarm_supervisor_instance_up\{.*\} 1$", text, re.M),
+            within=30,
+        )
 
         async def one_call() -> None:
             async with twilio_call(bridge.ws_url) as caller:
-                await asyncio.sleep(0.5)
+                # Hang up only once the call is real at both ends: its audio echoed back by
+                # the bridge and the call live in the supervisor's fleet.
+                await eventually(
+                    lambda: asyncio.to_thread(get, bridge.http_url + "/metrics"),
+                    lambda text: re.search(r"^xswarm_frames_out_total [1-9]", text, re.M),
+                )
+                await eventually(
+                    lambda: asyncio.to_thread(get, supervisor.http_url + "/metrics"),
+                    lambda text: re.search(r"^xswarm_supervisor_active_calls\{.*\} 1$", text, re.M),
+                )
                 await caller.hang_up()
 
         asyncio.run(one_call())
-        deadline = time.monotonic() + 30
-        while 'outcome="none"' in (voice := get(bridge.http_url + "/metrics")):
-            assert time.monotonic() < deadline, f"the call never ended:\n{voice}"
-            time.sleep(0.1)
+        eventually_sync(
+            lambda: get(bridge.http_url + "/metrics"),
+            lambda voice: 'outcome="none"' not in voice,
+            within=30,
+        )
         yield Services(f"127.0.0.1:{bridge.port}", f"127.0.0.1:{supervisor.port}", tmp)
 
 
@@ -426,15 +433,19 @@ def test_a_real_prometheus_scrapes_both_and_evaluates_every_rule(services: Servi
         return [rule for group in groups for rule in group["rules"]]
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def scraped_and_evaluated() -> bool:
             assert server.poll() is None, log.read_text()
             with contextlib.suppress(OSError, ValueError):
                 evaluated = all(r["health"] != "unknown" for r in loaded_rules())
-                if evaluated and len(query("up == 1")) == 2 and query("xswarm_engine_info"):
-                    break
-            assert time.monotonic() < deadline, f"nothing scraped after 60 s:\n{log.read_text()}"
-            time.sleep(0.5)
+                return (
+                    evaluated and len(query("up == 1")) == 2 and bool(query("xswarm_engine_info"))
+                )
+            return False
+
+        eventually_sync(
+            scraped_and_evaluated, within=60, interval=0.5, detail=lambda: log.read_text()
+        )
         roles = {(s["metric"]["job"], s["metric"]["role"]) for s in query("up")}
         assert roles == {("xswarm-voice", "voice"), ("xswarm-dashboard", "supervisor")}
         (seen,) = query("xswarm_supervisor_instance_up")

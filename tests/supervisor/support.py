@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.bridge import VENV_BIN, ServiceProcess, free_port
+from tests.support.waiting import eventually_sync
 from xswarm.protocol import twilio
 
 
@@ -85,20 +85,23 @@ def start_supervisor(
     sup = SupervisorProcess(
         proc, port, config_path, stderr_path, state_dir=state_dir, runtime_dir=runtime_dir
     )
-    deadline = time.monotonic() + 30
-    while True:
+
+    def serving() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"xswarm-dashboard exited with {proc.returncode}:\n{sup.log()}")
         try:
             with urllib.request.urlopen(sup.http_url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    break
+                return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            sup.stop(5)
-            raise RuntimeError(f"xswarm-dashboard not serving after 30 s:\n{sup.log()}")
-        time.sleep(0.05)
+            return False
+
+    try:
+        eventually_sync(
+            serving, within=30, detail=lambda: f"xswarm-dashboard not serving:\n{sup.log()}"
+        )
+    except AssertionError:
+        sup.stop(5)
+        raise
     return sup
 
 
@@ -194,7 +197,7 @@ class TwilioCaller:
                     )
                 )
                 chunk += 1
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # a frame every 20 ms: real time, as Twilio sends
 
     async def _receive(self) -> None:
         assert self._ws is not None

@@ -27,10 +27,12 @@ from tests.supervisor.support import (
     twilio_call,
 )
 from tests.support.bridge import VENV_BIN, free_port, running_bridge
+from tests.support.waiting import eventually, eventually_sync
 
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "service-token-77a1"
-ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+CONTROL_TOKEN = "bridge-token-svc-5d20"
+ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": CONTROL_TOKEN}
 
 
 class NotifyListener:
@@ -209,17 +211,15 @@ async def test_sighup_applies_the_instance_list_and_refuses_a_bad_config(tmp_pat
 
             sup.config_path.write_text("[dashboard]\ninstances = ['http://not-a-ws-url']\n")
             sup.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 20
-            while (sup.reload_state() or {}).get("generation") != 3:
-                assert time.monotonic() < deadline, sup.log()
-                await asyncio.sleep(0.05)
-            state = sup.reload_state()
+            state = await eventually(
+                sup.reload_state, lambda s: (s or {}).get("generation") == 3, detail=sup.log
+            )
             assert state is not None and state["ok"] is False
             assert "reload refused, keeping the previous config" in state["message"]
             assert "[dashboard] instances: expected ws:// or wss:// URLs" in state["message"]
             await op.send({"type": "ping"})
             await op.wait_for(lambda m: m["type"] == "pong")
-        status, instances = sup.get("/api/instances")
+        status, instances = sup.get("/api/instances", token=TOKEN)
         assert [i["name"] for i in instances] == ["voice-b"]
         assert "reload refused" in sup.log()
 
@@ -258,15 +258,16 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> Non
     os.close(high)
     listener.close()
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthz() -> object:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.loads(r.read()) == {"status": "ok"}
-                    break
+                    return json.loads(r.read())
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+                assert proc.poll() is None, "xswarm-dashboard exited before serving"
+                return None
+
+        assert eventually_sync(healthz, within=30) == {"status": "ok"}
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", unused), timeout=2).close()
     finally:

@@ -9,13 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.waiting import eventually_sync
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -79,18 +80,18 @@ class BridgeProcess(ServiceProcess):
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"xswarm-voice exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"xswarm-voice not ready after {timeout} s:\n{log.read_text()}")
+            return False
+
+    eventually_sync(
+        ready, within=timeout, detail=lambda: f"xswarm-voice not ready:\n{log.read_text()}"
+    )
 
 
 def start_bridge(

@@ -64,7 +64,7 @@ async def one_call(port: int, seconds: float, started: Path | None = None) -> di
                 await ws.send_str(
                     json.dumps({"event": "stop", "streamSid": sid, "sequenceNumber": str(sequence)})
                 )
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # a grace for the bridge to end the call on stop
                 await ws.close()
             task.cancel()
             result["close_code"] = ws.close_code

@@ -85,7 +85,7 @@ def test_calls_spread_and_survive_a_killed_instance(fleet: Container) -> None:
     assert all(count >= 1 for count in spread.values()), spread
 
     loop = start_call(fleet, "through-haproxy", 9998, seconds=25, mode="loop")
-    time.sleep(2)
+    time.sleep(2)  # calls in flight before the kill; loop mode writes no .started to wait on
     victim = fleet.show("xswarm-voice@2.service", "MainPID")
     fleet.run(["kill", "-9", victim])
     killed = time.monotonic()
@@ -115,7 +115,7 @@ def test_rolling_upgrade_behind_haproxy_serves_every_call(
 ) -> None:
     add_release(wheelhouses, "0.1.1")  # type: ignore[arg-type]
     loop = start_call(fleet, "during-upgrade", 9998, seconds=30, mode="loop")
-    time.sleep(1)
+    time.sleep(1)  # calls in flight before the upgrade; loop mode writes no .started
     done = fleet.run([XSWARM, "upgrade", "--wheelhouse", f"{WH}/0.1.1"], check=False)
     print(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout + done.stderr

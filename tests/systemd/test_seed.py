@@ -45,11 +45,20 @@ def test_install_creates_the_seeds_layout_and_is_idempotent(container: Container
 
     passwd = container.sh("getent passwd xswarm").stdout.strip().split(":")
     assert passwd[5:] == ["/opt/xswarm", "/bin/false"]
+    # Root never trusts what the service account can write: only state and logs are xswarm's.
     owners = container.sh(
-        "stat -c '%U:%G %n' /opt/xswarm /var/lib/xswarm /var/log/xswarm "
-        "/opt/xswarm/config.toml /opt/xswarm/.env"
-    ).stdout
-    assert all(line.startswith("xswarm:xswarm ") for line in owners.splitlines()), owners
+        "stat -c '%U:%G %n' /opt/xswarm /opt/xswarm/releases /opt/xswarm/config.toml "
+        "/opt/xswarm/.env /var/lib/xswarm /var/lib/xswarm-dashboard /var/log/xswarm"
+    ).stdout.splitlines()
+    assert [line.split()[0] for line in owners] == [
+        "root:root",
+        "root:root",
+        "root:xswarm",
+        "root:root",
+        "xswarm:xswarm",
+        "xswarm:xswarm",
+        "xswarm:xswarm",
+    ], owners
     assert container.sh("stat -c %a /opt/xswarm/.env").stdout.strip() == "600"
     assert container.sh("readlink /opt/xswarm/current").stdout.strip() == "releases/0.1.0"
     unit = container.read(f"{UNITS}/{VOICE}")
@@ -167,7 +176,7 @@ def test_the_watchdog_catches_a_hung_process(container: Container) -> None:
     )
     try:
         pid = container.show(VOICE, "MainPID")
-        time.sleep(7)
+        time.sleep(7)  # over two WatchdogSec periods: a fed watchdog must not fire
         assert container.show(VOICE, "MainPID") == pid, "killed although it fed the watchdog"
         before = int(container.show(VOICE, "NRestarts"))
         container.run(["kill", "-STOP", pid])
@@ -230,7 +239,7 @@ def test_a_config_error_exits_78_without_a_restart_loop(container: Container) ->
     start = container.run(["systemctl", "start", "xswarm-voice"], check=False)
     assert start.returncode != 0
     assert container.show(VOICE, "ExecMainStatus") == "78"
-    time.sleep(12)
+    time.sleep(12)  # past RestartSec=10: proves that no restart comes
     assert container.show(VOICE, "ActiveState") == "failed"
     assert container.show(VOICE, "NRestarts") == "0"
     line = container.sh("journalctl -u xswarm-voice -p err --no-pager -o cat").stdout
@@ -324,7 +333,7 @@ def test_backup_saves_release_units_config_env_and_database(container: Container
         assert expected in listing, listing
     assert "./release/xswarm-0.1.0-py3-none-any.whl" in listing
     assert container.sh(f"stat -c %a {folder}/.env").stdout.strip() == "600"
-    if container.exists("/var/lib/xswarm/xswarm.db"):
+    if container.exists("/var/lib/xswarm-dashboard/xswarm.db"):
         assert "./xswarm.db" in listing
         check = container.run(
             [
@@ -379,7 +388,7 @@ def test_restarts_under_load_refuse_nothing(container: Container) -> None:
                 out,
             ]
         )
-        time.sleep(2)
+        time.sleep(2)  # the hammer is under way before the restarts begin
         for _ in range(2):
             # StartLimitBurst=5 counts manual restarts too, and this module made many.
             container.run(["systemctl", "reset-failed", unit])
@@ -420,7 +429,7 @@ def test_restart_no_override_for_debugging(container: Container) -> None:
             15,
             "the killed bridge to stay down",
         )
-        time.sleep(11)
+        time.sleep(11)  # past RestartSec=10: proves that no restart comes
         assert container.show(VOICE, "ActiveState") == "failed"
         assert container.show(VOICE, "MainPID") in ("0", pid)
     finally:

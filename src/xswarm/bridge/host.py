@@ -66,6 +66,9 @@ class CallHost(Protocol):
     def count_rejection(self, reason: str) -> None:
         """An upgrade refused before admission (``auth``), for /metrics."""
 
+    def count_unknown_event(self) -> None:
+        """A Twilio event of a kind this version does not know, for /metrics."""
+
     def start_call(self, peer: CallPeer) -> bool:
         """Attach the call to the engine and announce it; False when no engine slot is free."""
 

@@ -58,6 +58,7 @@ class CallRegistry:
         self.ended = FrameCounts()
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.unknown_events = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -112,6 +113,9 @@ class CallRegistry:
 
     def count_rejection(self, reason: str) -> None:
         self.rejections[reason] += 1
+
+    def count_unknown_event(self) -> None:
+        self.unknown_events += 1
 
     # -- the live calls ----------------------------------------------------------------------
 

@@ -156,6 +156,12 @@ class StatusBoard:
             "Frames dropped because a client did not read.",
             frames.dropped_frames,
         )
+        expo.metric(
+            "xswarm_twilio_unknown_events_total",
+            "counter",
+            "Twilio events of a kind this version does not know (each call logs 4 names).",
+            calls.unknown_events,
+        )
         expo.histogram(
             "xswarm_tick_duration_seconds", "Engine tick duration.", self.ticks.histogram
         )
