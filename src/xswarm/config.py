@@ -2,8 +2,8 @@
 
 Where the file comes from (first found wins): ``--config PATH``, ``$XSWARM_CONFIG``,
 ``/opt/xswarm/config.toml``, else the built-in defaults. Secrets never live here: they come
-from the environment (``XSWARM_SUPERVISOR_TOKEN``, ``TWILIO_AUTH_TOKEN``), which systemd fills
-from ``/opt/xswarm/.env``.
+from the environment (``XSWARM_SUPERVISOR_TOKEN``, ``XSWARM_CONTROL_TOKEN``,
+``TWILIO_AUTH_TOKEN``), which systemd fills from ``/opt/xswarm/.env``.
 
 Every key is declared once, as a field of the frozen dataclass of its TOML section
 (``BridgeSection`` is ``[voice.bridge]``), with its Python type, default, bounds and whether it
@@ -18,12 +18,15 @@ a live process can apply and what it must report as needing a restart.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from xswarm.errors import ConfigError
 
@@ -92,7 +95,20 @@ class BridgeSection:
     )
     status_interval: float = setting(1.0, min=0.1, max=60, help="seconds between status events")
     public_url: str = setting(
-        "", help="URL Twilio sees (for X-Twilio-Signature), e.g. wss://voice.example.com"
+        "",
+        help="URL at which Twilio reaches the bridge's root, path prefix included, e.g. "
+        "wss://voice.example.com or wss://example.com/voice (X-Twilio-Signature); required "
+        "when TWILIO_AUTH_TOKEN is set",
+    )
+    twilio_stream_token: bool = setting(
+        False,
+        help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
+        "(docs/SECURITY.md)",
+    )
+    server_names: str = setting(
+        "",
+        help="host names the supervisor uses in [dashboard] instances to reach /control "
+        "(Host header), space-separated; IP literals, localhost and public_url's host always work",
     )
     resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
         "auto",
@@ -150,6 +166,11 @@ class DashboardSection:
     )
     history_limit: int = setting(100000, min=10, max=100_000_000)
     stale_after: float = setting(2.0, min=0.1, max=600)
+    server_names: str = setting(
+        "",
+        help="host names operators use to reach the API (Host header), space-separated; IP "
+        "literals and localhost always work, any other name is refused (DNS rebinding)",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -420,7 +441,96 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
 
 
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP literal nor an RFC 1123 hostname; None when it is one.
+
+    Hosts are written into unit files and haproxy.cfg by root, so anything else (a newline,
+    a space, a quote) is refused here rather than escaped there.
+    """
+    if not host:
+        return "expected an IP address or a hostname, got an empty string"
+    if not host.isascii() or not host.isprintable() or any(c.isspace() for c in host):
+        return f"expected an IP address or a hostname, got {host!r} (control or space characters)"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        return f"expected an IP address or an RFC 1123 hostname, got {host!r}"
+    return None
+
+
+def _check_hosts(config: Config) -> None:
+    hosts = [
+        ("[voice.bridge] host", config.bridge.host),
+        ("[dashboard] host", config.dashboard.host),
+    ]
+    for number, overrides in config.instances.items():
+        if "host" in overrides:
+            hosts.append((f"[voice.bridge.instances.{number}] host", overrides["host"]))
+    for where, host in hosts:
+        problem = host_problem(host)
+        if problem:
+            raise ConfigError(config.source, where, problem)
+    for url in config.dashboard.instances:
+        problem = url_host_problem(url)
+        if problem:
+            raise ConfigError(config.source, "[dashboard] instances", problem)
+
+
+def url_host_problem(url: str) -> str | None:
+    """Why a control URL's host or port is unusable; None when both are sound."""
+    if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
+        return f"{url!r} holds control or space characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{url!r} has port {port}; expected 1 to 65535"
+    problem = host_problem(parts.hostname or "")
+    return f"{url!r}: {problem}" if problem else None
+
+
+def require_public_url(config: Config, twilio_auth_token: str | None) -> None:
+    """With ``TWILIO_AUTH_TOKEN`` set, the bridge needs ``public_url``: the only other source
+    of the URL Twilio signed is the request itself, X-Forwarded-* included, which the caller
+    chooses. Called by the bridge at start and on reload."""
+    if twilio_auth_token and not config.bridge.public_url:
+        raise ConfigError(
+            config.source,
+            "[voice.bridge] public_url",
+            "is required because TWILIO_AUTH_TOKEN is set: the URL at which Twilio reaches this "
+            "bridge, e.g. wss://voice.example.com (X-Twilio-Signature is checked against it)",
+        )
+
+
+def _check_public_url(config: Config) -> None:
+    """``public_url`` is what Twilio signs: a ws(s)/http(s) URL with a host and at most a path."""
+    url = config.bridge.public_url
+    if not url:
+        return
+    where = "[voice.bridge] public_url"
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("wss", "ws", "https", "http")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(ord(ch) < 0x21 or 0x7F <= ord(ch) <= 0x9F for ch in url)
+    ):
+        raise ConfigError(config.source, where, f"expected wss://HOST[/PREFIX], got {url!r}")
+
+
 def _check_cross(config: Config) -> None:
+    _check_hosts(config)
+    _check_public_url(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

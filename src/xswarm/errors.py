@@ -8,8 +8,10 @@
     │   └── BadMessage   protocol.values: one field of a peer's JSON is wrong, named
     ├── ClientError      client.common: a simulated call cannot be placed or go on (exit 1)
     ├── InstallError     ops.install: something install needs is missing or refused (exit 1)
+    ├── TokenError       tokens: a token is missing off loopback, or its file is unsafe (exit 78)
     ├── ReleaseError     ops.releases: a release cannot be built, found or switched to (exit 1)
     ├── SystemctlError   ops.systemctl: systemctl refused or failed                 (exit 1)
+    ├── UntrustedPathError ops.files: root will not act on a path others could have planted (exit 1)
     ├── BackupError      ops.backup: the database cannot be found or copied        (exit 1)
     ├── RolloutError     ops.rolling: an upgrade or rollback stopped; what runs is said (exit 1)
     └── ReloadError      ops.reloadctl: the service refused or never answered a reload (exit 1)

@@ -54,11 +54,12 @@ def test_call_events_carry_ids_counters_and_levels() -> None:
     call.push_audio(loud, arrived=0.0)
     call.note_output(loud, latency_s=0.004)
     stats = call.stats_event()
-    assert stats["call_id"] == call.call_id and stats["frames_in"] == 1
-    assert -10 < stats["level_in_dbfs"] < 0 and stats["latency_p50_ms"] == 4.0
-    assert call.started_event()["stream_sid"] == "MZ1"
+    assert stats.call_id == call.call_id and stats.counters.frames_in == 1
+    assert stats.level_in_dbfs is not None and -10 < stats.level_in_dbfs < 0
+    assert stats.latency_p50_ms == 4.0
+    assert call.started_event().stream_sid == "MZ1"
     call.end_reason = "caller_hangup"
-    assert call.ended_event()["reason"] == "caller_hangup"
+    assert call.ended_event().reason == "caller_hangup"
     assert Call("moshi", "x", 1920).call_id != call.call_id
 
 

@@ -17,7 +17,7 @@ TOKEN = "s3cret-token"
 @pytest.fixture
 def secured(tmp_path) -> BridgeProcess:
     config = '[voice.bridge]\nengine = "echo"\n[voice.suggestions]\nmin_interval_ms = 500\nmax_queue = 2\n'
-    with running_bridge(tmp_path, config, env={"XSWARM_SUPERVISOR_TOKEN": TOKEN}) as bridge:
+    with running_bridge(tmp_path, config, env={"XSWARM_CONTROL_TOKEN": TOKEN}) as bridge:
         yield bridge
 
 

@@ -135,11 +135,13 @@ async def test_health_ready_and_metrics(bridge: BridgeProcess) -> None:
 async def test_twilio_signature_is_checked_when_an_auth_token_is_set(
     tmp_path, http: aiohttp.ClientSession
 ) -> None:
-    from tests.support.bridge import running_bridge
+    from tests.support.bridge import free_port, running_bridge
 
     token = "twilio-auth-token-123"
     env = {"TWILIO_AUTH_TOKEN": token}
-    with running_bridge(tmp_path, '[voice.bridge]\nengine = "echo"\n', env=env) as bridge:
+    port = free_port()  # TWILIO_AUTH_TOKEN requires public_url: here, the bridge itself
+    config = f'[voice.bridge]\nengine = "echo"\npublic_url = "ws://127.0.0.1:{port}"\n'
+    with running_bridge(tmp_path, config, env=env, port=port) as bridge:
         url = f"{bridge.ws_url}/twilio?tenant=acme"
         for headers in (
             {},

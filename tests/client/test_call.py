@@ -108,7 +108,9 @@ def test_bad_wav_and_bad_digits_are_refused_before_calling(tmp_path: Path) -> No
 
 def test_signed_call_passes_and_wrong_token_is_refused(tmp_path: Path) -> None:
     env_bridge = {"TWILIO_AUTH_TOKEN": "s3cret"}
-    with running_bridge(tmp_path, ECHO_CONFIG, env=env_bridge) as signed:
+    port = free_port()  # TWILIO_AUTH_TOKEN requires public_url: here, the bridge itself
+    config = ECHO_CONFIG + f'public_url = "ws://127.0.0.1:{port}"\n'
+    with running_bridge(tmp_path, config, env=env_bridge, port=port) as signed:
         good = dict(os.environ, TWILIO_AUTH_TOKEN="s3cret")
         done = run_call("--url", signed.ws_url, "--out", str(tmp_path / "a.wav"), env=good)
         assert done.returncode == 0, done.stdout + done.stderr

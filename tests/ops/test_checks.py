@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from xswarm.ops import checks
-from xswarm.ops.checks import DatabaseFacts, Facts, FileFacts, Holder, UnitFacts
+from xswarm.ops.checks import DatabaseFacts, Facts, FileFacts, Holder, TokenFacts, UnitFacts
 
-GOOD_ENV = FileFacts("/opt/xswarm/.env", True, "xswarm", 0o600)
+GOOD_ENV = FileFacts("/opt/xswarm/.env", True, "root", 0o600, "root")
 
 
 def healthy(**changes: object) -> Facts:
@@ -52,10 +52,59 @@ def test_a_healthy_server_has_no_failures() -> None:
 def test_env_missing_wrong_owner_wrong_mode() -> None:
     missing = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", False)))
     assert "missing" in missing.message and "xswarm install" in missing.fix
-    owner = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "root", 0o600)))
-    assert owner.fix == "sudo chown xswarm:xswarm /opt/xswarm/.env"
-    mode = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "xswarm", 0o644)))
+    # Root reads .env (systemd, for EnvironmentFile=): the service account must not own it.
+    owner = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "xswarm", 0o600)))
+    assert owner.message == "/opt/xswarm/.env is owned by xswarm, not root"
+    assert owner.fix == "sudo chown root:root /opt/xswarm/.env"
+    mode = only_failure(healthy(env_file=FileFacts("/opt/xswarm/.env", True, "root", 0o644)))
     assert "mode 644" in mode.message and mode.fix == "sudo chmod 600 /opt/xswarm/.env"
+    link = only_failure(
+        healthy(env_file=FileFacts("/opt/xswarm/.env", True, "xswarm", 0o777, kind="symlink"))
+    )
+    assert "is a symbolic link where a file should be" in link.message
+    assert link.fix.startswith("sudo rm /opt/xswarm/.env")
+
+
+def test_paths_root_relies_on_are_roots_and_not_writable_by_others() -> None:
+    good = [
+        FileFacts("/opt/xswarm", True, "root", 0o755, "root", "dir", "application"),
+        FileFacts("/opt/xswarm/config.toml", True, "root", 0o640, "xswarm", "file", "config"),
+        FileFacts("/var/lib/xswarm", True, "xswarm", 0o750, "xswarm", "dir", "state"),
+    ]
+    assert not failures(healthy(paths=good))
+    writable = [*good[:1], FileFacts(good[1].path, True, "root", 0o660, "xswarm", "file", "config")]
+    finding = only_failure(healthy(paths=writable))
+    assert finding.message == (
+        "/opt/xswarm/config.toml has mode 660: someone besides root can change it"
+    )
+    assert finding.fix == "sudo chmod 640 /opt/xswarm/config.toml"
+    owned = [FileFacts("/opt/xswarm", True, "xswarm", 0o755, "xswarm", "dir", "application")]
+    finding = only_failure(healthy(paths=owned))
+    assert finding.message == "/opt/xswarm is owned by xswarm, not root"
+    assert finding.fix == "sudo chown root:root /opt/xswarm"
+    unreadable = [FileFacts(good[1].path, True, "root", 0o640, "root", "file", "config")]
+    finding = only_failure(healthy(paths=unreadable))
+    assert "group root, not xswarm" in finding.message
+    assert finding.fix == "sudo chown root:xswarm /opt/xswarm/config.toml"
+    state = [FileFacts("/var/lib/xswarm", True, "root", 0o755, "root", "dir", "state")]
+    assert only_failure(healthy(paths=state)).fix == "sudo chown xswarm:xswarm /var/lib/xswarm"
+
+
+def test_tokens_missing_weak_unreadable_or_shared() -> None:
+    strong = [
+        TokenFacts("XSWARM_SUPERVISOR_TOKEN", 43, "/opt/xswarm/.env"),
+        TokenFacts("XSWARM_CONTROL_TOKEN", 43, "/opt/xswarm/.env"),
+    ]
+    assert not failures(healthy(tokens=strong))
+    missing = only_failure(healthy(tokens=[strong[0], TokenFacts("XSWARM_CONTROL_TOKEN", None)]))
+    assert missing.message == "XSWARM_CONTROL_TOKEN is not set in /opt/xswarm/.env"
+    assert "add a line XSWARM_CONTROL_TOKEN=" in missing.fix and "token_urlsafe" in missing.fix
+    weak = only_failure(healthy(tokens=[strong[0], TokenFacts("XSWARM_CONTROL_TOKEN", 8, "x")]))
+    assert "is weak: 8 characters" in weak.message
+    unreadable = TokenFacts("XSWARM_CONTROL_TOKEN", None, "/run/t", "No such file")
+    assert "cannot be read from /run/t" in only_failure(healthy(tokens=[unreadable])).message
+    shared = only_failure(healthy(tokens=strong, tokens_shared=True))
+    assert "the same" in shared.message
 
 
 def test_missing_executable() -> None:

@@ -1,12 +1,15 @@
 """install, doctor, backup, rollback and releases on a real staging root (``--root``).
 
 A real wheel of this checkout is installed into a real venv under a scratch root; no systemd
-is needed (that part is proven under nspawn in tests/systemd). Ownership by the xswarm user
-and systemctl only apply to the live root, so here the files keep the test's own user.
+is needed (that part is proven under nspawn in tests/systemd). systemctl only applies to the
+live root. Run as root, install gives the staging tree its real owners, with ``nobody`` as the
+service account (``--service-user``: no test creates users on the machine); run as anyone
+else, the files keep the test's own user.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
@@ -24,17 +27,29 @@ from xswarm.commands import backup, doctor, install, rollback, upgrade
 from xswarm.ops import releases
 from xswarm.ops.layout import Layout
 
+SERVICE = "nobody"
+STAGING = ["--service-user", SERVICE]
+
 
 @pytest.fixture(scope="module")
 def installed(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Layout:
     root = tmp_path_factory.mktemp("root")
     result = CliRunner().invoke(
         install.command,
-        ["--root", str(root), "--wheelhouse", str(wheelhouse), "--instances", "2", "--gpu"],
+        [
+            "--root",
+            str(root),
+            "--wheelhouse",
+            str(wheelhouse),
+            "--instances",
+            "2",
+            "--gpu",
+            *STAGING,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "xswarm 0.1.0 installed." in result.output
-    return Layout(root)
+    return Layout(root, SERVICE)
 
 
 def test_install_builds_the_release_at_its_final_path(installed: Layout) -> None:
@@ -77,6 +92,7 @@ def test_install_twice_changes_nothing(installed: Layout, wheelhouse: Path) -> N
             "--instances",
             "2",
             "--gpu",
+            *STAGING,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -88,16 +104,22 @@ def test_install_twice_changes_nothing(installed: Layout, wheelhouse: Path) -> N
 
 
 def run_doctor(layout: Layout) -> tuple[int, str]:
-    result = CliRunner().invoke(doctor.command, ["--root", str(layout.root)])
+    result = CliRunner().invoke(doctor.command, ["--root", str(layout.root), *STAGING])
     return result.exit_code, result.output
 
 
 def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
-    me = pwd.getpwuid(os.getuid()).pw_name
     code, out = run_doctor(installed)
-    assert code == 1
-    assert f"is owned by {me}, not xswarm" in out
     assert "FAIL  executable" not in out and "FAIL  units" not in out
+    if os.geteuid() == 0:
+        assert "FAIL  .env" not in out and "FAIL  permissions" not in out, out
+        assert "FAIL  tokens" not in out, out
+        os.chown(installed.env_file, pwd.getpwnam(SERVICE).pw_uid, 0)
+        code, out = run_doctor(installed)
+        os.chown(installed.env_file, 0, 0)
+        assert code == 1
+        assert f"FAIL  .env: {installed.env_file} is owned by {SERVICE}, not root" in out
+        assert f"fix: sudo chown root:root {installed.env_file}" in out
 
     installed.env_file.chmod(0o644)
     assert "has mode 644" in run_doctor(installed)[1]
@@ -117,7 +139,7 @@ def test_doctor_finds_each_broken_thing_and_its_fix(installed: Layout) -> None:
     assert f"FAIL  executable: {script}" in run_doctor(installed)[1]
     script.chmod(0o755)
 
-    installed.state.mkdir(parents=True, exist_ok=True)
+    installed.database.parent.mkdir(parents=True, exist_ok=True)
     installed.database.write_bytes(b"this is not SQLite" * 100)
     assert "FAIL  database" in run_doctor(installed)[1]
     installed.database.unlink()
@@ -160,7 +182,7 @@ def test_doctor_names_the_process_holding_a_port(installed: Layout) -> None:
 
 
 def test_backup_copies_a_live_database_through_the_backup_api(installed: Layout) -> None:
-    installed.state.mkdir(parents=True, exist_ok=True)
+    installed.database.parent.mkdir(parents=True, exist_ok=True)
     live = sqlite3.connect(installed.database)
     live.execute("CREATE TABLE calls (id TEXT)")
     live.executemany("INSERT INTO calls VALUES (?)", [(f"c{i}",) for i in range(500)])
@@ -253,3 +275,151 @@ def test_a_failed_build_leaves_no_complete_release(tmp_path: Path) -> None:
     with pytest.raises(releases.ReleaseError, match="installing xswarm-7.0"):
         releases.build(layout, wheel, tmp_path, sys.executable)
     assert releases.installed(layout) == []
+
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="real ownership needs root")
+
+
+def owner_and_mode(path: Path) -> tuple[str, str, int]:
+    st = path.lstat()
+    return (
+        pwd.getpwuid(st.st_uid).pw_name,
+        grp.getgrgid(st.st_gid).gr_name,
+        stat.S_IMODE(st.st_mode),
+    )
+
+
+@as_root
+def test_install_gives_root_everything_root_relies_on(installed: Layout) -> None:
+    group = grp.getgrgid(pwd.getpwnam(SERVICE).pw_gid).gr_name
+    expected = {
+        installed.opt: ("root", "root", 0o755),
+        installed.releases: ("root", "root", 0o755),
+        installed.config: ("root", group, 0o640),
+        installed.env_file: ("root", "root", 0o600),
+        installed.backup: ("root", "root", 0o700),
+        installed.state: (SERVICE, group, 0o750),
+        installed.dashboard_state: (SERVICE, group, 0o750),
+        installed.logs: (SERVICE, group, 0o750),
+        installed.history: ("root", "root", 0o644),
+    }
+    for path, wanted in expected.items():
+        assert owner_and_mode(path) == wanted, path
+    assert installed.current.is_symlink() and owner_and_mode(installed.current)[0] == "root"
+    assert owner_and_mode(installed.release_dir("0.1.0"))[0] == "root"
+    for unit in installed.unit_dir.rglob("*"):
+        if unit.is_file():
+            assert owner_and_mode(unit) == ("root", "root", 0o644), unit
+    leftovers = [p for p in installed.opt.rglob(".*.tmp")]
+    assert not leftovers, "every staging file was renamed or linked into place"
+
+
+def test_a_new_env_holds_strong_separate_tokens(installed: Layout) -> None:
+    values = dict(
+        line.split("=", 1)
+        for line in installed.env_file.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    operators, bridges = values["XSWARM_SUPERVISOR_TOKEN"], values["XSWARM_CONTROL_TOKEN"]
+    assert len(operators) >= 43 and len(bridges) >= 43 and operators != bridges
+    assert "ok    tokens: XSWARM_SUPERVISOR_TOKEN, XSWARM_CONTROL_TOKEN" in run_doctor(installed)[1]
+    original = installed.env_file.read_text()
+    installed.env_file.write_text(original.replace(f"={bridges}", "=short"))
+    try:
+        out = run_doctor(installed)[1]
+    finally:
+        installed.env_file.write_text(original)
+    assert "XSWARM_CONTROL_TOKEN in" in out and "is weak: 5 characters" in out
+
+
+@as_root
+def test_doctor_flags_a_group_writable_config_and_a_service_owned_env(installed: Layout) -> None:
+    nobody = pwd.getpwnam(SERVICE)
+    installed.config.chmod(0o660)
+    os.chown(installed.env_file, nobody.pw_uid, nobody.pw_gid)
+    try:
+        code, out = run_doctor(installed)
+    finally:
+        installed.config.chmod(0o640)
+        os.chown(installed.env_file, 0, 0)
+    assert code == 1
+    assert (
+        f"FAIL  permissions: {installed.config} has mode 660: someone besides root can change it"
+        in out
+    )
+    assert f"fix: sudo chmod 640 {installed.config}" in out
+    assert f"FAIL  .env: {installed.env_file} is owned by {SERVICE}, not root" in out
+
+
+@as_root
+def test_backup_and_rollback_refuse_paths_the_service_account_could_have_swapped(
+    installed: Layout,
+) -> None:
+    nobody = pwd.getpwnam(SERVICE)
+    runner = CliRunner()
+    os.chown(installed.releases, nobody.pw_uid, nobody.pw_gid)
+    try:
+        result = runner.invoke(backup.command, ["--root", str(installed.root)])
+        assert result.exit_code == 1
+        assert f"{installed.releases} is owned by uid {nobody.pw_uid}" in result.output
+        result = runner.invoke(rollback.command, ["0.1.0", "--root", str(installed.root)])
+        assert result.exit_code == 1 and "root will not use" in result.output
+    finally:
+        os.chown(installed.releases, 0, 0)
+    installed.config.chmod(0o666)
+    try:
+        result = runner.invoke(rollback.command, ["0.1.0", "--root", str(installed.root)])
+    finally:
+        installed.config.chmod(0o640)
+    assert result.exit_code == 1
+    assert "writable by group or others (mode 0666)" in result.output
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from xswarm.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+
+
+ATTACK = "[voice.bridge]\nhost = \"0.0.0.0\\nExecStartPre=/bin/sh -c 'id > /tmp/pwned'\"\n"
+
+
+def test_install_refuses_a_newline_in_a_host_with_exit_78(tmp_path: Path, wheelhouse: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.opt.mkdir(parents=True)
+    layout.config.write_text(ATTACK)
+    done = run_cli("install", "--root", str(layout.root), "--wheelhouse", str(wheelhouse))
+    assert done.returncode == 78, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith(f"xswarm: {layout.config}: [voice.bridge] host: expected an IP")
+    assert not layout.unit_dir.exists(), "nothing rendered from the refused config"
+
+
+def test_install_refuses_a_planted_symlink_where_it_creates_a_file(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.opt.mkdir(parents=True)
+    target = tmp_path / "root-owned-elsewhere"
+    layout.env_file.symlink_to(target)
+    done = run_cli("install", "--root", str(layout.root), "--wheelhouse", str(wheelhouse))
+    assert done.returncode == 1
+    assert f"{layout.env_file} is a symbolic link; root will not follow it" in done.stderr
+    assert not target.exists(), "nothing was written through the link"
+    assert layout.env_file.is_symlink()
+
+
+def test_install_moves_the_call_history_out_of_the_bridges_directory(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.state.mkdir(parents=True)
+    layout.legacy_database.write_bytes(b"history")
+    result = CliRunner().invoke(
+        install.command, ["--root", str(layout.root), "--wheelhouse", str(wheelhouse), *STAGING]
+    )
+    assert result.exit_code == 0, result.output
+    assert layout.database.read_bytes() == b"history"
+    assert not layout.legacy_database.exists()

@@ -239,7 +239,7 @@ class Services:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """Both services running, the supervisor connected, one real call placed and ended."""
     tmp = tmp_path_factory.mktemp("prometheus")
-    env = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+    env = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": "prometheus-bridge-token"}
     with (
         running_bridge(tmp, BRIDGE_CONFIG, env=env) as bridge,
         running_supervisor(tmp, [bridge.ws_url + "/control"], env=env) as supervisor,

@@ -148,6 +148,7 @@ def test_systemd_analyze_verify_prints_nothing(tmp_path: Path) -> None:
         "xswarm-dashboard.socket",
         "xswarm-voice@1.service",
         "xswarm-voice@3.socket",
+        "xswarm-nvidia.service",
     )
     assert done.returncode == 0 and done.stdout == "" and done.stderr == "", done.stderr
 

@@ -133,3 +133,47 @@ def test_flood_guard_allows_a_burst_then_the_sustained_rate() -> None:
     assert sum(guard.allow(1.0) for _ in range(1000)) == 200
     quiet = auth.FloodGuard(rate=200, burst=400)
     assert all(quiet.allow(n / 100) for n in range(10_000))
+
+
+def test_failures_are_keyed_by_ipv4_address_and_ipv6_slash_64() -> None:
+    assert auth.throttle_key("203.0.113.7") == "203.0.113.7"
+    assert auth.throttle_key("::ffff:203.0.113.7") == "203.0.113.7"
+    rotated = {auth.throttle_key(f"2001:db8:1:2::{n:x}") for n in range(1000)}
+    assert rotated == {"2001:db8:1:2::/64"}
+    assert auth.throttle_key("2001:db8:1:3::1") != auth.throttle_key("2001:db8:1:2::1")
+    assert auth.throttle_key(None) == "unknown"
+
+
+def test_rotating_ipv6_addresses_share_one_allowance_and_everyone_one_more() -> None:
+    throttle = auth.AuthThrottle()
+    delays = [throttle.record_failure(f"2001:db8::{n:x}", now=0.0) for n in range(4)]
+    assert delays == sorted(delays) and delays[-1] > 3.0
+    # A different source still waits behind the shared queue, never less than its own.
+    assert throttle.record_failure("198.51.100.1", now=0.0) >= 0.25
+    throttle.record_success("2001:db8::1234")
+    assert throttle.per_source.failures("2001:db8::/64", now=0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"Host": "127.0.0.1:9999"}, False),
+        ({"Host": "[::1]:9999"}, False),
+        ({"Host": "localhost:9999"}, False),
+        ({"Host": "10.0.0.5:9999"}, False),
+        ({"Host": "dash.example.com"}, False),
+        ({"Host": "rebind.attacker.example:9999"}, True),
+        ({"Host": "127.0.0.1:9999", "Origin": "http://127.0.0.1:9999"}, False),
+        ({"Host": "127.0.0.1:9999", "Origin": "http://attacker.example"}, True),
+        ({"Host": "127.0.0.1:9999", "Origin": "null"}, True),
+        ({}, False),
+    ],
+)
+def test_host_and_origin_rule(headers: dict[str, str], refused: bool) -> None:
+    assert (auth.browser_refusal(headers, {"dash.example.com"}) is not None) is refused
+
+
+def test_loopback_binds() -> None:
+    assert auth.is_loopback_bind("127.0.0.1") and auth.is_loopback_bind("::1")
+    assert auth.is_loopback_bind("localhost")
+    assert not any(map(auth.is_loopback_bind, ("0.0.0.0", "::", "", "10.0.0.5", "example.com")))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
+from xswarm.bridge import control as bridge_control
+from xswarm.bridge import events, status
 from xswarm.bridge.app import Bridge
 from xswarm.bridge.call import Call
-from xswarm.bridge.events import EventHub
+from xswarm.bridge.events import Subscriber
 from xswarm.config import defaults
 from xswarm.engine.echo import EchoEngine
 from xswarm.protocol import control
@@ -70,57 +75,235 @@ def test_every_event_round_trips_through_json(event: control.Event) -> None:
     assert envelope == control.Envelope(event, "2027-01-15T08:00:00.000Z", "voice@1")
 
 
-def _bridge_call() -> Call:
-    call = Call("twilio", "203.0.113.9", frame_samples=480)
-    call.stream_sid, call.call_sid, call.caller = "MZ123", "CA456", "+15550100"
+# What the bridge puts on the wire, byte for byte, with time, ids, process facts and the
+# call's clock pinned (`_pinned_bridge`). Field names and order are the ones the bridge sent
+# before its producers became the types above; the one change is `suggestion_rejected` from
+# an engine refusal, which now has the documented order of every other rejection.
+WIRE: dict[str, str] = {
+    "hello": (
+        '{"type": "hello", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"version": "9.9.9", "pid": 4242, "engine": "echo", "max_concurrent_calls": 4}'
+    ),
+    "call_started": (
+        '{"type": "call_started", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "transport": "twilio", "remote": "203.0.113.9", '
+        '"stream_sid": "MZ123", "call_sid": "CA456", "caller": "+15550100"}'
+    ),
+    "call_started_moshi": (
+        '{"type": "call_started", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-ba9876543210", "transport": "moshi", "remote": "203.0.113.9"}'
+    ),
+    "call_stats": (
+        '{"type": "call_stats", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "level_in_dbfs": -23.0, "level_out_dbfs": -23.0, '
+        '"latency_p50_ms": 12.0, "latency_p99_ms": 12.0, "duration_s": 12.5, "frames_in": 1, '
+        '"frames_out": 1, "late_frames": 0}'
+    ),
+    "call_ended": (
+        '{"type": "call_ended", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "duration_s": 12.5, "reason": "caller_hangup", '
+        '"frames_in": 1, "frames_out": 1, "late_frames": 0}'
+    ),
+    "call_ended_unknown": (
+        '{"type": "call_ended", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-ba9876543210", "duration_s": 12.5, "reason": "unknown", "frames_in": 1, '
+        '"frames_out": 1, "late_frames": 0}'
+    ),
+    "instance_status": (
+        '{"type": "instance_status", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"active_calls": 0, "max_concurrent_calls": 4, "engine": "echo", "state": "starting", '
+        '"cpu": 12.5, "rss": 1073741824, "limits": {"memory_high": null, '
+        '"memory_max": 2147483648}, "tick_p50_ms": null, "tick_p99_ms": null, '
+        '"late_frames": 0, "uptime_s": 10.5, "version": "9.9.9", "pid": 4242, "reloads": 0, '
+        '"engine_details": {}}'
+    ),
+    "snapshot": (
+        '{"type": "snapshot", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"calls": [{"call_id": "c-0123456789ab", "transport": "twilio", '
+        '"remote": "203.0.113.9", "stream_sid": "MZ123", "call_sid": "CA456", '
+        '"caller": "+15550100", "started_at": 1800000000.25, "level_in_dbfs": -23.0, '
+        '"level_out_dbfs": -23.0, "latency_p50_ms": 12.0, "latency_p99_ms": 12.0, '
+        '"duration_s": 12.5, "frames_in": 1, "frames_out": 1, "late_frames": 0}], '
+        '"status": {"active_calls": 1, "max_concurrent_calls": 4, "engine": "echo", '
+        '"state": "starting", "cpu": 12.5, "rss": 1073741824, "limits": {"memory_high": null, '
+        '"memory_max": 2147483648}, "tick_p50_ms": null, "tick_p99_ms": null, '
+        '"late_frames": 0, "uptime_s": 10.5, "version": "9.9.9", "pid": 4242, "reloads": 0, '
+        '"engine_details": {}}}'
+    ),
+    "user_speech": (
+        '{"type": "user_speech", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "duration_ms": 320}'
+    ),
+    "text": (
+        '{"type": "text", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "text": "hi"}'
+    ),
+    "dtmf": (
+        '{"type": "dtmf", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"call_id": "c-0123456789ab", "digit": "#"}'
+    ),
+    "suggestion_applied": (
+        '{"type": "suggestion_applied", "ts": "2027-01-15T08:00:00.000Z", '
+        '"instance": "voice@1", "call_id": "c-0123456789ab", "request_id": "r-1", '
+        '"text": "offer a callback"}'
+    ),
+    "suggestion_applied_no_id": (
+        '{"type": "suggestion_applied", "ts": "2027-01-15T08:00:00.000Z", '
+        '"instance": "voice@1", "call_id": "c-0123456789ab", "text": "offer a callback"}'
+    ),
+    "suggestion_rejected_no_call": (
+        '{"type": "suggestion_rejected", "ts": "2027-01-15T08:00:00.000Z", '
+        '"instance": "voice@1", "call_id": null, '
+        '"reason": "call_id is required when 0 calls are live", "request_id": 7}'
+    ),
+    "suggestion_rejected_unknown_call": (
+        '{"type": "suggestion_rejected", "ts": "2027-01-15T08:00:00.000Z", '
+        '"instance": "voice@1", "call_id": "c-gone", "reason": "no live call c-gone"}'
+    ),
+    "suggestion_rejected_by_engine": (
+        '{"type": "suggestion_rejected", "ts": "2027-01-15T08:00:00.000Z", '
+        '"instance": "voice@1", "call_id": "c-ba9876543210", "reason": "engine busy", '
+        '"request_id": "r-2"}'
+    ),
+    "pong": ('{"type": "pong", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", "id": 3}'),
+    "pong_no_id": ('{"type": "pong", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1"}'),
+    "pong_odd_id": (
+        '{"type": "pong", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"id": {"a": [1.5]}}'
+    ),
+    "error": (
+        '{"type": "error", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"message": "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"}'
+    ),
+    "error_hangup": (
+        '{"type": "error", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
+        '"message": "no live call c-gone"}'
+    ),
+}
+
+TS = "2027-01-15T08:00:00.000Z"
+
+
+class _Process:
+    """The psutil process as the status board reads it, with fixed numbers."""
+
+    def cpu_percent(self, interval: None) -> float:
+        return 12.5
+
+    def memory_info(self) -> SimpleNamespace:
+        return SimpleNamespace(rss=1 << 30)
+
+
+def _pinned_bridge(monkeypatch: pytest.MonkeyPatch) -> Bridge:
+    monkeypatch.setattr(events, "utc_now", lambda: TS)
+    monkeypatch.setattr(status, "__version__", "9.9.9")
+    monkeypatch.setattr(status, "uptime", lambda started: 10.5)
+    monkeypatch.setattr(Call, "duration_s", 12.5)
+    bridge = Bridge(defaults(), EchoEngine(4), instance="voice@1")
+    monkeypatch.setattr(status.os, "getpid", lambda: 4242)
+    bridge.status.limits = control.MemoryLimits(None, 2 << 30)
+    monkeypatch.setattr(bridge.status, "_process", _Process())
+    return bridge
+
+
+def _call(call_id: str, transport: str) -> Call:
+    call = Call(transport, "203.0.113.9", frame_samples=480)
+    call.call_id = call_id
+    call.started_at = 1_800_000_000.25
+    if transport == "twilio":
+        call.stream_sid, call.call_sid, call.caller = "MZ123", "CA456", "+15550100"
     tone = (0.1 * np.sin(np.arange(480) / 5)).astype(np.float32)
     call.push_audio(tone, arrived=0.0)
     call.note_output(tone, latency_s=0.012)
     call.frames_out = 1
-    call.end_reason = "caller_hangup"
     return call
 
 
-def _sent(hub: EventHub, event_type: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A message exactly as the bridge puts it on the wire."""
-    decoded: dict[str, Any] = json.loads(hub.message(event_type, body))
-    return decoded
+def _go_live(bridge: Bridge, call: Call) -> None:
+    peer = SimpleNamespace(call=call, log=logging.LoggerAdapter(logging.getLogger("test")))
+    bridge.calls.live[call.call_id] = peer  # type: ignore[assignment]
 
 
-def test_the_bridges_own_events_decode_and_encode_back_unchanged() -> None:
-    """The producers in bridge/call.py and bridge/app.py: encode() must give what they give."""
-    config = defaults()
-    bridge = Bridge(config, EchoEngine(4), instance="voice@1")
-    call = _bridge_call()
+async def _everything_the_bridge_sends(bridge: Bridge) -> dict[str, str]:
+    """Each event from the producer that makes it in the bridge (types the transports build
+    inline are built here the same way), as the hub serialises it."""
     hub = bridge.hub
-    captured = [
-        _sent(
-            hub,
-            "hello",
-            {"version": "0.1.0", "pid": 1, "engine": "echo", "max_concurrent_calls": 4},
+    subscriber = Subscriber("test")
+    hub.add(subscriber)
+    twilio, moshi = _call("c-0123456789ab", "twilio"), _call("c-ba9876543210", "moshi")
+    twilio.end_reason = "caller_hangup"
+
+    async def reply(command: str) -> str:
+        event = await bridge_control._command(bridge, command)
+        assert event is not None
+        return hub.message(event)
+
+    async def published() -> str:
+        return await asyncio.wait_for(subscriber.queue.get(), 5)
+
+    sent = {
+        "hello": hub.message(control.Hello("9.9.9", 4242, bridge.engine.name, bridge.max_calls)),
+        "call_started": hub.message(twilio.started_event()),
+        "call_started_moshi": hub.message(moshi.started_event()),
+        "call_stats": hub.message(twilio.stats_event()),
+        "call_ended": hub.message(twilio.ended_event()),
+        "call_ended_unknown": hub.message(moshi.ended_event()),
+        "instance_status": hub.message(bridge.status.instance_status()),
+        "user_speech": hub.message(control.UserSpeech(twilio.call_id, 320)),
+        "text": hub.message(control.Text(twilio.call_id, "hi")),
+        "dtmf": hub.message(control.Dtmf(twilio.call_id, "#")),
+        "suggestion_applied_no_id": hub.message(
+            control.SuggestionApplied(twilio.call_id, "offer a callback")
         ),
-        _sent(hub, "call_started", call.started_event()),
-        _sent(hub, "call_stats", call.stats_event()),
-        _sent(hub, "call_ended", call.ended_event()),
-        _sent(hub, "instance_status", bridge.status.instance_status()),
-        _sent(
-            hub,
-            "snapshot",
-            {"calls": [call.snapshot_entry()], "status": bridge.status.instance_status()},
-        ),
-        _sent(hub, "user_speech", {"call_id": call.call_id, "duration_ms": 320}),
-        _sent(hub, "text", {"call_id": call.call_id, "text": "hi"}),
-        _sent(hub, "dtmf", {"call_id": call.call_id, "digit": "#"}),
-        _sent(hub, "suggestion_applied", {"call_id": call.call_id, "request_id": "r", "text": "x"}),
-        _sent(hub, "suggestion_rejected", {"call_id": None, "reason": "no live call"}),
-    ]
-    for message in captured:
-        envelope = control.decode_event(message)
-        assert envelope.instance == "voice@1"
-        assert envelope.ts is not None
-        again = control.stamp(envelope.event, envelope.ts, envelope.instance)
-        assert again == message
-        assert list(again) == list(message), "field order as the bridge writes it"
+        "pong": await reply('{"type":"ping","id":3}'),
+        "pong_no_id": await reply('{"type":"ping"}'),
+        "pong_odd_id": await reply('{"type":"ping","id":{"a":[1.5]}}'),
+        "error": await reply("{not json"),
+        "error_hangup": await reply('{"type":"hangup","call_id":"c-gone"}'),
+    }
+    bridge.queue_suggestion(None, "x", "normal", 7)
+    sent["suggestion_rejected_no_call"] = await published()
+    bridge.queue_suggestion("c-gone", "x")
+    sent["suggestion_rejected_unknown_call"] = await published()
+    _go_live(bridge, twilio)
+    sent["snapshot"] = await reply('{"type":"snapshot"}')
+
+    async def suggest(call: Call, text: str) -> SimpleNamespace:
+        return SimpleNamespace(applied=call is twilio, reason="engine busy")
+
+    bridge.engine_loop.suggest = suggest  # type: ignore[method-assign,assignment]
+    _go_live(bridge, moshi)
+    bridge.queue_suggestion(twilio.call_id, "offer a callback", "normal", "r-1")
+    bridge.queue_suggestion(moshi.call_id, "refuse me", "normal", "r-2")
+    for _ in range(2):
+        message = await published()
+        name = "suggestion_applied" if "applied" in message else "suggestion_rejected_by_engine"
+        sent[name] = message
+    return sent
+
+
+def test_the_bridge_sends_exactly_these_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every producer's event, serialised by the hub, is the pinned text (one type each)."""
+    sent = asyncio.run(_everything_the_bridge_sends(_pinned_bridge(monkeypatch)))
+    assert sent == WIRE
+
+
+@pytest.mark.parametrize("name", [name for name in WIRE if name != "pong_odd_id"])
+def test_what_the_bridge_sends_decodes_and_stamps_back_unchanged(name: str) -> None:
+    """The supervisor reads every bridge message as a type that encodes back to it."""
+    message = json.loads(WIRE[name])
+    envelope = control.decode_event(message)
+    assert (envelope.ts, envelope.instance) == (TS, "voice@1")
+    again = control.stamp(envelope.event, TS, "voice@1")
+    assert again == message
+    assert list(again) == list(message), "field order as the bridge writes it"
+
+
+def test_a_ping_id_the_supervisor_never_sends_is_echoed_but_read_as_absent() -> None:
+    """The bridge echoes any JSON id; the supervisor only matches the strings and integers
+    it sends, so anything else reads as no id rather than as a bad message."""
+    event = control.decode_event(json.loads(WIRE["pong_odd_id"])).event
+    assert event == control.Pong(None)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, True, "12", [1], {"a": 1}])

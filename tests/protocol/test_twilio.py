@@ -359,3 +359,32 @@ def test_new_sids_look_like_twilios() -> None:
     stream, call = twilio.new_stream_sid(), twilio.new_call_sid()
     assert stream.startswith("MZ") and len(stream) == 34 and stream != twilio.new_stream_sid()
     assert call.startswith("CA") and len(call) == 34
+
+
+@pytest.mark.parametrize(
+    "sid", ["MZ\n<3>forged", "MZ\u2028x", "MZ" + "a" * 63, "", "MZ 1", "MZ\u00e9"]
+)
+def test_stream_ids_outside_twilios_alphabet_are_refused(sid: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        twilio.parse(twilio.start_message(sid, CALL))
+    assert refused.value.close_code == 1007 and "letters or digits" in str(refused.value)
+    with pytest.raises(ProtocolError):
+        twilio.parse(twilio.start_message(SID, sid))
+
+
+def test_stream_tokens_bind_a_call_and_expire() -> None:
+    secret = "tw-secret"
+    good = twilio.stream_token(secret, CALL, 1_000_060)
+    start = twilio.parse(
+        twilio.start_message(SID, CALL, custom_parameters={twilio.STREAM_TOKEN_PARAMETER: good})
+    )
+    assert isinstance(start, twilio.Start)
+    assert twilio.stream_token_problem(secret, start, now=1_000_000) is None
+    assert "expired" in str(twilio.stream_token_problem(secret, start, now=1_000_061))
+    assert "does not match" in str(twilio.stream_token_problem("other", start, now=1_000_000))
+    far = twilio.stream_token(secret, CALL, 10**11)
+    start_far = twilio.parse(
+        twilio.start_message(SID, CALL, custom_parameters={twilio.STREAM_TOKEN_PARAMETER: far})
+    )
+    assert isinstance(start_far, twilio.Start)
+    assert "more than" in str(twilio.stream_token_problem(secret, start_far, now=1_000_000))

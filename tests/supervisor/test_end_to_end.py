@@ -25,7 +25,8 @@ from tests.support.waiting import eventually
 
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "test-token-4b1f0c"
-ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+CONTROL_TOKEN = "bridge-token-e2e-71c3"
+ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": CONTROL_TOKEN}
 
 
 def is_type(kind: str, **fields: object):  # type: ignore[no-untyped-def]
@@ -57,14 +58,14 @@ async def test_call_is_seen_live_then_lands_in_history(tmp_path: Path) -> None:
                 assert started["transport"] == "twilio"
                 stats = await op.wait_for(is_type("call_stats", call_id=started["call_id"]))
                 assert stats["frames_in"] >= 0
-                status, instances = sup.get("/api/instances")
+                status, instances = sup.get("/api/instances", token=TOKEN)
                 assert status == 200 and instances[0]["state"] == "up"
                 assert instances[0]["engine"] == "echo"
                 assert instances[0]["pid"] == bridge.proc.pid
                 await caller.hang_up()
             ended = await op.wait_for(is_type("call_ended", call_id=started["call_id"]))
             assert ended["reason"] == "caller_hangup"
-        status, history = sup.get("/api/calls?limit=5")
+        status, history = sup.get("/api/calls?limit=5", token=TOKEN)
         assert status == 200
         row = history[0]
         assert row["call_id"] == started["call_id"]
@@ -194,7 +195,7 @@ async def test_suggestions_are_acknowledged_to_the_requester_and_everyone(tmp_pa
                 assert str(rejected["request_id"]).startswith("b")
                 await caller.hang_up()
             await watcher.wait_for(is_type("call_ended", call_id=call_id))
-        status, history = sup.get("/api/calls")
+        status, history = sup.get("/api/calls", token=TOKEN)
         assert status == 200
         assert history[0]["call_id"] == call_id
         assert history[0]["suggestions"] >= 2
@@ -257,7 +258,7 @@ async def test_operator_hangup_ends_the_call(tmp_path: Path) -> None:
                 assert ended["reason"] == "operator_hangup"
                 await asyncio.wait_for(caller.closed.wait(), 10)
                 assert caller.close_code == 1000
-        status, history = sup.get("/api/calls?limit=1")
+        status, history = sup.get("/api/calls?limit=1", token=TOKEN)
         assert history[0]["call_id"] == started["call_id"]
         assert history[0]["reason"] == "operator_hangup"
 
@@ -277,13 +278,13 @@ async def test_bridge_stop_shows_down_then_restart_comes_back_up(tmp_path: Path)
                 down = await op.wait_for(is_type("instance_state", state="down"))
                 print(f"instance down reported {time.monotonic() - stopped:.3f} s after stop")
                 assert down["instance"] == name and down["reason"]
-                status, instances = sup.get("/api/instances")
+                status, instances = sup.get("/api/instances", token=TOKEN)
                 assert instances[0]["state"] == "down" and instances[0]["error"]
                 bridge = start_bridge(tmp_path, BRIDGE_CONFIG, env=ENV, port=port)
                 up = await op.wait_for(is_type("instance_state", state="up"), within=30)
                 assert up["info"]["pid"] == bridge.proc.pid != first_pid
                 assert up["info"]["restarts"] == 1
-                status, instances = sup.get("/api/instances")
+                status, instances = sup.get("/api/instances", token=TOKEN)
                 assert instances[0]["restarts"] == 1 and instances[0]["state"] == "up"
     finally:
         bridge.stop()
@@ -326,7 +327,7 @@ async def test_calls_lost_with_their_instance_are_recorded_instance_lost(tmp_pat
                     is_type("call_ended", call_id=started["call_id"]), within=30
                 )
                 assert ended["reason"] == "instance_lost"
-            status, history = sup.get("/api/calls")
+            status, history = sup.get("/api/calls", token=TOKEN)
             assert history[0]["call_id"] == started["call_id"]
             assert history[0]["reason"] == "instance_lost"
     finally:
@@ -386,7 +387,7 @@ async def test_kill_9_of_the_supervisor_loses_no_finished_call(tmp_path: Path) -
             # The restarted supervisor adopts the open call and, once the bridge's snapshot
             # shows it gone, records it as ended while unobserved.
             _, history = await eventually(
-                lambda: asyncio.to_thread(sup.get, "/api/calls"),
+                lambda: asyncio.to_thread(sup.get, "/api/calls", token=TOKEN),
                 lambda got: live["call_id"] in {r["call_id"] for r in got[1]},
             )
             reasons = {row["call_id"]: row["reason"] for row in history}

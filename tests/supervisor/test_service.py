@@ -31,7 +31,8 @@ from tests.support.waiting import eventually, eventually_sync
 
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "service-token-77a1"
-ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+CONTROL_TOKEN = "bridge-token-svc-5d20"
+ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": CONTROL_TOKEN}
 
 
 class NotifyListener:
@@ -218,7 +219,7 @@ async def test_sighup_applies_the_instance_list_and_refuses_a_bad_config(tmp_pat
             assert "[dashboard] instances: expected ws:// or wss:// URLs" in state["message"]
             await op.send({"type": "ping"})
             await op.wait_for(lambda m: m["type"] == "pong")
-        status, instances = sup.get("/api/instances")
+        status, instances = sup.get("/api/instances", token=TOKEN)
         assert [i["name"] for i in instances] == ["voice-b"]
         assert "reload refused" in sup.log()
 

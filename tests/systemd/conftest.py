@@ -27,7 +27,8 @@ WH = "/mnt/wh"
 TESTS = "/mnt/tests"
 XSWARM = "/opt/xswarm/current/venv/bin/xswarm"
 PY = "/opt/xswarm/current/venv/bin/python"
-TOKEN = "e2e-supervisor-token"
+TOKEN = "e2e-supervisor-token-long-enough-for-doctor"
+CONTROL_TOKEN = "e2e-control-token-long-enough-for-doctor-too"
 TEST_CONFIG = """\
 [voice.bridge]
 engine = "echo"
@@ -141,9 +142,11 @@ def bootstrap_install(box: nspawn.Container, version: str = "0.1.0", args: str =
 def configure(box: nspawn.Container, config: str = TEST_CONFIG) -> None:
     box.sh(
         f"cat > /opt/xswarm/config.toml <<'EOF'\n{config}EOF\n"
-        f"chown xswarm:xswarm /opt/xswarm/config.toml && "
-        f"sed -i 's/^# XSWARM_SUPERVISOR_TOKEN=$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/' "
-        "/opt/xswarm/.env"
+        f"chown root:xswarm /opt/xswarm/config.toml && "
+        f"sed -i 's/^XSWARM_SUPERVISOR_TOKEN=.*$/XSWARM_SUPERVISOR_TOKEN={TOKEN}/; "
+        f"s/^XSWARM_CONTROL_TOKEN=.*$/XSWARM_CONTROL_TOKEN={CONTROL_TOKEN}/' /opt/xswarm/.env && "
+        "{ grep -q '^XSWARM_CONTROL_TOKEN=' /opt/xswarm/.env || "
+        f"echo 'XSWARM_CONTROL_TOKEN={CONTROL_TOKEN}' >> /opt/xswarm/.env; }}"
     )
 
 

@@ -45,11 +45,20 @@ def test_install_creates_the_seeds_layout_and_is_idempotent(container: Container
 
     passwd = container.sh("getent passwd xswarm").stdout.strip().split(":")
     assert passwd[5:] == ["/opt/xswarm", "/bin/false"]
+    # Root never trusts what the service account can write: only state and logs are xswarm's.
     owners = container.sh(
-        "stat -c '%U:%G %n' /opt/xswarm /var/lib/xswarm /var/log/xswarm "
-        "/opt/xswarm/config.toml /opt/xswarm/.env"
-    ).stdout
-    assert all(line.startswith("xswarm:xswarm ") for line in owners.splitlines()), owners
+        "stat -c '%U:%G %n' /opt/xswarm /opt/xswarm/releases /opt/xswarm/config.toml "
+        "/opt/xswarm/.env /var/lib/xswarm /var/lib/xswarm-dashboard /var/log/xswarm"
+    ).stdout.splitlines()
+    assert [line.split()[0] for line in owners] == [
+        "root:root",
+        "root:root",
+        "root:xswarm",
+        "root:root",
+        "xswarm:xswarm",
+        "xswarm:xswarm",
+        "xswarm:xswarm",
+    ], owners
     assert container.sh("stat -c %a /opt/xswarm/.env").stdout.strip() == "600"
     assert container.sh("readlink /opt/xswarm/current").stdout.strip() == "releases/0.1.0"
     unit = container.read(f"{UNITS}/{VOICE}")
@@ -324,7 +333,7 @@ def test_backup_saves_release_units_config_env_and_database(container: Container
         assert expected in listing, listing
     assert "./release/xswarm-0.1.0-py3-none-any.whl" in listing
     assert container.sh(f"stat -c %a {folder}/.env").stdout.strip() == "600"
-    if container.exists("/var/lib/xswarm/xswarm.db"):
+    if container.exists("/var/lib/xswarm-dashboard/xswarm.db"):
         assert "./xswarm.db" in listing
         check = container.run(
             [

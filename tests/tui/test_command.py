@@ -69,7 +69,7 @@ def metric(sup_get: object, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@pytest.mark.parametrize("token_from", ["environment", "option"])
+@pytest.mark.parametrize("token_from", ["environment", "file"])
 def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(
     tmp_path: Path, token_from: str
 ) -> None:
@@ -86,7 +86,10 @@ def test_the_command_runs_on_a_terminal_connects_and_quits_on_q(
         if token_from == "environment":
             env["XSWARM_SUPERVISOR_TOKEN"] = TOKEN
         else:
-            args += ["--token", TOKEN]
+            token_file = tmp_path / "operator.token"
+            token_file.write_text(TOKEN + "\n")
+            token_file.chmod(0o600)
+            args += ["--token-file", str(token_file)]
         proc = subprocess.Popen(
             [str(VENV_BIN / "xswarm"), "dashboard", *args],
             stdin=slave,

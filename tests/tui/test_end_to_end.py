@@ -22,7 +22,7 @@ from xswarm.tui.widgets.calls import CallsTable
 
 BRIDGE_CONFIG = '[voice.bridge]\nengine = "echo"\nstatus_interval = 0.2\ndrain_timeout = 2\n'
 TOKEN = "tui-test-token-5e2a"
-ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN}
+ENV = {"XSWARM_SUPERVISOR_TOKEN": TOKEN, "XSWARM_CONTROL_TOKEN": "tui-test-bridge-token"}
 
 
 def live_call_ids(app: XswarmDashboard) -> list[str]:
@@ -79,7 +79,7 @@ async def test_operator_sees_steers_and_hangs_up_a_call(tmp_path: Path) -> None:
                 await asyncio.wait_for(caller.closed.wait(), 10)
             await until(pilot, lambda: call_id not in table_ids(app), within=20)
 
-        status, history = await asyncio.to_thread(sup.get, "/api/calls?limit=5")
+        status, history = await asyncio.to_thread(sup.get, "/api/calls?limit=5", TOKEN)
         assert status == 200
         row = next(r for r in history if r["call_id"] == call_id)
         assert row["reason"] == "operator_hangup"

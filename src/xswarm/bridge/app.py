@@ -29,6 +29,7 @@ from xswarm.bridge.routes import build_app
 from xswarm.bridge.status import StatusBoard, TickStats
 from xswarm.config import Config, reload_changes
 from xswarm.engine.base import Engine
+from xswarm.protocol import control
 
 HOUSEKEEPING_SECONDS = 0.1
 
@@ -80,7 +81,7 @@ class Bridge:
         """Return once no call is active (at once when none is); for the drain."""
         await self.calls.wait_idle()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> control.Snapshot:
         return self.status.snapshot()
 
     def queue_suggestion(
@@ -133,13 +134,13 @@ class Bridge:
                 next_status = time.monotonic() + interval
                 pending = list(self.calls.live.values()) if self.hub.subscribers else []
                 per_pass = max(1, math.ceil(len(pending) / max(1, interval / HOUSEKEEPING_SECONDS)))
-                self.hub.publish("instance_status", self.status.instance_status())
+                self.hub.publish(self.status.instance_status())
                 for listener in list(self.status_listeners):
                     listener()
             batch, pending = pending[:per_pass], pending[per_pass:]
             for peer in batch:
                 if peer.call.state is CallState.STARTED:
-                    self.hub.publish("call_stats", peer.call.stats_event())
+                    self.hub.publish(peer.call.stats_event())
 
     # -- reload ------------------------------------------------------------------------------
 

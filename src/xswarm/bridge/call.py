@@ -1,5 +1,5 @@
 """One call's state, free of I/O: its lifecycle, audio buffers, counters, levels, latency and
-suggestions, and the event bodies that describe it.
+suggestions, and the protocol events (``protocol.control``) that describe it.
 
 The transport feeds caller audio in (``push_audio``), the engine loop takes whole frames out
 (``take_frame``) and hands the output to the transport, which records what it sent
@@ -14,11 +14,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import numpy as np
 
 from xswarm.audio.levels import SpeechDetector, dbfs
+from xswarm.protocol import control
 
 
 def new_call_id() -> str:
@@ -152,7 +152,7 @@ class LateFrameFilter:
 @dataclass
 class Suggestion:
     text: str
-    request_id: str | None = None
+    request_id: str | int | None = None
     priority: str = "normal"
 
 
@@ -264,48 +264,25 @@ class Call:
     def duration_s(self) -> float:
         return round(time.monotonic() - self.started_mono, 3)
 
-    def started_event(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "call_id": self.call_id,
-            "transport": self.transport,
-            "remote": self.remote,
-        }
-        for key in ("stream_sid", "call_sid", "caller"):
-            value = getattr(self, key)
-            if value is not None:
-                body[key] = value
-        return body
+    def started_event(self) -> control.CallStarted:
+        return control.CallStarted(
+            self.call_id, self.transport, self.remote, self.stream_sid, self.call_sid, self.caller
+        )
 
-    def counters(self) -> dict[str, Any]:
-        return {
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "late_frames": self.late_frames,
-        }
+    def counters(self) -> control.Counters:
+        return control.Counters(self.frames_in, self.frames_out, self.late_frames)
 
-    def stats_event(self) -> dict[str, Any]:
+    def stats_event(self) -> control.CallStats:
         level_in, level_out = self.levels()
         p50, p99 = self.latency.percentiles()
-        return {
-            "call_id": self.call_id,
-            "level_in_dbfs": level_in,
-            "level_out_dbfs": level_out,
-            "latency_p50_ms": p50,
-            "latency_p99_ms": p99,
-            "duration_s": self.duration_s,
-            **self.counters(),
-        }
+        return control.CallStats(
+            self.call_id, level_in, level_out, p50, p99, self.duration_s, self.counters()
+        )
 
-    def snapshot_entry(self) -> dict[str, Any]:
-        entry = self.started_event()
-        entry["started_at"] = self.started_at
-        entry.update(self.stats_event())
-        return entry
+    def snapshot_entry(self) -> control.SnapshotCall:
+        return control.SnapshotCall(self.started_event(), self.stats_event(), self.started_at)
 
-    def ended_event(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id,
-            "duration_s": self.duration_s,
-            "reason": self.end_reason or "unknown",
-            **self.counters(),
-        }
+    def ended_event(self) -> control.CallEnded:
+        return control.CallEnded(
+            self.call_id, self.duration_s, self.end_reason or "unknown", self.counters()
+        )

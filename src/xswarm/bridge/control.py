@@ -1,9 +1,11 @@
 """``WS /control``: the supervisor's view of this bridge (events out, commands in).
 
-See docs/CONTROL.md for the messages. Authentication is a bearer token compared in constant
-time; without ``XSWARM_SUPERVISOR_TOKEN`` only loopback peers are let in, for development, and
-a request forwarded by a proxy is never loopback (protocol.auth holds the rule the supervisor
-applies too). Commands are decoded by protocol.control.
+See docs/CONTROL.md for the messages. Authentication is ``XSWARM_CONTROL_TOKEN`` (the bridges'
+token, never the operators'), compared in constant time and read at start and on reload by
+:func:`load_access`; without it only loopback peers are let in, for development, and a request
+forwarded by a proxy is never loopback (protocol.auth holds the rule the supervisor applies
+too). A foreign Host or a browser Origin is refused with 403 (DNS rebinding). Commands are
+decoded by protocol.control.
 """
 
 from __future__ import annotations
@@ -11,50 +13,101 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from xswarm import __version__
-from xswarm.bridge.events import EventHub, Subscriber
-from xswarm.bridge.host import CONTROL_HOST
+from xswarm.bridge.events import Subscriber
+from xswarm.bridge.host import CONTROL_HOST, ControlHost
+from xswarm.config import Config
 from xswarm.protocol import control
-from xswarm.protocol.auth import TOKEN_ENV, Decision, bearer_token, decide, trusted_peer
+from xswarm.protocol.auth import (
+    CONTROL_TOKEN_ENV,
+    SUPERVISOR_TOKEN_ENV,
+    Decision,
+    bearer_token,
+    browser_refusal,
+    decide,
+    trusted_peer,
+)
 from xswarm.protocol.values import BadMessage
+from xswarm.tokens import read_token
 
 log = logging.getLogger("xswarm.control")
 
 _warned_open = False
 
 _REFUSALS = {
-    Decision.NOT_LOOPBACK: f"{TOKEN_ENV} is not set on the bridge; only loopback peers may connect",
-    Decision.MISSING: f"missing bearer token: send Authorization: Bearer <{TOKEN_ENV}>",
+    Decision.NOT_LOOPBACK: (
+        f"{CONTROL_TOKEN_ENV} is not set on the bridge; only loopback peers may connect"
+    ),
+    Decision.MISSING: f"missing bearer token: send Authorization: Bearer <{CONTROL_TOKEN_ENV}>",
     Decision.WRONG: "wrong bearer token",
 }
 
 
-def authorize(request: web.Request) -> str | None:
-    """None when the request may subscribe, else the reason to answer 401 with."""
+@dataclass(frozen=True)
+class ControlAccess:
+    """Who may subscribe: the control token, and the host names /control answers to."""
+
+    token: str | None
+    server_names: frozenset[str]
+
+
+_access: ControlAccess | None = None
+
+
+def load_access(config: Config) -> ControlAccess:
+    """Read the control token (TokenError, exit 78, when its file is unsafe) and the names."""
+    if os.environ.get(SUPERVISOR_TOKEN_ENV):
+        log.warning(
+            "%s is in the bridge's environment but the bridge does not use it; give the bridge "
+            "only %s so it never holds the operators' token",
+            SUPERVISOR_TOKEN_ENV,
+            CONTROL_TOKEN_ENV,
+        )
+    names = set(config.bridge.server_names.replace(",", " ").split())
+    names.add(config.bridge.host)
+    if config.bridge.public_url:
+        names.add(urlsplit(config.bridge.public_url).hostname or "")
+    return ControlAccess(read_token(CONTROL_TOKEN_ENV), frozenset(n.lower() for n in names if n))
+
+
+def use(access: ControlAccess) -> ControlAccess:
+    """Make ``access`` the rule for new subscriptions (at start, and on a good reload)."""
+    global _access
+    _access = access
+    return access
+
+
+def authorize(request: web.Request) -> tuple[int, str] | None:
+    """None when the request may subscribe, else the HTTP status and reason to refuse with."""
     global _warned_open
+    access = _access or use(load_access(request.app[CONTROL_HOST].config))
+    problem = browser_refusal(request.headers, access.server_names)
+    if problem is not None:
+        return 403, problem
     header = request.headers.get("Authorization")
     decision = decide(
-        os.environ.get(TOKEN_ENV, ""),
+        access.token,
         bearer_token(header) if header is not None else None,
         trusted_peer(request.remote, request.headers),
     )
     if decision is Decision.LOOPBACK_OPEN and not _warned_open:
         _warned_open = True
-        log.warning("%s is not set: /control is open to loopback peers only", TOKEN_ENV)
-    return None if decision.ok else _REFUSALS[decision]
+        log.warning("%s is not set: /control is open to loopback peers only", CONTROL_TOKEN_ENV)
+    return None if decision.ok else (401, _REFUSALS[decision])
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     bridge = request.app[CONTROL_HOST]
-    problem = authorize(request)
-    if problem is not None:
-        return web.json_response(
-            {"error": problem}, status=401, headers={"WWW-Authenticate": 'Bearer realm="xswarm"'}
-        )
+    refused = authorize(request)
+    if refused is not None:
+        status, problem = refused
+        headers = {"WWW-Authenticate": 'Bearer realm="xswarm"'} if status == 401 else {}
+        return web.json_response({"error": problem}, status=status, headers=headers)
     ws = web.WebSocketResponse(
         max_msg_size=bridge.config.bridge.max_message_bytes, heartbeat=20, compress=False
     )
@@ -66,16 +119,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     sender = asyncio.create_task(_send_events(ws, subscriber))
     try:
         hello = control.Hello(__version__, os.getpid(), bridge.engine.name, bridge.max_calls)
-        await ws.send_str(_message(hub, hello.encode()))
-        await ws.send_str(hub.message("snapshot", bridge.snapshot()))
+        await ws.send_str(hub.message(hello))
+        await ws.send_str(hub.message(bridge.snapshot()))
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 reply = await _command(bridge, message.data)
                 if reply is not None:
-                    await ws.send_str(_message(hub, reply))
+                    await ws.send_str(hub.message(reply))
             elif message.type == WSMsgType.BINARY:
                 refusal = control.Error("binary message: commands are JSON text")
-                await ws.send_str(_message(hub, refusal.encode()))
+                await ws.send_str(hub.message(refusal))
             if subscriber.closed:
                 await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")
                 break
@@ -86,12 +139,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
         sender.cancel()
         log.info("supervisor from %s unsubscribed", request.remote)
     return ws
-
-
-def _message(hub: EventHub, encoded: dict[str, Any]) -> str:
-    """An encoded message stamped with the hub's ``ts`` and ``instance``, as text."""
-    body = dict(encoded)
-    return hub.message(body.pop("type"), body)
 
 
 async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
@@ -106,21 +153,19 @@ async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> Non
         return
 
 
-async def _command(bridge: Any, data: str) -> dict[str, Any] | None:
+async def _command(bridge: ControlHost, data: str) -> control.Event | None:
     """Run one command; returns a direct reply (pong, snapshot, error) or None."""
     try:
         command = control.decode_command(data, bridge.config.bridge.max_message_bytes)
     except BadMessage as exc:
-        return control.Error(str(exc)).encode()
+        return control.Error(str(exc))
     if isinstance(command, control.Ping):
-        reply = control.Pong().encode()
-        if command.id is not None:
-            reply["id"] = command.id
-        return reply
+        # Echoed as it came: the id is the sender's, whatever JSON value it chose.
+        return control.Pong(command.id)
     if isinstance(command, control.RequestSnapshot):
-        return {"type": "snapshot", **bridge.snapshot()}
+        return bridge.snapshot()
     if isinstance(command, control.InjectSuggestion):
         bridge.queue_suggestion(command.call_id, command.text, command.priority, command.request_id)
         return None
     problem = await bridge.hangup(command.call_id)
-    return None if problem is None else control.Error(problem).encode()
+    return None if problem is None else control.Error(problem)

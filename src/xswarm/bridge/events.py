@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Any
+
+from xswarm.protocol import control
 
 
 def utc_now() -> str:
@@ -34,13 +35,15 @@ class EventHub:
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
 
-    def message(self, event_type: str, body: dict[str, Any]) -> str:
-        return json.dumps({"type": event_type, "ts": utc_now(), "instance": self.instance, **body})
+    def message(self, event: control.Event) -> str:
+        """The event as the bridge sends it: stamped with the time and this instance."""
+        return json.dumps(control.stamp(event, utc_now(), self.instance))
 
-    def publish(self, event_type: str, body: dict[str, Any]) -> None:
+    def publish(self, event: control.Event) -> None:
+        """Serialised once for every subscriber, and not at all when nobody listens."""
         if not self.subscribers:
             return
-        text = self.message(event_type, body)
+        text = self.message(event)
         for subscriber in self.subscribers:
             if subscriber.closed:
                 continue

@@ -20,6 +20,7 @@ from xswarm.bridge.call import Call
 from xswarm.bridge.events import EventHub
 from xswarm.config import Config
 from xswarm.engine.base import Engine
+from xswarm.protocol import control
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +66,16 @@ class CallHost(Protocol):
     def count_rejection(self, reason: str) -> None:
         """An upgrade refused before admission (``auth``), for /metrics."""
 
+    def count_unknown_event(self) -> None:
+        """A Twilio event of a kind this version does not know, for /metrics."""
+
     def start_call(self, peer: CallPeer) -> bool:
         """Attach the call to the engine and announce it; False when no engine slot is free."""
 
     def end_call(self, peer: CallPeer, reason: str) -> bool:
         """Record the call's end (once); False when its end was already recorded."""
 
-    def publish(self, event_type: str, body: dict[str, Any]) -> None:
+    def publish(self, event: control.Event) -> None:
         """An event for the control subscribers."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -93,7 +97,7 @@ class ControlHost(Protocol):
     @property
     def max_calls(self) -> int: ...
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> control.Snapshot:
         """The live calls and the instance status, for a new subscriber."""
 
     def queue_suggestion(

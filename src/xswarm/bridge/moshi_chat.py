@@ -24,7 +24,7 @@ from xswarm.bridge.session import (
     serve_call,
 )
 from xswarm.errors import ProtocolError
-from xswarm.protocol import moshi
+from xswarm.protocol import control, moshi
 
 
 class MoshiSession(CallSession):
@@ -82,13 +82,11 @@ class MoshiSession(CallSession):
         if len(pcm):
             speech_ms = self.call.push_audio(pcm.astype(np.float32, copy=False), time.monotonic())
             if speech_ms is not None:
-                self.host.publish(
-                    "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
-                )
+                self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
-            self.host.publish("text", {"call_id": self.call.call_id, "text": text})
+            self.host.publish(control.Text(self.call.call_id, text))
             if self.writable():
                 await self.send_bytes(moshi.text(text))
         if pcm is None:

@@ -21,7 +21,7 @@ from xswarm.bridge.events import EventHub
 from xswarm.bridge.host import CallPeer, Refusal
 from xswarm.config import Config
 from xswarm.engine.base import Engine
-from xswarm.protocol.control import suggestion_problem
+from xswarm.protocol import control
 
 # Seconds a refused caller is told to wait before trying again.
 RETRY_AFTER_SECONDS = 5
@@ -58,6 +58,7 @@ class CallRegistry:
         self.ended = FrameCounts()
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        self.unknown_events = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,8 +83,8 @@ class CallRegistry:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def publish(self, event_type: str, body: dict[str, Any]) -> None:
-        self.hub.publish(event_type, body)
+    def publish(self, event: control.Event) -> None:
+        self.hub.publish(event)
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -113,6 +114,9 @@ class CallRegistry:
     def count_rejection(self, reason: str) -> None:
         self.rejections[reason] += 1
 
+    def count_unknown_event(self) -> None:
+        self.unknown_events += 1
+
     # -- the live calls ----------------------------------------------------------------------
 
     def start_call(self, peer: CallPeer) -> bool:
@@ -126,7 +130,7 @@ class CallRegistry:
         call.advance(CallState.STARTED)
         self.live[call.call_id] = peer
         self._idle.clear()
-        self.publish("call_started", call.started_event())
+        self.publish(call.started_event())
         return True
 
     def end_call(self, peer: CallPeer, reason: str) -> bool:
@@ -149,7 +153,7 @@ class CallRegistry:
         peer.log.info(
             "call ended: %s after %.1f s (%d frames in, %d out, %d late)",
             reason,
-            ended["duration_s"],
+            ended.duration_s,
             call.frames_in,
             call.frames_out,
             call.late_frames,
@@ -157,7 +161,7 @@ class CallRegistry:
         for suggestion in call.suggestions:
             self._suggestion_rejected(call.call_id, "call ended", suggestion.request_id)
         call.suggestions.clear()
-        self.publish("call_ended", ended)
+        self.publish(ended)
         if not self.live:
             self._idle.set()
 
@@ -195,7 +199,7 @@ class CallRegistry:
         if not isinstance(text, str) or not isinstance(priority, str):
             self._suggestion_rejected(shown_id, "text and priority must be strings", request_id)
             return
-        limit_problem = suggestion_problem(text, priority)
+        limit_problem = control.suggestion_problem(text, priority)
         if limit_problem is not None:
             self._suggestion_rejected(shown_id, limit_problem, request_id)
             return
@@ -225,21 +229,18 @@ class CallRegistry:
                 self.spawn(self._apply(peer, suggestion))
 
     async def _apply(self, peer: CallPeer, suggestion: Suggestion) -> None:
+        call_id, request_id = peer.call.call_id, suggestion.request_id
         result = await self.engine_loop.suggest(peer.call, suggestion.text)
-        body: dict[str, Any] = {"call_id": peer.call.call_id}
-        if suggestion.request_id is not None:
-            body["request_id"] = suggestion.request_id
         if result.applied:
             peer.log.info("suggestion applied (%d chars)", len(suggestion.text))
-            self.publish("suggestion_applied", {**body, "text": suggestion.text})
+            self.publish(control.SuggestionApplied(call_id, suggestion.text, request_id))
         else:
-            self.publish("suggestion_rejected", {**body, "reason": result.reason})
+            self.publish(control.SuggestionRejected(call_id, result.reason, request_id))
 
-    def _suggestion_rejected(self, call_id: str | None, reason: str, request_id: Any) -> None:
-        body: dict[str, Any] = {"call_id": call_id, "reason": reason}
-        if request_id is not None:
-            body["request_id"] = request_id
-        self.publish("suggestion_rejected", body)
+    def _suggestion_rejected(
+        self, call_id: str | None, reason: str, request_id: str | int | None
+    ) -> None:
+        self.publish(control.SuggestionRejected(call_id, reason, request_id))
 
     async def hangup(self, call_id: Any) -> str | None:
         """Close a call for the operator; returns a problem, or None when done."""

@@ -13,18 +13,21 @@ import argparse
 import asyncio
 import faulthandler
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from xswarm import __version__, logs
+from xswarm.bridge import control
 from xswarm.bridge.app import Bridge
-from xswarm.config import Config, load
+from xswarm.config import Config, load, require_public_url
 from xswarm.engine.select import build_engine
 from xswarm.errors import ConfigError, XswarmError
 from xswarm.runtime.boundary import exit_on_error
 from xswarm.runtime.daemon import ReloadOutcome, run
 from xswarm.runtime.listen import Address, Endpoint
+from xswarm.tokens import require_token_off_loopback
 
 log = logging.getLogger("xswarm.voice")
 
@@ -63,7 +66,16 @@ def read_config(args: argparse.Namespace) -> Config:
         if "port" in overrides and not 1 <= overrides["port"] <= 65535:
             raise ConfigError("--port", "port", f"expected 1 to 65535, got {overrides['port']}")
         config = config.with_bridge(**overrides)
+    require_public_url(config, os.environ.get("TWILIO_AUTH_TOKEN"))
     return config
+
+
+def configure_control(config: Config, hosts: Sequence[str]) -> None:
+    """Read the control token (exit 78 when unsafe), and refuse to serve /control beyond
+    loopback without one."""
+    access = control.load_access(config)
+    require_token_off_loopback(access.token, control.CONTROL_TOKEN_ENV, hosts)
+    control.use(access)
 
 
 class VoiceDaemon:
@@ -87,6 +99,7 @@ class VoiceDaemon:
         return self.bridge.app()
 
     async def start(self, addresses: Sequence[Address], status_changed: Callable[[], None]) -> None:
+        configure_control(self.bridge.config, [address.host for address in addresses])
         await self.bridge.start()
         self.bridge.status_listeners.append(status_changed)
         url = f"ws://{addresses[0].where}"
@@ -106,6 +119,7 @@ class VoiceDaemon:
     async def reload(self) -> ReloadOutcome:
         try:
             new = read_config(self.args)
+            configure_control(new, [self.bridge.config.bridge.host])
         except XswarmError as exc:
             self.bridge.reloads["failed"] += 1
             self.bridge.last_reload_error = str(exc)
@@ -151,6 +165,7 @@ class VoiceDaemon:
 def serve(args: argparse.Namespace) -> int:
     config = read_config(args)
     logs.setup(config.logging.level)
+    configure_control(config, [] if os.environ.get("LISTEN_FDS") else [config.bridge.host])
     instance = f"voice@{args.instance}" if args.instance else "voice"
     daemon = VoiceDaemon(args, Bridge(config, build_engine(config), instance))
     return run(daemon, daemon.endpoint())

@@ -20,6 +20,7 @@ from xswarm.bridge.engine_loop import EngineLoop
 from xswarm.bridge.events import EventHub
 from xswarm.bridge.registry import REJECTION_REASONS, CallRegistry
 from xswarm.metrics import Exposition, Histogram, uptime
+from xswarm.protocol import control
 
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
@@ -69,33 +70,33 @@ class StatusBoard:
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
 
-    def instance_status(self) -> dict[str, Any]:
+    def instance_status(self) -> control.InstanceStatus:
         calls = self.calls
         engine = calls.engine
         p50, p99 = self.ticks.percentiles_ms()
-        return {
-            "active_calls": calls.active_calls,
-            "max_concurrent_calls": calls.max_calls,
-            "engine": engine.name,
-            "state": calls.public_state(),
-            "cpu": round(self._process.cpu_percent(None), 1),
-            "rss": self._process.memory_info().rss,
-            "limits": self.limits,
-            "tick_p50_ms": p50,
-            "tick_p99_ms": p99,
-            "late_frames": calls.frame_totals().late_frames,
-            "uptime_s": uptime(self.started_mono),
-            "version": __version__,
-            "pid": os.getpid(),
-            "reloads": sum(self.reloads.values()),
-            "engine_details": engine.info().details,
-        }
+        return control.InstanceStatus(
+            active_calls=calls.active_calls,
+            max_concurrent_calls=calls.max_calls,
+            engine=engine.name,
+            state=calls.public_state(),
+            cpu=round(self._process.cpu_percent(None), 1),
+            rss=self._process.memory_info().rss,
+            limits=self.limits,
+            tick_p50_ms=p50,
+            tick_p99_ms=p99,
+            late_frames=calls.frame_totals().late_frames,
+            uptime_s=uptime(self.started_mono),
+            version=__version__,
+            pid=os.getpid(),
+            reloads=sum(self.reloads.values()),
+            engine_details=engine.info().details,
+        )
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "calls": [peer.call.snapshot_entry() for peer in self.calls.live.values()],
-            "status": self.instance_status(),
-        }
+    def snapshot(self) -> control.Snapshot:
+        return control.Snapshot(
+            tuple(peer.call.snapshot_entry() for peer in self.calls.live.values()),
+            self.instance_status(),
+        )
 
     def readiness(self) -> tuple[int, dict[str, Any]]:
         """The /readyz answer: 200 when a new call would be admitted, else 503 and why."""
@@ -155,6 +156,12 @@ class StatusBoard:
             "Frames dropped because a client did not read.",
             frames.dropped_frames,
         )
+        expo.metric(
+            "xswarm_twilio_unknown_events_total",
+            "counter",
+            "Twilio events of a kind this version does not know (each call logs 4 names).",
+            calls.unknown_events,
+        )
         expo.histogram(
             "xswarm_tick_duration_seconds", "Engine tick duration.", self.ticks.histogram
         )
@@ -194,18 +201,20 @@ class StatusBoard:
         return expo.text()
 
 
-def cgroup_memory_limits() -> dict[str, int | None]:
+def cgroup_memory_limits() -> control.MemoryLimits:
     """MemoryHigh/MemoryMax as the kernel applies them to our cgroup (v2), when visible."""
-    limits: dict[str, int | None] = {"memory_high": None, "memory_max": None}
     try:
         line = Path("/proc/self/cgroup").read_text().splitlines()[0]
         path = Path("/sys/fs/cgroup") / line.split("::", 1)[1].lstrip("/")
     except (OSError, IndexError):
-        return limits
-    for key, name in (("memory_high", "memory.high"), ("memory_max", "memory.max")):
-        try:
-            value = (path / name).read_text().strip()
-        except OSError:
-            continue
-        limits[key] = None if value == "max" else int(value)
-    return limits
+        return control.MemoryLimits()
+    return control.MemoryLimits(_limit(path / "memory.high"), _limit(path / "memory.max"))
+
+
+def _limit(path: Path) -> int | None:
+    """One cgroup memory limit in bytes; None where it is ``max`` or cannot be read."""
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return None
+    return None if value == "max" else int(value)

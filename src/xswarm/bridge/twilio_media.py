@@ -29,11 +29,14 @@ from xswarm.bridge.session import (
     serve_call,
 )
 from xswarm.errors import ProtocolError
-from xswarm.protocol import twilio
+from xswarm.protocol import control, twilio
 
 TELEPHONE_RATE = 8000
 # Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
 MAX_INPUT_LAG = 0.2
+# Distinct unknown event names logged per call; the rest are only counted (a flood of
+# invented names must not drown the journal, whose rate limit would drop real messages).
+MAX_UNKNOWN_LOGGED = 4
 
 
 class TwilioSession(CallSession):
@@ -105,9 +108,7 @@ class TwilioSession(CallSession):
             pcm = self._upsample.process(mulaw.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
-                self.host.publish(
-                    "user_speech", {"call_id": self.call.call_id, "duration_ms": speech_ms}
-                )
+                self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
             return False
         if isinstance(event, twilio.Start):
             return await self._start(event)
@@ -115,16 +116,28 @@ class TwilioSession(CallSession):
             return True
         if isinstance(event, twilio.Dtmf):
             if self.call.state is CallState.STARTED:
-                self.host.publish("dtmf", {"call_id": self.call.call_id, "digit": event.digit})
+                self.host.publish(control.Dtmf(self.call.call_id, event.digit))
             return False
-        if isinstance(event, twilio.Unknown) and event.event not in self._unknown_logged:
-            self._unknown_logged.add(event.event)
-            self.log.info("ignoring unknown Twilio event %r", event.event)
+        if isinstance(event, twilio.Unknown):
+            self._note_unknown(event.event)
         return False
+
+    def _note_unknown(self, name: str) -> None:
+        self.host.count_unknown_event()
+        if name in self._unknown_logged or len(self._unknown_logged) >= MAX_UNKNOWN_LOGGED:
+            return
+        self._unknown_logged.add(name)
+        self.log.info("ignoring unknown Twilio event %r", name)
 
     async def _start(self, event: twilio.Start) -> bool:
         if self.call.state is not CallState.ADMITTED:
             raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
+        token = os.environ.get("TWILIO_AUTH_TOKEN")
+        if self.host.config.bridge.twilio_stream_token and token:
+            problem = twilio.stream_token_problem(token, event, time.time())
+            if problem is not None:
+                self.host.count_rejection("auth")
+                raise ProtocolError(f"stream token refused: {problem}", CLOSE_POLICY)
         self.call.stream_sid = event.stream_sid
         self.call.call_sid = event.call_sid
         caller = event.custom_parameters.get("caller") or event.custom_parameters.get("From")
@@ -150,7 +163,7 @@ class TwilioSession(CallSession):
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
-            self.host.publish("text", {"call_id": self.call.call_id, "text": text})
+            self.host.publish(control.Text(self.call.call_id, text))
         if pcm is None or self.outbound is None:
             return
         telephone = self._downsample.process(pcm)
@@ -176,15 +189,21 @@ def resampler_quality(configured: str, engine: str) -> str:
 
 
 def _signature_url(request: web.Request, public_url: str) -> str:
-    """The URL Twilio signed: the configured public URL (behind a proxy) or what we were asked."""
+    """The URL Twilio signed: ``public_url`` (its path prefix kept) followed by our path.
+
+    Without ``public_url`` (it is required once TWILIO_AUTH_TOKEN is set) only what this
+    socket itself saw is used, never a client's X-Forwarded-* headers.
+    """
     if public_url:
         base = urlsplit(public_url)
+        prefix = base.path.rstrip("/")
+        path = request.path
+        if prefix.endswith(path):  # public_url already names the stream's own path
+            prefix = prefix[: -len(path)]
         query = f"?{request.query_string}" if request.query_string else ""
-        return f"{base.scheme}://{base.netloc}{request.path}{query}"
-    scheme = request.headers.get("X-Forwarded-Proto", "wss" if request.secure else "ws")
-    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-    host = request.headers.get("X-Forwarded-Host", request.host)
-    return f"{scheme}://{host}{request.path_qs}"
+        return f"{base.scheme}://{base.netloc}{prefix}{path}{query}"
+    scheme = "wss" if request.secure else "ws"
+    return f"{scheme}://{request.host}{request.path_qs}"
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

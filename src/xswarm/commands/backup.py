@@ -8,6 +8,7 @@ import click
 
 from xswarm.commands.options import root_option
 from xswarm.ops import backup
+from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import Layout
 
 
@@ -23,10 +24,10 @@ from xswarm.ops.layout import Layout
 def command(keep: int, root: Path) -> None:
     """Save the release, units, config, .env and the database to /opt/xswarm/backup/<time>/."""
     layout = Layout(root)
-    layout.backup.mkdir(parents=True, exist_ok=True)
+    layout.backup.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         folder, manifest = backup.backup(layout, keep)
-    except backup.BackupError as exc:
+    except (backup.BackupError, UntrustedPathError) as exc:
         raise click.ClickException(str(exc)) from None
     unit_files = manifest["units"]
     removed = manifest["removed"]

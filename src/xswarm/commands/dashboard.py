@@ -30,7 +30,12 @@ def lower_priority(increment: int) -> None:
 
 @click.command("dashboard")
 @click.option("--url", help="supervisor operator API; default ws://<[dashboard] host>:<port>/ws")
-@click.option("--token", help=f"supervisor token; default ${endpoint.TOKEN_ENV}")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help=f"file holding the supervisor token (mode 600); default ${endpoint.SUPERVISOR_TOKEN_ENV}"
+    f" or ${endpoint.SUPERVISOR_TOKEN_ENV}_FILE",
+)
 @click.option(
     "--config",
     "config_path",
@@ -47,9 +52,12 @@ def lower_priority(increment: int) -> None:
 )
 @click.option("--no-nice", is_flag=True, help="keep the normal CPU priority (same as --nice 0)")
 def command(
-    url: str | None, token: str | None, config_path: str | None, niceness: int, no_nice: bool
+    url: str | None, token_file: str | None, config_path: str | None, niceness: int, no_nice: bool
 ) -> None:
     """Watch and steer live calls: the real-time monitoring TUI.
+
+    There is no --token option: an argument is visible to every local user in ps. Give the
+    token in a private file (--token-file) or the environment.
 
     It runs at a lower CPU priority (nice +10 by default) so that, on the voice host itself,
     it never takes CPU time that live calls need; --nice N or --no-nice change that.
@@ -58,6 +66,6 @@ def command(
     from xswarm.tui.app import XswarmDashboard
 
     target = check_url(url) if url else endpoint.default_url(config_path)
-    secret = endpoint.token(token)
+    secret = endpoint.token(token_file)
     lower_priority(0 if no_nice else niceness)
     XswarmDashboard(url=target, token=secret, settings_path=settings.default_path()).run()

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from xswarm.commands.options import root_option
+from xswarm.commands.options import root_option, service_user_option
 from xswarm.ops import releases
+from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP, install, next_steps
-from xswarm.ops.layout import Layout
+from xswarm.ops.layout import SERVICE_USER, Layout
 
 
 @click.command(name="install")
@@ -54,6 +55,7 @@ from xswarm.ops.layout import Layout
     help="releases to keep",
 )
 @root_option(help="install under this root instead of / (tests, images)")
+@service_user_option()
 def command(
     wheelhouse: Path | None,
     wheel: Path | None,
@@ -65,10 +67,16 @@ def command(
     python: str | None,
     keep: int,
     root: Path,
+    service_user: str,
 ) -> None:
     """Install xswarm on this server: user, directories, a release, config, units."""
-    layout = Layout(root.resolve())
+    layout = Layout(root.resolve(), service_user)
     manage_system = layout.is_live
+    if manage_system and service_user != SERVICE_USER:
+        raise click.ClickException(
+            f"--service-user is for staging trees (--root DIR); on this server the units run "
+            f"as {SERVICE_USER}"
+        )
     if manage_system and os.geteuid() != 0:
         raise click.ClickException(
             "install needs root: sudo xswarm install ... (or --root DIR for a staging tree)"
@@ -79,17 +87,20 @@ def command(
         wheel = releases.find_wheel(wheelhouse, version)
     numbers = list(range(1, instances + 1))
     profiles = (["gpu"] if gpu else []) + list(profile)
-    report, installed = install(
-        layout,
-        wheel,
-        wheelhouse,
-        python or releases.default_python(),
-        numbers,
-        profiles,
-        haproxy,
-        manage_system,
-        keep,
-    )
+    try:
+        report, installed = install(
+            layout,
+            wheel,
+            wheelhouse,
+            python or releases.default_python(),
+            numbers,
+            profiles,
+            haproxy,
+            manage_system,
+            keep,
+        )
+    except UntrustedPathError as exc:
+        raise click.ClickException(str(exc)) from None
     for line in report.changed:
         click.echo(f"  + {line}")
     for line in report.unchanged:

@@ -31,3 +31,16 @@ def server_config_option() -> Callable[[F], F]:
         default=None,
         help="config file (default: /opt/xswarm/config.toml)",
     )
+
+
+def service_user_option() -> Callable[[F], F]:
+    """``--service-user NAME``: whose state and logs are, in a staging tree (with ``--root``).
+
+    On a server it is always ``xswarm``, the account the units run as.
+    """
+    return click.option(
+        "--service-user",
+        default="xswarm",
+        show_default=True,
+        help="the service account's name, for a staging tree under --root (tests, images)",
+    )

@@ -8,6 +8,7 @@ import click
 
 from xswarm.commands.options import root_option
 from xswarm.ops import rollback, rolling
+from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import Layout
 
 
@@ -25,5 +26,5 @@ def command(release: str | None, timeout: float, root: Path) -> None:
     """Go back to RELEASE (default: the one before the current) and restart onto it."""
     try:
         rollback.rollback(Layout(root), release, timeout, click.echo)
-    except rolling.RolloutError as exc:
+    except (rolling.RolloutError, UntrustedPathError) as exc:
         raise click.ClickException(str(exc)) from None

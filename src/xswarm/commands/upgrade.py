@@ -8,6 +8,7 @@ import click
 
 from xswarm.commands.options import root_option
 from xswarm.ops import releases, rolling, upgrade
+from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP
 from xswarm.ops.layout import Layout
 
@@ -49,5 +50,5 @@ def command(
         upgrade.upgrade(
             Layout(root), wheelhouse, version, timeout, keep, interpreter, click.echo, _warn
         )
-    except rolling.RolloutError as exc:
+    except (rolling.RolloutError, UntrustedPathError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import ConfigError, XswarmError
-from xswarm.ops import releases
+from xswarm.ops import files, releases
 from xswarm.ops.inventory import database_path, installed_units
 from xswarm.ops.layout import Layout
 
@@ -30,6 +30,7 @@ class BackupError(XswarmError):
 
 def copy_database(source: Path, target: Path) -> int:
     """Online copy of a SQLite file; returns its page count."""
+    files.write_file(target, b"", 0o600, replace=False)
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=10)
     try:
         dst = sqlite3.connect(target)
@@ -57,7 +58,31 @@ def prune(layout: Layout, keep: int) -> list[str]:
     return removed
 
 
+def _save(target: Path, data: str | bytes, mode: int = 0o600) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files.write_file(target, data, mode)
+
+
+def _fsync_tree(top: Path) -> None:
+    """Flush every file and directory of a finished backup before it is renamed into place."""
+    for path in sorted(top.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            files.fsync_dir(path)
+    files.fsync_dir(top)
+
+
 def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
+    """Refuses (UntrustedPathError) when anything it reads as root, or the backup folder,
+    could have been changed by another user: root neither copies from nor runs what the
+    service account could have planted."""
+    for path in (layout.opt, layout.backup, layout.releases, layout.unit_dir):
+        files.check_trusted(path, layout.root)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder = layout.backup / stamp
     suffix = 1
@@ -73,39 +98,47 @@ def backup(layout: Layout, keep: int) -> tuple[Path, dict[str, object]]:
     manifest["release"] = version
     if version is not None:
         home = layout.release_dir(version)
+        files.check_trusted(home, layout.root)
         (staging / "release").mkdir()
         for wheel in (home / "wheel").glob("*.whl"):
-            shutil.copy2(wheel, staging / "release" / wheel.name)
+            files.check_trusted(wheel, layout.root)
+            _save(staging / "release" / wheel.name, files.read_trusted(wheel), 0o644)
         pip = home / "venv" / "bin" / "pip"
         if pip.exists():
+            files.check_trusted(pip, layout.root)
             frozen = subprocess.run(
                 [str(pip), "freeze", "--disable-pip-version-check"],
                 capture_output=True,
                 text=True,
                 check=False,
             )
-            (staging / "release" / "requirements.txt").write_text(frozen.stdout)
-    files = installed_units(layout)
-    for relative, text in files.items():
-        target = staging / "units" / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-    manifest["units"] = sorted(files)
+            _save(staging / "release" / "requirements.txt", frozen.stdout, 0o644)
+    unit_files = installed_units(layout)
+    for relative, text in unit_files.items():
+        _save(staging / "units" / relative, text, 0o644)
+    manifest["units"] = sorted(unit_files)
     secrets = ((layout.config, "config.toml", 0o640), (layout.env_file, ".env", 0o600))
     for source, name, mode in secrets:
-        if source.exists():
-            shutil.copyfile(source, staging / name)
-            os.chmod(staging / name, mode)
+        if os.path.lexists(source):
+            files.check_trusted(source, layout.root)
+            _save(staging / name, files.read_trusted(source), mode)
             manifest[name] = True
     try:
         config = config_module.load(layout.config)
     except ConfigError:
         config = config_module.defaults()
     database = database_path(config, layout)
+    if database.is_symlink():
+        raise BackupError(
+            f"{database} is a symbolic link; root will not copy what it points at. "
+            "Move it aside (the supervisor recreates the database) and back up again"
+        )
     if database.exists():
         manifest["database_pages"] = copy_database(database, staging / "xswarm.db")
         manifest["database"] = str(database)
-    (staging / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _save(staging / "MANIFEST.json", json.dumps(manifest, indent=2) + "\n", 0o644)
+    _fsync_tree(staging)
     staging.rename(folder)
+    files.fsync_dir(layout.backup)
     manifest["removed"] = prune(layout, keep)
     return folder, manifest

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EX_CONFIG = 78
+# Matches ops.templates.MIN_TOKEN_CHARS (checks stays free of imports with I/O).
+MIN_TOKEN_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,61 @@ class Finding:
 
 @dataclass(frozen=True)
 class FileFacts:
+    """A path root relies on, as ``lstat`` saw it. ``kind``: file, dir, symlink or other;
+    ``role`` picks its rule in ``PATH_RULES``."""
+
     path: str
     exists: bool
     owner: str | None = None
     mode: int | None = None
+    group: str | None = None
+    kind: str = "file"
+    role: str = ".env"
+
+
+@dataclass(frozen=True)
+class PathRule:
+    """Who must own a path and which mode bits it must not have. ``owner``/``group`` are
+    "root" or "service" (the service account); ``group`` None: any group."""
+
+    kind: str
+    owner: str
+    group: str | None
+    mode: int
+    forbidden: int
+    why: str
+
+
+# Root never trusts what the service account can write: the application, its releases,
+# config.toml, .env and backups are root's; state and logs are the service's.
+PATH_RULES = {
+    ".env": PathRule("file", "root", None, 0o600, 0o077, "other users can read the secrets in it"),
+    "config": PathRule(
+        "file", "root", "service", 0o640, 0o022, "someone besides root can change it"
+    ),
+    "application": PathRule(
+        "dir", "root", None, 0o755, 0o022, "someone besides root can swap what is in it"
+    ),
+    "releases": PathRule(
+        "dir", "root", None, 0o755, 0o022, "someone besides root can swap a release"
+    ),
+    "backup": PathRule(
+        "dir", "root", None, 0o700, 0o077, "other users can read the copies of .env in it"
+    ),
+    "state": PathRule("dir", "service", None, 0o750, 0o002, "any user can write it"),
+    "logs": PathRule("dir", "service", None, 0o750, 0o002, "any user can write it"),
+}
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """One token the services need: its length (None: not set), where it came from, and why
+    it could not be read, without the secret itself."""
+
+    name: str
+    length: int | None
+    source: str = ""
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,11 +141,19 @@ class Facts:
     units_release: str | None = None
     current_release: str | None = None
     service_user: str = "xswarm"
+    service_group: str = "xswarm"
+    # Paths root relies on besides .env (``FileFacts.role`` names each one's rule).
+    paths: list[FileFacts] = field(default_factory=list)
+    # The tokens .env provides; None when .env could not be read safely.
+    tokens: list[TokenFacts] | None = None
+    tokens_shared: bool = False
 
 
 def diagnose(facts: Facts) -> list[Finding]:
     findings: list[Finding] = []
     findings += _env_file(facts)
+    findings += _paths(facts)
+    findings += _tokens(facts)
     findings += _executables(facts)
     findings += _config(facts)
     findings += _ports(facts)
@@ -110,7 +171,6 @@ def failed(findings: list[Finding]) -> bool:
 
 def _env_file(facts: Facts) -> list[Finding]:
     env = facts.env_file
-    user = facts.service_user
     if not env.exists:
         return [
             Finding(
@@ -118,30 +178,137 @@ def _env_file(facts: Facts) -> list[Finding]:
                 ".env",
                 f"{env.path} is missing; the units load it with "
                 "EnvironmentFile= and will not start without it",
-                f"sudo xswarm install (writes it from the template), or: sudo install "
-                f"-m 600 -o {user} -g {user} deploy/env.example {env.path}",
+                f"sudo xswarm install (writes it with fresh tokens), or: sudo install "
+                f"-m 600 -o root -g root deploy/env.example {env.path}",
+            )
+        ]
+    out = path_findings(env, facts.service_user, facts.service_group, ".env")
+    return out or [Finding(OK, ".env", f"{env.path}: owner root, mode 600")]
+
+
+def _paths(facts: Facts) -> list[Finding]:
+    out = []
+    for path in facts.paths:
+        if path.exists:
+            out += path_findings(path, facts.service_user, facts.service_group, "permissions")
+    if facts.paths and not out:
+        out.append(
+            Finding(OK, "permissions", f"{len(facts.paths)} paths owned and moded as expected")
+        )
+    return out
+
+
+def path_findings(
+    path: FileFacts, service_user: str, service_group: str, topic: str
+) -> list[Finding]:
+    """What is wrong with one path's owner, group, mode or kind, each with its fix."""
+    rule = PATH_RULES[path.role]
+    owner = service_user if rule.owner == "service" else "root"
+    if rule.group:
+        group = service_group if rule.group == "service" else "root"
+    else:
+        group = "root" if owner == "root" else service_group
+    reinstall = "sudo xswarm install (sets the ownership it expects)"
+    if path.kind == "symlink":
+        return [
+            Finding(
+                FAIL,
+                topic,
+                f"{path.path} is a symbolic link where a {rule.kind} should be: root would "
+                "read or write wherever it points",
+                f"sudo rm {path.path}, then {reinstall}",
+            )
+        ]
+    if path.kind != rule.kind:
+        return [
+            Finding(
+                FAIL,
+                topic,
+                f"{path.path} is a {path.kind}, not a {rule.kind}",
+                f"move it aside, then {reinstall}",
             )
         ]
     out = []
-    if env.owner != user:
+    if path.owner != owner:
         out.append(
             Finding(
                 FAIL,
-                ".env",
-                f"{env.path} is owned by {env.owner}, not {user}",
-                f"sudo chown {user}:{user} {env.path}",
+                topic,
+                f"{path.path} is owned by {path.owner}, not {owner}",
+                f"sudo chown {owner}:{group} {path.path}",
             )
         )
-    if env.mode is not None and env.mode & 0o077:
+    elif rule.group and path.group != group:
         out.append(
             Finding(
                 FAIL,
-                ".env",
-                f"{env.path} has mode {env.mode:03o}: other users can read the secrets in it",
-                f"sudo chmod 600 {env.path}",
+                topic,
+                f"{path.path} has group {path.group}, not {group}: the services cannot read it",
+                f"sudo chown {owner}:{group} {path.path}",
             )
         )
-    return out or [Finding(OK, ".env", f"{env.path}: owner {user}, mode 600")]
+    if path.mode is not None and path.mode & rule.forbidden:
+        out.append(
+            Finding(
+                FAIL,
+                topic,
+                f"{path.path} has mode {path.mode:03o}: {rule.why}",
+                f"sudo chmod {rule.mode:o} {path.path}",
+            )
+        )
+    return out
+
+
+def _tokens(facts: Facts) -> list[Finding]:
+    if facts.tokens is None:
+        return []
+    out = []
+    make = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    for token in facts.tokens:
+        if token.error:
+            out.append(
+                Finding(
+                    FAIL,
+                    "tokens",
+                    f"{token.name} cannot be read from {token.source}: {token.error}",
+                    f"make {token.source} a root-owned file holding the token, or set "
+                    f"{token.name}= in .env",
+                )
+            )
+        elif token.length is None:
+            out.append(
+                Finding(
+                    FAIL,
+                    "tokens",
+                    f"{token.name} is not set in {facts.env_file.path}",
+                    f"add a line {token.name}=<token> to {facts.env_file.path} (make one "
+                    f"with: {make}), then restart xswarm-voice and xswarm-dashboard",
+                )
+            )
+        elif token.length < MIN_TOKEN_CHARS:
+            out.append(
+                Finding(
+                    FAIL,
+                    "tokens",
+                    f"{token.name} in {token.source} is weak: {token.length} characters, "
+                    f"expected at least {MIN_TOKEN_CHARS}",
+                    f"replace it with a random one ({make}), then restart the services",
+                )
+            )
+    if facts.tokens_shared:
+        out.append(
+            Finding(
+                FAIL,
+                "tokens",
+                "XSWARM_SUPERVISOR_TOKEN and XSWARM_CONTROL_TOKEN are the same: the "
+                "internet-facing bridge would hold the operators' token",
+                f"give XSWARM_CONTROL_TOKEN a value of its own ({make})",
+            )
+        )
+    if facts.tokens and not out:
+        names = ", ".join(t.name for t in facts.tokens)
+        out.append(Finding(OK, "tokens", f"{names}: set, strong and distinct"))
+    return out
 
 
 def _executables(facts: Facts) -> list[Finding]:
@@ -316,7 +483,7 @@ def _database(facts: Facts) -> list[Finding]:
                 FAIL,
                 "database",
                 f"{db.path} cannot be opened: {db.error}",
-                "check that /var/lib/xswarm exists and is owned by xswarm "
+                "check that its directory exists and is owned by xswarm "
                 "(sudo xswarm install fixes both)",
             )
         ]

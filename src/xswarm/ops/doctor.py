@@ -6,6 +6,7 @@ module puts the facts together the way the checks want them and words the findin
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
@@ -14,8 +15,9 @@ from pathlib import Path
 from xswarm import config as config_module
 from xswarm.config import Config
 from xswarm.errors import ConfigError
-from xswarm.ops import checks, health, releases, units
-from xswarm.ops.checks import Facts, FileFacts
+from xswarm.ops import checks, health, releases, templates, units
+from xswarm.ops.checks import Facts, FileFacts, TokenFacts
+from xswarm.ops.files import UntrustedPathError, read_trusted
 from xswarm.ops.inventory import (
     database,
     database_path,
@@ -30,22 +32,111 @@ from xswarm.ops.inventory import (
     unit_environment,
     unit_facts,
 )
-from xswarm.ops.layout import SERVICE_USER, Layout
+from xswarm.ops.layout import Layout
+
+
+def path_facts(path: Path, role: str) -> FileFacts:
+    """How ``lstat`` sees a path (a symlink is reported as one, never followed)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return FileFacts(str(path), False, role=role)
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    if stat.S_ISLNK(st.st_mode):
+        kind = "symlink"
+    elif stat.S_ISDIR(st.st_mode):
+        kind = "dir"
+    elif stat.S_ISREG(st.st_mode):
+        kind = "file"
+    else:
+        kind = "other"
+    return FileFacts(str(path), True, owner, stat.S_IMODE(st.st_mode), group, kind, role)
+
+
+def owned_paths(layout: Layout) -> list[FileFacts]:
+    """Every path whose owner or mode decides whether root can trust it (.env apart)."""
+    return [
+        path_facts(layout.opt, "application"),
+        path_facts(layout.releases, "releases"),
+        path_facts(layout.config, "config"),
+        path_facts(layout.backup, "backup"),
+        path_facts(layout.state, "state"),
+        path_facts(layout.dashboard_state, "state"),
+        path_facts(layout.logs, "logs"),
+    ]
+
+
+def env_values(text: str) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (comments, quotes, export)."""
+    out = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def token_facts(env: FileFacts) -> tuple[list[TokenFacts] | None, bool]:
+    """The generated tokens as .env gives them (directly or through ``*_FILE``), and whether
+    the operators' and the bridges' are the same; (None, False) when .env is not safe to read."""
+    if not env.exists or env.kind != "file":
+        return None, False
+    try:
+        values = env_values(read_trusted(Path(env.path)).decode("utf-8", "replace"))
+    except (OSError, UntrustedPathError):
+        return None, False
+    out = []
+    secrets: dict[str, str] = {}
+    for name in templates.GENERATED_TOKENS:
+        source = env.path
+        value = values.get(name)
+        pointer = values.get(f"{name}_FILE")
+        if not value and pointer:
+            source = pointer
+            try:
+                value = read_trusted(Path(pointer)).decode("utf-8", "replace").strip()
+            except (OSError, UntrustedPathError) as exc:
+                out.append(TokenFacts(name, None, source, str(exc)))
+                continue
+        if value:
+            secrets[name] = value
+        out.append(TokenFacts(name, len(value) if value else None, source))
+    shared = len(secrets) == 2 and len(set(secrets.values())) == 1
+    return out, shared
+
+
+def service_group(user: str) -> str:
+    """The service account's primary group (``useradd -U`` names it after the user)."""
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return user
 
 
 def gather(layout: Layout, config_path: Path) -> Facts:
-    env = layout.env_file
-    try:
-        st = env.stat()
-        try:
-            owner = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            owner = str(st.st_uid)
-        env_facts = FileFacts(str(env), True, owner, stat.S_IMODE(st.st_mode))
-    except FileNotFoundError:
-        env_facts = FileFacts(str(env), False)
+    env_facts = path_facts(layout.env_file, ".env")
     files = installed_units(layout)
-    facts = Facts(env_file=env_facts, executables=executables(files), service_user=SERVICE_USER)
+    facts = Facts(
+        env_file=env_facts, executables=executables(files), service_user=layout.service_user
+    )
+    facts.service_group = service_group(layout.service_user)
+    facts.paths = owned_paths(layout)
+    facts.tokens, facts.tokens_shared = token_facts(env_facts)
     facts.config_source = str(config_path) if config_path.exists() else ""
     try:
         config = config_module.load(config_path if config_path.exists() else None)

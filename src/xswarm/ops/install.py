@@ -8,7 +8,6 @@ an HAProxy config. Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
-from xswarm.ops import releases, systemctl, templates, units
+from xswarm.ops import files, releases, systemctl, templates, units
 from xswarm.ops.layout import SERVICE_USER, Layout
 
 DEFAULT_KEEP = 5
@@ -56,54 +55,91 @@ def ensure_user(report: Report) -> None:
     report.kept(f"user {SERVICE_USER} exists")
 
 
-def _owner_ids(owned: bool) -> tuple[int, int] | None:
-    if not owned:
-        return None
-    return pwd.getpwnam(SERVICE_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid
+# Who owns what. Root never trusts what the service account can write: the application, its
+# releases, config.toml and .env are root's (config.toml readable by the service group, .env
+# read only by systemd, as root, for EnvironmentFile=); only state and logs are the service's.
+ROOT_DIR_MODE = 0o755
+BACKUP_MODE = 0o700
+SERVICE_DIR_MODE = 0o750
+CONFIG_MODE = 0o640
+ENV_MODE = 0o600
+UNIT_MODE = 0o644
 
 
-def ensure_dir(path: Path, mode: int, ids: tuple[int, int] | None, report: Report) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, mode=mode)
-        os.chmod(path, mode)
-        report.did(f"created {path}")
-    if ids is not None:
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != ids:
-            os.chown(path, *ids)
-            report.did(f"chown {SERVICE_USER}:{SERVICE_USER} {path}")
+@dataclass(frozen=True)
+class Owners:
+    """The numeric owners install gives its files; None where it must not chown (a staging
+    tree built by an ordinary user keeps that user's files)."""
+
+    root: files.Owner | None
+    config: files.Owner | None
+    service: files.Owner | None
+
+
+def owners(layout: Layout, manage_system: bool) -> Owners:
+    """Root's and the service account's ids: always on a server, and in a staging tree
+    whenever install runs as root and the account exists (so tests see the real ownership)."""
+    if not manage_system and os.geteuid() != 0:
+        return Owners(None, None, None)
+    try:
+        account = pwd.getpwnam(layout.service_user)
+    except KeyError:
+        if manage_system:
+            raise
+        return Owners(None, None, None)
+    group = account.pw_gid
+    return Owners((0, 0), (0, group), (account.pw_uid, group))
+
+
+def ensure_dir(path: Path, mode: int, ids: files.Owner | None, report: Report) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for line in files.secure_dir(path, mode, ids):
+        report.did(line)
 
 
 def write_if_absent(
-    path: Path, text: str, mode: int, ids: tuple[int, int] | None, report: Report
+    path: Path, text: str, mode: int, ids: files.Owner | None, report: Report
 ) -> None:
-    if path.exists():
-        report.kept(f"{path} exists (left as it is)")
+    """Create ``path`` unless something is there; an existing file gets owner and mode fixed
+    through its own descriptor (a symlink is refused, never followed)."""
+    try:
+        files.write_file(path, text, mode, ids, replace=False)
+    except FileExistsError:
+        changes = files.secure_file(path, mode, ids)
+        for line in changes:
+            report.did(line)
+        if not changes:
+            report.kept(f"{path} exists (left as it is)")
         return
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(staging, mode)
-    if ids is not None:
-        os.chown(staging, *ids)
-    os.replace(staging, path)
     report.did(f"wrote {path} (mode {mode:03o})")
 
 
-def write_if_changed(path: Path, text: str, report: Report) -> bool:
+def write_if_changed(
+    path: Path, text: str, report: Report, ids: files.Owner | None = None, mode: int = UNIT_MODE
+) -> bool:
     try:
-        if path.read_text() == text:
+        if files.read_trusted(path).decode() == text:
             return False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(text)
-    os.chmod(staging, 0o644)
-    os.replace(staging, path)
+    files.write_file(path, text, mode, ids)
     report.did(f"wrote {path}")
     return True
+
+
+def move_legacy_database(layout: Layout, report: Report) -> None:
+    """Earlier releases kept the call history in the bridge's writable /var/lib/xswarm;
+    move it (and its WAL) into the supervisor's own directory once, never over a newer one."""
+    old, new = layout.legacy_database, layout.database
+    if os.path.lexists(new) or not old.is_file() or old.is_symlink():
+        return
+    for suffix in ("", "-wal", "-shm"):
+        source = old.with_name(old.name + suffix)
+        if source.is_file() and not source.is_symlink():
+            os.rename(source, new.with_name(new.name + suffix))
+    files.fsync_dir(new.parent)
+    report.did(f"moved the call history {old} -> {new}")
 
 
 def initial_config(instances: list[int]) -> str:
@@ -127,11 +163,13 @@ def install_units(layout: Layout, plan: units.UnitPlan, report: Report) -> bool:
     """Write the plan into the unit directory and keep a copy inside the release."""
     changed = False
     kept = layout.release_dir(plan.version) / "units"
+    files.check_trusted(layout.release_dir(plan.version), layout.root)
     for relative, text in sorted(plan.files.items()):
+        units.check_relative(relative)
         changed |= write_if_changed(layout.unit_dir / relative, text, report)
         target = kept / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        files.write_file(target, text, UNIT_MODE)
     if not changed:
         report.kept(f"units in {layout.unit_dir} are up to date for {plan.version}")
     return changed
@@ -142,8 +180,13 @@ def restore_units(layout: Layout, version: str, report: Report) -> bool:
     kept = layout.release_dir(version) / "units"
     if not kept.is_dir():
         raise InstallError(f"release {version} has no saved units in {kept}; reinstall it")
-    files = {str(p.relative_to(kept)): p.read_text() for p in kept.rglob("*") if p.is_file()}
-    return install_units(layout, units.UnitPlan(version, files), report)
+    saved = {}
+    for path in sorted(kept.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        files.check_trusted(path, layout.root)
+        saved[str(path.relative_to(kept))] = files.read_trusted(path).decode()
+    return install_units(layout, units.UnitPlan(version, saved), report)
 
 
 def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
@@ -185,21 +228,23 @@ def install(
     report = Report()
     if manage_system:
         ensure_user(report)
-    ids = _owner_ids(manage_system)
-    ensure_dir(layout.opt, 0o755, ids, report)
-    ensure_dir(layout.releases, 0o755, None, report)
-    ensure_dir(layout.backup, 0o750, ids, report)
-    ensure_dir(layout.state, 0o750, ids, report)
-    ensure_dir(layout.logs, 0o750, ids, report)
-    write_if_absent(layout.config, initial_config(instances), 0o640, ids, report)
-    write_if_absent(layout.env_file, templates.env_example(), 0o600, ids, report)
+    ids = owners(layout, manage_system)
+    ensure_dir(layout.opt, ROOT_DIR_MODE, ids.root, report)
+    ensure_dir(layout.releases, ROOT_DIR_MODE, ids.root, report)
+    ensure_dir(layout.backup, BACKUP_MODE, ids.root, report)
+    ensure_dir(layout.state, SERVICE_DIR_MODE, ids.service, report)
+    ensure_dir(layout.dashboard_state, SERVICE_DIR_MODE, ids.service, report)
+    ensure_dir(layout.logs, SERVICE_DIR_MODE, ids.service, report)
+    move_legacy_database(layout, report)
+    write_if_absent(layout.config, initial_config(instances), CONFIG_MODE, ids.config, report)
+    write_if_absent(layout.env_file, templates.new_env_file(), ENV_MODE, ids.root, report)
     config = config_module.load(layout.config)
     version, built = releases.build(layout, wheel, wheelhouse, python)
     (report.did if built else report.kept)(
         f"release {version} {'built' if built else 'already installed'} in "
         f"{layout.release_dir(version)}"
     )
-    plan = units.render(layout, version, config, instances, profiles)
+    plan = units.render(layout, version, config, instances, profiles, units.resolve_hosts(config))
     changed = install_units(layout, plan, report)
     if releases.current(layout) != version:
         releases.switch(layout, version)
@@ -237,7 +282,8 @@ def next_steps(instances: list[int], haproxy: bool) -> str:
     return "\n".join(
         [
             "Next steps:",
-            "  sudo nano /opt/xswarm/.env          # XSWARM_SUPERVISOR_TOKEN, TWILIO_AUTH_TOKEN",
+            "  sudo nano /opt/xswarm/.env          # TWILIO_AUTH_TOKEN (the xswarm tokens are"
+            " generated)",
             "  sudo nano /opt/xswarm/config.toml   # every key is listed, commented",
             "  sudo xswarm doctor",
             *lines,

@@ -57,6 +57,9 @@ def executables(files: dict[str, str]) -> dict[str, bool]:
                 words = shlex.split(value)
                 if words:
                     path = words[0].lstrip(_PREFIX_CHARS)
+                    if "-" in words[0][: len(words[0]) - len(path)]:
+                        # "-": systemd tolerates its failure (xswarm-nvidia's optional tool).
+                        continue
                     out[path] = os.access(path, os.X_OK)
     return out
 

@@ -13,11 +13,17 @@ from pathlib import Path
 
 SERVICE_USER = "xswarm"
 OPT = "/opt/xswarm"
+# The supervisor's own state directory (its unit's StateDirectory=): the bridge cannot write it.
+DASHBOARD_STATE = "/var/lib/xswarm-dashboard"
 
 
 @dataclass(frozen=True)
 class Layout:
+    """``service_user`` is whose files state and logs are; on a server always ``xswarm`` (the
+    units say so), in a staging tree any existing account, so tests can check real ownership."""
+
     root: Path = Path("/")
+    service_user: str = SERVICE_USER
 
     def _at(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -60,7 +66,17 @@ class Layout:
         return self._at("/var/log/xswarm")
 
     @property
+    def dashboard_state(self) -> Path:
+        return self._at(DASHBOARD_STATE)
+
+    @property
     def database(self) -> Path:
+        """The supervisor's call history, in its own state directory."""
+        return self.dashboard_state / "xswarm.db"
+
+    @property
+    def legacy_database(self) -> Path:
+        """Where releases before the services were separated kept the call history."""
         return self.state / "xswarm.db"
 
     @property

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from xswarm.errors import XswarmError
+from xswarm.ops import files
 from xswarm.ops.layout import Layout
 
 COMPLETE = ".complete"
@@ -97,14 +98,12 @@ def switch(layout: Layout, version: str) -> None:
     """Point ``current`` at a release with one rename(2), and record it in the history."""
     if version not in installed(layout):
         raise ReleaseError(f"release {version} is not installed under {layout.releases}")
-    staging = layout.opt / f".current.{os.getpid()}"
-    staging.unlink(missing_ok=True)
-    os.symlink(f"releases/{version}", staging)
-    os.replace(staging, layout.current)
+    files.check_trusted(layout.release_dir(version), layout.root)
+    files.replace_symlink(layout.current, f"releases/{version}")
     names = history(layout)
     if not names or names[-1] != version:
-        with layout.history.open("a") as fh:
-            fh.write(version + "\n")
+        text = "".join(f"{name}\n" for name in [*names, version])
+        files.write_file(layout.history, text, 0o644)
 
 
 def prune(layout: Layout, keep: int) -> list[str]:
@@ -141,7 +140,7 @@ def build(layout: Layout, wheel: Path, wheelhouse: Path | None, python: str) -> 
     for script in ("xswarm", "xswarm-voice", "xswarm-dashboard"):
         if not (venv / "bin" / script).exists():
             raise ReleaseError(f"{wheel.name} installed no {script} console script into {venv}")
-    (home / COMPLETE).write_text(version + "\n")
+    files.write_file(home / COMPLETE, version + "\n", 0o644)
     return version, True
 
 

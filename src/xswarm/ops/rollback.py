@@ -17,6 +17,7 @@ def rollback(
     layout: Layout, release: str | None, timeout: float, say: Callable[[str], None]
 ) -> None:
     """Switch to ``release`` (default: the one before the current) and restart onto it."""
+    rolling.check_layout(layout)
     now = releases.current(layout)
     target = release or releases.previous(layout)
     present = releases.installed(layout)

@@ -17,7 +17,7 @@ from pathlib import Path
 from xswarm import config as config_module
 from xswarm.config import Config
 from xswarm.errors import XswarmError
-from xswarm.ops import haproxy, health, install, releases, systemctl, units
+from xswarm.ops import files, haproxy, health, install, releases, systemctl, units
 from xswarm.ops.inventory import installed_instances, installed_profiles, installed_units
 from xswarm.ops.layout import Layout
 
@@ -161,6 +161,13 @@ def switch_to(
     activate(layout, version, plan_from_saved=not fresh_units)
     say(f"{layout.current} -> releases/{version}; units installed; daemon-reload done")
     return rolling_restart(layout, running, version, say, timeout)
+
+
+def check_layout(layout: Layout) -> None:
+    """Refuse to act as root on an installation someone else could have changed: the
+    application directory, releases, config.toml, .env and the unit directory."""
+    for path in (layout.opt, layout.releases, layout.config, layout.env_file, layout.unit_dir):
+        files.check_trusted(path, layout.root)
 
 
 def running_targets(layout: Layout) -> list[Target]:

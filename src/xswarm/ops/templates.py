@@ -8,6 +8,7 @@ in for readers; a test fails when the schema changes and they were not regenerat
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import textwrap
 from pathlib import Path
@@ -18,9 +19,16 @@ from xswarm.config import SCHEMA, Key
 ENV_KEYS = (
     (
         "XSWARM_SUPERVISOR_TOKEN",
-        "Bearer token the supervisor presents on each voice instance's /control, and that "
-        "operators present on the supervisor's /ws. Make it long and random: "
+        "Operators' token: the supervisor's API (/ws, /api) and the TUI present it. "
+        "`xswarm install` generates it in a new .env. Or name a file holding it with "
+        "XSWARM_SUPERVISOR_TOKEN_FILE. Make it long and random: "
         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+    ),
+    (
+        "XSWARM_CONTROL_TOKEN",
+        "Bridges' token: the supervisor presents it on each voice instance's /control; the "
+        "bridges never hold the operators' token. `xswarm install` generates it in a new "
+        ".env. Or name a file holding it with XSWARM_CONTROL_TOKEN_FILE.",
     ),
     (
         "TWILIO_AUTH_TOKEN",
@@ -28,6 +36,8 @@ ENV_KEYS = (
         "X-Twilio-Signature.",
     ),
 )
+# The tokens `xswarm install` generates into a new .env (and `xswarm doctor` requires).
+GENERATED_TOKENS = ("XSWARM_SUPERVISOR_TOKEN", "XSWARM_CONTROL_TOKEN")
 
 
 def _toml_value(value: Any) -> str:
@@ -82,14 +92,22 @@ def config_example(extra: str = "") -> str:
     return text
 
 
-def env_example() -> str:
+def env_example(values: dict[str, str] | None = None) -> str:
+    """The .env template; with ``values``, those keys are set (uncommented) to them."""
+    values = values or {}
     out = [
-        "# xswarm secrets, read by systemd (EnvironmentFile=) for both services.",
-        "# Keep this file mode 600, owned by xswarm. Uncomment and fill in.",
+        "# xswarm secrets, read by systemd (EnvironmentFile=) for both services, as root.",
+        "# Keep this file owned by root, mode 600: the services never read it themselves.",
     ]
     for name, why in ENV_KEYS:
-        out += ["", *(f"# {line}" for line in textwrap.wrap(why, 92)), f"# {name}="]
+        line = f"{name}={values[name]}" if name in values else f"# {name}="
+        out += ["", *(f"# {line}" for line in textwrap.wrap(why, 92)), line]
     return "\n".join(out) + "\n"
+
+
+def new_env_file() -> str:
+    """A fresh .env with strong, separate operator and bridge tokens."""
+    return env_example({name: secrets.token_urlsafe(32) for name in GENERATED_TOKENS})
 
 
 def write_examples(deploy: Path) -> None:

@@ -9,10 +9,16 @@ stamps the release, so that ``xswarm doctor`` can tell when the installed units 
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
+import re
+import socket
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from xswarm.config import Config
+from xswarm.config import Config, host_problem
+from xswarm.errors import ConfigError
 from xswarm.ops.layout import OPT, Layout
 
 UNIT_TEMPLATES = (
@@ -24,6 +30,9 @@ UNIT_TEMPLATES = (
     "xswarm-dashboard.socket",
 )
 PROFILES = ("gpu", "latency", "throughput")
+# Units a profile brings along besides its drop-ins: the GPU's root-only device setup runs in
+# its own unit, which never loads the service's EnvironmentFile.
+PROFILE_UNITS = {"gpu": ("xswarm-nvidia.service",)}
 VOICE_TEMPLATES = ("xswarm-voice.service", "xswarm-voice@.service")
 STAMP = "# xswarm-release: "
 
@@ -48,10 +57,100 @@ class UnitPlan:
     files: dict[str, str]
 
 
+# A value rendered into a unit or haproxy.cfg is checked again here, whatever config.py did:
+# one newline in a host would let config.toml add a line, such as ExecStartPre=, to a unit
+# that root installs.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@/-]+$")
+_SAFE_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!_]*$")
+
+
+def checked_host(host: str, key: str, source: str = "config.toml") -> str:
+    problem = host_problem(host)
+    if problem:
+        raise ConfigError(source, key, problem)
+    return host
+
+
+def checked_port(port: object, key: str, source: str = "config.toml") -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(source, key, f"expected a port from 1 to 65535, got {port!r}")
+    return port
+
+
+def check_relative(name: str) -> None:
+    """A unit-dir-relative name: ours (xswarm-*), no '..', nothing but safe characters."""
+    parts = name.split("/")
+    if not _SAFE_PATH.match(name) or ".." in parts or not managed(parts[0]) or len(parts) > 2:
+        raise ValueError(f"refusing to write unit file {name!r}: not an xswarm unit name")
+
+
 def listen_address(host: str, port: int) -> str:
     if ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+def _listen(host: str, port: int, key: str, source: str) -> str:
+    return listen_address(
+        checked_host(host, f"{key} host", source), checked_port(port, f"{key} port", source)
+    )
+
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve(host: str) -> list[str]:
+    """The addresses a hostname has now (for IPAddressAllow=, which takes no names)."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return []
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def resolve_hosts(config: Config, resolver: Resolver = resolve) -> dict[str, list[str]]:
+    """Each hostname (not IP literal) among the supervised instances -> its addresses."""
+    out = {}
+    for host in supervised_hosts(config):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            out[host] = resolver(host)
+    return out
+
+
+def supervised_hosts(config: Config) -> list[str]:
+    """Hosts named in ``[dashboard] instances``, each checked, in order, once."""
+    hosts: list[str] = []
+    for url in config.dashboard.instances:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        checked_host(host, "[dashboard] instances", config.source)
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def ip_allow(config: Config, resolved: Mapping[str, list[str]]) -> str:
+    """IPAddressAllow= for the supervisor: localhost plus every instance it is told to watch.
+
+    IPAddressAllow= takes addresses only, so a hostname is written as the addresses
+    ``xswarm install`` resolved it to (``xswarm doctor`` reports the units stale when they
+    change); one that did not resolve is left out.
+    """
+    allowed = ["localhost"]
+    for host in supervised_hosts(config):
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            addresses = [
+                str(ipaddress.ip_address(a.split("%", 1)[0])) for a in resolved.get(host, [])
+            ]
+        else:
+            addresses = [] if address.is_loopback else [str(address)]
+        for item in addresses:
+            if item not in allowed:
+                allowed.append(item)
+    return " ".join(allowed)
 
 
 def instance_ports(config: Config, instances: list[int]) -> dict[int, tuple[str, int]]:
@@ -69,26 +168,44 @@ def render(
     config: Config,
     instances: list[int] = (),  # type: ignore[assignment]
     profiles: list[str] = (),  # type: ignore[assignment]
+    resolved: Mapping[str, list[str]] | None = None,
 ) -> UnitPlan:
+    """``resolved``: hostnames of supervised instances -> addresses (``resolve_hosts``);
+    None resolves them now."""
+    if not _SAFE_VERSION.match(version):
+        raise ValueError(f"refusing to render units for release {version!r}: not a version")
+    if not _SAFE_PATH.match(str(layout.opt)):
+        raise ValueError(f"refusing to render units for {layout.opt}: unsafe characters in path")
+    if resolved is None:
+        resolved = resolve_hosts(config)
     release = layout.release_dir(version)
     files: dict[str, str] = {}
-    for name in UNIT_TEMPLATES:
+    templates = list(UNIT_TEMPLATES)
+    for profile in profiles:
+        templates += PROFILE_UNITS.get(profile, ())
+    for name in templates:
         text = template(f"systemd/{name}")
         text = text.replace(f"{OPT}/current/", "\0release\0")
         text = text.replace(OPT, str(layout.opt)).replace("\0release\0", f"{release}/")
         files[name] = _stamp(text, version)
     bridge = config.bridge
     dashboard = config.dashboard
+    source = config.source
     files["xswarm-voice.socket"] = _set_listen(
-        files["xswarm-voice.socket"], listen_address(bridge.host, bridge.port)
+        files["xswarm-voice.socket"], _listen(bridge.host, bridge.port, "[voice.bridge]", source)
     )
     files["xswarm-dashboard.socket"] = _set_listen(
-        files["xswarm-dashboard.socket"], listen_address(dashboard.host, dashboard.port)
+        files["xswarm-dashboard.socket"],
+        _listen(dashboard.host, dashboard.port, "[dashboard]", source),
+    )
+    files["xswarm-dashboard.service"] = _set_key(
+        files["xswarm-dashboard.service"], "IPAddressAllow", ip_allow(config, resolved)
     )
     for number, (host, port) in instance_ports(config, list(instances)).items():
+        address = _listen(host, port, f"[voice.bridge.instances.{number}]", source)
         files[f"xswarm-voice@{number}.socket.d/listen.conf"] = (
             f"{STAMP}{version}\n# Written by `xswarm install` from config.toml.\n"
-            f"[Socket]\nListenStream={listen_address(host, port)}\n"
+            f"[Socket]\nListenStream={address}\n"
         )
     if instances:
         names = " ".join(f"xswarm-voice@{n}.service" for n in instances)
@@ -113,10 +230,13 @@ def _stamp(text: str, version: str) -> str:
 
 
 def _set_listen(text: str, address: str) -> str:
-    lines = [
-        f"ListenStream={address}" if line.startswith("ListenStream=") else line
-        for line in text.splitlines()
-    ]
+    return _set_key(text, "ListenStream", address)
+
+
+def _set_key(text: str, key: str, value: str) -> str:
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError(f"refusing to render {key}={value!r}: control characters")
+    lines = [f"{key}={value}" if line.startswith(f"{key}=") else line for line in text.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -159,11 +279,12 @@ def stale(installed: dict[str, str], plan: UnitPlan) -> list[str]:
 
 def render_haproxy(config: Config, instances: list[int]) -> str:
     bridge = config.bridge
-    bind = f"bind {listen_address(bridge.host, bridge.port)}"
+    bind = f"bind {_listen(bridge.host, bridge.port, '[voice.bridge]', config.source)}"
     servers = []
     for number, (host, port) in instance_ports(config, instances).items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
-        servers.append(f"server voice{number} {listen_address(target, port)} check")
+        address = _listen(target, port, f"[voice.bridge.instances.{number}]", config.source)
+        servers.append(f"server voice{number} {address} check")
     text = template("haproxy/haproxy.cfg")
     text = text.replace("@BIND@", bind, 1)
     return text.replace("@SERVERS@", "\n    ".join(servers), 1)

@@ -27,6 +27,7 @@ def upgrade(
     warn: Callable[[str], None],
 ) -> None:
     """Build the release of ``version`` (default: the newest wheel) and switch onto it."""
+    rolling.check_layout(layout)
     old = releases.current(layout)
     if old is None:
         raise RolloutError("nothing is installed yet; run `sudo xswarm install` first")

@@ -1,15 +1,23 @@
 """Who may cross a process boundary, and how hard a guesser has to work (pure, no I/O).
 
-One shared secret, ``XSWARM_SUPERVISOR_TOKEN``, sent as ``Authorization: Bearer …`` (or, to the
-supervisor, in an ``auth`` message) and compared in constant time. Without it a service is in
-development mode and trusts only loopback peers, and a request that came through a proxy
-(``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``) is never loopback: its real client is
-somewhere else. The bridge's ``/control`` and the supervisor's API apply the same rule through
-:func:`decide`; each words the outcome for its own audience.
+Two secrets, so that the internet-facing bridge never holds the operators' key:
+``XSWARM_SUPERVISOR_TOKEN`` admits operators to the supervisor's API (and the TUI), and
+``XSWARM_CONTROL_TOKEN`` admits the supervisor to each bridge's ``/control``. Each is sent as
+``Authorization: Bearer …`` (or, to the supervisor, in an ``auth`` message) and compared in
+constant time. A service without its token is in development mode: it trusts only loopback
+peers, and a request that came through a proxy (``Forwarded``, ``X-Forwarded-*``,
+``X-Real-IP``) is never loopback, because its real client is somewhere else. With a token
+configured, every request needs it, loopback included. The bridge's ``/control`` and the
+supervisor's API apply the same rule through :func:`decide`; each words the outcome for its
+own audience.
 
-Wrong tokens from one address earn a delay that doubles with each failure (capped), so
-guessing over the network is slow while one typo costs a quarter of a second. Time is passed
-in, so tests need no sleeping.
+A correct token always succeeds. Wrong tokens earn a delay that doubles with each failure,
+per source (an IPv6 source is its /64, so rotating addresses buys nothing) and across all
+sources, so guessing is slow while one typo costs a quarter of a second; the delay is applied
+only after the token was found wrong, so nobody can lock an operator out by failing on
+purpose. Browsers are kept out by the Host and Origin rule (:func:`browser_refusal`): a DNS
+rebinding page reaches us under a name we do not serve. Time is passed in, so tests need no
+sleeping.
 """
 
 from __future__ import annotations
@@ -18,10 +26,21 @@ import enum
 import hmac
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from urllib.parse import urlsplit
 
-TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
-PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+SUPERVISOR_TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
+CONTROL_TOKEN_ENV = "XSWARM_CONTROL_TOKEN"
+FILE_SUFFIX = "_FILE"  # XSWARM_CONTROL_TOKEN_FILE: the token read from a private file
+PROXY_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Real-IP",
+)
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -58,11 +77,84 @@ def is_loopback(address: str | None) -> bool:
     return ip.is_loopback
 
 
+def is_loopback_bind(host: str) -> bool:
+    """True when listening on ``host`` is reachable from this machine only ("" is every address)."""
+    name = host.strip("[]").lower()
+    return bool(name) and (name in LOOPBACK_NAMES or is_loopback(name))
+
+
 def trusted_peer(remote: str | None, headers: Mapping[str, str]) -> str | None:
     """The peer address to judge "loopback" by: None when a proxy forwarded the request."""
     if any(name in headers for name in PROXY_HEADERS):
         return None
     return remote
+
+
+def throttle_key(address: str | None) -> str:
+    """Whom failures are counted against: an IPv4 address, an IPv6 /64, or "unknown".
+
+    One IPv6 host is routinely given a whole /64, so keying on the full address would hand
+    every rotated address a fresh allowance.
+    """
+    if not address:
+        return "unknown" if address is None else "local"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def host_name(host: str) -> str:
+    """A Host header's name without its port, lower-cased (``[::1]:9999`` is ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def browser_refusal(headers: Mapping[str, str], server_names: Collection[str]) -> str | None:
+    """Why a request must be refused (403) as a possible cross-site or DNS-rebinding request.
+
+    ``Host`` must be an IP literal (a rebinding attack needs a name it controls), a loopback
+    name, or one of ``server_names``; an ``Origin``, which only browsers send, must name that
+    same host. None when the request may go on.
+    """
+    host = headers.get("Host")
+    if host is not None:
+        name = host_name(host)
+        allowed = {n.lower().rstrip(".") for n in server_names}
+        if not (_is_ip_literal(name) or name in LOOPBACK_NAMES or name.rstrip(".") in allowed):
+            shown = host[:64].encode("ascii", "backslashreplace").decode()
+            return (
+                f"Host {shown!r} is not a name this service answers to; add it to the "
+                "service's server_names"
+            )
+    origin = headers.get("Origin")
+    if origin is None:
+        return None
+    try:
+        netloc = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:
+        netloc = ""
+    if not netloc or host is None or netloc != host.strip().lower():
+        shown = origin[:64].encode("ascii", "backslashreplace").decode()
+        return f"cross-origin request from {shown!r} refused"
+    return None
 
 
 class Decision(enum.Enum):
@@ -151,6 +243,45 @@ class BadTokenThrottle:
 
     def record_success(self, address: str) -> None:
         self._failures.pop(address, None)
+
+
+class AuthThrottle:
+    """Failed authentications slowed per source and across all sources.
+
+    Used only after a token was found wrong: a correct token is never delayed or refused, so
+    a local user failing on purpose cannot lock the operator out. The per-source queue makes
+    one source's guesses slow; the shared one bounds the rate of a guesser spread over many
+    addresses. A failure waits for whichever queue is longer; while either is ``max_wait``
+    long, failures are answered at once with "try again later" (HTTP 429), so waiting
+    answers cannot pile up.
+    """
+
+    GLOBAL = "*"
+
+    def __init__(
+        self,
+        per_source: BadTokenThrottle | None = None,
+        everyone: BadTokenThrottle | None = None,
+    ) -> None:
+        self.per_source = per_source or BadTokenThrottle()
+        self.everyone = everyone or BadTokenThrottle(base=0.05, cap=1.0, max_addresses=1)
+
+    def locked_out(self, address: str | None, now: float) -> float:
+        """Seconds until failures from ``address`` are answered again; 0 when they are now."""
+        return max(
+            self.per_source.locked_out(throttle_key(address), now),
+            self.everyone.locked_out(self.GLOBAL, now),
+        )
+
+    def record_failure(self, address: str | None, now: float) -> float:
+        """Count a wrong token; returns the seconds to wait before answering it."""
+        return max(
+            self.per_source.record_failure(throttle_key(address), now),
+            self.everyone.record_failure(self.GLOBAL, now),
+        )
+
+    def record_success(self, address: str | None) -> None:
+        self.per_source.record_success(throttle_key(address))
 
 
 class FloodGuard:

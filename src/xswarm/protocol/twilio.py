@@ -11,6 +11,11 @@ not drop because of one. Anything else that is wrong raises :class:`ProtocolErro
 WebSocket close code to answer with: 1007 for a malformed message, 1003 for audio in a
 format we do not take.
 
+Identifiers (``streamSid``, ``callSid``, ``accountSid``) end up in logs, events and SQLite, so
+they are held to Twilio's alphabet (letters and digits; ``-`` and ``_`` are tolerated for test
+tools) and at most ``MAX_SID_CHARS`` characters: anything else is refused with 1007 before it
+goes anywhere (Twilio's own are two letters and 32 hex digits).
+
 ``parse`` is the bridge's hot path (at 300 calls, 15,000 media messages a second): it reads
 the fields directly inside one ``try`` and only works out a precise message on failure.
 """
@@ -22,6 +27,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +40,9 @@ MAX_PAYLOAD_BYTES = 1600  # 200 ms; anything larger is not a media frame
 MAX_MESSAGE_BYTES = 64 * 1024  # a start with many custom parameters still fits
 SAMPLE_RATE = 8000
 ENCODING = "audio/x-mulaw"
+
+MAX_SID_CHARS = 64
+_SID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SID_CHARS}}}")
 
 INVALID = 1007  # WebSocket close code: invalid frame payload data
 UNSUPPORTED = 1003  # WebSocket close code: unsupported data
@@ -136,8 +145,8 @@ def parse(text: str | bytes) -> Event:
         if event == "stop":
             stop = _object(message, "stop")
             return Stop(
-                _text(stop, "callSid", "stop.callSid"),
-                _optional_text(stop, "accountSid", "stop.accountSid"),
+                _sid(stop, "callSid", "stop.callSid"),
+                _sid(stop, "accountSid", "stop.accountSid", optional=True),
             )
         if event != "media":
             return Unknown(event[:64])
@@ -225,9 +234,9 @@ def _parse_start(message: dict[str, Any]) -> Start:
     if type(custom) is not dict or not all(type(value) is str for value in custom.values()):
         raise ProtocolError('"start.customParameters" must be an object of string values', INVALID)
     return Start(
-        stream_sid=_text(start, "streamSid", "start.streamSid"),
-        call_sid=_text(start, "callSid", "start.callSid"),
-        account_sid=_optional_text(start, "accountSid", "start.accountSid"),
+        stream_sid=_sid(start, "streamSid", "start.streamSid"),
+        call_sid=_sid(start, "callSid", "start.callSid"),
+        account_sid=_sid(start, "accountSid", "start.accountSid", optional=True),
         tracks=tuple(tracks),
         custom_parameters=dict(custom),
         encoding=encoding,
@@ -259,10 +268,18 @@ def _text(owner: dict[str, Any], key: str, label: str | None = None) -> str:
     return value
 
 
-def _optional_text(owner: dict[str, Any], key: str, label: str) -> str:
-    if owner.get(key) is None:
+def _sid(owner: dict[str, Any], key: str, label: str, optional: bool = False) -> str:
+    """A Twilio identifier: letters, digits, ``-``, ``_``; 1 to MAX_SID_CHARS of them."""
+    if optional and owner.get(key) in (None, ""):
         return ""
-    return _text(owner, key, label)
+    value = _text(owner, key, label)
+    if _SID.fullmatch(value) is None:
+        raise ProtocolError(
+            f'"{label}" must be 1 to {MAX_SID_CHARS} letters or digits, got {_kind(value)}'
+            f"{' of ' + str(len(value)) + ' characters' if len(value) > 24 else ''}",
+            INVALID,
+        )
+    return value
 
 
 def _fast_number(value: object) -> int:
@@ -516,6 +533,44 @@ def expected_signature(auth_token: str, url: str, params: Mapping[str, str]) -> 
     signed = url + "".join(key + params[key] for key in sorted(params))
     digest = hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+# ---------------------------------------------------------------------------------------
+# The per-call stream token ([voice.bridge] twilio_stream_token)
+# ---------------------------------------------------------------------------------------
+
+STREAM_TOKEN_PARAMETER = "xswarm_token"
+MAX_STREAM_TOKEN_LIFETIME = 24 * 3600
+
+
+def stream_token(secret: str, call_sid: str, expires: int) -> str:
+    """``<expires>.<mac>``: what the TwiML that starts a stream puts in its parameters as
+    ``<Parameter name="xswarm_token" value="…"/>``, bound to one call and valid until
+    ``expires`` (Unix seconds). ``secret`` is ``TWILIO_AUTH_TOKEN``, which that webhook holds
+    anyway. X-Twilio-Signature covers only the URL, the same for every call, so a leaked
+    signature would otherwise open streams forever."""
+    message = f"xswarm-stream-token\0{call_sid}\0{expires}".encode()
+    mac = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return f"{expires}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def stream_token_problem(secret: str, start: Start, now: float) -> str | None:
+    """Why ``start`` does not carry a valid stream token for its call; None when it does."""
+    given = start.custom_parameters.get(STREAM_TOKEN_PARAMETER)
+    if not given:
+        return f'the stream has no "{STREAM_TOKEN_PARAMETER}" parameter'
+    expires_text, _, _ = given.partition(".")
+    if not (expires_text.isascii() and expires_text.isdigit() and len(expires_text) <= 12):
+        return f'"{STREAM_TOKEN_PARAMETER}" is malformed'
+    expires = int(expires_text)
+    expected = stream_token(secret, start.call_sid, expires)
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
+        return f'"{STREAM_TOKEN_PARAMETER}" does not match this call'
+    if expires < now:
+        return f'"{STREAM_TOKEN_PARAMETER}" expired {int(now - expires)} s ago'
+    if expires > now + MAX_STREAM_TOKEN_LIFETIME:
+        return f'"{STREAM_TOKEN_PARAMETER}" is valid for more than {MAX_STREAM_TOKEN_LIFETIME} s'
+    return None
 
 
 def validate_signature(

@@ -21,11 +21,12 @@ from xswarm import __version__
 from xswarm.metrics import Exposition
 from xswarm.protocol import operator
 from xswarm.protocol.auth import (
-    TOKEN_ENV,
-    BadTokenThrottle,
+    SUPERVISOR_TOKEN_ENV,
+    AuthThrottle,
     Decision,
     FloodGuard,
     bearer_token,
+    browser_refusal,
     decide,
     is_loopback,
     trusted_peer,
@@ -35,8 +36,20 @@ from xswarm.supervisor.hub import Operator, OperatorHub
 
 log = logging.getLogger("xswarm.supervisor.api")
 
+
+@dataclass
+class Access:
+    """What the API accepts besides the token: the host names operators reach it by.
+
+    Mutable so that a reload can change it on the running app.
+    """
+
+    server_names: frozenset[str] = frozenset()
+
+
 HUB_KEY = web.AppKey("hub", OperatorHub)
-THROTTLE_KEY = web.AppKey("throttle", BadTokenThrottle)
+THROTTLE_KEY = web.AppKey("throttle", AuthThrottle)
+ACCESS_KEY = web.AppKey("access", Access)
 
 # Frames above this are refused by the WebSocket layer itself (close 1009); between
 # operator.MAX_MESSAGE_BYTES and this, the operator gets an error and the connection stays.
@@ -50,27 +63,28 @@ MAX_HISTORY = 1000
 class Verdict:
     ok: bool
     message: str
+    decision: Decision | None = None
 
 
 _VERDICTS = {
     Decision.TOKEN_OK: "authenticated",
     Decision.LOOPBACK_OPEN: (
-        f"authenticated: {TOKEN_ENV} is not set, so loopback peers are accepted without a token "
-        "(development only)"
+        f"authenticated: {SUPERVISOR_TOKEN_ENV} is not set, so loopback peers are accepted "
+        "without a token (development only)"
     ),
     Decision.NOT_LOOPBACK: (
-        f"{TOKEN_ENV} is not set on the supervisor, so only loopback peers are accepted; set it "
-        "in /opt/xswarm/.env and restart xswarm-dashboard"
+        f"{SUPERVISOR_TOKEN_ENV} is not set on the supervisor, so only loopback peers are "
+        "accepted; set it in /opt/xswarm/.env and restart xswarm-dashboard"
     ),
     Decision.MISSING: 'a token is required: send {"type":"auth","token":…}',
-    Decision.WRONG: f"invalid token; use the {TOKEN_ENV} of the supervisor",
+    Decision.WRONG: f"invalid token; use the {SUPERVISOR_TOKEN_ENV} of the supervisor",
 }
 
 
 def check(expected: str | None, given: str | None, peer: str | None) -> Verdict:
     """Decide one authentication attempt (protocol.auth's rule) in the operator's words."""
     decision = decide(expected, given, peer)
-    return Verdict(decision.ok, _VERDICTS[decision])
+    return Verdict(decision.ok, _VERDICTS[decision], decision)
 
 
 def peer_address(request: web.Request) -> str | None:
@@ -78,10 +92,11 @@ def peer_address(request: web.Request) -> str | None:
     return trusted_peer(request.remote, request.headers)
 
 
-def build_app(hub: OperatorHub) -> web.Application:
+def build_app(hub: OperatorHub, access: Access | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[HUB_KEY] = hub
-    app[THROTTLE_KEY] = BadTokenThrottle()
+    app[THROTTLE_KEY] = AuthThrottle()
+    app[ACCESS_KEY] = access or Access()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/instances", api_instances)
@@ -98,8 +113,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _lockout(request: web.Request) -> Verdict | None:
-    """A refusal when this address has failed so often that its tokens are not checked now."""
-    wait = request.app[THROTTLE_KEY].locked_out(str(request.remote), time.monotonic())
+    """After a wrong token: a refusal when failures from here are not even answered now."""
+    wait = request.app[THROTTLE_KEY].locked_out(request.remote, time.monotonic())
     if wait <= 0:
         return None
     return Verdict(
@@ -107,24 +122,42 @@ def _lockout(request: web.Request) -> Verdict | None:
     )
 
 
-async def _http_auth(request: web.Request) -> web.Response | None:
-    """None when the request may proceed; else the 401 to send (after the slow-down)."""
+def _browser_refusal(request: web.Request) -> web.Response | None:
+    """403 for a request a web page may have made (foreign Host or Origin): DNS rebinding."""
+    problem = browser_refusal(request.headers, request.app[ACCESS_KEY].server_names)
+    if problem is None:
+        return None
+    request.app[HUB_KEY].counters.auth_failures += 1
+    log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, problem)
+    return web.json_response({"error": problem}, status=403)
+
+
+async def _http_auth(request: web.Request, loopback_open: bool = False) -> web.Response | None:
+    """None when the request may proceed; else the refusal to send (after the slow-down).
+
+    With a token configured every API call needs it, loopback included; ``loopback_open``
+    lets a loopback peer without an Authorization header through anyway (``/metrics``, which
+    a local Prometheus scrapes and which holds no caller data).
+    """
+    if (refused := _browser_refusal(request)) is not None:
+        return refused
     hub = request.app[HUB_KEY]
     header = request.headers.get("Authorization")
     peer = peer_address(request)
-    if header is None and is_loopback(peer):
+    if loopback_open and header is None and is_loopback(peer):
         return None
-    if (locked := _lockout(request)) is not None:
-        return web.json_response(
-            {"error": locked.message}, status=429, headers={"Retry-After": "30"}
-        )
     verdict = check(hub.token, bearer_token(header), peer)
+    throttle = request.app[THROTTLE_KEY]
     if verdict.ok:
-        request.app[THROTTLE_KEY].record_success(str(request.remote))
+        throttle.record_success(request.remote)
         return None
     hub.counters.auth_failures += 1
-    delay = request.app[THROTTLE_KEY].record_failure(str(request.remote), time.monotonic())
-    await asyncio.sleep(delay)
+    if verdict.decision is Decision.WRONG:
+        if (locked := _lockout(request)) is not None:
+            return web.json_response(
+                {"error": locked.message}, status=429, headers={"Retry-After": "30"}
+            )
+        await asyncio.sleep(throttle.record_failure(request.remote, time.monotonic()))
     return web.json_response(
         {"error": verdict.message},
         status=401,
@@ -133,7 +166,7 @@ async def _http_auth(request: web.Request) -> web.Response | None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if (refused := await _http_auth(request)) is not None:
+    if (refused := await _http_auth(request, loopback_open=True)) is not None:
         return refused
     return web.Response(
         text=render_metrics(request.app[HUB_KEY]),
@@ -337,23 +370,32 @@ async def _flush(op: Operator, within: float = 2.0) -> None:
         await asyncio.wait_for(op.queue.join(), within)
 
 
-async def _refuse(
-    request: web.Request, op: Operator, verdict: Verdict, counted: bool = True
-) -> None:
-    """A failed authentication: wait the slow-down (when counted), answer, close with 1008."""
+async def _refuse(request: web.Request, op: Operator, verdict: Verdict) -> None:
+    """A failed authentication: a wrong token waits the slow-down (or, when failures from here
+    are locked out, is told to come back later); then the answer and close 1008."""
     hub = request.app[HUB_KEY]
     hub.counters.auth_failures += 1
+    if verdict.decision is Decision.WRONG:
+        if (locked := _lockout(request)) is not None:
+            verdict = locked
+        else:
+            throttle = request.app[THROTTLE_KEY]
+            await asyncio.sleep(throttle.record_failure(request.remote, time.monotonic()))
     log.warning("operator %s failed to authenticate: %s", request.remote, verdict.message)
-    if counted:
-        delay = request.app[THROTTLE_KEY].record_failure(str(request.remote), time.monotonic())
-        await asyncio.sleep(delay)
     hub.send_to(op, operator.AuthResult(False, verdict.message).encode())
     await _flush(op)
     op.closing = True
     await op.ws.close(code=1008, message=b"authentication failed")
 
 
-async def operator_ws(request: web.Request) -> web.WebSocketResponse:
+def _accept(request: web.Request, op: Operator, verdict: Verdict) -> None:
+    request.app[THROTTLE_KEY].record_success(request.remote)
+    request.app[HUB_KEY].send_to(op, operator.AuthResult(True, verdict.message).encode())
+
+
+async def operator_ws(request: web.Request) -> web.StreamResponse:
+    if (refused := _browser_refusal(request)) is not None:
+        return refused
     hub = request.app[HUB_KEY]
     ws = web.WebSocketResponse(max_msg_size=TRANSPORT_MAX_BYTES, heartbeat=30.0)
     await ws.prepare(request)
@@ -379,16 +421,12 @@ async def _serve_operator(request: web.Request, hub: OperatorHub, op: Operator) 
     authenticated = False
     header = request.headers.get("Authorization")
     if header is not None:
-        if (locked := _lockout(request)) is not None:
-            await _refuse(request, op, locked, counted=False)
-            return
         verdict = check(hub.token, bearer_token(header), peer)
         if not verdict.ok:
             await _refuse(request, op, verdict)
             return
         authenticated = True
-        request.app[THROTTLE_KEY].record_success(str(request.remote))
-        hub.send_to(op, operator.AuthResult(True, verdict.message).encode())
+        _accept(request, op, verdict)
     elif not hub.token and is_loopback(peer):
         # Development mode: a loopback peer needs no token; an auth message is still answered.
         authenticated = True
@@ -421,16 +459,12 @@ async def _serve_operator(request: web.Request, hub: OperatorHub, op: Operator) 
             hub.send_to(op, operator.Error(str(exc)).encode())
             continue
         if isinstance(command, operator.Auth):
-            if (locked := _lockout(request)) is not None:
-                await _refuse(request, op, locked, counted=False)
-                return
             verdict = check(hub.token, command.token, peer)
             if not verdict.ok:
                 await _refuse(request, op, verdict)
                 return
             authenticated = True
-            request.app[THROTTLE_KEY].record_success(str(request.remote))
-            hub.send_to(op, operator.AuthResult(True, verdict.message).encode())
+            _accept(request, op, verdict)
             continue
         if not authenticated:
             hub.counters.operator_errors += 1

@@ -81,10 +81,13 @@ class OperatorHub:
         stale_after: float,
         token: str | None,
         on_change: Callable[[], None] = lambda: None,
+        control_token: str | None = None,
     ) -> None:
         self.store = store
         self.fleet = Fleet(stale_after)
+        # Operators present ``token``; bridges are shown ``control_token``, never the other.
         self.token = token
+        self.control_token = control_token
         self.upstreams: dict[str, Upstream] = {}
         self.operators: set[Operator] = set()
         self.counters = Counters()
@@ -157,7 +160,7 @@ class OperatorHub:
             name,
             url,
             self._session,
-            self.token,
+            lambda: self.control_token,
             on_connected=lambda n: self._apply(self.fleet.connected(n)),
             on_message=self._upstream_message,
             on_disconnected=lambda n, why: self._apply(self.fleet.disconnected(n, why)),

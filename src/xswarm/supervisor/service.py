@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import faulthandler
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import click
@@ -20,13 +19,14 @@ from aiohttp import web
 from xswarm import __version__, logs
 from xswarm import config as config_mod
 from xswarm.errors import XswarmError
-from xswarm.protocol.auth import TOKEN_ENV
+from xswarm.protocol.auth import CONTROL_TOKEN_ENV, SUPERVISOR_TOKEN_ENV
 from xswarm.runtime.boundary import run_command
 from xswarm.runtime.daemon import ReloadOutcome, run
 from xswarm.runtime.listen import Address, Endpoint
-from xswarm.supervisor.api import build_app
+from xswarm.supervisor.api import Access, build_app
 from xswarm.supervisor.hub import OperatorHub
 from xswarm.supervisor.store import DB_NAME, Store
+from xswarm.tokens import TokenError, read_token, require_token_off_loopback
 
 log = logging.getLogger("xswarm.supervisor")
 
@@ -46,12 +46,11 @@ class SupervisorDaemon:
         self.last_reload_failed = False
         self.stopping = False
         self._status_changed: Callable[[], None] = lambda: None
-        token = os.environ.get(TOKEN_ENV) or None
+        token = read_token(SUPERVISOR_TOKEN_ENV)
         if token is None:
             log.warning(
-                "%s is not set: only loopback peers can use the operator API and the bridges "
-                "must also run without a token (development mode)",
-                TOKEN_ENV,
+                "%s is not set: only loopback peers can use the operator API (development mode)",
+                SUPERVISOR_TOKEN_ENV,
             )
         self.store = Store(cfg.state_dir() / DB_NAME, cfg.dashboard.history_limit)
         self.hub = OperatorHub(
@@ -59,12 +58,17 @@ class SupervisorDaemon:
             cfg.dashboard.stale_after,
             token,
             on_change=lambda: self._status_changed(),
+            control_token=read_token(CONTROL_TOKEN_ENV),
         )
+        self.access = Access(server_names(cfg))
 
     def app(self) -> web.Application:
-        return build_app(self.hub)
+        return build_app(self.hub, self.access)
 
     async def start(self, addresses: Sequence[Address], status_changed: Callable[[], None]) -> None:
+        require_token_off_loopback(
+            self.hub.token, SUPERVISOR_TOKEN_ENV, [address.host for address in addresses]
+        )
         log.info("serving the operator API on %s", ", ".join(map(str, addresses)))
         self._status_changed = status_changed
         await self.hub.start(self.cfg.control_urls())
@@ -81,11 +85,21 @@ class SupervisorDaemon:
     async def reload(self) -> ReloadOutcome:
         try:
             new = config_mod.load(self.config_path)
+            token = read_token(SUPERVISOR_TOKEN_ENV)
+            control_token = read_token(CONTROL_TOKEN_ENV)
+            if token is None and self.hub.token is not None:
+                raise TokenError(
+                    f"{SUPERVISOR_TOKEN_ENV} can no longer be read; a running supervisor does "
+                    "not fall back to development mode (restart it to do that)"
+                )
         except XswarmError as exc:
             self.last_reload_failed = True
             message = f"reload refused, keeping the previous config: {exc}"
             log.error("%s", message)
             return ReloadOutcome(False, message)
+        self.hub.token = token
+        self.hub.control_token = control_token
+        self.access.server_names = server_names(new)
         _, restart = config_mod.reload_changes(self.cfg, new)
         pending = [k for k in restart if k in RESTART_KEYS]
         logs.setup(new.logging.level)
@@ -121,6 +135,13 @@ class SupervisorDaemon:
     async def close(self) -> None:
         self.store.close()
         log.info("stopped")
+
+
+def server_names(cfg: config_mod.Config) -> frozenset[str]:
+    """Host names operators may reach the API by (besides IP literals and localhost)."""
+    names = set(cfg.dashboard.server_names.replace(",", " ").split())
+    names.add(cfg.dashboard.host)
+    return frozenset(name.lower() for name in names if name)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

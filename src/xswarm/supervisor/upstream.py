@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from xswarm.protocol.auth import CONTROL_TOKEN_ENV
 from xswarm.protocol.control import Command
 
 log = logging.getLogger("xswarm.supervisor.upstream")
@@ -39,8 +40,13 @@ def describe_failure(url: str, exc: BaseException) -> str:
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         if exc.status == 401:
             return (
-                f"{url} refused our token (401); give both services the same "
-                "XSWARM_SUPERVISOR_TOKEN"
+                f"{url} refused our token (401); give the bridge and the supervisor the same "
+                f"{CONTROL_TOKEN_ENV}"
+            )
+        if exc.status == 403:
+            return (
+                f"{url} refused the upgrade (403): the bridge does not answer to that host "
+                "name; add it to the bridge's [voice.bridge] server_names or use its IP address"
             )
         return f"{url} refused the WebSocket upgrade (HTTP {exc.status} {exc.message})"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -60,7 +66,7 @@ class Upstream:
         name: str,
         url: str,
         session: aiohttp.ClientSession,
-        token: str | None,
+        token: Callable[[], str | None],
         on_connected: Callable[[str], None],
         on_message: Callable[[str, dict[str, Any]], None],
         on_disconnected: Callable[[str, str], None],
@@ -113,9 +119,12 @@ class Upstream:
 
     async def _run(self) -> None:
         attempt = 0
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         while not self._stopping.is_set():
             reason = "connection closed"
+            # Read per attempt: a reload that rotates the control token applies at the next
+            # connection. This is the bridges' token, never the operators'.
+            token = self._token()
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
                 async with self._session.ws_connect(
                     self.url,

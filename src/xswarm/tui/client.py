@@ -212,7 +212,7 @@ class SupervisorLink:
 
 def _refusal(detail: str) -> str:
     return (
-        f"the supervisor refused the token ({detail}); pass --token or set "
+        f"the supervisor refused the token ({detail}); pass --token-file or set "
         "XSWARM_SUPERVISOR_TOKEN to the supervisor's token, then press r to retry"
     )
 

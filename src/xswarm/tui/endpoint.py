@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from xswarm import config as config_module
-from xswarm.protocol.auth import TOKEN_ENV
+from xswarm.protocol.auth import SUPERVISOR_TOKEN_ENV
+from xswarm.tokens import read_token
 
 
 def default_url(config_path: str | None) -> str:
@@ -19,6 +20,10 @@ def default_url(config_path: str | None) -> str:
     return f"ws://{host}:{cfg.dashboard.port}/ws"
 
 
-def token(given: str | None) -> str:
-    """The operator token: the one given, else ``$XSWARM_SUPERVISOR_TOKEN``, else none."""
-    return given if given is not None else os.environ.get(TOKEN_ENV, "")
+def token(token_file: str | None) -> str:
+    """The operator token: from ``token_file``, else ``$XSWARM_SUPERVISOR_TOKEN`` (or its
+    ``_FILE``), else none. Never from a command-line argument, which any local user sees in
+    ``ps``. A file must be private to its owner (mode 600), as the services require."""
+    if token_file is not None:
+        return read_token(SUPERVISOR_TOKEN_ENV, {f"{SUPERVISOR_TOKEN_ENV}_FILE": token_file}) or ""
+    return read_token(SUPERVISOR_TOKEN_ENV, os.environ) or ""
