@@ -144,7 +144,39 @@ class MoshiSection:
     config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
     device: str = setting("cuda", live=False)
     dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
-    slots: int = setting(0, live=False, min=0, max=4096, help="0: max_concurrent_calls")
+    slots: int = setting(
+        0,
+        live=False,
+        min=0,
+        max=4096,
+        help="0: the most that fit memory and step_budget_ms, at most max_concurrent_calls",
+    )
+    step_budget_ms: float = setting(
+        60.0,
+        live=False,
+        min=1,
+        max=80,
+        help="slots = 0: the step p99 (of the 80 ms frame) the chosen batch must stay within",
+    )
+    warmup_steps: int = setting(
+        200, live=False, min=1, max=100000, help="steps timed per batch size at warm-up"
+    )
+    max_failed_steps: int = setting(
+        25,
+        live=False,
+        min=1,
+        max=100000,
+        help="steps failing in a row before the bridge calls itself broken and exits",
+    )
+    max_call_seconds: float = setting(
+        0.0, min=0, max=86400, help="end a call (reason max_duration) after this; 0: no limit"
+    )
+    min_word_gap_steps: int = setting(
+        2, min=0, max=100, help="80 ms steps of silence between the words of a suggestion"
+    )
+    barge_in_cancels_suggestion: bool = setting(
+        True, help="a caller who starts speaking clears the suggestion being spoken"
+    )
     context: int = setting(3000, live=False, min=16, max=100000)
     temperature: float = setting(0.8, min=0, max=10)
     temperature_text: float = setting(0.7, min=0, max=10)

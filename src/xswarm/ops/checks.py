@@ -133,6 +133,9 @@ class Facts:
     engine: str = "auto"
     device: str = "cuda"
     models_error: str | None = None
+    # What a start would run and why (``engine.select.choice``); engine None: it would exit 78.
+    engine_choice: str | None = None
+    engine_choice_reason: str = ""
     gpu_present: bool = False
     database: DatabaseFacts | None = None
     units: dict[str, UnitFacts] = field(default_factory=dict)
@@ -441,6 +444,24 @@ def _engine(facts: Facts) -> list[Finding]:
     if facts.engine == "echo":
         return [Finding(OK, "engine", "echo engine: no models or GPU needed")]
     out = []
+    if facts.engine_choice_reason:
+        if facts.engine_choice is None:
+            out.append(
+                Finding(
+                    FAIL,
+                    "engine",
+                    f"a start would exit 78: {facts.engine_choice_reason}",
+                    "fix what it names; `xswarm models check` shows the whole plan",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    OK if facts.engine_choice == "moshi" else WARN,
+                    "engine",
+                    f"a start would run {facts.engine_choice}: {facts.engine_choice_reason}",
+                )
+            )
     required = facts.engine == "moshi"
     level = FAIL if required else WARN
     if facts.models_error:
@@ -451,11 +472,7 @@ def _engine(facts: Facts) -> list[Finding]:
                 f"MOSHI models are not usable: {facts.models_error}",
                 "sudo -u xswarm xswarm models pull (or set [voice.moshi] "
                 "moshi_weights/mimi_weights/tokenizer to local files)"
-                + (
-                    ""
-                    if required
-                    else "; with engine=auto the bridge falls back to the echo engine"
-                ),
+                + ("" if required else "; with engine=auto the bridge serves the echo engine"),
             )
         )
     if facts.device.startswith("cuda") and not facts.gpu_present:
