@@ -289,6 +289,7 @@ def test_same_tokens_and_pcm_as_moshis_own_loop_and_a_reused_slot_equals_a_fresh
         np.testing.assert_array_equal(expected, got, err_msg=f"step {t}")
         np.testing.assert_array_equal(ref_pcm[t], pcm[t + 1], err_msg=f"pcm step {t}")
     reused = moshi_engine(2)
+    reused.join(0)
     reused.join(1)
     run_call(reused, 1, caller_audio[1], 9, (0, caller_audio[0]))  # an earlier call, a neighbour
     reused.join(1)
