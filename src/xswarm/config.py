@@ -156,7 +156,7 @@ class MoshiSection:
         live=False,
         min=1,
         max=80,
-        help="slots = 0: the step p99 (of the 80 ms frame) the chosen batch must stay within",
+        help="with slots 0, the step p99 (of the 80 ms frame) the chosen batch must stay within",
     )
     warmup_steps: int = setting(
         200, live=False, min=1, max=100000, help="steps timed per batch size at warm-up"

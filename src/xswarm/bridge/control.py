@@ -167,5 +167,8 @@ async def _command(bridge: ControlHost, data: str) -> control.Event | None:
     if isinstance(command, control.InjectSuggestion):
         bridge.queue_suggestion(command.call_id, command.text, command.priority, command.request_id)
         return None
+    if isinstance(command, control.CancelSuggestion):
+        problem = bridge.cancel_suggestion(command.call_id)
+        return None if problem is None else control.Error(problem)
     problem = await bridge.hangup(command.call_id)
     return None if problem is None else control.Error(problem)

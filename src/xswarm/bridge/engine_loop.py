@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from xswarm.bridge.call import Call
+from xswarm.config import Config
 from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
 
 log = logging.getLogger("xswarm.engine")
@@ -64,6 +65,10 @@ class EngineLoop:
             else None
         )
         self._task: asyncio.Task[None] | None = None
+        # Told of a step's events and end requests (suggestion progress, max_duration).
+        self.on_output: Callable[[Call, SlotOutput], None] | None = None
+        # Told once when the engine reports itself broken (Engine.broken).
+        self.on_broken: Callable[[str], None] | None = None
         self.max_backlog = max(
             2 * engine.frame_samples, int(MAX_BACKLOG_SECONDS * engine.sample_rate)
         )
@@ -112,6 +117,20 @@ class EngineLoop:
 
         self._ops.append(operation)
         return future
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config on the engine's thread, between two steps."""
+        self._ops.append(lambda: self.engine.reconfigure(config))
+
+    def cancel(self, call: Call) -> None:
+        """Drop the call's unspoken suggestions, between two steps."""
+        slot = call.slot
+        if slot is not None:
+
+            def operation() -> None:
+                self.engine.cancel(slot)
+
+            self._ops.append(operation)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="engine-loop")
@@ -184,6 +203,11 @@ class EngineLoop:
             if sink is None or slot not in stepped or self._calls.get(slot) is not stepped[slot]:
                 continue
             await sink.deliver(output.pcm, output.text, now - arrivals[slot])
+            if (output.events or output.end_reason) and self.on_output is not None:
+                self.on_output(stepped[slot], output)
+        if self.engine.broken and self.on_broken is not None:
+            on_broken, self.on_broken = self.on_broken, None
+            on_broken(self.engine.broken)
         return list(stepped.values())
 
     def _step(self, ops: list[Operation], frames: dict[int, np.ndarray]) -> dict[int, SlotOutput]:

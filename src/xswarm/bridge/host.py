@@ -108,6 +108,9 @@ class ControlHost(Protocol):
     async def hangup(self, call_id: Any) -> str | None:
         """Close a call for the operator; returns a problem, or None when done."""
 
+    def cancel_suggestion(self, call_id: str | None) -> str | None:
+        """Drop a call's queued and unspoken suggestions; returns a problem, or None."""
+
 
 CALL_HOST: web.AppKey[CallHost] = web.AppKey("call_host")
 CONTROL_HOST: web.AppKey[ControlHost] = web.AppKey("control_host")

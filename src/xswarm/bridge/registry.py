@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +20,8 @@ from xswarm.bridge.engine_loop import EngineLoop
 from xswarm.bridge.events import EventHub
 from xswarm.bridge.host import CallPeer, Refusal
 from xswarm.config import Config
-from xswarm.engine.base import Engine
+from xswarm.engine import base as engine_events
+from xswarm.engine.base import Engine, SlotOutput
 from xswarm.protocol import control
 
 # Seconds a refused caller is told to wait before trying again.
@@ -58,6 +59,10 @@ class CallRegistry:
         self.ended = FrameCounts()
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        # Per call, the request ids of applied suggestions not yet finished, in order.
+        self.speaking: dict[str, deque[str | int | None]] = {}
+        self.context_exceeded = 0
+        engine_loop.on_output = self._engine_output
         self.unknown_events = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -161,6 +166,7 @@ class CallRegistry:
         for suggestion in call.suggestions:
             self._suggestion_rejected(call.call_id, "call ended", suggestion.request_id)
         call.suggestions.clear()
+        self.speaking.pop(call.call_id, None)
         self.publish(ended)
         if not self.live:
             self._idle.set()
@@ -233,9 +239,46 @@ class CallRegistry:
         result = await self.engine_loop.suggest(peer.call, suggestion.text)
         if result.applied:
             peer.log.info("suggestion applied (%d chars)", len(suggestion.text))
+            self.speaking.setdefault(call_id, deque()).append(request_id)
             self.publish(control.SuggestionApplied(call_id, suggestion.text, request_id))
         else:
             self.publish(control.SuggestionRejected(call_id, result.reason, request_id))
+
+    def cancel_suggestion(self, call_id: str | None) -> str | None:
+        """Drop the call's queued suggestions and what it has not yet said of applied ones."""
+        peer, problem = self.find_call(call_id)
+        if peer is None:
+            return problem
+        call = peer.call
+        for suggestion in call.suggestions:
+            self._suggestion_rejected(call.call_id, "cancelled", suggestion.request_id)
+        call.suggestions.clear()
+        self.engine_loop.cancel(call)
+        for request_id in self.speaking.pop(call.call_id, deque()):
+            self.publish(control.SuggestionFinished(call.call_id, request_id, cancelled=True))
+        return None
+
+    def _engine_output(self, call: Call, output: SlotOutput) -> None:
+        """What a step said about a call beyond its audio: suggestion progress, its context,
+        and a request to end it (``max_call_seconds``)."""
+        peer = self.live.get(call.call_id)
+        if peer is None:
+            return
+        speaking = self.speaking.setdefault(call.call_id, deque())
+        for event in output.events:
+            if event == engine_events.SUGGESTION_STARTED:
+                first = speaking[0] if speaking else None
+                self.publish(control.SuggestionStarted(call.call_id, first))
+            elif event in (engine_events.SUGGESTION_FINISHED, engine_events.SUGGESTION_CANCELLED):
+                done = speaking.popleft() if speaking else None
+                cancelled = event == engine_events.SUGGESTION_CANCELLED
+                self.publish(control.SuggestionFinished(call.call_id, done, cancelled))
+            elif event == engine_events.CONTEXT_EXCEEDED:
+                self.context_exceeded += 1
+                peer.log.warning("call passed the model's context; it goes on past its training")
+                self.publish(control.ContextExceeded(call.call_id))
+        if output.end_reason:
+            self.spawn(peer.hangup(output.end_reason, 1000, "call reached its time limit"))
 
     def _suggestion_rejected(
         self, call_id: str | None, reason: str, request_id: str | int | None

@@ -108,7 +108,7 @@ class StatusBoard:
             "engine": calls.engine.name,
         }
         if calls.state != "ready":
-            body["reason"] = "draining" if calls.state == "draining" else "loading"
+            body["reason"] = calls.state if calls.state in ("draining", "broken") else "loading"
             return 503, body
         if calls.reserved >= calls.max_calls:
             body["reason"] = "full"
@@ -149,6 +149,12 @@ class StatusBoard:
             "counter",
             "Frames whose engine tick ended after its deadline.",
             frames.late_frames,
+        )
+        expo.metric(
+            "xswarm_context_exceeded_total",
+            "counter",
+            "Calls that outlived the model's context ([voice.moshi] context).",
+            calls.context_exceeded,
         )
         expo.metric(
             "xswarm_dropped_frames_total",

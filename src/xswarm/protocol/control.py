@@ -455,6 +455,61 @@ class SuggestionRejected:
 
 
 @dataclass(frozen=True)
+class SuggestionStarted:
+    """The call began to speak a suggestion (its first word); ``request_id`` as applied."""
+
+    TYPE: ClassVar[str] = "suggestion_started"
+    call_id: str
+    request_id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE, "call_id": self.call_id}, request_id=self.request_id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionStarted:
+        return cls(_call_id(data, cls.TYPE), _request_id(data.get("request_id")))
+
+
+@dataclass(frozen=True)
+class SuggestionFinished:
+    """A suggestion was spoken to its end, or (``cancelled``) dropped before its end."""
+
+    TYPE: ClassVar[str] = "suggestion_finished"
+    call_id: str
+    request_id: str | int | None = None
+    cancelled: bool = False
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_id": self.call_id, "cancelled": self.cancelled},
+            request_id=self.request_id,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionFinished:
+        return cls(
+            _call_id(data, cls.TYPE),
+            _request_id(data.get("request_id")),
+            data.get("cancelled") is True,
+        )
+
+
+@dataclass(frozen=True)
+class ContextExceeded:
+    """The call outlived the model's context: it goes on, beyond what the model trained on."""
+
+    TYPE: ClassVar[str] = "context_exceeded"
+    call_id: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "call_id": self.call_id}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> ContextExceeded:
+        return cls(_call_id(data, cls.TYPE))
+
+
+@dataclass(frozen=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
     id: str | int | None = None
@@ -495,6 +550,9 @@ Event = (
     | Dtmf
     | SuggestionApplied
     | SuggestionRejected
+    | SuggestionStarted
+    | SuggestionFinished
+    | ContextExceeded
     | Pong
     | Error
 )
@@ -513,6 +571,9 @@ _EVENTS: dict[str, Any] = {
         Dtmf,
         SuggestionApplied,
         SuggestionRejected,
+        SuggestionStarted,
+        SuggestionFinished,
+        ContextExceeded,
         Pong,
         Error,
     )
@@ -549,7 +610,7 @@ def decode_event(data: Mapping[str, Any]) -> Envelope:
 # Supervisor -> bridge
 # ---------------------------------------------------------------------------------------
 
-COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping")
+COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping", "cancel_suggestion")
 
 
 @dataclass(frozen=True)
@@ -605,6 +666,24 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class CancelSuggestion:
+    """Drop what a call has not yet said of its suggestions, queued or being spoken."""
+
+    TYPE: ClassVar[str] = "cancel_suggestion"
+    call_id: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE}, call_id=self.call_id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CancelSuggestion:
+        call_id = data.get("call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise BadMessage(f"call_id must be a string, got {kind(call_id)}", "call_id")
+        return cls(call_id)
+
+
+@dataclass(frozen=True)
 class RequestSnapshot:
     TYPE: ClassVar[str] = "snapshot"
 
@@ -621,7 +700,7 @@ class Ping:
         return _present({"type": self.TYPE}, id=self.id)
 
 
-Command = InjectSuggestion | Hangup | RequestSnapshot | Ping
+Command = InjectSuggestion | Hangup | RequestSnapshot | Ping | CancelSuggestion
 
 
 def decode_command(raw: str | bytes, max_bytes: int) -> Command:
@@ -632,6 +711,8 @@ def decode_command(raw: str | bytes, max_bytes: int) -> Command:
         return InjectSuggestion.decode(data)
     if command_type == "hangup":
         return Hangup.decode(data)
+    if command_type == "cancel_suggestion":
+        return CancelSuggestion.decode(data)
     if command_type == "snapshot":
         return RequestSnapshot()
     if command_type == "ping":
@@ -639,7 +720,7 @@ def decode_command(raw: str | bytes, max_bytes: int) -> Command:
         return Ping(data.get("id"))
     shown = command_type if isinstance(command_type, str) else kind(command_type)
     raise BadMessage(
-        f"unknown command type {shown[:64]!s}; expected inject_suggestion, hangup, snapshot "
-        "or ping",
+        f"unknown command type {shown[:64]!s}; expected inject_suggestion, cancel_suggestion, "
+        "hangup, snapshot or ping",
         "type",
     )
