@@ -25,7 +25,7 @@ from xswarm.protocol import control
 
 # Seconds a refused caller is told to wait before trying again.
 RETRY_AFTER_SECONDS = 5
-REJECTION_REASONS = ("full", "draining", "starting", "auth")
+REJECTION_REASONS = ("full", "draining", "starting", "auth", "per_source")
 
 
 @dataclass
@@ -59,6 +59,9 @@ class CallRegistry:
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.unknown_events = 0
+        # Admitted calls per source; a source leaves the map with its last call.
+        self.sources: Counter[str] = Counter()
+        self.budget_exceeded: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,13 +91,14 @@ class CallRegistry:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self) -> Refusal | None:
-        refusal = self._refusal()
+    def admit(self, source: str = "unknown") -> Refusal | None:
+        refusal = self._refusal(source)
         if refusal is None:
             self.reserved += 1
+            self.sources[source] += 1
         return refusal
 
-    def _refusal(self) -> Refusal | None:
+    def _refusal(self, source: str) -> Refusal | None:
         if self.state == "draining":
             self.rejections["draining"] += 1
             return Refusal("Server is shutting down.", RETRY_AFTER_SECONDS)
@@ -106,10 +110,25 @@ class CallRegistry:
             return Refusal(
                 f"At capacity: {self.reserved} of {self.max_calls} calls.", RETRY_AFTER_SECONDS
             )
+        per_source = self.config.bridge.max_calls_per_source
+        if self.sources[source] >= per_source:
+            self.rejections["per_source"] += 1
+            return Refusal(
+                f"Too many calls from one address: {per_source} at once "
+                "([voice.bridge] max_calls_per_source).",
+                RETRY_AFTER_SECONDS,
+                status=429,
+            )
         return None
 
-    def release(self) -> None:
+    def release(self, source: str = "unknown") -> None:
         self.reserved -= 1
+        self.sources[source] -= 1
+        if self.sources[source] <= 0:
+            del self.sources[source]
+
+    def count_abuse(self, budget: str) -> None:
+        self.budget_exceeded[budget] += 1
 
     def count_rejection(self, reason: str) -> None:
         self.rejections[reason] += 1

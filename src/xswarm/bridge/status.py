@@ -21,6 +21,7 @@ from xswarm.bridge.events import EventHub
 from xswarm.bridge.registry import REJECTION_REASONS, CallRegistry
 from xswarm.metrics import Exposition, Histogram, uptime
 from xswarm.protocol import control
+from xswarm.protocol.budgets import BUDGETS
 
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
@@ -134,6 +135,12 @@ class StatusBoard:
             "counter",
             "Upgrades refused, by reason.",
             [({"reason": r}, calls.rejections[r]) for r in REJECTION_REASONS],
+        )
+        expo.metric(
+            "xswarm_call_budget_exceeded_total",
+            "counter",
+            "Calls closed as abuse, by the budget they went over.",
+            [({"budget": b}, calls.budget_exceeded[b]) for b in BUDGETS],
         )
         expo.metric(
             "xswarm_frames_in_total",

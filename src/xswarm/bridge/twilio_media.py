@@ -23,7 +23,7 @@ from xswarm.bridge.session import (
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
-    START_TIMEOUT_SECONDS,
+    CallClosed,
     CallSession,
     refuse,
     serve_call,
@@ -65,21 +65,25 @@ class TwilioSession(CallSession):
             self.log.warning("protocol error: %s", exc)
             await self.hangup("protocol_error", exc.close_code, str(exc))
             return
+        except CallClosed as closed:
+            await self.hangup(closed.reason, closed.code, closed.message)
+            return
         finally:
             self.finish(reason)
 
     async def _receive(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
-            waiting = self.call.state is CallState.ADMITTED
-            timeout = max(0.0, deadline - time.monotonic()) if waiting else None
             try:
-                message = await self.ws.receive(timeout=timeout)
+                message = await self.receive()
             except TimeoutError:
-                raise ProtocolError(
-                    f"no start event within {START_TIMEOUT_SECONDS:g} s of connecting", CLOSE_POLICY
-                ) from None
+                if self.call.state is CallState.ADMITTED:
+                    raise ProtocolError(
+                        f"no start event within {self.first_media_timeout:g} s of connecting",
+                        CLOSE_POLICY,
+                    ) from None
+                raise self.inactive() from None
             if message.type == WSMsgType.TEXT:
+                self.spend_message(len(message.data))
                 if await self._handle(twilio.parse(message.data)):
                     return "caller_hangup"
             elif message.type == WSMsgType.BINARY:
@@ -103,8 +107,11 @@ class TwilioSession(CallSession):
             if self.call.state is not CallState.STARTED:
                 return False  # the call is ending: its counters are final
             arrived = time.monotonic()
+            self.note_media()
             if self._is_stale(event.timestamp_ms, arrived):
+                self.spend_audio(0.0)
                 return False
+            self.spend_audio(len(event.payload) / TELEPHONE_RATE)
             pcm = self._upsample.process(mulaw.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
@@ -145,6 +152,7 @@ class TwilioSession(CallSession):
         self.outbound = twilio.Outbound(event.stream_sid)
         if not self.begin():
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
+        self.note_media()
         return False
 
     def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
