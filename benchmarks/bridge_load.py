@@ -33,7 +33,8 @@ def free_port() -> int:
 
 def start_bridge(workdir: Path, port: int, settings: list[str]) -> subprocess.Popen[bytes]:
     config = workdir / "config.toml"
-    lines = ["[voice.bridge]", f"port = {port}", "max_concurrent_calls = 1000", *settings]
+    lines = ["[voice.bridge]", f"port = {port}", "max_concurrent_calls = 1000"]
+    lines += ["max_calls_per_source = 1000", *settings]  # every call comes from loopback
     lines += ["", "[paths]", f'state_dir = "{workdir / "state"}"']
     config.write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XSWARM_", "TWILIO_"))}

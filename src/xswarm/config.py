@@ -545,7 +545,9 @@ def _check_hosts(config: Config) -> None:
     for url in config.dashboard.instances:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(
-                config.source, "[dashboard] instances", f"expected ws:// or wss:// URLs, got {url!r}"
+                config.source,
+                "[dashboard] instances",
+                f"expected ws:// or wss:// URLs, got {url!r}",
             )
         problem = url_host_problem(url)
         if problem:

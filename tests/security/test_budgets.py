@@ -5,6 +5,7 @@ while a genuine call on the same bridge keeps getting its audio back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections.abc import AsyncIterator, Iterator
 
@@ -182,7 +183,9 @@ async def test_a_flood_of_small_messages_is_closed_at_the_message_rate(
     async with LiveCall(http, bridge) as genuine:
         attacker = TwilioCaller(http, bridge.ws_url)
         await attacker.connect()
-        mark = '{"event":"mark","streamSid":"%s","mark":{"name":"m"}}' % attacker.stream_sid
+        mark = json.dumps(
+            {"event": "mark", "streamSid": attacker.stream_sid, "mark": {"name": "m"}}
+        )
         sent = 0
         try:
             while not attacker.closed.is_set() and sent < 100_000:
