@@ -208,14 +208,19 @@ class OutputPacer:
                 queue.popleft()
                 self.late_dropped += 1
                 continue
+            # Once playing, frames keep the wire's cadence (a late step's audio takes the
+            # place the pre-roll kept for it); the first frame, or the first after an
+            # underrun, waits for its play time.
             send_at = play_at
-            if self.paced and self._next_send is not None and self._next_send > play_at:
+            if self.paced and self._next_send is not None:
                 send_at = self._next_send
             if send_at > now + slack:
                 break
             queue.popleft()
             out.append((payload, now - produced))
-            self._next_send = send_at + self.frame_s
+            # After a stall, one frame of catch-up and then the cadence again: the backlog
+            # ages out instead of reaching the caller as a burst.
+            self._next_send = max(send_at, now - self.frame_s) + self.frame_s
         return out
 
 

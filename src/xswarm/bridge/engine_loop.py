@@ -45,7 +45,7 @@ log = logging.getLogger("xswarm.engine")
 Operation = Callable[[], None]
 
 MAX_CATCH_UP_TICKS = 5
-MAX_BACKLOG_SECONDS = 0.1
+MAX_BACKLOG_SECONDS = 0.5
 MAX_BACKLOG_FRAMES = 4
 BEHIND_SECONDS = 1.0
 WIRE_FRAME_SECONDS = 0.020
@@ -218,8 +218,8 @@ class EngineLoop:
     def bound_backlog(self, call: Call, now: float) -> None:
         """After a tick: keep a call within one frame of backlog, without losing speech.
 
-        Behind by more than a frame for ``BEHIND_SECONDS``, a frame is skipped while the
-        caller is silent; past ``max_backlog`` the oldest audio goes, speech or not."""
+        Behind by more than a frame for ``BEHIND_SECONDS``, a frame per tick is skipped while
+        the caller is silent; past ``max_backlog`` the oldest audio goes, speech or not."""
         frame = call.frame_samples
         backlog = len(call.input)
         if backlog > self.max_backlog:
@@ -231,8 +231,8 @@ class EngineLoop:
         if call.behind_since is None:
             call.behind_since = now
         elif now - call.behind_since > BEHIND_SECONDS and not call.speech.speaking:
+            # One frame per tick: the backlog melts during a pause, not all at once.
             call.drop_samples("input_silence", call.input.trim(backlog - frame))
-            call.behind_since = None
 
     async def _step_ready(self, ops: list[Operation]) -> list[Call]:
         """One engine step over every call that has a whole frame; returns those calls."""
