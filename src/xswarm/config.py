@@ -93,6 +93,22 @@ class BridgeSection:
     send_queue_frames: int = setting(
         100, min=4, max=10000, help="outbound frames buffered per call before dropping"
     )
+    output_preroll_ms: int = setting(
+        40,
+        min=0,
+        max=1000,
+        help="per-call output jitter buffer for engines whose step is longer than a 20 ms "
+        "wire frame (MOSHI): audio is held this long after its step so that a late step is "
+        "absorbed, then sent one frame every 20 ms; echo's output is sent as it comes",
+    )
+    max_output_age_ms: int = setting(
+        100,
+        min=20,
+        max=10000,
+        help="output audio this far behind its play time is dropped (counted as output_late), "
+        "and at most this much is queued in a call's write buffer, so a starved host adds "
+        "gaps, not seconds of delay",
+    )
     status_interval: float = setting(1.0, min=0.1, max=60, help="seconds between status events")
     public_url: str = setting(
         "",

@@ -45,6 +45,9 @@ class CallPeer(Protocol):
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Engine output for this call, in the peer's format."""
 
+    async def flush(self, now: float) -> None:
+        """Paced output due at ``now`` (``Call.output``)."""
+
     async def hangup(self, end_reason: str, code: int = 1000, message: str = "") -> None:
         """Close the peer's socket cleanly and record why."""
 

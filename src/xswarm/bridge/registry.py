@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xswarm.bridge.call import Call, CallState, Suggestion
@@ -34,12 +34,16 @@ class FrameCounts:
     frames_out: int = 0
     late_frames: int = 0
     dropped_frames: int = 0
+    underruns: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def add(self, call: Call) -> None:
         self.frames_in += call.frames_in
         self.frames_out += call.frames_out
         self.late_frames += call.late_frames
         self.dropped_frames += call.dropped_frames
+        self.underruns += call.underruns
+        self.dropped.update(call.dropped)
 
 
 class CallRegistry:
@@ -190,7 +194,7 @@ class CallRegistry:
 
     def frame_totals(self) -> FrameCounts:
         """Frame counters over every call, ended and live."""
-        totals = FrameCounts(**vars(self.ended))
+        totals = replace(self.ended, dropped=Counter(self.ended.dropped))
         for peer in self.live.values():
             totals.add(peer.call)
         return totals

@@ -23,7 +23,7 @@ import time
 import numpy as np
 from aiohttp import WSMessage, web
 
-from xswarm.bridge.call import Call, CallState
+from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.config import BridgeSection
 from xswarm.logs import CallLogger
@@ -84,7 +84,15 @@ class CallSession:
             remote = f"{peer[0]}:{peer[1]}"
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
-        self._write_limit = host.config.bridge.send_queue_frames * FRAME_WIRE_BYTES
+        bridge = host.config.bridge
+        # Frames queued in the write buffer wait there: hold no more than max_output_age_ms.
+        age_frames = max(2, round(bridge.max_output_age_ms / (WIRE_FRAME_SECONDS * 1000)))
+        self._write_limit = min(bridge.send_queue_frames, age_frames) * FRAME_WIRE_BYTES
+        self.call.output = OutputPacer(
+            bridge.output_preroll_ms / 1000,
+            bridge.max_output_age_ms / 1000,
+            paced=host.engine.frame_seconds > WIRE_FRAME_SECONDS * 1.5,
+        )
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             try:
@@ -168,7 +176,7 @@ class CallSession:
         if self.call.state is not CallState.STARTED or transport is None or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._write_limit:
-            self.call.dropped_frames += 1
+            self.call.drop("slow_client")
             self._consecutive_drops += 1
             if self._consecutive_drops == self._max_drops:
                 self.log.warning("peer stopped reading for %.0f s; closing", SLOW_CLIENT_SECONDS)
@@ -198,6 +206,9 @@ class CallSession:
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Engine output for this call, in the peer's format (each transport implements it)."""
         raise NotImplementedError
+
+    async def flush(self, now: float) -> None:
+        """Paced output due at ``now``; a transport without a pacer sends in ``deliver``."""
 
 
 async def serve_call(request: web.Request, session_type: type[CallSession]) -> web.StreamResponse:
