@@ -93,6 +93,22 @@ class BridgeSection:
     send_queue_frames: int = setting(
         100, min=4, max=10000, help="outbound frames buffered per call before dropping"
     )
+    output_preroll_ms: int = setting(
+        40,
+        min=0,
+        max=1000,
+        help="per-call output jitter buffer for engines whose step is longer than a 20 ms "
+        "wire frame (MOSHI): audio is held this long after its step so that a late step is "
+        "absorbed, then sent one frame every 20 ms; echo's output is sent as it comes",
+    )
+    max_output_age_ms: int = setting(
+        100,
+        min=20,
+        max=10000,
+        help="output audio this far behind its play time is dropped (counted as output_late), "
+        "and at most this much is queued in a call's write buffer, so a starved host adds "
+        "gaps, not seconds of delay",
+    )
     status_interval: float = setting(1.0, min=0.1, max=60, help="seconds between status events")
     public_url: str = setting(
         "",
@@ -115,6 +131,71 @@ class BridgeSection:
         live=False,
         help="8 kHz <-> 24 kHz resampling; auto: FIR (band-limited, 1.5 ms each way) for "
         "MOSHI, QQ (0.2 ms) for echo",
+    )
+    header_timeout: float = setting(
+        10.0,
+        live=False,
+        min=0.5,
+        max=3600,
+        help="seconds a connection may take to send its HTTP request headers, and may stay "
+        "idle between requests",
+    )
+    first_media_timeout: float = setting(
+        10.0,
+        min=0.5,
+        max=3600,
+        help="seconds a call socket may take from the upgrade to Twilio's start event or the "
+        "first Moshi audio",
+    )
+    inactivity_timeout: float = setting(
+        30.0,
+        min=0.5,
+        max=86400,
+        help="seconds without caller audio after which a call is closed (reason inactive); "
+        "Twilio and Moshi clients send audio all the time, silence included",
+    )
+    heartbeat: float = setting(
+        20.0,
+        min=0.5,
+        max=3600,
+        help="seconds between WebSocket pings on call sockets; no pong within half of it closes",
+    )
+    max_calls_per_source: int = setting(
+        20,
+        min=1,
+        max=100000,
+        help="concurrent calls from one address (an IPv6 /64); behind a proxy the client's "
+        "address from X-Forwarded-For, see trusted_proxies",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        help="proxy addresses or CIDRs whose X-Forwarded-For names the caller (the shipped "
+        'HAProxy: ["127.0.0.1"]); from any other peer the header is ignored',
+    )
+    max_buffered_input_bytes: int = setting(
+        262144,
+        min=4096,
+        max=64 << 20,
+        help="input bytes a call may send without producing audio (an Ogg page sequence that "
+        "never completes a packet); more closes it with 1009, reason abuse",
+    )
+    max_audio_speed: float = setting(
+        1.5,
+        min=1.0,
+        max=100,
+        help="decoded caller audio per second of wall time, sustained; faster closes with 1008",
+    )
+    audio_burst_seconds: float = setting(
+        3.0,
+        min=0.1,
+        max=600,
+        help="seconds of audio a caller may send ahead of max_audio_speed at once",
+    )
+    max_messages_per_second: int = setting(
+        250,
+        min=1,
+        max=100000,
+        help="WebSocket messages per second a call may send (Twilio sends 50), bursts of 2 s",
     )
 
 
@@ -463,8 +544,8 @@ def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
         )
     if spec.type is list:
         for item in value:
-            if not isinstance(item, str) or not item.startswith(("ws://", "wss://")):
-                raise ConfigError(source, where, f"expected ws:// or wss:// URLs, got {item!r}")
+            if not isinstance(item, str):
+                raise ConfigError(source, where, f"expected strings, got {item!r}")
     return value
 
 
@@ -510,6 +591,12 @@ def _check_hosts(config: Config) -> None:
         if problem:
             raise ConfigError(config.source, where, problem)
     for url in config.dashboard.instances:
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(
+                config.source,
+                "[dashboard] instances",
+                f"expected ws:// or wss:// URLs, got {url!r}",
+            )
         problem = url_host_problem(url)
         if problem:
             raise ConfigError(config.source, "[dashboard] instances", problem)
@@ -560,9 +647,22 @@ def _check_public_url(config: Config) -> None:
         raise ConfigError(config.source, where, f"expected wss://HOST[/PREFIX], got {url!r}")
 
 
+def _check_trusted_proxies(config: Config) -> None:
+    for entry in config.bridge.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                config.source,
+                "[voice.bridge] trusted_proxies",
+                f"expected IP addresses or CIDRs such as 127.0.0.1 or 10.0.0.0/8, got {entry!r}",
+            ) from None
+
+
 def _check_cross(config: Config) -> None:
     _check_hosts(config)
     _check_public_url(config)
+    _check_trusted_proxies(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

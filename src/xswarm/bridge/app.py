@@ -134,6 +134,8 @@ class Bridge:
         if self.calls.state == "draining":
             return f"Draining {self.active_calls} active calls"
         line = f"Voice bridge running ({self.active_calls} active calls)"
+        if self.engine_loop.overloaded:
+            line += " [OVERLOADED: engine steps run over the frame; not ready for new calls]"
         if self.last_reload_error:
             line += " [last reload FAILED; see journal]"
         return line

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xswarm.bridge.call import Call, CallState, Suggestion
@@ -26,7 +26,7 @@ from xswarm.protocol import control
 
 # Seconds a refused caller is told to wait before trying again.
 RETRY_AFTER_SECONDS = 5
-REJECTION_REASONS = ("full", "draining", "starting", "auth")
+REJECTION_REASONS = ("full", "draining", "starting", "auth", "per_source")
 
 
 @dataclass
@@ -35,12 +35,16 @@ class FrameCounts:
     frames_out: int = 0
     late_frames: int = 0
     dropped_frames: int = 0
+    underruns: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def add(self, call: Call) -> None:
         self.frames_in += call.frames_in
         self.frames_out += call.frames_out
         self.late_frames += call.late_frames
         self.dropped_frames += call.dropped_frames
+        self.underruns += call.underruns
+        self.dropped.update(call.dropped)
 
 
 class CallRegistry:
@@ -64,6 +68,9 @@ class CallRegistry:
         self.context_exceeded = 0
         engine_loop.on_output = self._engine_output
         self.unknown_events = 0
+        # Admitted calls per source; a source leaves the map with its last call.
+        self.sources: Counter[str] = Counter()
+        self.budget_exceeded: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -93,13 +100,14 @@ class CallRegistry:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self) -> Refusal | None:
-        refusal = self._refusal()
+    def admit(self, source: str = "unknown") -> Refusal | None:
+        refusal = self._refusal(source)
         if refusal is None:
             self.reserved += 1
+            self.sources[source] += 1
         return refusal
 
-    def _refusal(self) -> Refusal | None:
+    def _refusal(self, source: str) -> Refusal | None:
         if self.state == "draining":
             self.rejections["draining"] += 1
             return Refusal("Server is shutting down.", RETRY_AFTER_SECONDS)
@@ -111,10 +119,25 @@ class CallRegistry:
             return Refusal(
                 f"At capacity: {self.reserved} of {self.max_calls} calls.", RETRY_AFTER_SECONDS
             )
+        per_source = self.config.bridge.max_calls_per_source
+        if self.sources[source] >= per_source:
+            self.rejections["per_source"] += 1
+            return Refusal(
+                f"Too many calls from one address: {per_source} at once "
+                "([voice.bridge] max_calls_per_source).",
+                RETRY_AFTER_SECONDS,
+                status=429,
+            )
         return None
 
-    def release(self) -> None:
+    def release(self, source: str = "unknown") -> None:
         self.reserved -= 1
+        self.sources[source] -= 1
+        if self.sources[source] <= 0:
+            del self.sources[source]
+
+    def count_abuse(self, budget: str) -> None:
+        self.budget_exceeded[budget] += 1
 
     def count_rejection(self, reason: str) -> None:
         self.rejections[reason] += 1
@@ -177,7 +200,7 @@ class CallRegistry:
 
     def frame_totals(self) -> FrameCounts:
         """Frame counters over every call, ended and live."""
-        totals = FrameCounts(**vars(self.ended))
+        totals = replace(self.ended, dropped=Counter(self.ended.dropped))
         for peer in self.live.values():
             totals.add(peer.call)
         return totals

@@ -93,6 +93,7 @@ class VoiceDaemon:
             setting="[voice.bridge]",
             flags="--port or --instance N",
             backlog=LISTEN_BACKLOG,
+            header_timeout=settings.header_timeout,
         )
 
     def app(self) -> web.Application:

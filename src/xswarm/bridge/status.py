@@ -16,11 +16,13 @@ from typing import Any
 import psutil
 
 from xswarm import __version__
+from xswarm.bridge.call import DROP_REASONS
 from xswarm.bridge.engine_loop import EngineLoop
 from xswarm.bridge.events import EventHub
 from xswarm.bridge.registry import REJECTION_REASONS, CallRegistry
 from xswarm.metrics import Exposition, Histogram, uptime
 from xswarm.protocol import control
+from xswarm.protocol.budgets import BUDGETS
 
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
@@ -78,7 +80,7 @@ class StatusBoard:
             active_calls=calls.active_calls,
             max_concurrent_calls=calls.max_calls,
             engine=engine.name,
-            state=calls.public_state(),
+            state=self.public_state(),
             cpu=round(self._process.cpu_percent(None), 1),
             rss=self._process.memory_info().rss,
             limits=self.limits,
@@ -98,11 +100,21 @@ class StatusBoard:
             self.instance_status(),
         )
 
+    def public_state(self) -> str:
+        """The registry's state, or ``overloaded`` while a ready bridge's engine steps run
+        over the frame (``EngineLoop.overloaded``)."""
+        state = self.calls.public_state()
+        if state == "ready" and self.engine_loop.overloaded:
+            return "overloaded"
+        return state
+
     def readiness(self) -> tuple[int, dict[str, Any]]:
-        """The /readyz answer: 200 when a new call would be admitted, else 503 and why."""
+        """The /readyz answer: 200 when a new call would be admitted and served in real time,
+        else 503 and why (``overloaded``: admitted, but the engine already runs behind, so
+        the load balancer should send new calls elsewhere)."""
         calls = self.calls
         body: dict[str, Any] = {
-            "state": calls.public_state(),
+            "state": self.public_state(),
             "active_calls": calls.active_calls,
             "max_concurrent_calls": calls.max_calls,
             "engine": calls.engine.name,
@@ -112,6 +124,9 @@ class StatusBoard:
             return 503, body
         if calls.reserved >= calls.max_calls:
             body["reason"] = "full"
+            return 503, body
+        if self.engine_loop.overloaded:
+            body["reason"] = "overloaded"
             return 503, body
         return 200, body
 
@@ -134,6 +149,12 @@ class StatusBoard:
             "counter",
             "Upgrades refused, by reason.",
             [({"reason": r}, calls.rejections[r]) for r in REJECTION_REASONS],
+        )
+        expo.metric(
+            "xswarm_call_budget_exceeded_total",
+            "counter",
+            "Calls closed as abuse, by the budget they went over.",
+            [({"budget": b}, calls.budget_exceeded[b]) for b in BUDGETS],
         )
         expo.metric(
             "xswarm_frames_in_total",
@@ -159,8 +180,21 @@ class StatusBoard:
         expo.metric(
             "xswarm_dropped_frames_total",
             "counter",
-            "Frames dropped because a client did not read.",
-            frames.dropped_frames,
+            "20 ms frames the bridge threw away, by reason: input_backlog, input_silence, "
+            "input_stale (shed load), output_late, slow_client.",
+            [({"reason": r}, frames.dropped[r]) for r in DROP_REASONS],
+        )
+        expo.metric(
+            "xswarm_output_underruns_total",
+            "counter",
+            "Times a call's paced output ran dry for a frame or more (a gap the caller hears).",
+            frames.underruns,
+        )
+        expo.metric(
+            "xswarm_overloaded",
+            "gauge",
+            "1 while engine steps run over the frame (/readyz answers 503 overloaded).",
+            int(self.engine_loop.overloaded),
         )
         expo.metric(
             "xswarm_twilio_unknown_events_total",

@@ -8,6 +8,13 @@ on each call every 20 ms; the receive side only timestamps and counts.
 Real callers start at random moments, so their 20 ms frames arrive at every phase of the
 bridge's tick. The timer models that with ``phases`` groups of calls, each sent at its own
 offset within the 20 ms (``phases = 1``: every call at once, a synchronized worst case).
+
+``aligned`` measures by content instead of by message order: the caller's voice is seeded
+noise, every reply is kept with its arrival time, and after the run each reply is matched to
+the stretch of sent audio it carries (``align_replies``). A frame's latency is then the time
+from sending it to the arrival of the reply holding its first sample, and a frame is lost when
+its first sample never comes back: a reply that carries silence or someone else's frame does
+not hide a loss, as it would when replies are just counted.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class BenchCall:
     sent_at: list[float] = field(default_factory=list)
     received: int = 0
     sending: bool = False
+    replies: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +96,8 @@ class BenchReport:
     timer_lag_p99_ms: float = math.nan
     timer_lag_max_ms: float = math.nan
     wall_seconds: float = 0.0
+    first_sample: Latency | None = None
+    content_lost: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def clean(value: float | None) -> float | None:
@@ -114,6 +124,10 @@ class BenchReport:
             "bench_timer_lag_p99_ms": clean(self.timer_lag_p99_ms),
             "bench_timer_lag_max_ms": clean(self.timer_lag_max_ms),
             "wall_seconds": round(self.wall_seconds, 2),
+            "first_sample_p50_ms": clean(self.first_sample.p50_ms) if self.first_sample else None,
+            "first_sample_p99_ms": clean(self.first_sample.p99_ms) if self.first_sample else None,
+            "first_sample_max_ms": clean(self.first_sample.max_ms) if self.first_sample else None,
+            "content_lost_frames": self.content_lost,
         }
 
 
@@ -149,6 +163,80 @@ def tone() -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
 
 
+def noise(seconds: float, seed: int = 14) -> np.ndarray:
+    """The caller's voice for a content-aligned run: white noise at 8 kHz, so that any 20 ms
+    of it matches only one place in the call (its autocorrelation is a single spike)."""
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal(max(1, round(seconds * 8000)))).clip(-1, 1).astype(np.float32)
+
+
+# A reply matches a stretch of sent audio when their normalised correlation reaches this:
+# mu-law and the resampler round trip keep about 0.95; noise against other noise, 0.1.
+MATCH_CORRELATION = 0.6
+# How far from where the previous reply left off a reply's audio is looked for, in samples.
+SEARCH_SAMPLES = 4000
+
+
+def align_replies(
+    sent: np.ndarray, sent_at: list[float], replies: list[tuple[float, np.ndarray]]
+) -> tuple[list[float], int]:
+    """Which sent frame's first sample each reply carries: (latencies of the frames whose
+    first sample came back, frames whose first sample never did).
+
+    ``sent`` is the 8 kHz audio as sent (mu-law decoded), ``sent_at`` when each 20 ms frame
+    went out, ``replies`` the decoded audio of each reply with its arrival time. A reply that
+    is silence, or matches nothing, carries no sent sample."""
+    frame = twilio.FRAME_BYTES
+    frames = len(sent_at)
+    first_back: list[float | None] = [None] * frames
+    # Silence before the call: a bridge that delays by a few samples returns them first.
+    lead = frame
+    padded = np.concatenate((np.zeros(lead, dtype=np.float32), sent))
+    expected: int | None = None
+    for arrived, pcm in replies:
+        found = _locate(padded, pcm, expected)
+        if found is None:
+            continue
+        expected = found + len(pcm)
+        offset = found - lead
+        first = -(-offset // frame)  # the first frame start at or after offset
+        for k in range(max(0, first), frames):
+            if k * frame >= offset + len(pcm):
+                break
+            if first_back[k] is None:
+                first_back[k] = arrived - sent_at[k]
+    latencies = [t for t in first_back if t is not None]
+    return latencies, frames - len(latencies)
+
+
+def _locate(sent: np.ndarray, pcm: np.ndarray, expected: int | None) -> int | None:
+    """Where in ``sent`` the reply ``pcm`` comes from, or None."""
+    n = len(pcm)
+    energy = float(np.dot(pcm, pcm))
+    if n == 0 or energy < 1e-6 * n:
+        return None
+
+    def score(offset: int) -> float:
+        if offset < 0 or offset + n > len(sent):
+            return 0.0
+        ref = sent[offset : offset + n]
+        denom = math.sqrt(energy * float(np.dot(ref, ref)))
+        if denom == 0.0:
+            return 0.0
+        return float(np.dot(pcm, ref)) / denom
+
+    if expected is not None and score(expected) >= MATCH_CORRELATION:
+        return expected
+    lo = 0 if expected is None else max(0, expected - SEARCH_SAMPLES)
+    hi = len(sent) if expected is None else min(len(sent), expected + SEARCH_SAMPLES + n)
+    window = sent[lo:hi]
+    if len(window) < n:
+        return None
+    corr = np.correlate(window, pcm, mode="valid")
+    best = int(np.argmax(corr))
+    return lo + best if score(lo + best) >= MATCH_CORRELATION else None
+
+
 def report_lines(report: BenchReport) -> list[str]:
     """The report as ``xswarm bench`` prints it, one measure per line."""
 
@@ -175,7 +263,15 @@ def report_lines(report: BenchReport) -> list[str]:
         f"bridge CPU:       {ms(report.bridge_cpu_ms_per_call_second)} ms per call-second",
         f"bench CPU:        {ms(report.bench_cpu_ms_per_call_second)} ms per call-second; "
         f"timer lag p99 {ms(report.timer_lag_p99_ms)} ms, max {ms(report.timer_lag_max_ms)} ms",
-    ]
+    ] + (
+        [
+            f"first sample:     p50 {ms(report.first_sample.p50_ms)} ms, "
+            f"p99 {ms(report.first_sample.p99_ms)} ms, max {ms(report.first_sample.max_ms)} ms "
+            f"(content-aligned); {report.content_lost} frames never came back"
+        ]
+        if report.first_sample is not None
+        else []
+    )
 
 
 def frame_middles(pcm_8k: np.ndarray, frames: int) -> list[str]:
@@ -206,13 +302,18 @@ class Bench:
         ramp_seconds: float = 2.0,
         grace_seconds: float = 1.0,
         phases: int = 4,
+        aligned: bool = False,
     ) -> None:
         self.url = url
+        self.aligned = aligned
         self.phases = phases
         self.seconds = seconds
         self.ramp = ramp_seconds
         self.grace = grace_seconds
         self.frames_per_call = max(1, round(seconds / FRAME_SECONDS))
+        if aligned:
+            pcm_8k = noise(self.frames_per_call * FRAME_SECONDS)
+        self.sent_pcm = mulaw.decode(mulaw.encode(pcm_8k))
         self.middles = frame_middles(pcm_8k, self.frames_per_call)
         self.calls = [
             BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
@@ -276,9 +377,12 @@ class Bench:
         round_trips = self.round_trips
         sent_at = call.sent_at
         text_type = aiohttp.WSMsgType.TEXT
+        replies = call.replies if self.aligned else None
         while True:
             message = await ws.receive()
             if message.type == text_type:
+                if replies is not None:
+                    replies.append((loop.time(), message.data))
                 if message.data.startswith(OUT_MEDIA_HEAD) or _is_media(message.data):
                     k = call.received
                     call.received = k + 1
@@ -375,11 +479,35 @@ class Bench:
         )
         if call_seconds:
             report.bench_cpu_ms_per_call_second = bench_cpu * 1000 / call_seconds
+        if self.aligned:
+            latencies: list[float] = []
+            report.content_lost = 0
+            for call in connected:
+                found, lost = align_replies(
+                    self.sent_pcm[: len(call.sent_at) * twilio.FRAME_BYTES],
+                    call.sent_at,
+                    _decoded_replies(call.replies),
+                )
+                latencies += found
+                report.content_lost += lost
+            report.first_sample = Latency.of(latencies)
         if self.timer_lags:
             lags = np.asarray(self.timer_lags) * 1000
             report.timer_lag_p99_ms = float(np.percentile(lags, 99))
             report.timer_lag_max_ms = float(lags.max())
         return report
+
+
+def _decoded_replies(replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
+    decoded = []
+    for arrived, text in replies:
+        try:
+            message = twilio.parse_outbound(text)
+        except ProtocolError:
+            continue
+        if isinstance(message, twilio.OutMedia):
+            decoded.append((arrived, mulaw.decode(message.payload)))
+    return decoded
 
 
 def _is_media(text: str) -> bool:

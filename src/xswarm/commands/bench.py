@@ -71,6 +71,12 @@ from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url,
     default=SAMPLE_WAV if SAMPLE_WAV.exists() else None,
     help="caller's voice, looped  [default: the shipped sample, else a tone]",
 )
+@click.option(
+    "--aligned",
+    is_flag=True,
+    help="measure by content: send seeded noise, match each reply to what was sent, report "
+    "each frame's first-sample latency and the frames that never came back (replaces --wav)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def command(
     calls: int,
@@ -81,6 +87,7 @@ def command(
     grace: float,
     phases: int,
     wav_path: Path | None,
+    aligned: bool,
     as_json: bool,
 ) -> None:
     """Run N concurrent real-time calls against a bridge and print latency, loss and CPU."""
@@ -94,7 +101,14 @@ def command(
             f"{phases} phases"
         )
     bench = Bench(
-        target, calls, seconds, voice, ramp_seconds=ramp, grace_seconds=grace, phases=phases
+        target,
+        calls,
+        seconds,
+        voice,
+        ramp_seconds=ramp,
+        grace_seconds=grace,
+        phases=phases,
+        aligned=aligned,
     )
     report = asyncio.run(bench.run())
     if as_json:

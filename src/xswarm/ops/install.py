@@ -155,6 +155,11 @@ def initial_config(instances: list[int]) -> str:
         "# Written by `xswarm install --instances`: the supervisor watches these instances.\n"
         "[dashboard]\n"
         f"instances = [{', '.join(urls)}]\n"
+        "\n"
+        "# Written by `xswarm install --instances`: HAProxy on this host names the caller in\n"
+        "# X-Forwarded-For, so max_calls_per_source counts callers, not the proxy.\n"
+        "[voice.bridge]\n"
+        'trusted_proxies = ["127.0.0.1", "::1"]\n'
     )
     return templates.config_example(extra)
 

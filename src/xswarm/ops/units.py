@@ -287,4 +287,5 @@ def render_haproxy(config: Config, instances: list[int]) -> str:
         servers.append(f"server voice{number} {address} check")
     text = template("haproxy/haproxy.cfg")
     text = text.replace("@BIND@", bind, 1)
+    text = text.replace("@MAX_PER_SOURCE@", str(int(bridge.max_calls_per_source)), 1)
     return text.replace("@SERVERS@", "\n    ".join(servers), 1)

@@ -240,6 +240,56 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class RealTime:
+    """What the bridge did to keep one call real time, as its ``call_ended`` reports it:
+    wire underruns, late engine steps, frames thrown away (in 20 ms frames, by reason), and
+    the latency the bridge added each way (caller frame -> engine input, engine output ->
+    wire; absent when no frame went that way). Every field is optional: a bridge before
+    these fields sends none of them."""
+
+    underruns: int | None = None
+    late_steps: int | None = None
+    dropped_frames: int | None = None
+    dropped: Mapping[str, int] | None = None
+    input_wait_p50_ms: float | None = None
+    input_wait_p99_ms: float | None = None
+    output_wait_p50_ms: float | None = None
+    output_wait_p99_ms: float | None = None
+
+    def encode(self) -> dict[str, Any]:
+        """Only the fields that are known: a ``call_ended`` from a bridge without them
+        decodes and encodes back to the same bytes."""
+        fields = {
+            "underruns": self.underruns,
+            "late_steps": self.late_steps,
+            "dropped_frames": self.dropped_frames,
+            "dropped": None if self.dropped is None else dict(self.dropped),
+            "input_wait_p50_ms": self.input_wait_p50_ms,
+            "input_wait_p99_ms": self.input_wait_p99_ms,
+            "output_wait_p50_ms": self.output_wait_p50_ms,
+            "output_wait_p99_ms": self.output_wait_p99_ms,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> RealTime:
+        raw = data.get("dropped")
+        dropped = None
+        if isinstance(raw, Mapping):
+            dropped = {str(k): n for k, v in raw.items() if (n := whole_number(v)) is not None}
+        return cls(
+            underruns=whole_number(data.get("underruns")),
+            late_steps=whole_number(data.get("late_steps")),
+            dropped_frames=whole_number(data.get("dropped_frames")),
+            dropped=dropped,
+            input_wait_p50_ms=finite_number(data.get("input_wait_p50_ms")),
+            input_wait_p99_ms=finite_number(data.get("input_wait_p99_ms")),
+            output_wait_p50_ms=finite_number(data.get("output_wait_p50_ms")),
+            output_wait_p99_ms=finite_number(data.get("output_wait_p99_ms")),
+        )
+
+
+@dataclass(frozen=True)
 class CallStats:
     TYPE: ClassVar[str] = "call_stats"
     call_id: str
@@ -342,6 +392,7 @@ class CallEnded:
     duration_s: float | None = None
     reason: str | None = None
     counters: Counters = field(default_factory=Counters)
+    real_time: RealTime = field(default_factory=RealTime)
 
     def encode(self) -> dict[str, Any]:
         return {
@@ -350,6 +401,7 @@ class CallEnded:
             "duration_s": self.duration_s,
             "reason": self.reason,
             **self.counters.encode(),
+            **self.real_time.encode(),
         }
 
     @classmethod
@@ -359,6 +411,7 @@ class CallEnded:
             duration_s=finite_number(data.get("duration_s")),
             reason=text(data.get("reason")),
             counters=Counters.decode(data),
+            real_time=RealTime.decode(data),
         )
 
 

@@ -29,6 +29,13 @@ class Endpoint:
     setting: str  # the config section holding host and port, e.g. "[voice.bridge]"
     flags: str  # the command-line options that override them, e.g. "--port"
     backlog: int = 128
+    # Seconds a connection may take to send a request's headers, and may idle between
+    # requests: the AppRunner's ``keepalive_timeout``. aiohttp arms that timer when a
+    # connection is made and re-arms it only after a response, and closes a connection still
+    # waiting for a whole request when it fires, so it is the header-read deadline too (bytes
+    # trickled in do not extend it). aiohttp's own default would let a connection that never
+    # finishes its headers hold its socket for an hour.
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
