@@ -48,15 +48,24 @@ def load_object(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise BadMessage("binary messages are not accepted; send JSON text")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise BadMessage(f"invalid JSON: {exc.msg} at {where}") from None
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() digits (CVE-2020-10735).
+        raise BadMessage("invalid JSON: an integer has more than 4300 digits") from None
     except RecursionError:
         raise BadMessage("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadMessage(f"expected a JSON object, got {kind(data)}")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    """Python's json reads NaN and ±Infinity, which JSON has not: a message carrying one is
+    refused, so that no decoder can hand it on (a ``ping`` id is echoed as it came)."""
+    raise BadMessage(f"invalid JSON: {name} is not a JSON number")
 
 
 def message_type(data: Mapping[str, Any], expected: tuple[str, ...]) -> str:
@@ -130,3 +139,4 @@ def optional_id(data: Mapping[str, Any], key: str, where: str, max_chars: int) -
 
 def mapping(value: object) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
+
