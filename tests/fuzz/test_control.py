@@ -152,3 +152,12 @@ def test_nan_in_a_command_is_refused_so_it_is_never_echoed() -> None:
         else:
             raise AssertionError(f"{constant} was accepted as a ping id")
 
+
+def test_engine_details_never_carry_nan() -> None:
+    event = control.decode_event(
+        json.loads(
+            '{"type":"instance_status","engine_details":{"a":NaN,"b":[Infinity,1],"c":{"d":-Infinity}}}'
+        )
+    )
+    assert not non_finite_numbers(event)
+    assert event.event.engine_details == {"a": None, "b": [None, 1], "c": {"d": None}}

@@ -140,3 +140,29 @@ def optional_id(data: Mapping[str, Any], key: str, where: str, max_chars: int) -
 def mapping(value: object) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
+
+MAX_FREE_FORM_DEPTH = 32
+
+
+def finite_mapping(value: object) -> dict[str, Any] | None:
+    """A free-form object (``engine_details``) as a copy in which every NaN or infinity, and
+    anything nested deeper than ``MAX_FREE_FORM_DEPTH``, reads as null; None if not an object.
+
+    The supervisor relays such objects to operators as they came, so a non-finite number in
+    one would reach every chart downstream, and ``json.dumps`` would write invalid JSON.
+    """
+    if not isinstance(value, Mapping):
+        return None
+    return {key: _finite(item, MAX_FREE_FORM_DEPTH - 1) for key, item in value.items()}
+
+
+def _finite(value: object, depth: int) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping | list | tuple) and depth <= 0:
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item, depth - 1) for item in value]
+    return value
