@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -421,6 +422,9 @@ def _check(value: Any, spec: Key, where: str, source: str) -> Any:
 
 def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
     expected = _TYPE_NAMES[spec.type]
+    if spec.type is float and not math.isfinite(value):
+        # NaN passes every bound check (all comparisons are false), so it is refused here.
+        raise ConfigError(source, where, f"expected a finite number, got {value!r}")
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(
             source, where, f"expected one of {', '.join(spec.choices)}, got {value!r}"
