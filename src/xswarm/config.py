@@ -521,10 +521,14 @@ def _check_public_url(config: Config) -> None:
     if not url:
         return
     where = "[voice.bridge] public_url"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unclosed "[" of an IPv6 literal, say
+        hostname = None
     if (
-        parts.scheme not in ("wss", "ws", "https", "http")
-        or not parts.hostname
+        not hostname  # first: ``parts`` is unset when urlsplit refused the URL
+        or parts.scheme not in ("wss", "ws", "https", "http")
         or parts.query
         or parts.fragment
         or any(ord(ch) < 0x21 or 0x7F <= ord(ch) <= 0x9F for ch in url)

@@ -159,6 +159,7 @@ def test_any_file_loads_or_is_a_config_error(raw: bytes) -> None:
 
 
 REGRESSIONS: dict[str, dict[str, Any]] = {
+    "an unclosed IPv6 public_url": {"voice": {"bridge": {"public_url": "http://[::1"}}},
     "a NaN drain_timeout": {"voice": {"bridge": {"drain_timeout": math.nan}}},
     "a NaN temperature": {"voice": {"moshi": {"temperature": math.nan}}},
 }
