@@ -342,8 +342,10 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
     for section_name, table in _flatten_sections(data, source):
         if section_name.startswith("voice.bridge.instances."):
             number = section_name.rsplit(".", 1)[1]
-            if not number.isdigit():
-                raise ConfigError(source, f"[{section_name}]", "instance must be a whole number")
+            if not (number.isascii() and number.isdigit() and len(number) <= 5):
+                raise ConfigError(
+                    source, f"[{section_name[:60]}]", "instance must be a whole number 0 to 99999"
+                )
             instances[int(number)] = _instance_overrides(table, section_name, source)
             continue
         schema = SCHEMA.get(section_name)

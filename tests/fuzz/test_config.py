@@ -159,6 +159,8 @@ def test_any_file_loads_or_is_a_config_error(raw: bytes) -> None:
 
 
 REGRESSIONS: dict[str, dict[str, Any]] = {
+    "a superscript instance number": {"voice": {"bridge": {"instances": {"²": {"port": 5}}}}},
+    "a 5000-digit instance number": {"voice": {"bridge": {"instances": {"1" * 5000: {"port": 5}}}}},
     "an unclosed IPv6 public_url": {"voice": {"bridge": {"public_url": "http://[::1"}}},
     "a NaN drain_timeout": {"voice": {"bridge": {"drain_timeout": math.nan}}},
     "a NaN temperature": {"voice": {"moshi": {"temperature": math.nan}}},
