@@ -35,6 +35,7 @@ DEFAULT_PATH = Path("/opt/xswarm/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/xswarm")
 SUPERVISOR_PORT = 9999
 MAX_CONFIG_BYTES = 1 << 20
+MAX_TABLE_DEPTH = 16  # [voice.bridge.instances.N] is 4; more is a mistake or an attack
 
 _T = TypeVar("_T")
 _RULES = "xswarm.config.rules"
@@ -332,6 +333,10 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(source, "(file)", f"is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(syntax)", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            source, "(syntax)", "invalid TOML: arrays or tables nested too deeply"
+        ) from None
     return from_mapping(data, source)
 
 
@@ -374,7 +379,13 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
     """Turn nested TOML tables into ("voice.bridge", {...}) pairs, leaf keys only."""
     out: list[tuple[str, dict[str, Any]]] = []
 
-    def walk(prefix: str, table: Mapping[str, Any]) -> None:
+    def walk(prefix: str, table: Mapping[str, Any], depth: int) -> None:
+        if depth > MAX_TABLE_DEPTH:
+            raise ConfigError(
+                source,
+                f"[{prefix[:60]}…]",
+                f"tables nested more than {MAX_TABLE_DEPTH} deep; no section is deeper than 4",
+            )
         leaves = {k: v for k, v in table.items() if not isinstance(v, dict)}
         if prefix and (leaves or prefix in SCHEMA or prefix.startswith("voice.bridge.instances.")):
             out.append((prefix, leaves))
@@ -385,9 +396,9 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
             )
         for key, value in table.items():
             if isinstance(value, dict):
-                walk(f"{prefix}.{key}" if prefix else key, value)
+                walk(f"{prefix}.{key}" if prefix else key, value, depth + 1)
 
-    walk("", data)
+    walk("", data, 0)
     return out
 
 

@@ -175,3 +175,24 @@ def test_each_found_case_is_a_config_error() -> None:
             continue
         raise AssertionError(f"{name} was accepted")
 
+def test_tables_nested_thousands_deep_are_a_config_error(tmp_path: Path) -> None:
+    deep: dict[str, Any] = {}
+    table = deep
+    for _ in range(3000):
+        table["a"] = {}
+        table = table["a"]
+    for document in (deep,):
+        try:
+            config.from_mapping(document)
+        except ConfigError:
+            pass
+        else:
+            raise AssertionError("3000 nested tables were accepted")
+    for body in (b"a = " + b"[" * 5000 + b"]" * 5000, b"[" + b".".join([b"a"] * 3000) + b"]\nx = 1\n"):
+        path = tmp_path / "config.toml"
+        path.write_bytes(body)
+        try:
+            config.load(path)
+        except ConfigError:
+            continue
+        raise AssertionError(f"{body[:20]!r}… was accepted")
