@@ -349,7 +349,9 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
             number = section_name.rsplit(".", 1)[1]
             if not (number.isascii() and number.isdigit() and len(number) <= 5):
                 raise ConfigError(
-                    source, f"[{section_name[:60]}]", "instance must be a whole number 0 to 99999"
+                    source,
+                    f"[{_key_name(section_name)}]",
+                    "instance must be a whole number 0 to 99999",
                 )
             instances[int(number)] = _instance_overrides(table, section_name, source)
             continue
@@ -357,14 +359,14 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
         if schema is None:
             known = ", ".join(f"[{s}]" for s in SCHEMA)
             raise ConfigError(
-                source, f"[{section_name}]", f"unknown section; expected one of {known}"
+                source, f"[{_key_name(section_name)}]", f"unknown section; expected one of {known}"
             )
         for key, value in table.items():
             spec = schema.get(key)
             if spec is None:
                 raise ConfigError(
                     source,
-                    f"[{section_name}] {key}",
+                    f"[{section_name}] {_key_name(key)}",
                     f"unknown key; expected one of {', '.join(schema)}",
                 )
             checked = _check(value, spec, f"[{section_name}] {key}", source)
@@ -383,14 +385,14 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
         if depth > MAX_TABLE_DEPTH:
             raise ConfigError(
                 source,
-                f"[{prefix[:60]}…]",
+                f"[{_key_name(prefix)}]",
                 f"tables nested more than {MAX_TABLE_DEPTH} deep; no section is deeper than 4",
             )
         leaves = {k: v for k, v in table.items() if not isinstance(v, dict)}
         if prefix and (leaves or prefix in SCHEMA or prefix.startswith("voice.bridge.instances.")):
             out.append((prefix, leaves))
         elif leaves:
-            names = ", ".join(leaves)
+            names = ", ".join(_key_name(key) for key in leaves)
             raise ConfigError(
                 source, names, "keys must sit inside a section such as [voice.bridge]"
             )
@@ -402,13 +404,23 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
     return out
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _key_name(key: str) -> str:
+    """An unknown key or section as the error shows it: bare if TOML would write it bare (dots
+    joining its parts), else quoted, escaped and cut to 64 characters, so an empty name or one
+    holding a line break still reads as one line."""
+    return key if _BARE_KEY.fullmatch(key) else repr(key[:64])
+
+
 def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> dict[str, Any]:
     out = {}
     for key, value in table.items():
         if key not in INSTANCE_KEYS:
             raise ConfigError(
                 source,
-                f"[{section}] {key}",
+                f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
         out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)

@@ -26,7 +26,17 @@ toml_scalars = (
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats()
     | st.text(max_size=30)
-    | st.sampled_from(["127.0.0.1", "localhost", "ws://127.0.0.1:9998/control", "wss://x/voice", "echo", "auto", "FIR"])
+    | st.sampled_from(
+        [
+            "127.0.0.1",
+            "localhost",
+            "ws://127.0.0.1:9998/control",
+            "wss://x/voice",
+            "echo",
+            "auto",
+            "FIR",
+        ]
+    )
     | st.datetimes().map(lambda d: d)
     | st.dates()
 )
@@ -79,8 +89,9 @@ def test_any_mapping_loads_or_is_a_config_error(document: dict[str, Any]) -> Non
     try:
         loaded = config.from_mapping(document, "fuzz.toml")
     except ConfigError as exc:
-        assert exc.source == "fuzz.toml" and exc.key and exc.problem
+        assert exc.source == "fuzz.toml" and exc.key.strip() and exc.problem
         assert str(exc).startswith("fuzz.toml: ")
+        assert "\n" not in exc.key, exc.key  # start-up prints it as one line
         return
     _check_loaded(loaded)
 
@@ -107,7 +118,10 @@ def _in_bounds(spec: config.Key) -> Any:
     if spec.type is float:
         return st.floats(spec.min, spec.max, allow_nan=False)
     if spec.type is list:
-        return st.lists(st.sampled_from(["ws://127.0.0.1:9998/control", "wss://voice.example.com/control"]), max_size=2)
+        return st.lists(
+            st.sampled_from(["ws://127.0.0.1:9998/control", "wss://voice.example.com/control"]),
+            max_size=2,
+        )
     return st.just(spec.default)
 
 
@@ -139,9 +153,28 @@ def test_valid_configs_round_trip(data: st.DataObject) -> None:
 @given(
     st.binary(max_size=300)
     | st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))
-    | st.sampled_from(["[voice.bridge]\n", "[dashboard]\n", "[voice.bridge.instances.1]\n", ""]).flatmap(
+    | st.sampled_from(
+        ["[voice.bridge]\n", "[dashboard]\n", "[voice.bridge.instances.1]\n", ""]
+    ).flatmap(
         lambda header: st.lists(
-            st.tuples(st.sampled_from(KEYS), st.sampled_from(["1", "-1", "nan", "inf", "1e400", '"x"', "true", "[1]", "1979-05-27", '"127.0.0.1\\nX=1"', "0.5"])),
+            st.tuples(
+                st.sampled_from(KEYS),
+                st.sampled_from(
+                    [
+                        "1",
+                        "-1",
+                        "nan",
+                        "inf",
+                        "1e400",
+                        '"x"',
+                        "true",
+                        "[1]",
+                        "1979-05-27",
+                        '"127.0.0.1\\nX=1"',
+                        "0.5",
+                    ]
+                ),
+            ),
             max_size=4,
         ).map(lambda pairs: (header + "".join(f"{k} = {v}\n" for k, v in pairs)).encode())
     )
@@ -175,6 +208,18 @@ def test_each_found_case_is_a_config_error() -> None:
             continue
         raise AssertionError(f"{name} was accepted")
 
+
+def test_an_empty_or_multi_line_key_is_named_on_one_line() -> None:
+    for document in ({"": False}, {"voice": {"bridge": {"": 1}}}, {"dashboard": {"a\nb": 1}}):
+        try:
+            config.from_mapping(document, "fuzz.toml")
+        except ConfigError as exc:
+            assert exc.key.strip() and "\n" not in exc.key, exc.key
+            assert '""' in exc.key or "''" in exc.key or "\\n" in exc.key, exc.key
+        else:
+            raise AssertionError(f"{document} was accepted")
+
+
 def test_tables_nested_thousands_deep_are_a_config_error(tmp_path: Path) -> None:
     deep: dict[str, Any] = {}
     table = deep
@@ -188,7 +233,10 @@ def test_tables_nested_thousands_deep_are_a_config_error(tmp_path: Path) -> None
             pass
         else:
             raise AssertionError("3000 nested tables were accepted")
-    for body in (b"a = " + b"[" * 5000 + b"]" * 5000, b"[" + b".".join([b"a"] * 3000) + b"]\nx = 1\n"):
+    for body in (
+        b"a = " + b"[" * 5000 + b"]" * 5000,
+        b"[" + b".".join([b"a"] * 3000) + b"]\nx = 1\n",
+    ):
         path = tmp_path / "config.toml"
         path.write_bytes(body)
         try:
