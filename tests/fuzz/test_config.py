@@ -5,7 +5,6 @@ round-trips through ``from_mapping``."""
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import tempfile
 from pathlib import Path
