@@ -98,7 +98,7 @@ def test_snapshots_round_trip(
 INFO_FIELDS = [*operator.InstanceInfo.__dataclass_fields__, *operator.CallInfo.__dataclass_fields__]
 
 
-@examples(150)
+@examples(60)
 @given(
     st.fixed_dictionaries(
         {},

@@ -36,7 +36,7 @@ def test_any_bytes_are_an_event_or_a_protocol_error(raw: str | bytes) -> None:
     parse_or_refuse(raw)
 
 
-@examples(400)
+@examples(120)
 @given(
     st.fixed_dictionaries(
         {"event": st.sampled_from(EVENTS) | json_values},
