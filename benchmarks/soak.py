@@ -56,6 +56,8 @@ KINDS = {
     "bad_opus": 10,
     "vanish": 15,
 }
+CLOSE_WAIT_S = 3.0  # how long an abusive caller waits for the bridge to close its call
+CALL_LIMIT_S = 30.0  # no call of the soak takes longer; one that does is counted as failed
 OVERSIZED_BYTES = 70 * 1024  # above the bridge's default max_message_bytes (64 KiB)
 
 
@@ -222,6 +224,8 @@ class Tally:
     placed: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     stream_sids: list[str] = field(default_factory=list)  # Twilio calls that sent `start`
+    close_codes: Counter[str] = field(default_factory=Counter)  # abusive kind and close code
+    kept_open: Counter[str] = field(default_factory=Counter)  # abuses the bridge did not close
 
 
 async def _twilio_abuse(url: str, kind: str, tally: Tally) -> None:
@@ -247,20 +251,29 @@ async def _twilio_abuse(url: str, kind: str, tally: Tally) -> None:
             if transport is not None:
                 transport.abort()
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            async for _ in ws:
-                pass
-        await ws.close()
+        await _expect_close(ws, kind, tally)
 
 
-async def _bad_opus(url: str) -> None:
+async def _bad_opus(url: str, tally: Tally) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         await ws.receive(10)  # the handshake
         await ws.send_bytes(moshi.audio(moshi.OGG_MAGIC + os.urandom(400)))
         await ws.send_bytes(moshi.audio(moshi.OGG_MAGIC + b"\x00" * 23 + os.urandom(300)))
-        with contextlib.suppress(asyncio.TimeoutError):
+        await _expect_close(ws, "bad_opus", tally)
+
+
+async def _expect_close(ws: aiohttp.ClientWebSocketResponse, kind: str, tally: Tally) -> None:
+    """Wait for the bridge to close an abusive call; after CLOSE_WAIT_S, count it as kept
+    open (a finding, not a failure: the call still has to end exactly once) and hang up."""
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
             async for _ in ws:
                 pass
+    except TimeoutError:
+        tally.kept_open[kind] += 1
+    else:
+        tally.close_codes[f"{kind} {ws.close_code}"] += 1
+    await ws.close()
 
 
 async def place(kind: str, ws_url: str, tally: Tally) -> None:
@@ -272,7 +285,7 @@ async def place(kind: str, ws_url: str, tally: Tally) -> None:
         elif kind == "moshi":
             await place_moshi_call(ws_url + "/api/chat", tone(0.4, 24000), tail_seconds=0.2)
         elif kind == "bad_opus":
-            await _bad_opus(ws_url + "/api/chat")
+            await _bad_opus(ws_url + "/api/chat", tally)
         else:
             await _twilio_abuse(ws_url + "/twilio", kind, tally)
     except Exception as exc:  # a refused or broken call is counted, the soak goes on
@@ -286,7 +299,11 @@ async def churn(ws_url: str, seconds: float, concurrency: int, seed: int, tally:
 
     async def worker() -> None:
         while time.monotonic() < deadline:
-            await asyncio.wait_for(place(rng.choices(kinds, weights)[0], ws_url, tally), 30)
+            kind = rng.choices(kinds, weights)[0]
+            try:
+                await asyncio.wait_for(place(kind, ws_url, tally), CALL_LIMIT_S)
+            except TimeoutError:
+                tally.failed[f"{kind}: no end within {CALL_LIMIT_S:g} s"] += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -361,6 +378,8 @@ async def soak(seconds: float, concurrency: int, seed: int, workdir: Path) -> di
         "placed": dict(tally.placed),
         "placed_total": sum(tally.placed.values()),
         "failed": dict(tally.failed),
+        "abuse_close_codes": dict(tally.close_codes),
+        "abuse_kept_open": dict(tally.kept_open),
         "bridge_calls_started": len(watcher.started),
         "end_reasons": dict(watcher.reasons),
         "before": before,
@@ -384,6 +403,9 @@ def print_report(report: dict[str, Any]) -> None:
     )
     print(f"calls placed: {report['placed_total']} {report['placed']}")
     print(f"client-side failures: {report['failed'] or 'none'}")
+    print(f"abusive calls closed by the bridge (kind, code): {report['abuse_close_codes']}")
+    kept = report["abuse_kept_open"]
+    print(f"abusive calls still open after {CLOSE_WAIT_S:g} s (hung up by us): {kept or 'none'}")
     started, reasons = report["bridge_calls_started"], report["end_reasons"]
     print(f"calls the bridge started: {started}; end reasons {reasons}")
     for name in ("bridge", "supervisor"):
