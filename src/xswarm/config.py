@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,7 @@ DEFAULT_PATH = Path("/opt/xswarm/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/xswarm")
 SUPERVISOR_PORT = 9999
 MAX_CONFIG_BYTES = 1 << 20
+MAX_TABLE_DEPTH = 16  # [voice.bridge.instances.N] is 4; more is a mistake or an attack
 
 _T = TypeVar("_T")
 _RULES = "xswarm.config.rules"
@@ -444,6 +446,10 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(source, "(file)", f"is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(syntax)", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            source, "(syntax)", "invalid TOML: arrays or tables nested too deeply"
+        ) from None
     return from_mapping(data, source)
 
 
@@ -454,22 +460,26 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
     for section_name, table in _flatten_sections(data, source):
         if section_name.startswith("voice.bridge.instances."):
             number = section_name.rsplit(".", 1)[1]
-            if not number.isdigit():
-                raise ConfigError(source, f"[{section_name}]", "instance must be a whole number")
+            if not (number.isascii() and number.isdigit() and len(number) <= 5):
+                raise ConfigError(
+                    source,
+                    f"[{_key_name(section_name)}]",
+                    "instance must be a whole number 0 to 99999",
+                )
             instances[int(number)] = _instance_overrides(table, section_name, source)
             continue
         schema = SCHEMA.get(section_name)
         if schema is None:
             known = ", ".join(f"[{s}]" for s in SCHEMA)
             raise ConfigError(
-                source, f"[{section_name}]", f"unknown section; expected one of {known}"
+                source, f"[{_key_name(section_name)}]", f"unknown section; expected one of {known}"
             )
         for key, value in table.items():
             spec = schema.get(key)
             if spec is None:
                 raise ConfigError(
                     source,
-                    f"[{section_name}] {key}",
+                    f"[{section_name}] {_key_name(key)}",
                     f"unknown key; expected one of {', '.join(schema)}",
                 )
             checked = _check(value, spec, f"[{section_name}] {key}", source)
@@ -484,21 +494,37 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
     """Turn nested TOML tables into ("voice.bridge", {...}) pairs, leaf keys only."""
     out: list[tuple[str, dict[str, Any]]] = []
 
-    def walk(prefix: str, table: Mapping[str, Any]) -> None:
+    def walk(prefix: str, table: Mapping[str, Any], depth: int) -> None:
+        if depth > MAX_TABLE_DEPTH:
+            raise ConfigError(
+                source,
+                f"[{_key_name(prefix)}]",
+                f"tables nested more than {MAX_TABLE_DEPTH} deep; no section is deeper than 4",
+            )
         leaves = {k: v for k, v in table.items() if not isinstance(v, dict)}
         if prefix and (leaves or prefix in SCHEMA or prefix.startswith("voice.bridge.instances.")):
             out.append((prefix, leaves))
         elif leaves:
-            names = ", ".join(leaves)
+            names = ", ".join(_key_name(key) for key in leaves)
             raise ConfigError(
                 source, names, "keys must sit inside a section such as [voice.bridge]"
             )
         for key, value in table.items():
             if isinstance(value, dict):
-                walk(f"{prefix}.{key}" if prefix else key, value)
+                walk(f"{prefix}.{key}" if prefix else key, value, depth + 1)
 
-    walk("", data)
+    walk("", data, 0)
     return out
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _key_name(key: str) -> str:
+    """An unknown key or section as the error shows it: bare if TOML would write it bare (dots
+    joining its parts), else quoted, escaped and cut to 64 characters, so an empty name or one
+    holding a line break still reads as one line."""
+    return key if _BARE_KEY.fullmatch(key) else repr(key[:64])
 
 
 def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> dict[str, Any]:
@@ -507,7 +533,7 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
         if key not in INSTANCE_KEYS:
             raise ConfigError(
                 source,
-                f"[{section}] {key}",
+                f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
         out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
@@ -534,6 +560,9 @@ def _check(value: Any, spec: Key, where: str, source: str) -> Any:
 
 def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
     expected = _TYPE_NAMES[spec.type]
+    if spec.type is float and not math.isfinite(value):
+        # NaN passes every bound check (all comparisons are false), so it is refused here.
+        raise ConfigError(source, where, f"expected a finite number, got {value!r}")
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(
             source, where, f"expected one of {', '.join(spec.choices)}, got {value!r}"
@@ -636,10 +665,14 @@ def _check_public_url(config: Config) -> None:
     if not url:
         return
     where = "[voice.bridge] public_url"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unclosed "[" of an IPv6 literal, say
+        hostname = None
     if (
-        parts.scheme not in ("wss", "ws", "https", "http")
-        or not parts.hostname
+        not hostname  # first: ``parts`` is unset when urlsplit refused the URL
+        or parts.scheme not in ("wss", "ws", "https", "http")
         or parts.query
         or parts.fragment
         or any(ord(ch) < 0x21 or 0x7F <= ord(ch) <= 0x9F for ch in url)

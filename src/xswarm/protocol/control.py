@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from xswarm.protocol.values import (
     BadMessage,
+    finite_mapping,
     finite_number,
     kind,
     load_object,
@@ -178,7 +179,7 @@ class InstanceStatus:
             version=text(data.get("version")),
             pid=whole_number(data.get("pid")),
             reloads=whole_number(data.get("reloads")),
-            engine_details=mapping(data.get("engine_details")),
+            engine_details=finite_mapping(data.get("engine_details")),
         )
 
 
