@@ -97,7 +97,9 @@ def _for_hint(hint: Any, overrides: Mapping[type, Any]) -> Any:
     if origin is tuple:
         return st.lists(_for_hint(typing.get_args(hint)[0], overrides), max_size=3).map(tuple)
     if origin in (Mapping, dict, typing.Mapping):
-        return st.dictionaries(st.text(max_size=12), finite_json_values, max_size=3)
+        arguments = typing.get_args(hint)
+        values = _for_hint(arguments[1], overrides) if arguments else finite_json_values
+        return st.dictionaries(st.text(max_size=12), values, max_size=3)
     if hint is Any:
         return finite_json_values
     if dataclasses.is_dataclass(hint):

@@ -107,7 +107,15 @@ def test_a_wrong_value_is_refused_naming_its_key(where: tuple[str, str], value: 
     _check_loaded(loaded)
 
 
-def _in_bounds(spec: config.Key) -> Any:
+# Valid items for each list key: the key's own kind of value, not one shape for all lists.
+_LIST_ITEMS = {
+    "instances": ["ws://127.0.0.1:9998/control", "wss://voice.example.com/control"],
+    "trusted_proxies": ["127.0.0.1", "::1", "10.0.0.0/8"],
+    "server_names": ["voice.example.com", "localhost"],
+}
+
+
+def _in_bounds(name: str, spec: config.Key) -> Any:
     if spec.choices is not None:
         return st.sampled_from(spec.choices)
     if spec.type is bool:
@@ -117,10 +125,7 @@ def _in_bounds(spec: config.Key) -> Any:
     if spec.type is float:
         return st.floats(spec.min, spec.max, allow_nan=False)
     if spec.type is list:
-        return st.lists(
-            st.sampled_from(["ws://127.0.0.1:9998/control", "wss://voice.example.com/control"]),
-            max_size=2,
-        )
+        return st.lists(st.sampled_from(_LIST_ITEMS[name]), max_size=2)
     return st.just(spec.default)
 
 
@@ -130,7 +135,7 @@ def test_valid_configs_round_trip(data: st.DataObject) -> None:
     document: dict[str, Any] = {}
     for section, keys in config.SCHEMA.items():
         chosen = data.draw(st.lists(st.sampled_from(list(keys)), unique=True, max_size=4))
-        table = {key: data.draw(_in_bounds(keys[key])) for key in chosen}
+        table = {key: data.draw(_in_bounds(key, keys[key])) for key in chosen}
         document = _merge(document, _nest(section, table))
     try:
         loaded = config.from_mapping(document)
