@@ -268,6 +268,12 @@ class MoshiSection:
     greedy: bool = setting(False)
     cfg_coef: float = setting(1.0, live=False, min=0, max=100)
     cuda_graphs: bool = setting(True, live=False)
+    random_weights: bool = setting(
+        False,
+        live=False,
+        help="UNTRAINED random weights at the model's real size, no files: for speed "
+        "measurement only (make gpu-check), never for calls; callers would hear noise",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -136,6 +136,8 @@ class Facts:
     # What a start would run and why (``engine.select.choice``); engine None: it would exit 78.
     engine_choice: str | None = None
     engine_choice_reason: str = ""
+    # ``[voice.moshi] random_weights``: untrained weights, for speed measurement only.
+    random_weights: bool = False
     gpu_present: bool = False
     database: DatabaseFacts | None = None
     units: dict[str, UnitFacts] = field(default_factory=dict)
@@ -444,6 +446,16 @@ def _engine(facts: Facts) -> list[Finding]:
     if facts.engine == "echo":
         return [Finding(OK, "engine", "echo engine: no models or GPU needed")]
     out = []
+    if facts.random_weights:
+        out.append(
+            Finding(
+                FAIL,
+                "engine",
+                "[voice.moshi] random_weights = true: MOSHI would serve UNTRAINED random "
+                "weights and callers would hear noise (it exists for make gpu-check only)",
+                "remove random_weights from config.toml",
+            )
+        )
     if facts.engine_choice_reason:
         if facts.engine_choice is None:
             out.append(

@@ -180,6 +180,7 @@ def gather(layout: Layout, config_path: Path) -> Facts:
                 )
     facts.engine = bridge.engine
     facts.device = config.moshi.device
+    facts.random_weights = config.moshi.random_weights
     facts.gpu_present = Path("/dev/nvidia0").exists()
     if facts.engine != "echo":
         facts.models_error = _probe_models(config, files, layout)
