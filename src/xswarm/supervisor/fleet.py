@@ -41,6 +41,9 @@ RELAYED_EVENTS = frozenset(
         "dtmf",
         "suggestion_applied",
         "suggestion_rejected",
+        "suggestion_started",
+        "suggestion_finished",
+        "context_exceeded",
         "instance_status",
     }
 )
