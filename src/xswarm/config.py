@@ -123,6 +123,11 @@ class BridgeSection:
         help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
         "(docs/SECURITY.md)",
     )
+    busy_message: str = setting(
+        "Sorry, all our lines are busy. Please call again in a few minutes.",
+        help="what POST /twilio/voice says to a caller (TwiML <Say>, then <Hangup/>) when the "
+        "bridge is full, draining or starting, instead of connecting a stream it would refuse",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "
