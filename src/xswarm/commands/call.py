@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from xswarm import config as config_module
 from xswarm.audio.levels import dbfs
 from xswarm.audio.wav import write_wav
+from xswarm.client import dial
 from xswarm.client.common import (
     DEFAULT_URL,
     SAMPLE_WAV,
@@ -25,6 +27,9 @@ from xswarm.client.common import (
 )
 from xswarm.client.moshi_call import MoshiCallResult, place_moshi_call
 from xswarm.client.twilio_call import TwilioCallResult, place_twilio_call
+from xswarm.commands.options import server_config_option
+from xswarm.ops import twilio_console
+from xswarm.protocol import twilio
 
 NORMAL_CLOSES = (None, 1000, 1001)
 
@@ -64,6 +69,27 @@ NORMAL_CLOSES = (None, 1000, 1001)
     help="the URL Twilio dials, signed for X-Twilio-Signature when TWILIO_AUTH_TOKEN is set "
     "(the bridge's public_url, e.g. wss://voice.example.com); default: the --url called",
 )
+@click.option(
+    "--dial",
+    "dial_to",
+    default=None,
+    metavar="+E164",
+    help="instead: have Twilio dial this phone number and connect it to the bridge "
+    "(TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN from the environment)",
+)
+@click.option("--from", "dial_from", default=None, metavar="+E164", help="with --dial: your number")
+@click.option(
+    "--public-url",
+    default=None,
+    help="with --dial: where Twilio reaches the bridge (default: [voice.bridge] public_url)",
+)
+@click.option(
+    "--twilio-api",
+    default=dial.TWILIO_API,
+    show_default=True,
+    help="with --dial: Twilio's REST API base URL (a region's, or a test double)",
+)
+@server_config_option()
 def command(
     wav_path: Path,
     transport: str,
@@ -72,8 +98,25 @@ def command(
     tail: float,
     dtmf: str,
     signed_url: str | None,
+    dial_to: str | None,
+    dial_from: str | None,
+    public_url: str | None,
+    twilio_api: str,
+    config_path: Path | None,
 ) -> None:
-    """Place one simulated call from a WAV file; save the reply and print latency."""
+    """Place one simulated call from a WAV file; save the reply and print latency.
+
+    With --dial and --from, Twilio places a real phone call to that number instead, answered
+    by this bridge's /twilio/voice webhook."""
+    if dial_to is not None or dial_from is not None:
+        if not (dial_to and dial_from):
+            raise click.UsageError("--dial and --from go together: the callee and your number")
+        config = config_module.load(config_path)
+        bridge_url = twilio_console.public_url_of(config, public_url)
+        placed = dial.dial(dial_to, dial_from, bridge_url, api_base=twilio_api)
+        click.echo(f"Twilio call {placed.sid}: {placed.status}, {placed.from_} -> {placed.to}")
+        click.echo(f"answered by {twilio.webhook_url(bridge_url, twilio.VOICE_PATH)}")
+        return
     target = call_url(url, transport)
     signed = call_url(signed_url, transport) if signed_url else None
     bad_digits = set(dtmf) - set("0123456789*#ABCD")

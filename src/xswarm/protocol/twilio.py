@@ -784,3 +784,16 @@ def say_hangup_twiml(message: str) -> str:
 def _xml(text: str) -> str:
     """Text safe in an XML attribute or element; characters XML 1.0 forbids are dropped."""
     return escape(_UNPRINTABLE.sub("", text), {'"': "&quot;"})
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def e164_problem(number: str) -> str | None:
+    """Why ``number`` is not a phone number as Twilio's API takes it; None when it is."""
+    if _E164.fullmatch(number) is None:
+        return (
+            f"{number[:32]!r} is not an E.164 number: + then the country code and number, "
+            "e.g. +14155550100"
+        )
+    return None
