@@ -86,4 +86,5 @@ def dial(
         ) from None
     except OSError as exc:
         raise ClientError(f"cannot reach Twilio's API at {api_base}: {exc}") from None
-    return DialedCall(str(call.sid), str(call.status), str(call.to), str(call.from_))
+    # The library keeps the answer's "from" private (``_from``); it is the number we sent.
+    return DialedCall(str(call.sid), str(call.status), str(call.to), from_)

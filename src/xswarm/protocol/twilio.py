@@ -656,6 +656,9 @@ def parse_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
         raise FormError(f"body of {len(body)} bytes exceeds {MAX_FORM_BYTES}", 413)
     try:
         text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormError("form is not URL-encoded text (raw non-ASCII bytes)") from None
+    try:
         return parse_qsl(
             text,
             keep_blank_values=True,
@@ -663,8 +666,6 @@ def parse_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
             errors="strict",
             max_num_fields=MAX_FORM_FIELDS,
         )
-    except UnicodeDecodeError:
-        raise FormError("form is not URL-encoded text (raw non-ASCII bytes)") from None
     except ValueError as exc:
         reason = "too many fields" if "Max number" in str(exc) else "malformed or not UTF-8"
         raise FormError(f"form is not a valid URL-encoded body: {reason}") from None
