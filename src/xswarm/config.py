@@ -128,6 +128,11 @@ class BridgeSection:
         help="what POST /twilio/voice says to a caller (TwiML <Say>, then <Hangup/>) when the "
         "bridge is full, draining or starting, instead of connecting a stream it would refuse",
     )
+    web_client: bool = setting(
+        False,
+        help="serve the browser client at GET / (it calls /api/chat; XSWARM_CALL_TOKEN can "
+        "require a token, docs/SECURITY.md)",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "

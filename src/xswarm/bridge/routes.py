@@ -12,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from xswarm.bridge import control, moshi_chat, twilio_media, twilio_voice
+from xswarm.bridge import control, moshi_chat, twilio_media, twilio_voice, web_page
 from xswarm.bridge.host import CALL_HOST, CONTROL_HOST, ControlHost
 from xswarm.bridge.registry import CallRegistry
 from xswarm.bridge.status import StatusBoard
@@ -38,6 +38,7 @@ def build_app(
     app.router.add_post("/twilio/status", twilio_webhooks.status)
     app.router.add_get("/api/chat", moshi_chat.handle)
     app.router.add_get("/control", control.handle)
+    web_page.install(app)
     return app
 
 
