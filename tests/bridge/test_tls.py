@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
-import json
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support.bridge import VENV_BIN, free_port
-from tests.support.certs import Leaf, PrivateCa, make_ca, not_after
-from tests.support.waiting import eventually_sync
+from tests.support.bridge import VENV_BIN
+from tests.support.certs import (
+    Leaf,
+    PrivateCa,
+    https_get,
+    make_ca,
+    not_after,
+    start_tls_bridge,
+    tls_bridge,
+)
 from xswarm.client.common import client_ssl
 from xswarm.client.twilio_call import place_twilio_call
 from xswarm.tls import PemPair, ServerTls, TlsError, check_pair, read_certificate
@@ -49,87 +50,6 @@ def served_serial(port: int, ca: PrivateCa) -> int:
     ):
         assert tls.selected_alpn_protocol() == "http/1.1"
         return int(tls.getpeercert()["serialNumber"], 16)  # type: ignore[index, arg-type]
-
-
-def https_get(port: int, path: str, ca: PrivateCa) -> str:
-    url = f"https://localhost:{port}{path}"
-    with urllib.request.urlopen(url, timeout=5, context=client_context(ca)) as response:
-        return str(response.read().decode())
-
-
-class TlsBridge:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, folder: Path) -> None:
-        self.proc, self.port, self.folder = proc, port, folder
-
-    def log(self) -> str:
-        return (self.folder / "stderr.log").read_text(errors="replace")
-
-    def reload_record(self) -> dict[str, object]:
-        path = self.folder / "run" / "reload.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
-
-    def sighup_and_wait(self, generation: int) -> dict[str, object]:
-        self.proc.send_signal(signal.SIGHUP)
-        return eventually_sync(
-            self.reload_record,
-            lambda record: record.get("generation") == generation,
-            within=15,
-            detail=self.log,
-        )
-
-
-def start_tls_bridge(
-    folder: Path, leaf: Leaf, ca: PrivateCa
-) -> tuple[subprocess.Popen[bytes], int]:
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = folder / "config.toml"
-    config.write_text(
-        f'[voice.bridge]\nport = {port}\nengine = "echo"\n'
-        f'tls_cert = "{leaf.cert}"\ntls_key = "{leaf.key}"\n'
-        f'[paths]\nstate_dir = "{folder / "state"}"\n'
-    )
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("XSWARM_", "TWILIO_", "LISTEN_"))
-    }
-    env["XSWARM_RUNTIME_DIR"] = str(folder / "run")
-    env.pop("NOTIFY_SOCKET", None)
-    with (folder / "stderr.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "xswarm-voice"), "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=folder,
-        )
-    return proc, port
-
-
-@contextlib.contextmanager
-def tls_bridge(folder: Path, leaf: Leaf, ca: PrivateCa) -> Iterator[TlsBridge]:
-    proc, port = start_tls_bridge(folder, leaf, ca)
-    bridge = TlsBridge(proc, port, folder)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"xswarm-voice exited with {proc.returncode}:\n{bridge.log()}")
-        try:
-            return "ready" in https_get(port, "/readyz", ca)
-        except OSError:
-            return False
-
-    try:
-        eventually_sync(ready, within=60, detail=bridge.log)
-        yield bridge
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 # -- xswarm.tls, on certificates openssl made ---------------------------------------------
