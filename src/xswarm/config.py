@@ -138,6 +138,15 @@ class BridgeSection:
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
     )
+    tls_cert: str = setting(
+        "",
+        live=False,
+        help="PEM certificate chain: the bridge serves wss:// and https:// itself (without "
+        "HAProxy in front); SIGHUP re-reads the files, so a renewal needs no restart",
+    )
+    tls_key: str = setting(
+        "", live=False, help="PEM private key of tls_cert; empty: the key is in tls_cert's file"
+    )
     resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
         "auto",
         live=False,
@@ -702,8 +711,18 @@ def _check_trusted_proxies(config: Config) -> None:
             ) from None
 
 
+def _check_tls(config: Config) -> None:
+    if config.bridge.tls_key and not config.bridge.tls_cert:
+        raise ConfigError(
+            config.source,
+            "[voice.bridge] tls_key",
+            "is set without tls_cert; set tls_cert to the certificate chain's PEM file",
+        )
+
+
 def _check_cross(config: Config) -> None:
     _check_hosts(config)
+    _check_tls(config)
     _check_public_url(config)
     _check_trusted_proxies(config)
     bridge, dash_port = config.bridge, config.dashboard.port

@@ -27,6 +27,7 @@ import json
 import math
 import resource
 import socket
+import ssl
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,8 +304,10 @@ class Bench:
         grace_seconds: float = 1.0,
         phases: int = 4,
         aligned: bool = False,
+        tls: ssl.SSLContext | bool = True,
     ) -> None:
         self.url = url
+        self.tls = tls
         self.aligned = aligned
         self.phases = phases
         self.seconds = seconds
@@ -330,7 +333,7 @@ class Bench:
 
     async def run(self) -> BenchReport:
         loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True, ssl=self.tls)
         async with aiohttp.ClientSession(connector=connector) as session:
             before = await self._scrape(session)
             usage_before = resource.getrusage(resource.RUSAGE_SELF)

@@ -22,7 +22,14 @@ from xswarm.client.bench import (
     require_loopback,
     tone,
 )
-from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url, caller_voice
+from xswarm.client.common import (
+    DEFAULT_URL,
+    SAMPLE_WAV,
+    ClientError,
+    call_url,
+    caller_voice,
+    client_ssl,
+)
 
 
 @click.command(name="bench")
@@ -77,6 +84,12 @@ from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url,
     help="measure by content: send seeded noise, match each reply to what was sent, report "
     "each frame's first-sample latency and the frames that never came back (replaces --wav)",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="for wss://: trust this PEM CA (or self-signed certificate) instead of the system's",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def command(
     calls: int,
@@ -88,6 +101,7 @@ def command(
     phases: int,
     wav_path: Path | None,
     aligned: bool,
+    ca_file: Path | None,
     as_json: bool,
 ) -> None:
     """Run N concurrent real-time calls against a bridge and print latency, loss and CPU."""
@@ -109,6 +123,7 @@ def command(
         grace_seconds=grace,
         phases=phases,
         aligned=aligned,
+        tls=client_ssl(ca_file),
     )
     report = asyncio.run(bench.run())
     if as_json:

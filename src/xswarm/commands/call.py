@@ -23,6 +23,7 @@ from xswarm.client.common import (
     Latency,
     call_url,
     caller_voice,
+    client_ssl,
     format_ms,
 )
 from xswarm.client.moshi_call import MoshiCallResult, place_moshi_call
@@ -90,6 +91,12 @@ NORMAL_CLOSES = (None, 1000, 1001)
     help="with --dial: Twilio's REST API base URL (a region's, or a test double)",
 )
 @server_config_option()
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="for wss://: trust this PEM CA (or self-signed certificate) instead of the system's",
+)
 def command(
     wav_path: Path,
     transport: str,
@@ -103,6 +110,7 @@ def command(
     public_url: str | None,
     twilio_api: str,
     config_path: Path | None,
+    ca_file: Path | None,
 ) -> None:
     """Place one simulated call from a WAV file; save the reply and print latency.
 
@@ -124,15 +132,16 @@ def command(
         raise click.BadParameter(
             f"{''.join(sorted(bad_digits))!r} are not keypad digits", param_hint="--dtmf"
         )
+    tls = client_ssl(ca_file)
     rate = 8000 if transport == "twilio" else 24000
     voice = caller_voice(wav_path, rate)
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
     result: TwilioCallResult | MoshiCallResult
     if transport == "twilio":
-        result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed))
+        result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed, tls=tls))
         unit = "frames of 20 ms"
     else:
-        result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words))
+        result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words, tls=tls))
         unit = "frames of 80 ms"
     reply = result.reply_pcm()
     write_wav(out, reply, rate)
