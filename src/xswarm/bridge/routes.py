@@ -1,8 +1,9 @@
 """The bridge's one HTTP/WebSocket listener: which path is served by what.
 
-``/twilio`` and ``/api/chat`` are the call transports (they see the registry as their
-``CallHost``), ``/control`` is the supervisor's connection (it sees the ``ControlHost``), and
-``/healthz``, ``/readyz`` and ``/metrics`` answer from the status board.
+``/twilio``, ``/telnyx``, ``/plivo``, ``/exotel`` and ``/api/chat`` are the call transports
+(they see the registry as their ``CallHost``), ``/control`` is the supervisor's connection (it
+sees the ``ControlHost``), and ``/healthz``, ``/readyz`` and ``/metrics``
+answer from the status board.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from xswarm.bridge import control, moshi_chat, twilio_media
+from xswarm.bridge import carriers, control, moshi_chat, twilio_media
 from xswarm.bridge.host import CALL_HOST, CONTROL_HOST, ControlHost
 from xswarm.bridge.registry import CallRegistry
 from xswarm.bridge.status import StatusBoard
@@ -32,6 +33,9 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/twilio", twilio_media.handle)
+    app.router.add_get("/telnyx", carriers.handle_telnyx)
+    app.router.add_get("/plivo", carriers.handle_plivo)
+    app.router.add_get("/exotel", carriers.handle_exotel)
     app.router.add_get("/api/chat", moshi_chat.handle)
     app.router.add_get("/control", control.handle)
     return app
