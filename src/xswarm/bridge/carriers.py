@@ -22,11 +22,11 @@ from aiohttp import web
 from xswarm.bridge.host import CALL_HOST
 from xswarm.bridge.media_stream import MediaStreamSession
 from xswarm.bridge.session import refuse, serve_call
-from xswarm.protocol import exotel, plivo, telnyx
+from xswarm.protocol import exotel, media_stream, plivo, telnyx
 from xswarm.protocol.auth import bearer_token, tokens_match
 from xswarm.tokens import TokenError, read_token
 
-CARRIER_TOKEN_ENV = "XSWARM_CARRIER_TOKEN"
+CARRIER_TOKEN_ENV = media_stream.CARRIER_TOKEN_ENV
 TOKEN_QUERY_PARAMETER = "token"
 
 

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from xswarm.errors import ProtocolError
 
+# The bridge's own token for carrier streams (none signs its media socket as Twilio does).
+CARRIER_TOKEN_ENV = "XSWARM_CARRIER_TOKEN"
 MAX_MESSAGE_BYTES = 64 * 1024  # a start with many custom parameters still fits
 MAX_ID_CHARS = 128
 # UUIDs, Telnyx's "v3:…" call control ids, and the carriers' hex sids.
