@@ -3,12 +3,14 @@ a real bridge with the echo engine, the reply checked against the voice sent."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.client.test_bench import run_bench
 from tests.client.test_call import ECHO_CONFIG, run_call, similarity
 from tests.support.bridge import BridgeProcess, running_bridge
 from xswarm.audio.wav import read_wav
@@ -70,3 +72,17 @@ def test_the_carrier_token_opens_the_endpoints_and_a_wrong_one_does_not(tmp_path
         )  # fmt: skip
         assert done.returncode != 0
         assert "403" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("transport", ["telnyx", "plivo", "exotel"])
+def test_bench_speaks_each_carrier(bridge: BridgeProcess, transport: str) -> None:
+    done = run_bench(
+        "--transport", transport, "--calls", "2", "--seconds", "1", "--ramp", "0.1",
+        "--aligned", "--url", bridge.ws_url, "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["connected"] == 2 and report["refused"] == 0
+    assert report["frames_sent"] == 2 * 50
+    assert report["frames_received"] >= 2 * 45
+    assert report["content_lost_frames"] <= 2 * 5  # content-aligned: the replies carry our audio
