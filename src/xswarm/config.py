@@ -123,6 +123,11 @@ class BridgeSection:
         help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
         "(docs/SECURITY.md)",
     )
+    web_client: bool = setting(
+        False,
+        help="serve the browser client at GET / (it calls /api/chat; XSWARM_CALL_TOKEN can "
+        "require a token, docs/SECURITY.md)",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "

@@ -12,7 +12,7 @@ import os
 
 from aiohttp import web
 
-from xswarm.bridge import carriers, control, moshi_chat, twilio_media
+from xswarm.bridge import carriers, control, moshi_chat, twilio_media, web_page
 from xswarm.bridge.host import CALL_HOST, CONTROL_HOST, ControlHost
 from xswarm.bridge.registry import CallRegistry
 from xswarm.bridge.status import StatusBoard
@@ -38,6 +38,7 @@ def build_app(
     app.router.add_get("/exotel", carriers.handle_exotel)
     app.router.add_get("/api/chat", moshi_chat.handle)
     app.router.add_get("/control", control.handle)
+    web_page.install(app)
     return app
 
 
