@@ -33,6 +33,7 @@ import os
 import resource
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -490,12 +491,9 @@ class Bench:
         return self.carrier.parse_outbound(text)
 
     def _is_media(self, text: str) -> bool:
-        """The slow check, for media JSON not laid out as this module expects."""
-        try:
-            message = self._parse_outbound(text)
-        except ProtocolError:
-            return False
-        return isinstance(message, (twilio.OutMedia, media_stream.OutMedia))
+        if self.carrier is None:
+            return _is_media(text)
+        return _is_media(text, self.carrier.parse_outbound)
 
     def _decoded_replies(self, replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
         decoded = []
@@ -564,6 +562,15 @@ class Bench:
             report.timer_lag_p99_ms = float(np.percentile(lags, 99))
             report.timer_lag_max_ms = float(lags.max())
         return report
+
+
+def _is_media(text: str, parse_outbound: Callable[[str], object] = twilio.parse_outbound) -> bool:
+    """The slow check, for media JSON not laid out as ``twilio.Outbound`` writes it."""
+    try:
+        message = parse_outbound(text)
+    except ProtocolError:
+        return False
+    return isinstance(message, (twilio.OutMedia, media_stream.OutMedia))
 
 
 def _delta(before: str | None, after: str | None, name: str) -> float | None:
