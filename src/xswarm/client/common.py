@@ -24,7 +24,13 @@ from xswarm.errors import XswarmError
 
 DEFAULT_URL = "ws://127.0.0.1:9998"
 SAMPLE_WAV = Path(__file__).resolve().parents[3] / "samples" / "hello.wav"
-TRANSPORT_PATHS = {"twilio": "/twilio", "moshi": "/api/chat"}
+TRANSPORT_PATHS = {
+    "twilio": "/twilio",
+    "moshi": "/api/chat",
+    "telnyx": "/telnyx",
+    "plivo": "/plivo",
+    "exotel": "/exotel",
+}
 
 
 class ClientError(XswarmError):

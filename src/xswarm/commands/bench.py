@@ -1,4 +1,5 @@
-"""``xswarm bench``: N concurrent real-time Twilio calls against a running bridge.
+"""``xswarm bench``: N concurrent real-time phone calls (Twilio, Telnyx, Plivo, Exotel)
+against a running bridge.
 
 Prints what decides how many calls one bridge can carry: frame round-trip percentiles,
 frames lost, the bridge's own late frames and CPU per call-second (both read from its
@@ -22,6 +23,7 @@ from xswarm.client.bench import (
     require_loopback,
     tone,
 )
+from xswarm.client.carriers import CARRIERS
 from xswarm.client.common import (
     DEFAULT_URL,
     SAMPLE_WAV,
@@ -47,7 +49,9 @@ from xswarm.client.common import (
     show_default=True,
     help="audio per call",
 )
-@click.option("--transport", type=click.Choice(["twilio"]), default="twilio", show_default=True)
+@click.option(
+    "--transport", type=click.Choice(["twilio", *CARRIERS]), default="twilio", show_default=True
+)
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="the bridge (loopback only)")
 @click.option(
     "--ramp",
@@ -124,6 +128,7 @@ def command(
         phases=phases,
         aligned=aligned,
         tls=client_ssl(ca_file),
+        carrier=CARRIERS.get(transport),
     )
     report = asyncio.run(bench.run())
     if as_json:

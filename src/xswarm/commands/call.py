@@ -1,7 +1,8 @@
 """``xswarm call``: place one simulated call from a WAV file and report what came back.
 
 The quickest end-to-end check of a bridge: the WAV is the caller's voice, sent in real time
-over the Twilio or the Moshi protocol; the reply is saved to a WAV and the latency printed.
+over the Twilio, Telnyx, Plivo, Exotel or Moshi protocol; the reply is saved to a WAV and the
+latency printed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from xswarm import config as config_module
 from xswarm.audio.levels import dbfs
 from xswarm.audio.wav import write_wav
 from xswarm.client import dial
+from xswarm.client.carrier_call import place_carrier_call
+from xswarm.client.carriers import CARRIERS
 from xswarm.client.common import (
     DEFAULT_URL,
     SAMPLE_WAV,
@@ -46,7 +49,17 @@ NORMAL_CLOSES = (None, 1000, 1001)
     help="the caller's voice (any PCM WAV)",
 )
 @click.option(
-    "--transport", type=click.Choice(["twilio", "moshi"]), default="twilio", show_default=True
+    "--transport",
+    type=click.Choice(["twilio", *CARRIERS, "moshi"]),
+    default="twilio",
+    show_default=True,
+)
+@click.option(
+    "--codec",
+    type=click.Choice(["PCMU", "PCMA", "L16"], case_sensitive=False),
+    default=None,
+    help="the carrier stream's audio (Telnyx: PCMU or PCMA; Plivo: PCMU or L16; Exotel: L16); "
+    "default: the carrier's first",
 )
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="the bridge; the path is added")
 @click.option(
@@ -63,7 +76,7 @@ NORMAL_CLOSES = (None, 1000, 1001)
     show_default=True,
     help="seconds to keep listening after the last frame is sent",
 )
-@click.option("--dtmf", default="", help="keypad digits to press during the call (Twilio)")
+@click.option("--dtmf", default="", help="keypad digits to press during the call (phone carriers)")
 @click.option(
     "--signed-url",
     default=None,
@@ -100,6 +113,7 @@ NORMAL_CLOSES = (None, 1000, 1001)
 def command(
     wav_path: Path,
     transport: str,
+    codec: str | None,
     url: str,
     out: Path,
     tail: float,
@@ -133,12 +147,22 @@ def command(
             f"{''.join(sorted(bad_digits))!r} are not keypad digits", param_hint="--dtmf"
         )
     tls = client_ssl(ca_file)
-    rate = 8000 if transport == "twilio" else 24000
+    carrier = CARRIERS.get(transport)
+    if carrier is not None:
+        try:
+            carrier.codec(codec.upper() if codec else None)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--codec") from None
+    rate = 24000 if transport == "moshi" else 8000
     voice = caller_voice(wav_path, rate)
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
     result: TwilioCallResult | MoshiCallResult
     if transport == "twilio":
         result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed, tls=tls))
+        unit = "frames of 20 ms"
+    elif carrier is not None:
+        encoding = codec.upper() if codec else None
+        result = asyncio.run(place_carrier_call(target, carrier, voice, tail, dtmf, encoding))
         unit = "frames of 20 ms"
     else:
         result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words, tls=tls))
