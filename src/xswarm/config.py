@@ -123,10 +123,29 @@ class BridgeSection:
         help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
         "(docs/SECURITY.md)",
     )
+    busy_message: str = setting(
+        "Sorry, all our lines are busy. Please call again in a few minutes.",
+        help="what POST /twilio/voice says to a caller (TwiML <Say>, then <Hangup/>) when the "
+        "bridge is full, draining or starting, instead of connecting a stream it would refuse",
+    )
+    web_client: bool = setting(
+        False,
+        help="serve the browser client at GET / (it calls /api/chat; XSWARM_CALL_TOKEN can "
+        "require a token, docs/SECURITY.md)",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
+    )
+    tls_cert: str = setting(
+        "",
+        live=False,
+        help="PEM certificate chain: the bridge serves wss:// and https:// itself (without "
+        "HAProxy in front); SIGHUP re-reads the files, so a renewal needs no restart",
+    )
+    tls_key: str = setting(
+        "", live=False, help="PEM private key of tls_cert; empty: the key is in tls_cert's file"
     )
     resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
         "auto",
@@ -698,8 +717,18 @@ def _check_trusted_proxies(config: Config) -> None:
             ) from None
 
 
+def _check_tls(config: Config) -> None:
+    if config.bridge.tls_key and not config.bridge.tls_cert:
+        raise ConfigError(
+            config.source,
+            "[voice.bridge] tls_key",
+            "is set without tls_cert; set tls_cert to the certificate chain's PEM file",
+        )
+
+
 def _check_cross(config: Config) -> None:
     _check_hosts(config)
+    _check_tls(config)
     _check_public_url(config)
     _check_trusted_proxies(config)
     bridge, dash_port = config.bridge, config.dashboard.port

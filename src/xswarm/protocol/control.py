@@ -192,6 +192,7 @@ class CallStarted:
     stream_sid: str | None = None
     call_sid: str | None = None
     caller: str | None = None
+    callee: str | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -202,6 +203,7 @@ class CallStarted:
             stream_sid=self.stream_sid,
             call_sid=self.call_sid,
             caller=self.caller,
+            callee=self.callee,
         )
 
     @classmethod
@@ -213,6 +215,7 @@ class CallStarted:
             stream_sid=text(data.get("stream_sid")),
             call_sid=text(data.get("call_sid")),
             caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
         )
 
 
@@ -564,6 +567,49 @@ class ContextExceeded:
 
 
 @dataclass(frozen=True)
+class CarrierStatus:
+    """The carrier's view of a call, from its webhooks (Twilio's voice URL and status
+    callback): ``status`` as the carrier words it (ringing, in-progress, completed, busy,
+    failed, no-answer), ``answer`` what the bridge told the carrier to do (``stream``, or
+    ``busy`` when it could not take the call). Keyed by the carrier's ``call_sid``: the
+    bridge's ``call_id`` does not exist yet when the phone rings."""
+
+    TYPE: ClassVar[str] = "carrier_status"
+    call_sid: str | None = None
+    carrier: str | None = None
+    status: str | None = None
+    caller: str | None = None
+    callee: str | None = None
+    direction: str | None = None
+    duration_s: int | None = None
+    answer: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_sid": self.call_sid, "carrier": self.carrier},
+            status=self.status,
+            caller=self.caller,
+            callee=self.callee,
+            direction=self.direction,
+            duration_s=self.duration_s,
+            answer=self.answer,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CarrierStatus:
+        return cls(
+            call_sid=text(data.get("call_sid")),
+            carrier=text(data.get("carrier")),
+            status=text(data.get("status")),
+            caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
+            direction=text(data.get("direction")),
+            duration_s=whole_number(data.get("duration_s")),
+            answer=text(data.get("answer")),
+        )
+
+
+@dataclass(frozen=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
     id: str | int | None = None
@@ -607,6 +653,7 @@ Event = (
     | SuggestionStarted
     | SuggestionFinished
     | ContextExceeded
+    | CarrierStatus
     | Pong
     | Error
 )
@@ -628,6 +675,7 @@ _EVENTS: dict[str, Any] = {
         SuggestionStarted,
         SuggestionFinished,
         ContextExceeded,
+        CarrierStatus,
         Pong,
         Error,
     )
