@@ -263,6 +263,12 @@ class MoshiSection:
     warmup_steps: int = setting(
         200, live=False, min=1, max=100000, help="steps timed per batch size at warm-up"
     )
+    real_time_check: bool = setting(
+        True,
+        live=False,
+        help="false: warm-up times the steps but neither shrinks the batch nor refuses to "
+        "start; only for a development machine or a test run on a shared CPU",
+    )
     max_failed_steps: int = setting(
         25,
         live=False,

@@ -376,7 +376,15 @@ class MoshiEngine(Engine):
         """
         self._require_loaded()
         frame_ms = self.frame_seconds * 1000
-        if self.requested_slots:
+        if not self.settings.real_time_check:
+            times = self._time_steps(self.capacity)
+            log.warning(
+                "warm-up: %s; [voice.moshi] real_time_check = false: not enforced",
+                times.line(frame_ms),
+            )
+            self.sizing = Sizing(self.capacity, frame_ms, (times,))
+            self.sized_by = "memory"
+        elif self.requested_slots:
             times = self._time_steps(self.capacity)
             log.info("warm-up: %s", times.line(frame_ms))
             self.sizing = Sizing(self.capacity, frame_ms, (times,))
