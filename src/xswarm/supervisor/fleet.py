@@ -111,7 +111,8 @@ class Instance:
     memory_high: int | None = None
     memory_max: int | None = None
     restarts: int = 0
-    last_seen: str | None = None
+    # Wall time of the last message, formatted only when shown (it changes on every event).
+    last_seen_wall: float | None = None
     version: str | None = None
     pid: int | None = None
     error: str | None = "not connected yet"
@@ -145,7 +146,7 @@ class Instance:
             rss=self.rss,
             limits=MemoryLimits(self.memory_high, self.memory_max),
             restarts=self.restarts,
-            last_seen=self.last_seen,
+            last_seen=None if self.last_seen_wall is None else iso(self.last_seen_wall),
             version=self.version,
             pid=self.pid,
             error=self.error,
@@ -395,7 +396,7 @@ class Fleet:
         if inst is None:
             return Outcome()
         inst.last_message_at = self._monotonic()
-        inst.last_seen = iso(self._wall())
+        inst.last_seen_wall = self._wall()
         out = Outcome()
         try:
             envelope = control.decode_event(message)
