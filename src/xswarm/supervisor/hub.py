@@ -105,6 +105,8 @@ class OperatorHub:
         # our request_id sent upstream -> (requester, the requester's own request_id, when)
         self._pending: OrderedDict[str, tuple[Operator, str | int | None, float]] = OrderedDict()
         self._ticker: asyncio.Task[None] | None = None
+        # Calls started or ended since the last tick: the status line is due then.
+        self._calls_changed = False
         self.batch_interval = batch_interval
         self.held = Coalescer()
         self._flusher: asyncio.Task[None] | None = None
@@ -189,6 +191,9 @@ class OperatorHub:
             try:
                 self._apply(self.fleet.check_stale())
                 self._expire_pending()
+                if self._calls_changed:
+                    self._calls_changed = False
+                    self._on_change()
             except Exception:
                 log.exception("staleness check failed; continuing")
 
@@ -227,12 +232,11 @@ class OperatorHub:
                 log.exception("could not record the end of call %s", record.call_id)
         for event in outcome.events:
             self.broadcast(event)
-        if (
-            outcome.started
-            or outcome.ended
-            or any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events)
-        ):
+        if any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events):
             self._on_change()
+        elif outcome.started or outcome.ended:
+            # Counting the live calls costs a pass over the fleet: at most once per tick.
+            self._calls_changed = True
 
     def broadcast(self, event: dict[str, Any]) -> None:
         """Send one event to every subscriber (and the operator it answers), each encoded once.
