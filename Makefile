@@ -64,3 +64,8 @@ check: lint format-check types imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Issue 14's GPU proof (never part of `make test`): benchmarks/gpu_check.sh, results in files.
+.PHONY: gpu-check
+gpu-check:
+	PYTHON=$(VENV)/bin/python benchmarks/gpu_check.sh

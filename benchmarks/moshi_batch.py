@@ -248,6 +248,9 @@ def main() -> None:
             result = run_random(args, Path(tmp))
         else:
             result = run_cpu(args, Path(tmp))
+    if args.device.startswith("cuda"):
+        result["max_memory_reserved"] = torch.cuda.max_memory_reserved()
+        print(f"max_memory_reserved: {result['max_memory_reserved'] / (1 << 30):.2f} GiB")
     fast = [r["batch"] for r in result["rows"] if r["real_time"]]
     best = max(fast) if fast else 0
     tiny = "tiny" in result["model"]

@@ -37,7 +37,11 @@ from tests.support.calls import idle_call  # noqa: E402
 from xswarm.supervisor.fleet import CallRecord  # noqa: E402
 from xswarm.supervisor.store import Store  # noqa: E402
 
-BRIDGE = '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 1000\ndrain_timeout = 1\n'
+# Every call comes from loopback and holds still: lift the per-source and inactivity limits.
+BRIDGE = (
+    '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 1000\nmax_calls_per_source = 1000\n'
+    "inactivity_timeout = 86400\ndrain_timeout = 1\n"
+)
 
 
 async def operator(url: str, counts: dict[str, int], ready: asyncio.Event) -> None:

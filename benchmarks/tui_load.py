@@ -38,7 +38,11 @@ from tests.supervisor.support import start_supervisor  # noqa: E402
 from tests.support.bridge import start_bridge  # noqa: E402
 from tests.support.calls import idle_call  # noqa: E402
 
-BRIDGE = '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 1000\ndrain_timeout = 1\n'
+# Every call comes from loopback and holds still: lift the per-source and inactivity limits.
+BRIDGE = (
+    '[voice.bridge]\nengine = "echo"\nmax_concurrent_calls = 1000\nmax_calls_per_source = 1000\n'
+    "inactivity_timeout = 86400\ndrain_timeout = 1\n"
+)
 TOKEN = "tui-bench-token"
 
 

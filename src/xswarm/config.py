@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,7 @@ DEFAULT_PATH = Path("/opt/xswarm/config.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/xswarm")
 SUPERVISOR_PORT = 9999
 MAX_CONFIG_BYTES = 1 << 20
+MAX_TABLE_DEPTH = 16  # [voice.bridge.instances.N] is 4; more is a mistake or an attack
 
 _T = TypeVar("_T")
 _RULES = "xswarm.config.rules"
@@ -93,6 +95,22 @@ class BridgeSection:
     send_queue_frames: int = setting(
         100, min=4, max=10000, help="outbound frames buffered per call before dropping"
     )
+    output_preroll_ms: int = setting(
+        40,
+        min=0,
+        max=1000,
+        help="per-call output jitter buffer for engines whose step is longer than a 20 ms "
+        "wire frame (MOSHI): audio is held this long after its step so that a late step is "
+        "absorbed, then sent one frame every 20 ms; echo's output is sent as it comes",
+    )
+    max_output_age_ms: int = setting(
+        100,
+        min=20,
+        max=10000,
+        help="output audio this far behind its play time is dropped (counted as output_late), "
+        "and at most this much is queued in a call's write buffer, so a starved host adds "
+        "gaps, not seconds of delay",
+    )
     status_interval: float = setting(1.0, min=0.1, max=60, help="seconds between status events")
     public_url: str = setting(
         "",
@@ -105,16 +123,100 @@ class BridgeSection:
         help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
         "(docs/SECURITY.md)",
     )
+    busy_message: str = setting(
+        "Sorry, all our lines are busy. Please call again in a few minutes.",
+        help="what POST /twilio/voice says to a caller (TwiML <Say>, then <Hangup/>) when the "
+        "bridge is full, draining or starting, instead of connecting a stream it would refuse",
+    )
+    web_client: bool = setting(
+        False,
+        help="serve the browser client at GET / (it calls /api/chat; XSWARM_CALL_TOKEN can "
+        "require a token, docs/SECURITY.md)",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
+    )
+    tls_cert: str = setting(
+        "",
+        live=False,
+        help="PEM certificate chain: the bridge serves wss:// and https:// itself (without "
+        "HAProxy in front); SIGHUP re-reads the files, so a renewal needs no restart",
+    )
+    tls_key: str = setting(
+        "", live=False, help="PEM private key of tls_cert; empty: the key is in tls_cert's file"
     )
     resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
         "auto",
         live=False,
         help="8 kHz <-> 24 kHz resampling; auto: FIR (band-limited, 1.5 ms each way) for "
         "MOSHI, QQ (0.2 ms) for echo",
+    )
+    header_timeout: float = setting(
+        10.0,
+        live=False,
+        min=0.5,
+        max=3600,
+        help="seconds a connection may take to send its HTTP request headers, and may stay "
+        "idle between requests",
+    )
+    first_media_timeout: float = setting(
+        10.0,
+        min=0.5,
+        max=3600,
+        help="seconds a call socket may take from the upgrade to Twilio's start event or the "
+        "first Moshi audio",
+    )
+    inactivity_timeout: float = setting(
+        30.0,
+        min=0.5,
+        max=86400,
+        help="seconds without caller audio after which a call is closed (reason inactive); "
+        "Twilio and Moshi clients send audio all the time, silence included",
+    )
+    heartbeat: float = setting(
+        20.0,
+        min=0.5,
+        max=3600,
+        help="seconds between WebSocket pings on call sockets; no pong within half of it closes",
+    )
+    max_calls_per_source: int = setting(
+        20,
+        min=1,
+        max=100000,
+        help="concurrent calls from one address (an IPv6 /64); behind a proxy the client's "
+        "address from X-Forwarded-For, see trusted_proxies",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        help="proxy addresses or CIDRs whose X-Forwarded-For names the caller (the shipped "
+        'HAProxy: ["127.0.0.1"]); from any other peer the header is ignored',
+    )
+    max_buffered_input_bytes: int = setting(
+        262144,
+        min=4096,
+        max=64 << 20,
+        help="input bytes a call may send without producing audio (an Ogg page sequence that "
+        "never completes a packet); more closes it with 1009, reason abuse",
+    )
+    max_audio_speed: float = setting(
+        1.5,
+        min=1.0,
+        max=100,
+        help="decoded caller audio per second of wall time, sustained; faster closes with 1008",
+    )
+    audio_burst_seconds: float = setting(
+        3.0,
+        min=0.1,
+        max=600,
+        help="seconds of audio a caller may send ahead of max_audio_speed at once",
+    )
+    max_messages_per_second: int = setting(
+        250,
+        min=1,
+        max=100000,
+        help="WebSocket messages per second a call may send (Twilio sends 50), bursts of 2 s",
     )
 
 
@@ -144,7 +246,39 @@ class MoshiSection:
     config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
     device: str = setting("cuda", live=False)
     dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
-    slots: int = setting(0, live=False, min=0, max=4096, help="0: max_concurrent_calls")
+    slots: int = setting(
+        0,
+        live=False,
+        min=0,
+        max=4096,
+        help="0: the most that fit memory and step_budget_ms, at most max_concurrent_calls",
+    )
+    step_budget_ms: float = setting(
+        60.0,
+        live=False,
+        min=1,
+        max=80,
+        help="with slots 0, the step p99 (of the 80 ms frame) the chosen batch must stay within",
+    )
+    warmup_steps: int = setting(
+        200, live=False, min=1, max=100000, help="steps timed per batch size at warm-up"
+    )
+    max_failed_steps: int = setting(
+        25,
+        live=False,
+        min=1,
+        max=100000,
+        help="steps failing in a row before the bridge calls itself broken and exits",
+    )
+    max_call_seconds: float = setting(
+        0.0, min=0, max=86400, help="end a call (reason max_duration) after this; 0: no limit"
+    )
+    min_word_gap_steps: int = setting(
+        2, min=0, max=100, help="80 ms steps of silence between the words of a suggestion"
+    )
+    barge_in_cancels_suggestion: bool = setting(
+        True, help="a caller who starts speaking clears the suggestion being spoken"
+    )
     context: int = setting(3000, live=False, min=16, max=100000)
     temperature: float = setting(0.8, min=0, max=10)
     temperature_text: float = setting(0.7, min=0, max=10)
@@ -337,6 +471,10 @@ def load(explicit: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(source, "(file)", f"is not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(syntax)", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            source, "(syntax)", "invalid TOML: arrays or tables nested too deeply"
+        ) from None
     return from_mapping(data, source)
 
 
@@ -347,22 +485,26 @@ def from_mapping(data: Mapping[str, Any], source: str = "<config>") -> Config:
     for section_name, table in _flatten_sections(data, source):
         if section_name.startswith("voice.bridge.instances."):
             number = section_name.rsplit(".", 1)[1]
-            if not number.isdigit():
-                raise ConfigError(source, f"[{section_name}]", "instance must be a whole number")
+            if not (number.isascii() and number.isdigit() and len(number) <= 5):
+                raise ConfigError(
+                    source,
+                    f"[{_key_name(section_name)}]",
+                    "instance must be a whole number 0 to 99999",
+                )
             instances[int(number)] = _instance_overrides(table, section_name, source)
             continue
         schema = SCHEMA.get(section_name)
         if schema is None:
             known = ", ".join(f"[{s}]" for s in SCHEMA)
             raise ConfigError(
-                source, f"[{section_name}]", f"unknown section; expected one of {known}"
+                source, f"[{_key_name(section_name)}]", f"unknown section; expected one of {known}"
             )
         for key, value in table.items():
             spec = schema.get(key)
             if spec is None:
                 raise ConfigError(
                     source,
-                    f"[{section_name}] {key}",
+                    f"[{section_name}] {_key_name(key)}",
                     f"unknown key; expected one of {', '.join(schema)}",
                 )
             checked = _check(value, spec, f"[{section_name}] {key}", source)
@@ -377,21 +519,37 @@ def _flatten_sections(data: Mapping[str, Any], source: str) -> list[tuple[str, d
     """Turn nested TOML tables into ("voice.bridge", {...}) pairs, leaf keys only."""
     out: list[tuple[str, dict[str, Any]]] = []
 
-    def walk(prefix: str, table: Mapping[str, Any]) -> None:
+    def walk(prefix: str, table: Mapping[str, Any], depth: int) -> None:
+        if depth > MAX_TABLE_DEPTH:
+            raise ConfigError(
+                source,
+                f"[{_key_name(prefix)}]",
+                f"tables nested more than {MAX_TABLE_DEPTH} deep; no section is deeper than 4",
+            )
         leaves = {k: v for k, v in table.items() if not isinstance(v, dict)}
         if prefix and (leaves or prefix in SCHEMA or prefix.startswith("voice.bridge.instances.")):
             out.append((prefix, leaves))
         elif leaves:
-            names = ", ".join(leaves)
+            names = ", ".join(_key_name(key) for key in leaves)
             raise ConfigError(
                 source, names, "keys must sit inside a section such as [voice.bridge]"
             )
         for key, value in table.items():
             if isinstance(value, dict):
-                walk(f"{prefix}.{key}" if prefix else key, value)
+                walk(f"{prefix}.{key}" if prefix else key, value, depth + 1)
 
-    walk("", data)
+    walk("", data, 0)
     return out
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _key_name(key: str) -> str:
+    """An unknown key or section as the error shows it: bare if TOML would write it bare (dots
+    joining its parts), else quoted, escaped and cut to 64 characters, so an empty name or one
+    holding a line break still reads as one line."""
+    return key if _BARE_KEY.fullmatch(key) else repr(key[:64])
 
 
 def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> dict[str, Any]:
@@ -400,7 +558,7 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
         if key not in INSTANCE_KEYS:
             raise ConfigError(
                 source,
-                f"[{section}] {key}",
+                f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
         out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
@@ -427,6 +585,9 @@ def _check(value: Any, spec: Key, where: str, source: str) -> Any:
 
 def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
     expected = _TYPE_NAMES[spec.type]
+    if spec.type is float and not math.isfinite(value):
+        # NaN passes every bound check (all comparisons are false), so it is refused here.
+        raise ConfigError(source, where, f"expected a finite number, got {value!r}")
     if spec.choices is not None and value not in spec.choices:
         raise ConfigError(
             source, where, f"expected one of {', '.join(spec.choices)}, got {value!r}"
@@ -437,8 +598,8 @@ def _check_value(value: Any, spec: Key, where: str, source: str) -> Any:
         )
     if spec.type is list:
         for item in value:
-            if not isinstance(item, str) or not item.startswith(("ws://", "wss://")):
-                raise ConfigError(source, where, f"expected ws:// or wss:// URLs, got {item!r}")
+            if not isinstance(item, str):
+                raise ConfigError(source, where, f"expected strings, got {item!r}")
     return value
 
 
@@ -484,6 +645,12 @@ def _check_hosts(config: Config) -> None:
         if problem:
             raise ConfigError(config.source, where, problem)
     for url in config.dashboard.instances:
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(
+                config.source,
+                "[dashboard] instances",
+                f"expected ws:// or wss:// URLs, got {url!r}",
+            )
         problem = url_host_problem(url)
         if problem:
             raise ConfigError(config.source, "[dashboard] instances", problem)
@@ -523,10 +690,14 @@ def _check_public_url(config: Config) -> None:
     if not url:
         return
     where = "[voice.bridge] public_url"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # an unclosed "[" of an IPv6 literal, say
+        hostname = None
     if (
-        parts.scheme not in ("wss", "ws", "https", "http")
-        or not parts.hostname
+        not hostname  # first: ``parts`` is unset when urlsplit refused the URL
+        or parts.scheme not in ("wss", "ws", "https", "http")
         or parts.query
         or parts.fragment
         or any(ord(ch) < 0x21 or 0x7F <= ord(ch) <= 0x9F for ch in url)
@@ -534,9 +705,32 @@ def _check_public_url(config: Config) -> None:
         raise ConfigError(config.source, where, f"expected wss://HOST[/PREFIX], got {url!r}")
 
 
+def _check_trusted_proxies(config: Config) -> None:
+    for entry in config.bridge.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                config.source,
+                "[voice.bridge] trusted_proxies",
+                f"expected IP addresses or CIDRs such as 127.0.0.1 or 10.0.0.0/8, got {entry!r}",
+            ) from None
+
+
+def _check_tls(config: Config) -> None:
+    if config.bridge.tls_key and not config.bridge.tls_cert:
+        raise ConfigError(
+            config.source,
+            "[voice.bridge] tls_key",
+            "is set without tls_cert; set tls_cert to the certificate chain's PEM file",
+        )
+
+
 def _check_cross(config: Config) -> None:
     _check_hosts(config)
+    _check_tls(config)
     _check_public_url(config)
+    _check_trusted_proxies(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from xswarm.bridge.call import Call
+from xswarm.bridge.call import Call, OutputPacer
 from xswarm.bridge.engine_loop import MAX_CATCH_UP_TICKS, EngineLoop, TickSchedule
 from xswarm.engine.base import SlotOutput
 from xswarm.engine.echo import EchoEngine
@@ -25,6 +25,9 @@ class Sink:
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         self.delivered.append((pcm, text, latency_s))
+
+    async def flush(self, now: float) -> None:
+        pass
 
 
 class Ticks:
@@ -178,3 +181,142 @@ def test_a_schedule_a_few_ticks_behind_catches_up_and_a_stalled_one_skips_ahead(
     stalled = TickSchedule(start=0.0, period=period)
     stalled.advance(now=10.0)
     assert 10.0 - 2 * period < stalled.due <= 10.0 + period  # no burst of 500 ticks after it
+
+
+# -- issue 14: the real-time side ------------------------------------------------------------
+
+
+async def test_a_burst_of_a_calls_first_frames_is_served_whole_and_nothing_is_dropped() -> None:
+    """A call's first 200 ms read in one burst (the bridge was busy accepting other calls)
+    used to be cut to the backlog cap: its first frames were lost and counted nowhere."""
+    loop, _ = new_loop()
+    call, sink = new_call(), Sink()
+    loop.attach(call, sink)
+    for k in range(10):
+        call.push_audio(np.full(FRAME, k / 10, dtype=np.float32), 0.0)
+    for _ in range(5):
+        await loop.tick()
+    levels = [round(float(pcm[0]), 2) for pcm, _, _ in sink.delivered if pcm is not None]
+    assert levels == [k / 10 for k in range(10)]
+    assert call.dropped_frames == 0 and call.input.overrun_samples == 0
+
+
+async def test_a_backlog_beyond_the_hard_cap_is_counted_as_dropped_input_backlog() -> None:
+    loop, _ = new_loop()
+    call = new_call()
+    loop.attach(call, Sink())
+    frames(call, loop.max_backlog // FRAME + 10)
+    await loop.tick()
+    assert len(call.input) == loop.max_backlog
+    assert call.dropped["input_backlog"] == call.input.overrun_samples // FRAME > 0
+    assert call.dropped_frames == call.dropped["input_backlog"]
+
+
+def test_a_call_behind_for_over_a_second_skips_a_frame_only_while_the_caller_is_silent() -> None:
+    loop, _ = new_loop()
+    call = new_call()
+    loop.attach(call, Sink())
+    frames(call, 3, value=0.5)  # loud: the caller is speaking
+    loop.bound_backlog(call, now=10.0)
+    loop.bound_backlog(call, now=11.5)
+    assert len(call.input) == 3 * FRAME and call.dropped_frames == 0
+    frames(call, 20, value=0.0)  # 400 ms of silence ends the speech segment
+    assert not call.speech.speaking
+    backlog = len(call.input) // FRAME
+    for tick in range(backlog + 5):  # one frame skipped per tick, down to one frame
+        loop.bound_backlog(call, now=12.0 + tick * 0.02)
+    assert len(call.input) == FRAME
+    assert call.dropped["input_silence"] == backlog - 1
+    loop.bound_backlog(call, now=13.0)
+    assert call.behind_since is None
+
+
+def test_a_calls_input_is_aligned_so_each_engine_frame_completes_just_before_a_tick() -> None:
+    """An 80 ms engine frame from 20 ms chunks: the chunk that completes a frame is the last
+    one before a tick, so a caller's audio waits 0-20 ms for its step, not up to 80."""
+    chunk, frame, period = 480, 1920, 0.08
+    call = Call("twilio", "127.0.0.1:1", frame)
+    call.tick_grid = (1.0, period)
+    arrivals = [0.95, 0.97, 0.99]  # three chunks before the tick at 1.0, a fourth after it
+    for arrived in arrivals:
+        assert call.take_frame() is None
+        call.push_audio(np.full(chunk, 0.5, dtype=np.float32), arrived)
+    taken = call.take_frame()
+    assert taken is not None  # whole at 0.99, in time for the tick at 1.0
+    pcm, completed_at = taken
+    assert completed_at == 0.99
+    assert np.all(pcm[:chunk] == 0.0) and np.all(pcm[chunk:] == 0.5)  # one chunk of lead
+    for arrived in (1.01, 1.03, 1.05, 1.07):  # the next four complete at 1.07, before 1.08
+        call.push_audio(np.full(chunk, 0.5, dtype=np.float32), arrived)
+    assert call.take_frame() is not None and len(call.input) == 0
+
+
+def test_a_call_whose_frame_is_one_chunk_needs_no_alignment() -> None:
+    call = new_call()
+    call.tick_grid = (1.0, 0.02)
+    call.push_audio(np.full(FRAME, 0.5, dtype=np.float32), 0.995)
+    assert len(call.input) == FRAME
+
+
+def test_the_output_pacer_spreads_a_step_over_the_wire_after_the_preroll() -> None:
+    pacer = OutputPacer(preroll_s=0.04, max_age_s=0.1, paced=True)
+    pacer.push([b"a", b"b", b"c", b"d"], produced=0.0)
+    sent: list[tuple[float, bytes]] = []
+    for ms in range(0, 200, 5):
+        sent += [(ms / 1000, payload) for payload, _ in pacer.due(ms / 1000, slack=0.0025)]
+        if ms == 95:  # the next step, 15 ms late: absorbed by the pre-roll
+            pacer.push([b"e", b"f", b"g", b"h"], produced=0.095)
+    assert [p for _, p in sent] == [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"]
+    times = [t for t, _ in sent]
+    assert times[0] == pytest.approx(0.04)
+    assert np.allclose(np.diff(times), 0.02)  # a steady 20 ms cadence across both steps
+    assert pacer.underruns == 0 and pacer.late_dropped == 0
+
+
+def test_the_output_pacer_counts_an_underrun_when_the_wire_goes_quiet() -> None:
+    pacer = OutputPacer(preroll_s=0.04, max_age_s=0.1, paced=True)
+    pacer.push([b"a", b"b"], produced=0.0)
+    assert len(pacer.due(0.04, 0.0025)) == 1 and len(pacer.due(0.06, 0.0025)) == 1
+    pacer.push([b"c"], produced=0.2)  # nothing to send from 0.08 to 0.2
+    assert pacer.underruns == 1
+    assert pacer.due(0.2, 0.0025) == [] and len(pacer.due(0.24, 0.0025)) == 1  # a fresh pre-roll
+
+
+def test_output_older_than_the_max_age_is_dropped_not_queued() -> None:
+    pacer = OutputPacer(preroll_s=0.04, max_age_s=0.1, paced=True)
+    pacer.push([b"a", b"b", b"c", b"d"], produced=0.0)
+    assert pacer.due(2.0) == []  # a starved host: two seconds late, all of it goes
+    assert pacer.late_dropped == 4 and len(pacer) == 0
+    unpaced = OutputPacer(preroll_s=0.04, max_age_s=0.1, paced=False)
+    unpaced.push([b"x"], produced=5.0)
+    assert [p for p, _ in unpaced.due(5.0)] == [b"x"]  # echo: sent as it comes, no pre-roll
+
+
+def test_steps_over_the_frame_for_seconds_make_the_loop_overloaded_and_then_well() -> None:
+    loop, _ = new_loop()
+    call = new_call()
+    loop.attach(call, Sink())
+    t = 100.0
+    for _ in range(2 * 50):  # two seconds of slow steps: not yet
+        loop.finish_tick([call], 0.03, late=False, now=t)
+        t += 0.02
+    assert not loop.overloaded
+    for _ in range(3 * 50):
+        loop.finish_tick([call], 0.03, late=False, now=t)
+        t += 0.02
+    assert loop.overloaded
+    for _ in range(4 * 50):  # steps within the frame again
+        loop.finish_tick([call], 0.005, late=False, now=t)
+        t += 0.02
+    assert not loop.overloaded
+
+
+def test_one_slow_step_a_second_does_not_make_the_loop_overloaded() -> None:
+    loop, _ = new_loop()
+    call = new_call()
+    loop.attach(call, Sink())
+    t = 0.0
+    for k in range(10 * 50):
+        loop.finish_tick([call], 0.05 if k % 50 == 0 else 0.005, late=k % 50 == 0, now=t)
+        t += 0.02
+    assert not loop.overloaded

@@ -190,7 +190,7 @@ async def test_frames_arriving_far_behind_their_timeline_are_dropped_unprocessed
     assert ended["frames_in"] == 15
     metrics = bridge.get("/metrics")[1]
     # The first late frame is evenly spaced (kept); the four behind it came in a burst.
-    assert "xswarm_dropped_frames_total 4" in metrics
+    assert 'xswarm_dropped_frames_total{reason="input_stale"} 4' in metrics
     assert "dropping frames that arrive in a burst over 200 ms late" in bridge.log()
 
 

@@ -138,7 +138,7 @@ def test_pull_fetches_into_the_state_dir_and_prints_working_config(
 
     # Paste the printed lines: the engine loads exactly those files, with no network.
     pasted = tmp_path / "pasted.toml"
-    pasted.write_text(done.stdout + '\ndevice = "cpu"\ndtype = "fp32"\nslots = 2\n')
+    pasted.write_text(done.stdout + '\ndevice = "cpu"\ndtype = "fp32"\nslots = 2\ntop_k = 50\n')
     engine = MoshiEngine(xconfig.load(pasted))
     engine.load()
     engine.close()

@@ -81,7 +81,13 @@ def test_weights_from_the_hugging_face_cache_or_nowhere(
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     repo = "someone/tiny-moshi"
     data = {
-        "voice.moshi": {"hf_repo": repo, "device": "cpu", "dtype": "fp32", "slots": 2},
+        "voice.moshi": {
+            "hf_repo": repo,
+            "device": "cpu",
+            "dtype": "fp32",
+            "slots": 2,
+            "top_k": 50,  # the tiny model has 64 audio tokens
+        },
         "paths": {"state_dir": str(tmp_path / "state")},
     }
     config = xconfig.from_mapping(data)

@@ -14,6 +14,7 @@ Use ``build_tiny_moshi(directory)``; it returns the ``[voice.moshi]`` lines as a
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -184,9 +185,14 @@ def build_tiny_moshi(directory: str | Path) -> dict[str, Any]:
         "mimi_weights": str(mimi_path),
         "tokenizer": str(tokenizer_path),
         "config": str(config_path),
-        "device": "cpu",
+        # benchmarks/gpu_check.sh runs these tests on a GPU (CUDA graphs on) through this.
+        "device": os.environ.get("XSWARM_TEST_MOSHI_DEVICE", "cpu"),
         "dtype": "fp32",
         "greedy": True,
+        # Few warm-up steps: tests size batches, they do not measure them.
+        "warmup_steps": 4,
+        # The tiny model has 64 audio tokens: Kyutai's top_k = 250 would be refused at start.
+        "top_k": 50,
     }
 
 

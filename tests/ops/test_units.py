@@ -179,3 +179,13 @@ def test_exposure_scores(tmp_path: Path, unit: str, ceiling: float, profiles: li
     assert match, done.stdout + done.stderr
     print(f"{unit} {profiles}: {match.group(1)}")
     assert float(match.group(1)) <= ceiling
+
+
+def test_haproxy_bounds_each_source_and_every_wait() -> None:
+    config = config_module.from_mapping({"voice.bridge": {"max_calls_per_source": 7}})
+    text = units.render_haproxy(config, [1])
+    assert "tcp-request connection track-sc0 src" in text
+    assert "tcp-request connection reject if { sc0_conn_cur gt 7 }" in text
+    assert "http-request del-header X-Forwarded-For" in text and "option forwardfor" in text
+    for timeout in ("http-request 10s", "http-keep-alive 10s", "client-fin 5s", "tunnel 2m"):
+        assert f"timeout {timeout}" in text

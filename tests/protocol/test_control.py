@@ -102,12 +102,14 @@ WIRE: dict[str, str] = {
     "call_ended": (
         '{"type": "call_ended", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
         '"call_id": "c-0123456789ab", "duration_s": 12.5, "reason": "caller_hangup", '
-        '"frames_in": 1, "frames_out": 1, "late_frames": 0}'
+        '"frames_in": 1, "frames_out": 1, "late_frames": 0, "underruns": 0, "late_steps": 0, '
+        '"dropped_frames": 0, "dropped": {}}'
     ),
     "call_ended_unknown": (
         '{"type": "call_ended", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
         '"call_id": "c-ba9876543210", "duration_s": 12.5, "reason": "unknown", "frames_in": 1, '
-        '"frames_out": 1, "late_frames": 0}'
+        '"frames_out": 1, "late_frames": 0, "underruns": 0, "late_steps": 0, '
+        '"dropped_frames": 0, "dropped": {}}'
     ),
     "instance_status": (
         '{"type": "instance_status", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '

@@ -48,3 +48,76 @@ def run_service(
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident memory (VmRSS), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def metric(bridge: BridgeProcess, name: str, **labels: str) -> float:
+    """One sample of the bridge's /metrics; 0 when the series is absent."""
+    _, text = bridge.get("/metrics")
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in str(text).splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class LiveCall:
+    """A genuine Twilio call talking in real time for a whole attack, noting each echo's time.
+
+    ``longest_silence()`` is the longest stretch, from the first echo to the end, in which no
+    audio came back: a call the attack disturbed shows it as a gap.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, bridge: BridgeProcess) -> None:
+        self.caller = TwilioCaller(session, bridge.ws_url)
+        self._talk: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.echo_times: list[float] = []
+
+    async def __aenter__(self) -> LiveCall:
+        await self.caller.connect()
+        self._talk = asyncio.create_task(self._talking())
+        self._watch = asyncio.create_task(self._watching())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not self.echo_times:
+            assert loop.time() < deadline, "the genuine call got no audio back"
+            await asyncio.sleep(0.05)
+        return self
+
+    async def _talking(self) -> None:
+        while True:
+            await self.caller.send_audio(tone(0.2))
+
+    async def _watching(self) -> None:
+        seen = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            count = len(self.caller.media())
+            if count > seen:
+                seen = count
+                self.echo_times.append(loop.time())
+            await asyncio.sleep(0.02)
+
+    def longest_silence(self) -> float:
+        end = asyncio.get_running_loop().time()
+        times = [*self.echo_times, end]
+        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in (self._talk, self._watch):
+            if task is not None:
+                task.cancel()
+        assert self.caller.close_code is None, (
+            f"the genuine call was closed: {self.caller.close_code}"
+        )
+        await self.caller.stop()
+        await self.caller.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,9 @@ from xswarm.engine.base import Engine
 from xswarm.protocol import control
 
 HOUSEKEEPING_SECONDS = 0.1
+# Time for STATUS= and the journal to show why before the process goes.
+ENGINE_BROKEN_EXIT_DELAY = 1.0
+EX_SOFTWARE = 70
 
 
 class Bridge:
@@ -47,6 +51,7 @@ class Bridge:
         self.reloads: Counter[str] = Counter()
         self.last_reload_error: str | None = None
         self.status = StatusBoard(self.calls, self.engine_loop, self.hub, self.ticks, self.reloads)
+        self.engine_loop.on_broken = self._engine_broken
         self._housekeeping: asyncio.Task[None] | None = None
         # Called after each status tick (the service keeps systemd's STATUS= current with it).
         self.status_listeners: list[Callable[[], None]] = []
@@ -92,6 +97,9 @@ class Bridge:
     async def hangup(self, call_id: Any) -> str | None:
         return await self.calls.hangup(call_id)
 
+    def cancel_suggestion(self, call_id: str | None) -> str | None:
+        return self.calls.cancel_suggestion(call_id)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -107,11 +115,27 @@ class Bridge:
             self._housekeeping.cancel()
         await self.engine_loop.stop()
 
+    def _engine_broken(self, reason: str) -> None:
+        """The engine cannot step any more: stop being ready, say why, exit for a restart.
+
+        A sticky device error does not heal in-process; systemd's Restart= brings a fresh one.
+        """
+        log = logging.getLogger("xswarm.engine")
+        log.critical("engine broken, exiting for a restart: %s", reason)
+        self.calls.state = "broken"
+        for listener in list(self.status_listeners):
+            listener()
+        asyncio.get_running_loop().call_later(ENGINE_BROKEN_EXIT_DELAY, os._exit, EX_SOFTWARE)
+
     def status_line(self) -> str:
         """systemd's STATUS= line."""
+        if self.calls.state == "broken":
+            return f"Engine broken, exiting: {self.engine.broken}"
         if self.calls.state == "draining":
             return f"Draining {self.active_calls} active calls"
         line = f"Voice bridge running ({self.active_calls} active calls)"
+        if self.engine_loop.overloaded:
+            line += " [OVERLOADED: engine steps run over the frame; not ready for new calls]"
         if self.last_reload_error:
             line += " [last reload FAILED; see journal]"
         return line
@@ -148,7 +172,7 @@ class Bridge:
         """Take a new validated config live; returns what changed, in words, for the log."""
         applied, restart = reload_changes(self.config, new)
         self.calls.config = new
-        self.engine.reconfigure(new)
+        self.engine_loop.reconfigure(new)
         logging.getLogger().setLevel(new.logging.level.upper())
         self.reloads["ok"] += 1
         self.last_reload_error = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -19,6 +19,17 @@ import numpy as np
 
 from xswarm.audio.levels import SpeechDetector, dbfs
 from xswarm.protocol import control
+
+# A wire frame: what Twilio carries in one media message, and the unit every drop is counted in.
+WIRE_FRAME_SECONDS = 0.020
+# Why the bridge threw a frame away; the label values of xswarm_dropped_frames_total.
+DROP_REASONS = (
+    "input_backlog",  # caller audio past the backlog cap, oldest first
+    "input_silence",  # a silent caller frame skipped to work off a backlog older than 1 s
+    "input_stale",  # caller audio that arrived in a burst far behind its timeline (shed load)
+    "output_late",  # engine output older than max_output_age_ms when its turn on the wire came
+    "slow_client",  # the peer did not read, and its write buffer was full
+)
 
 
 def new_call_id() -> str:
@@ -100,6 +111,117 @@ class InputBuffer:
             return frame, last[1]
         # The chunk that completed this frame still has samples left for the next one.
         return frame, self._arrivals[0][1]
+
+
+class LatencyHistogram:
+    """Whole-call latency percentiles in 1 ms buckets (up to ``MAX_MS``), for ``call_ended``:
+    a counter per bucket costs the same for a ten-second call as for an hour-long one."""
+
+    __slots__ = ("_buckets", "count")
+
+    MAX_MS = 2000
+
+    def __init__(self) -> None:
+        self._buckets = [0] * (self.MAX_MS + 1)
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        ms = int(seconds * 1000)
+        self._buckets[ms if 0 <= ms < self.MAX_MS else (0 if ms < 0 else self.MAX_MS)] += 1
+        self.count += 1
+
+    def percentile_ms(self, share: float) -> float | None:
+        """The upper edge of the bucket holding the ``share`` quantile; None when empty."""
+        if not self.count:
+            return None
+        rank = share * self.count
+        seen = 0
+        for ms, n in enumerate(self._buckets):
+            seen += n
+            if seen >= rank and n:
+                return float(ms + 1)
+        return float(self.MAX_MS)
+
+
+class OutputPacer:
+    """One call's outbound jitter buffer, free of I/O: which wire frames to send now.
+
+    An engine whose step is longer than a wire frame (MOSHI: 80 ms, four frames) hands over
+    its audio in bursts. Sent as they come, a step that runs late leaves a gap the caller
+    hears. Here each frame gets a play time, ``preroll`` after its step finished plus its
+    place in the step, and frames leave one per wire frame from then on: a late step is
+    absorbed by the pre-roll. An engine that steps every wire frame (echo) is sent at once
+    (``paced`` False). Either way, a frame whose play time is more than ``max_age`` behind
+    is dropped (``output_late``): under CPU starvation the caller hears a gap, not seconds of
+    delay that never go away.
+    """
+
+    __slots__ = (
+        "_next_send",
+        "_queue",
+        "frame_s",
+        "late_dropped",
+        "max_age_s",
+        "paced",
+        "preroll_s",
+        "underruns",
+    )
+
+    def __init__(self, preroll_s: float, max_age_s: float, paced: bool) -> None:
+        self.frame_s = WIRE_FRAME_SECONDS
+        self.preroll_s = preroll_s if paced else 0.0
+        self.max_age_s = max_age_s
+        self.paced = paced
+        self._queue: deque[tuple[bytes, float, float]] = deque()  # payload, produced, play at
+        self._next_send: float | None = None
+        self.underruns = 0
+        self.late_dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def push(self, frames: list[bytes], produced: float) -> None:
+        """One step's wire frames, finished at ``produced``."""
+        if not frames:
+            return
+        if (
+            self.paced
+            and not self._queue
+            and self._next_send is not None
+            and produced > self._next_send + self.frame_s
+        ):
+            self.underruns += 1  # the wire went quiet for a frame or more before this step
+            self._next_send = None
+        play_at = produced + self.preroll_s
+        for payload in frames:
+            self._queue.append((payload, produced, play_at))
+            play_at += self.frame_s
+
+    def due(self, now: float, slack: float = 0.0) -> list[tuple[bytes, float]]:
+        """The frames to send at ``now`` (``slack``: how early a frame may go), each with how
+        long it waited since its step finished."""
+        out: list[tuple[bytes, float]] = []
+        queue = self._queue
+        while queue:
+            payload, produced, play_at = queue[0]
+            if now - play_at > self.max_age_s:
+                queue.popleft()
+                self.late_dropped += 1
+                continue
+            # Once playing, frames keep the wire's cadence (a late step's audio takes the
+            # place the pre-roll kept for it); the first frame, or the first after an
+            # underrun, waits for its play time.
+            send_at = play_at
+            if self.paced and self._next_send is not None:
+                send_at = self._next_send
+            if send_at > now + slack:
+                break
+            queue.popleft()
+            out.append((payload, now - produced))
+            # After a stall, one frame of catch-up and then the cadence again: the backlog
+            # ages out instead of reaching the caller as a burst.
+            self._next_send = max(send_at, now - self.frame_s) + self.frame_s
+        return out
 
 
 class LateFrameFilter:
@@ -208,6 +330,7 @@ class Call:
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.caller: str | None = None
+        self.callee: str | None = None
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.state = CallState.ADMITTED
@@ -215,10 +338,18 @@ class Call:
         self.slot: int | None = None
         self.frame_samples = frame_samples
         self.input = InputBuffer(max(frame_samples * 4, int(sample_rate * buffer_seconds)))
+        self.sample_rate = sample_rate
         self.frames_in = 0
         self.frames_out = 0
         self.late_frames = 0
-        self.dropped_frames = 0
+        self.dropped: Counter[str] = Counter()
+        self._dropped_samples: Counter[str] = Counter()
+        self.output: OutputPacer = OutputPacer(0.0, 0.1, paced=False)
+        self.input_wait = LatencyHistogram()
+        self.output_wait = LatencyHistogram()
+        self.tick_grid: tuple[float, float] | None = None  # (a tick's time, period), at attach
+        self._aligned = False
+        self.behind_since: float | None = None
         self.latency = LatencyWindow()
         self.speech = SpeechDetector(sample_rate)
         self._level_in: deque[np.ndarray] = deque(maxlen=50)
@@ -237,12 +368,51 @@ class Call:
             return False
         raise ValueError(f"call {self.call_id} cannot go from {self.state.value} to {to.value}")
 
+    @property
+    def dropped_frames(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def underruns(self) -> int:
+        return self.output.underruns
+
+    def drop(self, reason: str, frames: int = 1) -> None:
+        """Count wire frames thrown away, by a reason of ``DROP_REASONS``."""
+        self.dropped[reason] += frames
+
+    def drop_samples(self, reason: str, samples: int) -> None:
+        """Count engine-rate samples thrown away, in wire frames (the remainder carries on)."""
+        per_frame = round(self.sample_rate * WIRE_FRAME_SECONDS)
+        total = self._dropped_samples[reason] + samples
+        whole, self._dropped_samples[reason] = divmod(total, per_frame)
+        if whole:
+            self.dropped[reason] += whole
+
     def push_audio(self, pcm: np.ndarray, arrived: float) -> int | None:
         """Caller audio at 24 kHz; returns a finished speech segment's duration in ms, if any."""
         self.frames_in += 1
+        if not self._aligned:
+            self._aligned = True
+            self._align_to_ticks(len(pcm), arrived)
         self.input.push(pcm, arrived)
         self._level_in.append(pcm)
         return self.speech.feed(pcm)
+
+    def _align_to_ticks(self, chunk: int, arrived: float) -> None:
+        """Lead the call's first frame with silence so that each engine frame completes with
+        the last chunk that arrives before a tick: a chunk then waits 0-20 ms for its step,
+        not up to a whole engine frame (80 ms for MOSHI). Chunks keep their arrival phase,
+        so the alignment made at the first one holds for the call."""
+        if self.tick_grid is None or chunk <= 0 or chunk >= self.frame_samples:
+            return
+        tick, period = self.tick_grid
+        chunk_s = chunk / self.sample_rate
+        until_tick = (tick - arrived) % period
+        # Chunks (this one included) that arrive before the next tick, with a 2 ms margin.
+        before = 1 + int(max(0.0, until_tick - 0.002) / chunk_s)
+        lead = (-before * chunk) % self.frame_samples
+        if lead:
+            self.input.push(np.zeros(lead, dtype=np.float32), arrived)
 
     def take_frame(self) -> tuple[np.ndarray, float] | None:
         return self.input.take(self.frame_samples)
@@ -266,11 +436,30 @@ class Call:
 
     def started_event(self) -> control.CallStarted:
         return control.CallStarted(
-            self.call_id, self.transport, self.remote, self.stream_sid, self.call_sid, self.caller
+            self.call_id,
+            self.transport,
+            self.remote,
+            self.stream_sid,
+            self.call_sid,
+            self.caller,
+            self.callee,
         )
 
     def counters(self) -> control.Counters:
         return control.Counters(self.frames_in, self.frames_out, self.late_frames)
+
+    def real_time(self) -> control.RealTime:
+        """What the bridge did to keep the call real time, for ``call_ended``."""
+        return control.RealTime(
+            underruns=self.underruns,
+            late_steps=self.late_frames,
+            dropped_frames=self.dropped_frames,
+            dropped=dict(self.dropped),
+            input_wait_p50_ms=self.input_wait.percentile_ms(0.50),
+            input_wait_p99_ms=self.input_wait.percentile_ms(0.99),
+            output_wait_p50_ms=self.output_wait.percentile_ms(0.50),
+            output_wait_p99_ms=self.output_wait.percentile_ms(0.99),
+        )
 
     def stats_event(self) -> control.CallStats:
         level_in, level_out = self.levels()
@@ -284,5 +473,9 @@ class Call:
 
     def ended_event(self) -> control.CallEnded:
         return control.CallEnded(
-            self.call_id, self.duration_s, self.end_reason or "unknown", self.counters()
+            self.call_id,
+            self.duration_s,
+            self.end_reason or "unknown",
+            self.counters(),
+            self.real_time(),
         )

@@ -11,9 +11,19 @@ ticks back to back (up to ``MAX_CATCH_UP_TICKS``), so no call's audio piles up; 
 was stalled, and it skips ahead.
 
 Network jitter piles audio up too: two frames arrive in one period, none in the next. Cheap
-engines drain such a backlog with ``catch_up_steps`` extra steps in the same tick; for every
-engine a call's backlog is capped at ``max(2 frames, MAX_BACKLOG_SECONDS)``, and older audio
-is dropped (counted), because audio that waits is latency on a live call.
+engines drain such a backlog with ``catch_up_steps`` extra steps in the same tick. A call
+that stays more than one frame behind for over ``BEHIND_SECONDS`` skips one frame while the
+caller is silent (``input_silence``), which costs nothing audible; past
+``max(MAX_BACKLOG_FRAMES frames, MAX_BACKLOG_SECONDS)`` the oldest audio is dropped
+(``input_backlog``). Both are counted: audio that waits is latency on a live call, but audio
+thrown away silently is a loss nobody can find (a burst of a call's first frames, read late
+while the bridge accepted other calls, used to be trimmed that way, uncounted).
+
+Output leaves through each call's ``OutputPacer``: for an engine whose step is longer than a
+wire frame, ``_pace`` sends the frames that are due every ``PACE_SECONDS``.
+
+A loop whose steps run over the frame most of the time for ``OverloadWatch.SECONDS`` is
+``overloaded``: /readyz answers 503 so that new calls go elsewhere.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from xswarm.bridge.call import Call
+from xswarm.config import Config
 from xswarm.engine.base import Engine, SlotOutput, SuggestionResult
 
 log = logging.getLogger("xswarm.engine")
@@ -35,7 +46,11 @@ log = logging.getLogger("xswarm.engine")
 Operation = Callable[[], None]
 
 MAX_CATCH_UP_TICKS = 5
-MAX_BACKLOG_SECONDS = 0.1
+MAX_BACKLOG_SECONDS = 0.5
+MAX_BACKLOG_FRAMES = 4
+BEHIND_SECONDS = 1.0
+WIRE_FRAME_SECONDS = 0.020
+PACE_SECONDS = 0.005
 
 
 class TickObserver(Protocol):
@@ -47,6 +62,9 @@ class OutputSink(Protocol):
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Send one frame on; must not suspend unless the peer's socket is paused."""
+
+    async def flush(self, now: float) -> None:
+        """Send the paced output that is due at ``now`` (``Call.output``)."""
 
 
 class EngineLoop:
@@ -64,9 +82,24 @@ class EngineLoop:
             else None
         )
         self._task: asyncio.Task[None] | None = None
+        # Told of a step's events and end requests (suggestion progress, max_duration).
+        self.on_output: Callable[[Call, SlotOutput], None] | None = None
+        # Told once when the engine reports itself broken (Engine.broken).
+        self.on_broken: Callable[[str], None] | None = None
+        self._pacer: asyncio.Task[None] | None = None
         self.max_backlog = max(
-            2 * engine.frame_samples, int(MAX_BACKLOG_SECONDS * engine.sample_rate)
+            MAX_BACKLOG_FRAMES * engine.frame_samples,
+            int(MAX_BACKLOG_SECONDS * engine.sample_rate),
         )
+        self.schedule: TickSchedule | None = None
+        self.overload = OverloadWatch()
+        # An engine stepping once per wire frame sends its output as it comes; a longer step
+        # is spread over the wire frames it covers.
+        self.paces_output = self.period > WIRE_FRAME_SECONDS * 1.5
+
+    @property
+    def overloaded(self) -> bool:
+        return self.overload.overloaded
 
     @property
     def slots_in_use(self) -> int:
@@ -78,6 +111,8 @@ class EngineLoop:
             return False
         slot = self._free_slots.pop()
         call.slot = slot
+        if self.schedule is not None:
+            call.tick_grid = (self.schedule.due, self.period)
         self._calls[slot] = call
         self._sinks[slot] = sink
         self._ops.append(lambda: self.engine.join(slot))
@@ -113,10 +148,29 @@ class EngineLoop:
         self._ops.append(operation)
         return future
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config on the engine's thread, between two steps."""
+        self._ops.append(lambda: self.engine.reconfigure(config))
+
+    def cancel(self, call: Call) -> None:
+        """Drop the call's unspoken suggestions, between two steps."""
+        slot = call.slot
+        if slot is not None:
+
+            def operation() -> None:
+                self.engine.cancel(slot)
+
+            self._ops.append(operation)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="engine-loop")
+        if self.paces_output:
+            self._pacer = asyncio.create_task(self._pace(), name="output-pacer")
 
     async def stop(self) -> None:
+        if self._pacer is not None:
+            self._pacer.cancel()
+            self._pacer = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -129,20 +183,39 @@ class EngineLoop:
         self.engine.close()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        schedule = TickSchedule(loop.time(), self.period)
+        # loop.time() is time.monotonic() on the standard loops; call arrival times use the
+        # latter, and the tick grid must be on the same clock to align calls with it.
+        schedule = self.schedule = TickSchedule(time.monotonic(), self.period)
         while True:
-            delay = schedule.due - loop.time()
+            delay = schedule.due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             started = time.monotonic()
             calls = await self.tick()
-            self.finish_tick(calls, time.monotonic() - started, schedule.is_late(loop.time()))
-            schedule.advance(loop.time())
+            ended = time.monotonic()
+            self.finish_tick(calls, ended - started, schedule.is_late(ended), ended)
+            schedule.advance(ended)
 
-    def finish_tick(self, calls: list[Call], duration_s: float, late: bool) -> None:
-        """Report a tick to the observer; a late one costs each call in it one late frame."""
+    async def _pace(self) -> None:
+        """Every ``PACE_SECONDS``, each call's output frames that are due go on the wire."""
+        while True:
+            await asyncio.sleep(PACE_SECONDS)
+            now = time.monotonic()
+            for slot, call in list(self._calls.items()):
+                if len(call.output):
+                    sink = self._sinks.get(slot)
+                    if sink is not None:
+                        await sink.flush(now)
+
+    def finish_tick(
+        self, calls: list[Call], duration_s: float, late: bool, now: float | None = None
+    ) -> None:
+        """Report a tick to the observer; a late one costs each call in it one late frame.
+        A stepping tick that took longer than the frame, or ended late, counts towards
+        ``overloaded``."""
         self.observer.tick_finished(duration_s, len(calls))
+        over = bool(calls) and (late or duration_s > self.period)
+        self.overload.observe(time.monotonic() if now is None else now, over)
         if late:
             for call in calls:
                 call.late_frames += 1
@@ -156,20 +229,42 @@ class EngineLoop:
         for _ in range(self.engine.catch_up_steps):
             if not await self._step_ready([]):
                 break
+        now = time.monotonic()
         for call in self._calls.values():
-            call.input.trim(self.max_backlog)
+            self.bound_backlog(call, now)
         return calls
+
+    def bound_backlog(self, call: Call, now: float) -> None:
+        """After a tick: keep a call within one frame of backlog, without losing speech.
+
+        Behind by more than a frame for ``BEHIND_SECONDS``, a frame per tick is skipped while
+        the caller is silent; past ``max_backlog`` the oldest audio goes, speech or not."""
+        frame = call.frame_samples
+        backlog = len(call.input)
+        if backlog > self.max_backlog:
+            call.drop_samples("input_backlog", call.input.trim(self.max_backlog))
+            backlog = len(call.input)
+        if backlog <= frame:
+            call.behind_since = None
+            return
+        if call.behind_since is None:
+            call.behind_since = now
+        elif now - call.behind_since > BEHIND_SECONDS and not call.speech.speaking:
+            # One frame per tick: the backlog melts during a pause, not all at once.
+            call.drop_samples("input_silence", call.input.trim(backlog - frame))
 
     async def _step_ready(self, ops: list[Operation]) -> list[Call]:
         """One engine step over every call that has a whole frame; returns those calls."""
         frames: dict[int, np.ndarray] = {}
         arrivals: dict[int, float] = {}
         stepped: dict[int, Call] = {}
+        started = time.monotonic()
         for slot, call in self._calls.items():
             taken = call.take_frame()
             if taken is not None:
                 frames[slot], arrivals[slot] = taken
                 stepped[slot] = call
+                call.input_wait.add(started - taken[1])
         if not frames and not ops:
             return []
         if self._executor is not None:
@@ -184,6 +279,11 @@ class EngineLoop:
             if sink is None or slot not in stepped or self._calls.get(slot) is not stepped[slot]:
                 continue
             await sink.deliver(output.pcm, output.text, now - arrivals[slot])
+            if (output.events or output.end_reason) and self.on_output is not None:
+                self.on_output(stepped[slot], output)
+        if self.engine.broken and self.on_broken is not None:
+            on_broken, self.on_broken = self.on_broken, None
+            on_broken(self.engine.broken)
         return list(stepped.values())
 
     def _step(self, ops: list[Operation], frames: dict[int, np.ndarray]) -> dict[int, SlotOutput]:
@@ -222,6 +322,57 @@ class TickSchedule:
         behind = now - self.due
         if behind > self.period * MAX_CATCH_UP_TICKS:
             self.due += self.period * int(behind / self.period)
+
+
+class OverloadWatch:
+    """Whether the engine's steps run over the frame, judged per second of loop time.
+
+    A second is bad when at least half of its ticks ran over the frame (a stepping tick that
+    took longer than it, or ended late), or when it had no tick at all. ``SECONDS`` bad
+    seconds in a row make the loop overloaded; as many seconds that are not bad make it well
+    again. One slow step, or a burst of them, does not: only a load the engine cannot carry
+    does."""
+
+    SECONDS = 3
+    BAD_SHARE = 0.5
+
+    __slots__ = ("_bad_run", "_good_run", "_over", "_second", "_ticks", "overloaded")
+
+    def __init__(self) -> None:
+        self.overloaded = False
+        self._second: int | None = None
+        self._ticks = 0
+        self._over = 0
+        self._bad_run = 0
+        self._good_run = 0
+
+    def observe(self, now: float, over: bool) -> None:
+        second = int(now)
+        if self._second is None:
+            self._second = second
+        if second != self._second:
+            self._close_second(second - self._second)
+            self._second = second
+        self._ticks += 1
+        self._over += over
+
+    def _close_second(self, elapsed: int) -> None:
+        bad = self._ticks > 0 and self._over >= self.BAD_SHARE * self._ticks
+        self._ticks = self._over = 0
+        if bad:
+            self._bad_run += 1
+            self._good_run = 0
+        else:
+            self._good_run += 1
+            self._bad_run = 0
+        # Seconds with no tick at all (a stalled loop) count as bad ones.
+        if elapsed > 1:
+            self._bad_run += elapsed - 1
+            self._good_run = 0
+        if self._bad_run >= self.SECONDS:
+            self.overloaded = True
+        elif self._good_run >= self.SECONDS:
+            self.overloaded = False
 
 
 def _resolve(future: asyncio.Future[SuggestionResult], result: SuggestionResult) -> None:

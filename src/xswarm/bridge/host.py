@@ -25,10 +25,11 @@ from xswarm.protocol import control
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a new call is not admitted, for the HTTP 503 at its upgrade."""
+    """Why a new call is not admitted: the HTTP status (503, 429 per source) at its upgrade."""
 
     reason: str
     retry_after: int
+    status: int = 503
 
 
 class CallPeer(Protocol):
@@ -44,6 +45,9 @@ class CallPeer(Protocol):
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         """Engine output for this call, in the peer's format."""
 
+    async def flush(self, now: float) -> None:
+        """Paced output due at ``now`` (``Call.output``)."""
+
     async def hangup(self, end_reason: str, code: int = 1000, message: str = "") -> None:
         """Close the peer's socket cleanly and record why."""
 
@@ -58,10 +62,14 @@ class CallHost(Protocol):
     def config(self) -> Config:
         """The config as it is now (a reload may change it between calls)."""
 
-    def admit(self) -> Refusal | None:
-        """Hold a place for a new call, or say why not; a held place is freed by release()."""
+    def admit(self, source: str = "unknown") -> Refusal | None:
+        """Hold a place for a new call from ``source`` (see ``budgets.call_source``), or say
+        why not; a held place is freed by release(source)."""
 
-    def release(self) -> None: ...
+    def release(self, source: str = "unknown") -> None: ...
+
+    def count_abuse(self, budget: str) -> None:
+        """A call closed for going over one of its budgets (``budgets.BUDGETS``), for /metrics."""
 
     def count_rejection(self, reason: str) -> None:
         """An upgrade refused before admission (``auth``), for /metrics."""
@@ -107,6 +115,9 @@ class ControlHost(Protocol):
 
     async def hangup(self, call_id: Any) -> str | None:
         """Close a call for the operator; returns a problem, or None when done."""
+
+    def cancel_suggestion(self, call_id: str | None) -> str | None:
+        """Drop a call's queued and unspoken suggestions; returns a problem, or None."""
 
 
 CALL_HOST: web.AppKey[CallHost] = web.AppKey("call_host")

@@ -17,9 +17,11 @@ from aiohttp import WSMsgType, web
 from xswarm.bridge.host import CallHost
 from xswarm.bridge.session import (
     CLOSE_INVALID_DATA,
+    CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
+    CallClosed,
     CallSession,
     serve_call,
 )
@@ -35,6 +37,8 @@ class MoshiSession(CallSession):
         rate = host.engine.sample_rate
         self._reader = sphn.OpusStreamReader(rate)
         self._writer = sphn.OpusStreamWriter(rate)
+        self._rate = rate
+        self._heard = False
 
     async def run(self) -> None:
         if not self.begin():
@@ -47,11 +51,23 @@ class MoshiSession(CallSession):
         except ProtocolError as exc:
             self.log.warning("protocol error: %s", exc)
             await self.hangup("protocol_error", exc.close_code, str(exc))
+        except CallClosed as closed:
+            await self.hangup(closed.reason, closed.code, closed.message)
         finally:
             self.finish(reason)
 
     async def _receive(self) -> str:
-        async for message in self.ws:
+        while True:
+            try:
+                message = await self.receive()
+            except TimeoutError:
+                if not self._heard:
+                    raise CallClosed(
+                        "inactive",
+                        CLOSE_POLICY,
+                        f"inactive: no audio within {self.first_media_timeout:g} s of connecting",
+                    ) from None
+                raise self.inactive() from None
             if message.type == WSMsgType.BINARY:
                 self._handle(message.data)
             elif message.type == WSMsgType.TEXT:
@@ -67,19 +83,25 @@ class MoshiSession(CallSession):
                     if getattr(exc, "code", None) == CLOSE_TOO_BIG
                     else "disconnected"
                 )
+            elif message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
         return "caller_hangup" if self.ws.close_code in (1000, 1001) else "disconnected"
 
     def _handle(self, data: bytes) -> None:
+        self.spend_message(len(data))
         message = moshi.parse(data)
         if isinstance(message, moshi.Unknown):
             raise moshi.unknown_kind(message)
         if not isinstance(message, moshi.Audio):
             return
+        self._heard = True
+        self.note_media()
         try:
             pcm = self._reader.append_bytes(message.pages)
         except ValueError as exc:
             raise ProtocolError(f"undecodable Ogg-Opus audio: {exc}", CLOSE_INVALID_DATA) from None
         if len(pcm):
+            self.spend_audio(len(pcm) / self._rate)
             speech_ms = self.call.push_audio(pcm.astype(np.float32, copy=False), time.monotonic())
             if speech_ms is not None:
                 self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xswarm.bridge.call import Call, CallState, Suggestion
@@ -20,12 +20,13 @@ from xswarm.bridge.engine_loop import EngineLoop
 from xswarm.bridge.events import EventHub
 from xswarm.bridge.host import CallPeer, Refusal
 from xswarm.config import Config
-from xswarm.engine.base import Engine
+from xswarm.engine import base as engine_events
+from xswarm.engine.base import Engine, SlotOutput
 from xswarm.protocol import control
 
 # Seconds a refused caller is told to wait before trying again.
 RETRY_AFTER_SECONDS = 5
-REJECTION_REASONS = ("full", "draining", "starting", "auth")
+REJECTION_REASONS = ("full", "draining", "starting", "auth", "per_source")
 
 
 @dataclass
@@ -34,12 +35,16 @@ class FrameCounts:
     frames_out: int = 0
     late_frames: int = 0
     dropped_frames: int = 0
+    underruns: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
 
     def add(self, call: Call) -> None:
         self.frames_in += call.frames_in
         self.frames_out += call.frames_out
         self.late_frames += call.late_frames
         self.dropped_frames += call.dropped_frames
+        self.underruns += call.underruns
+        self.dropped.update(call.dropped)
 
 
 class CallRegistry:
@@ -58,7 +63,14 @@ class CallRegistry:
         self.ended = FrameCounts()
         self.outcomes: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
+        # Per call, the request ids of applied suggestions not yet finished, in order.
+        self.speaking: dict[str, deque[str | int | None]] = {}
+        self.context_exceeded = 0
+        engine_loop.on_output = self._engine_output
         self.unknown_events = 0
+        # Admitted calls per source; a source leaves the map with its last call.
+        self.sources: Counter[str] = Counter()
+        self.budget_exceeded: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -88,13 +100,14 @@ class CallRegistry:
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self) -> Refusal | None:
-        refusal = self._refusal()
+    def admit(self, source: str = "unknown") -> Refusal | None:
+        refusal = self._refusal(source)
         if refusal is None:
             self.reserved += 1
+            self.sources[source] += 1
         return refusal
 
-    def _refusal(self) -> Refusal | None:
+    def _refusal(self, source: str) -> Refusal | None:
         if self.state == "draining":
             self.rejections["draining"] += 1
             return Refusal("Server is shutting down.", RETRY_AFTER_SECONDS)
@@ -106,10 +119,25 @@ class CallRegistry:
             return Refusal(
                 f"At capacity: {self.reserved} of {self.max_calls} calls.", RETRY_AFTER_SECONDS
             )
+        per_source = self.config.bridge.max_calls_per_source
+        if self.sources[source] >= per_source:
+            self.rejections["per_source"] += 1
+            return Refusal(
+                f"Too many calls from one address: {per_source} at once "
+                "([voice.bridge] max_calls_per_source).",
+                RETRY_AFTER_SECONDS,
+                status=429,
+            )
         return None
 
-    def release(self) -> None:
+    def release(self, source: str = "unknown") -> None:
         self.reserved -= 1
+        self.sources[source] -= 1
+        if self.sources[source] <= 0:
+            del self.sources[source]
+
+    def count_abuse(self, budget: str) -> None:
+        self.budget_exceeded[budget] += 1
 
     def count_rejection(self, reason: str) -> None:
         self.rejections[reason] += 1
@@ -161,6 +189,7 @@ class CallRegistry:
         for suggestion in call.suggestions:
             self._suggestion_rejected(call.call_id, "call ended", suggestion.request_id)
         call.suggestions.clear()
+        self.speaking.pop(call.call_id, None)
         self.publish(ended)
         if not self.live:
             self._idle.set()
@@ -171,7 +200,7 @@ class CallRegistry:
 
     def frame_totals(self) -> FrameCounts:
         """Frame counters over every call, ended and live."""
-        totals = FrameCounts(**vars(self.ended))
+        totals = replace(self.ended, dropped=Counter(self.ended.dropped))
         for peer in self.live.values():
             totals.add(peer.call)
         return totals
@@ -233,9 +262,46 @@ class CallRegistry:
         result = await self.engine_loop.suggest(peer.call, suggestion.text)
         if result.applied:
             peer.log.info("suggestion applied (%d chars)", len(suggestion.text))
+            self.speaking.setdefault(call_id, deque()).append(request_id)
             self.publish(control.SuggestionApplied(call_id, suggestion.text, request_id))
         else:
             self.publish(control.SuggestionRejected(call_id, result.reason, request_id))
+
+    def cancel_suggestion(self, call_id: str | None) -> str | None:
+        """Drop the call's queued suggestions and what it has not yet said of applied ones."""
+        peer, problem = self.find_call(call_id)
+        if peer is None:
+            return problem
+        call = peer.call
+        for suggestion in call.suggestions:
+            self._suggestion_rejected(call.call_id, "cancelled", suggestion.request_id)
+        call.suggestions.clear()
+        self.engine_loop.cancel(call)
+        for request_id in self.speaking.pop(call.call_id, deque()):
+            self.publish(control.SuggestionFinished(call.call_id, request_id, cancelled=True))
+        return None
+
+    def _engine_output(self, call: Call, output: SlotOutput) -> None:
+        """What a step said about a call beyond its audio: suggestion progress, its context,
+        and a request to end it (``max_call_seconds``)."""
+        peer = self.live.get(call.call_id)
+        if peer is None:
+            return
+        speaking = self.speaking.setdefault(call.call_id, deque())
+        for event in output.events:
+            if event == engine_events.SUGGESTION_STARTED:
+                first = speaking[0] if speaking else None
+                self.publish(control.SuggestionStarted(call.call_id, first))
+            elif event in (engine_events.SUGGESTION_FINISHED, engine_events.SUGGESTION_CANCELLED):
+                done = speaking.popleft() if speaking else None
+                cancelled = event == engine_events.SUGGESTION_CANCELLED
+                self.publish(control.SuggestionFinished(call.call_id, done, cancelled))
+            elif event == engine_events.CONTEXT_EXCEEDED:
+                self.context_exceeded += 1
+                peer.log.warning("call passed the model's context; it goes on past its training")
+                self.publish(control.ContextExceeded(call.call_id))
+        if output.end_reason:
+            self.spawn(peer.hangup(output.end_reason, 1000, "call reached its time limit"))
 
     def _suggestion_rejected(
         self, call_id: str | None, reason: str, request_id: str | int | None

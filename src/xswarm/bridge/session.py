@@ -5,6 +5,12 @@ turns engine output into its peer's format. Sending never blocks the tick: befor
 we look at the socket's write buffer, and a peer that stops reading has frames dropped
 (counted) and, if it stays stuck, is closed as ``slow_client``. So a slow client neither grows
 memory nor stalls other calls.
+
+Receiving is bounded the same way: every message is checked against the call's
+``InputBudget`` before it is parsed or buffered (a call over budget ends as ``abuse``), and
+every wait for the peer has a deadline: the first media, then caller audio at least every
+``inactivity_timeout`` (else the call ends as ``inactive``), with WebSocket pings underneath.
+See docs/SECURITY.md, "Budgets and timeouts".
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 import numpy as np
-from aiohttp import web
+from aiohttp import WSMessage, web
 
-from xswarm.bridge.call import Call, CallState
+from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
+from xswarm.config import BridgeSection
 from xswarm.logs import CallLogger
+from xswarm.protocol.budgets import Exceeded, InputBudget, Limits, call_source, trusted_networks
 
 log = logging.getLogger("xswarm.call")
 
@@ -39,8 +48,25 @@ SLOW_CLIENT_SECONDS = 2.0
 CALL_SNDBUF_BYTES = 32 * 1024
 # What one outbound frame costs in the write buffer, for [voice.bridge] send_queue_frames.
 FRAME_WIRE_BYTES = 256
-# How long a peer may take to start the call after the upgrade.
-START_TIMEOUT_SECONDS = 10.0
+
+
+class CallClosed(Exception):
+    """The call must end now: ``reason`` for call_ended, ``code`` and ``message`` for the peer."""
+
+    def __init__(self, reason: str, code: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.code = code
+        self.message = message
+
+
+def input_limits(settings: BridgeSection) -> Limits:
+    return Limits(
+        max_buffered_bytes=settings.max_buffered_input_bytes,
+        audio_speed=settings.max_audio_speed,
+        audio_burst_seconds=settings.audio_burst_seconds,
+        messages_per_second=settings.max_messages_per_second,
+    )
 
 
 class CallSession:
@@ -58,7 +84,15 @@ class CallSession:
             remote = f"{peer[0]}:{peer[1]}"
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
-        self._write_limit = host.config.bridge.send_queue_frames * FRAME_WIRE_BYTES
+        bridge = host.config.bridge
+        # Frames queued in the write buffer wait there: hold no more than max_output_age_ms.
+        age_frames = max(2, round(bridge.max_output_age_ms / (WIRE_FRAME_SECONDS * 1000)))
+        self._write_limit = min(bridge.send_queue_frames, age_frames) * FRAME_WIRE_BYTES
+        self.call.output = OutputPacer(
+            bridge.output_preroll_ms / 1000,
+            bridge.max_output_age_ms / 1000,
+            paced=host.engine.frame_seconds > WIRE_FRAME_SECONDS * 1.5,
+        )
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             try:
@@ -67,6 +101,11 @@ class CallSession:
                 pass
         self._consecutive_drops = 0
         self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / host.engine.frame_seconds))
+        settings = host.config.bridge
+        self.budget = InputBudget(input_limits(settings))
+        self.inactivity_timeout = settings.inactivity_timeout
+        self.first_media_timeout = settings.first_media_timeout
+        self._media_deadline = time.monotonic() + settings.first_media_timeout
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -96,6 +135,39 @@ class CallSession:
         """The receive loop ended: record the end if nothing else already has."""
         self.host.end_call(self, end_reason)
 
+    # -- receiving -------------------------------------------------------------------------
+
+    async def receive(self) -> WSMessage:
+        """The peer's next message; TimeoutError once the media deadline has passed."""
+        return await self.ws.receive(timeout=max(0.0, self._media_deadline - time.monotonic()))
+
+    def inactive(self) -> CallClosed:
+        """Why a call whose media deadline passed ends."""
+        return CallClosed(
+            "inactive",
+            CLOSE_POLICY,
+            f"inactive: no audio for {self.inactivity_timeout:g} s",
+        )
+
+    def note_media(self) -> None:
+        """The peer sent caller audio: it has ``inactivity_timeout`` for the next."""
+        self._media_deadline = time.monotonic() + self.inactivity_timeout
+
+    def spend_message(self, size: int) -> None:
+        """Charge one received message to the budget; CallClosed (abuse) when it is spent."""
+        self._check(self.budget.message(size, time.monotonic()))
+
+    def spend_audio(self, seconds: float) -> None:
+        """Charge decoded (or dropped) caller audio; CallClosed (abuse) when it is spent."""
+        self._check(self.budget.audio(seconds, time.monotonic()))
+
+    def _check(self, exceeded: Exceeded | None) -> None:
+        if exceeded is None:
+            return
+        self.host.count_abuse(exceeded.budget)
+        self.log.warning("closing: %s", exceeded.detail)
+        raise CallClosed("abuse", exceeded.close_code, exceeded.detail)
+
     # -- sending ---------------------------------------------------------------------------
 
     def writable(self) -> bool:
@@ -104,7 +176,7 @@ class CallSession:
         if self.call.state is not CallState.STARTED or transport is None or transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self._write_limit:
-            self.call.dropped_frames += 1
+            self.call.drop("slow_client")
             self._consecutive_drops += 1
             if self._consecutive_drops == self._max_drops:
                 self.log.warning("peer stopped reading for %.0f s; closing", SLOW_CLIENT_SECONDS)
@@ -135,6 +207,9 @@ class CallSession:
         """Engine output for this call, in the peer's format (each transport implements it)."""
         raise NotImplementedError
 
+    async def flush(self, now: float) -> None:
+        """Paced output due at ``now``; a transport without a pacer sends in ``deliver``."""
+
 
 async def serve_call(request: web.Request, session_type: type[CallSession]) -> web.StreamResponse:
     """Admit a call at the upgrade (or answer 503), run its session, and free its place.
@@ -143,13 +218,15 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
     started sends exactly one ``call_ended``.
     """
     host = request.app[CALL_HOST]
-    refusal = host.admit()
+    settings = host.config.bridge
+    source = source_of(request, settings)
+    refusal = host.admit(source)
     if refusal is not None:
-        return refuse(503, refusal.reason, retry_after=refusal.retry_after)
+        return refuse(refusal.status, refusal.reason, retry_after=refusal.retry_after)
     session: CallSession | None = None
     try:
         ws = web.WebSocketResponse(
-            max_msg_size=host.config.bridge.max_message_bytes, compress=False
+            max_msg_size=settings.max_message_bytes, compress=False, heartbeat=settings.heartbeat
         )
         await ws.prepare(request)
         session = session_type(host, request, ws)
@@ -161,7 +238,16 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
         if session is not None:
             session.finish("disconnected")
             session.call.advance(CallState.ENDED)
-        host.release()
+        host.release(source)
+
+
+def source_of(request: web.Request, settings: BridgeSection) -> str:
+    """The caller's address as ``max_calls_per_source`` counts it (X-Forwarded-For only when
+    the peer is one of ``trusted_proxies``)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    address = str(peer[0]) if isinstance(peer, tuple) and peer else request.remote
+    proxies = trusted_networks(settings.trusted_proxies)
+    return call_source(address, request.headers.getall("X-Forwarded-For", []), proxies)
 
 
 def refuse(status: int, reason: str, retry_after: int | None = None) -> web.Response:

@@ -16,11 +16,13 @@ from typing import Any
 import psutil
 
 from xswarm import __version__
+from xswarm.bridge.call import DROP_REASONS
 from xswarm.bridge.engine_loop import EngineLoop
 from xswarm.bridge.events import EventHub
 from xswarm.bridge.registry import REJECTION_REASONS, CallRegistry
 from xswarm.metrics import Exposition, Histogram, uptime
 from xswarm.protocol import control
+from xswarm.protocol.budgets import BUDGETS
 
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
@@ -69,6 +71,9 @@ class StatusBoard:
         self.limits = cgroup_memory_limits()
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
+        # notAfter (Unix seconds) of each certificate the bridge serves, by file; the service
+        # keeps it current across renewals.
+        self.certificate_expiry: dict[str, float] = {}
 
     def instance_status(self) -> control.InstanceStatus:
         calls = self.calls
@@ -78,7 +83,7 @@ class StatusBoard:
             active_calls=calls.active_calls,
             max_concurrent_calls=calls.max_calls,
             engine=engine.name,
-            state=calls.public_state(),
+            state=self.public_state(),
             cpu=round(self._process.cpu_percent(None), 1),
             rss=self._process.memory_info().rss,
             limits=self.limits,
@@ -99,20 +104,33 @@ class StatusBoard:
             self.instance_status(),
         )
 
+    def public_state(self) -> str:
+        """The registry's state, or ``overloaded`` while a ready bridge's engine steps run
+        over the frame (``EngineLoop.overloaded``)."""
+        state = self.calls.public_state()
+        if state == "ready" and self.engine_loop.overloaded:
+            return "overloaded"
+        return state
+
     def readiness(self) -> tuple[int, dict[str, Any]]:
-        """The /readyz answer: 200 when a new call would be admitted, else 503 and why."""
+        """The /readyz answer: 200 when a new call would be admitted and served in real time,
+        else 503 and why (``overloaded``: admitted, but the engine already runs behind, so
+        the load balancer should send new calls elsewhere)."""
         calls = self.calls
         body: dict[str, Any] = {
-            "state": calls.public_state(),
+            "state": self.public_state(),
             "active_calls": calls.active_calls,
             "max_concurrent_calls": calls.max_calls,
             "engine": calls.engine.name,
         }
         if calls.state != "ready":
-            body["reason"] = "draining" if calls.state == "draining" else "loading"
+            body["reason"] = calls.state if calls.state in ("draining", "broken") else "loading"
             return 503, body
         if calls.reserved >= calls.max_calls:
             body["reason"] = "full"
+            return 503, body
+        if self.engine_loop.overloaded:
+            body["reason"] = "overloaded"
             return 503, body
         return 200, body
 
@@ -137,6 +155,12 @@ class StatusBoard:
             [({"reason": r}, calls.rejections[r]) for r in REJECTION_REASONS],
         )
         expo.metric(
+            "xswarm_call_budget_exceeded_total",
+            "counter",
+            "Calls closed as abuse, by the budget they went over.",
+            [({"budget": b}, calls.budget_exceeded[b]) for b in BUDGETS],
+        )
+        expo.metric(
             "xswarm_frames_in_total",
             "counter",
             "Audio frames received from callers.",
@@ -152,10 +176,29 @@ class StatusBoard:
             frames.late_frames,
         )
         expo.metric(
+            "xswarm_context_exceeded_total",
+            "counter",
+            "Calls that outlived the model's context ([voice.moshi] context).",
+            calls.context_exceeded,
+        )
+        expo.metric(
             "xswarm_dropped_frames_total",
             "counter",
-            "Frames dropped because a client did not read.",
-            frames.dropped_frames,
+            "20 ms frames the bridge threw away, by reason: input_backlog, input_silence, "
+            "input_stale (shed load), output_late, slow_client.",
+            [({"reason": r}, frames.dropped[r]) for r in DROP_REASONS],
+        )
+        expo.metric(
+            "xswarm_output_underruns_total",
+            "counter",
+            "Times a call's paced output ran dry for a frame or more (a gap the caller hears).",
+            frames.underruns,
+        )
+        expo.metric(
+            "xswarm_overloaded",
+            "gauge",
+            "1 while engine steps run over the frame (/readyz answers 503 overloaded).",
+            int(self.engine_loop.overloaded),
         )
         expo.metric(
             "xswarm_twilio_unknown_events_total",
@@ -198,6 +241,13 @@ class StatusBoard:
             self.hub.dropped_total,
         )
         expo.metric("xswarm_draining", "gauge", "1 while draining.", int(calls.state == "draining"))
+        if self.certificate_expiry:
+            expo.metric(
+                "xswarm_tls_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When each served TLS certificate expires ([voice.bridge] tls_cert).",
+                [({"certificate": p}, t) for p, t in sorted(self.certificate_expiry.items())],
+            )
         expo.process(self.started)
         return expo.text()
 

@@ -23,7 +23,7 @@ from xswarm.bridge.session import (
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     CLOSE_UNSUPPORTED,
-    START_TIMEOUT_SECONDS,
+    CallClosed,
     CallSession,
     refuse,
     serve_call,
@@ -34,6 +34,8 @@ from xswarm.protocol import control, twilio
 TELEPHONE_RATE = 8000
 # Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
 MAX_INPUT_LAG = 0.2
+# How early a paced frame may go: half the pacer's period, so it is never a whole one late.
+PACE_SLACK_SECONDS = 0.0025
 # Distinct unknown event names logged per call; the rest are only counted (a flood of
 # invented names must not drown the journal, whose rate limit would drop real messages).
 MAX_UNKNOWN_LOGGED = 4
@@ -65,21 +67,25 @@ class TwilioSession(CallSession):
             self.log.warning("protocol error: %s", exc)
             await self.hangup("protocol_error", exc.close_code, str(exc))
             return
+        except CallClosed as closed:
+            await self.hangup(closed.reason, closed.code, closed.message)
+            return
         finally:
             self.finish(reason)
 
     async def _receive(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
-            waiting = self.call.state is CallState.ADMITTED
-            timeout = max(0.0, deadline - time.monotonic()) if waiting else None
             try:
-                message = await self.ws.receive(timeout=timeout)
+                message = await self.receive()
             except TimeoutError:
-                raise ProtocolError(
-                    f"no start event within {START_TIMEOUT_SECONDS:g} s of connecting", CLOSE_POLICY
-                ) from None
+                if self.call.state is CallState.ADMITTED:
+                    raise ProtocolError(
+                        f"no start event within {self.first_media_timeout:g} s of connecting",
+                        CLOSE_POLICY,
+                    ) from None
+                raise self.inactive() from None
             if message.type == WSMsgType.TEXT:
+                self.spend_message(len(message.data))
                 if await self._handle(twilio.parse(message.data)):
                     return "caller_hangup"
             elif message.type == WSMsgType.BINARY:
@@ -103,8 +109,11 @@ class TwilioSession(CallSession):
             if self.call.state is not CallState.STARTED:
                 return False  # the call is ending: its counters are final
             arrived = time.monotonic()
+            self.note_media()
             if self._is_stale(event.timestamp_ms, arrived):
+                self.spend_audio(0.0)
                 return False
+            self.spend_audio(len(event.payload) / TELEPHONE_RATE)
             pcm = self._upsample.process(mulaw.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
@@ -142,9 +151,11 @@ class TwilioSession(CallSession):
         self.call.call_sid = event.call_sid
         caller = event.custom_parameters.get("caller") or event.custom_parameters.get("From")
         self.call.caller = caller[:128] if isinstance(caller, str) else None
+        self.call.callee = event.custom_parameters.get("To", "")[:128] or None
         self.outbound = twilio.Outbound(event.stream_sid)
         if not self.begin():
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
+        self.note_media()
         return False
 
     def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
@@ -152,7 +163,7 @@ class TwilioSession(CallSession):
             return False
         self.stale_frames += 1
         self.call.frames_in += 1
-        self.call.dropped_frames += 1
+        self.call.drop("input_stale")
         if self.stale_frames == 1:
             self.log.warning(
                 "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
@@ -170,13 +181,31 @@ class TwilioSession(CallSession):
         pending = np.concatenate((self._pending, telephone)) if len(self._pending) else telephone
         whole = len(pending) - len(pending) % twilio.FRAME_BYTES
         self._pending = pending[whole:]
-        if whole == 0 or not self.writable():
+        self.call.note_output(pcm, latency_s)
+        if whole == 0:
             return
         payload = mulaw.encode(pending[:whole])
-        for start in range(0, whole, twilio.FRAME_BYTES):
-            await self.send_text(self.outbound.media(payload[start : start + twilio.FRAME_BYTES]))
+        step = twilio.FRAME_BYTES
+        now = time.monotonic()
+        self.call.output.push([payload[i : i + step] for i in range(0, whole, step)], now)
+        await self.flush(now)
+
+    async def flush(self, now: float) -> None:
+        """Send the frames of ``call.output`` that are due; each one the peer cannot take
+        is dropped and counted (``writable``)."""
+        output = self.call.output
+        before = output.late_dropped
+        due = output.due(now, slack=PACE_SLACK_SECONDS)
+        if output.late_dropped != before:
+            self.call.drop("output_late", output.late_dropped - before)
+        if self.outbound is None:
+            return
+        for payload, waited in due:
+            if not self.writable():
+                continue
+            await self.send_text(self.outbound.media(payload))
             self.call.frames_out += 1
-        self.call.note_output(pcm, latency_s)
+            self.call.output_wait.add(waited)
 
 
 def resampler_quality(configured: str, engine: str) -> str:

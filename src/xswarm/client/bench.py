@@ -1,4 +1,4 @@
-"""The load generator behind `xswarm bench`: N real-time Twilio calls from one process.
+"""The load generator behind `xswarm bench`: N real-time phone calls from one process.
 
 It must never be the bottleneck it is measuring, so the per-frame work is as small as it
 can be: every media message is two prebuilt strings (one per frame index, shared by all
@@ -8,6 +8,17 @@ on each call every 20 ms; the receive side only timestamps and counts.
 Real callers start at random moments, so their 20 ms frames arrive at every phase of the
 bridge's tick. The timer models that with ``phases`` groups of calls, each sent at its own
 offset within the 20 ms (``phases = 1``: every call at once, a synchronized worst case).
+
+``aligned`` measures by content instead of by message order: the caller's voice is seeded
+noise, every reply is kept with its arrival time, and after the run each reply is matched to
+the stretch of sent audio it carries (``align_replies``). A frame's latency is then the time
+from sending it to the arrival of the reply holding its first sample, and a frame is lost when
+its first sample never comes back: a reply that carries silence or someone else's frame does
+not hide a loss, as it would when replies are just counted.
+
+Twilio calls use the prebuilt strings; a Telnyx, Plivo or Exotel call (``carrier``) writes
+each media message with its dialect's ``Caller`` from a prebuilt payload, which is cheap
+enough for the call counts one loopback bench reaches.
 """
 
 from __future__ import annotations
@@ -18,9 +29,12 @@ import contextlib
 import ipaddress
 import json
 import math
+import os
 import resource
 import socket
+import ssl
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +42,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from xswarm.audio import mulaw
+from xswarm.audio import mulaw, wire
+from xswarm.client.carrier_call import wire_frames
+from xswarm.client.carriers import CallerSide, Carrier
 from xswarm.client.common import (
     ClientError,
     Latency,
@@ -38,7 +54,7 @@ from xswarm.client.common import (
     sleep_until,
 )
 from xswarm.errors import ProtocolError
-from xswarm.protocol import twilio
+from xswarm.protocol import media_stream, twilio
 
 FRAME_SECONDS = 0.020
 MEDIA_HEAD = '{"event":"media","sequenceNumber":"'
@@ -66,6 +82,8 @@ class BenchCall:
     sent_at: list[float] = field(default_factory=list)
     received: int = 0
     sending: bool = False
+    replies: list[tuple[float, str]] = field(default_factory=list)
+    caller: CallerSide | None = None  # a carrier's stream; None: Twilio
 
 
 @dataclass
@@ -88,6 +106,8 @@ class BenchReport:
     timer_lag_p99_ms: float = math.nan
     timer_lag_max_ms: float = math.nan
     wall_seconds: float = 0.0
+    first_sample: Latency | None = None
+    content_lost: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def clean(value: float | None) -> float | None:
@@ -114,6 +134,10 @@ class BenchReport:
             "bench_timer_lag_p99_ms": clean(self.timer_lag_p99_ms),
             "bench_timer_lag_max_ms": clean(self.timer_lag_max_ms),
             "wall_seconds": round(self.wall_seconds, 2),
+            "first_sample_p50_ms": clean(self.first_sample.p50_ms) if self.first_sample else None,
+            "first_sample_p99_ms": clean(self.first_sample.p99_ms) if self.first_sample else None,
+            "first_sample_max_ms": clean(self.first_sample.max_ms) if self.first_sample else None,
+            "content_lost_frames": self.content_lost,
         }
 
 
@@ -149,6 +173,80 @@ def tone() -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
 
 
+def noise(seconds: float, seed: int = 14) -> np.ndarray:
+    """The caller's voice for a content-aligned run: white noise at 8 kHz, so that any 20 ms
+    of it matches only one place in the call (its autocorrelation is a single spike)."""
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal(max(1, round(seconds * 8000)))).clip(-1, 1).astype(np.float32)
+
+
+# A reply matches a stretch of sent audio when their normalised correlation reaches this:
+# mu-law and the resampler round trip keep about 0.95; noise against other noise, 0.1.
+MATCH_CORRELATION = 0.6
+# How far from where the previous reply left off a reply's audio is looked for, in samples.
+SEARCH_SAMPLES = 4000
+
+
+def align_replies(
+    sent: np.ndarray, sent_at: list[float], replies: list[tuple[float, np.ndarray]]
+) -> tuple[list[float], int]:
+    """Which sent frame's first sample each reply carries: (latencies of the frames whose
+    first sample came back, frames whose first sample never did).
+
+    ``sent`` is the 8 kHz audio as sent (mu-law decoded), ``sent_at`` when each 20 ms frame
+    went out, ``replies`` the decoded audio of each reply with its arrival time. A reply that
+    is silence, or matches nothing, carries no sent sample."""
+    frame = twilio.FRAME_BYTES
+    frames = len(sent_at)
+    first_back: list[float | None] = [None] * frames
+    # Silence before the call: a bridge that delays by a few samples returns them first.
+    lead = frame
+    padded = np.concatenate((np.zeros(lead, dtype=np.float32), sent))
+    expected: int | None = None
+    for arrived, pcm in replies:
+        found = _locate(padded, pcm, expected)
+        if found is None:
+            continue
+        expected = found + len(pcm)
+        offset = found - lead
+        first = -(-offset // frame)  # the first frame start at or after offset
+        for k in range(max(0, first), frames):
+            if k * frame >= offset + len(pcm):
+                break
+            if first_back[k] is None:
+                first_back[k] = arrived - sent_at[k]
+    latencies = [t for t in first_back if t is not None]
+    return latencies, frames - len(latencies)
+
+
+def _locate(sent: np.ndarray, pcm: np.ndarray, expected: int | None) -> int | None:
+    """Where in ``sent`` the reply ``pcm`` comes from, or None."""
+    n = len(pcm)
+    energy = float(np.dot(pcm, pcm))
+    if n == 0 or energy < 1e-6 * n:
+        return None
+
+    def score(offset: int) -> float:
+        if offset < 0 or offset + n > len(sent):
+            return 0.0
+        ref = sent[offset : offset + n]
+        denom = math.sqrt(energy * float(np.dot(ref, ref)))
+        if denom == 0.0:
+            return 0.0
+        return float(np.dot(pcm, ref)) / denom
+
+    if expected is not None and score(expected) >= MATCH_CORRELATION:
+        return expected
+    lo = 0 if expected is None else max(0, expected - SEARCH_SAMPLES)
+    hi = len(sent) if expected is None else min(len(sent), expected + SEARCH_SAMPLES + n)
+    window = sent[lo:hi]
+    if len(window) < n:
+        return None
+    corr = np.correlate(window, pcm, mode="valid")
+    best = int(np.argmax(corr))
+    return lo + best if score(lo + best) >= MATCH_CORRELATION else None
+
+
 def report_lines(report: BenchReport) -> list[str]:
     """The report as ``xswarm bench`` prints it, one measure per line."""
 
@@ -175,7 +273,15 @@ def report_lines(report: BenchReport) -> list[str]:
         f"bridge CPU:       {ms(report.bridge_cpu_ms_per_call_second)} ms per call-second",
         f"bench CPU:        {ms(report.bench_cpu_ms_per_call_second)} ms per call-second; "
         f"timer lag p99 {ms(report.timer_lag_p99_ms)} ms, max {ms(report.timer_lag_max_ms)} ms",
-    ]
+    ] + (
+        [
+            f"first sample:     p50 {ms(report.first_sample.p50_ms)} ms, "
+            f"p99 {ms(report.first_sample.p99_ms)} ms, max {ms(report.first_sample.max_ms)} ms "
+            f"(content-aligned); {report.content_lost} frames never came back"
+        ]
+        if report.first_sample is not None
+        else []
+    )
 
 
 def frame_middles(pcm_8k: np.ndarray, frames: int) -> list[str]:
@@ -206,17 +312,37 @@ class Bench:
         ramp_seconds: float = 2.0,
         grace_seconds: float = 1.0,
         phases: int = 4,
+        aligned: bool = False,
+        tls: ssl.SSLContext | bool = True,
+        carrier: Carrier | None = None,
     ) -> None:
         self.url = url
+        self.tls = tls
+        self.carrier = carrier
+        self.codec = carrier.codec(None) if carrier is not None else wire.PCMU
+        self.aligned = aligned
         self.phases = phases
         self.seconds = seconds
         self.ramp = ramp_seconds
         self.grace = grace_seconds
         self.frames_per_call = max(1, round(seconds / FRAME_SECONDS))
-        self.middles = frame_middles(pcm_8k, self.frames_per_call)
-        self.calls = [
-            BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
-        ]
+        if aligned:
+            pcm_8k = noise(self.frames_per_call * FRAME_SECONDS)
+        self.sent_pcm = self.codec.decode(self.codec.encode(pcm_8k))
+        self.middles: list[str] = []
+        self.payloads: list[bytes] = []
+        if carrier is None:
+            self.middles = frame_middles(pcm_8k, self.frames_per_call)
+            self.calls = [
+                BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
+            ]
+        else:
+            silence = self.codec.silence * wire.FRAME_SAMPLES
+            self.payloads = wire_frames(pcm_8k, self.codec) or [silence]
+            self.calls = []
+            for i in range(calls):
+                caller = carrier.caller(self.codec.name)
+                self.calls.append(BenchCall(i, caller.stream_id, caller.call_id, caller=caller))
         for call in self.calls:
             call.tail = json.dumps(call.stream_sid) + "}"
         self.round_trips: list[float] = []
@@ -229,7 +355,7 @@ class Bench:
 
     async def run(self) -> BenchReport:
         loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True, ssl=self.tls)
         async with aiohttp.ClientSession(connector=connector) as session:
             before = await self._scrape(session)
             usage_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -249,7 +375,9 @@ class Bench:
         offset = self.ramp * call.index / max(1, len(self.calls))
         await sleep_until(began + offset)
         try:
-            ws = await asyncio.wait_for(session.ws_connect(self.url, compress=0), 30)
+            ws = await asyncio.wait_for(
+                session.ws_connect(self.url, compress=0, headers=self._headers()), 30
+            )
         except aiohttp.WSServerHandshakeError as exc:
             self.refusals[f"HTTP {exc.status}"] += 1
             return
@@ -259,8 +387,12 @@ class Bench:
             return
         call.ws = ws
         try:
-            await ws.send_str(twilio.connected_message())
-            await ws.send_str(twilio.start_message(call.stream_sid, call.call_sid))
+            if call.caller is None:
+                await ws.send_str(twilio.connected_message())
+                await ws.send_str(twilio.start_message(call.stream_sid, call.call_sid))
+            else:
+                for opening in call.caller.opening():
+                    await ws.send_str(opening)
             call.sending = True
             await self._receive(call, ws)
         except ConnectionError:
@@ -276,10 +408,13 @@ class Bench:
         round_trips = self.round_trips
         sent_at = call.sent_at
         text_type = aiohttp.WSMsgType.TEXT
+        replies = call.replies if self.aligned else None
         while True:
             message = await ws.receive()
             if message.type == text_type:
-                if message.data.startswith(OUT_MEDIA_HEAD) or _is_media(message.data):
+                if replies is not None:
+                    replies.append((loop.time(), message.data))
+                if message.data.startswith(OUT_MEDIA_HEAD) or self._is_media(message.data):
                     k = call.received
                     call.received = k + 1
                     if k < len(sent_at):
@@ -309,8 +444,14 @@ class Bench:
                     continue
                 ws = call.ws
                 assert ws is not None
+                if call.caller is None:
+                    text = MEDIA_HEAD + middles[k] + call.tail
+                else:
+                    text = call.caller.media(
+                        k + 2, k + 1, k * 20, self.payloads[k % len(self.payloads)]
+                    )
                 try:
-                    await ws.send_str(MEDIA_HEAD + middles[k] + call.tail)
+                    await ws.send_str(text)
                 except ConnectionError:
                     call.sending = False
                     continue
@@ -323,9 +464,12 @@ class Bench:
         ws = call.ws
         if ws is None or ws.closed:
             return
-        stop = twilio.stop_message(
-            call.stream_sid, self.frames_per_call + 2, call.call_sid, "AC" + "0" * 32
-        )
+        if call.caller is None:
+            stop = twilio.stop_message(
+                call.stream_sid, self.frames_per_call + 2, call.call_sid, "AC" + "0" * 32
+            )
+        else:
+            stop = call.caller.stop(self.frames_per_call + 2)
 
         async def send_stop_and_close() -> None:
             with contextlib.suppress(ConnectionError):
@@ -335,6 +479,35 @@ class Bench:
         task = asyncio.get_running_loop().create_task(send_stop_and_close())
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
+
+    def _headers(self) -> dict[str, str]:
+        if self.carrier is None:
+            return {}
+        token = os.environ.get(media_stream.CARRIER_TOKEN_ENV)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _parse_outbound(
+        self, text: str
+    ) -> twilio.OutMedia | twilio.OutMark | twilio.OutClear | media_stream.OutEvent:
+        if self.carrier is None:
+            return twilio.parse_outbound(text)
+        return self.carrier.parse_outbound(text)
+
+    def _is_media(self, text: str) -> bool:
+        if self.carrier is None:
+            return _is_media(text)
+        return _is_media(text, self.carrier.parse_outbound)
+
+    def _decoded_replies(self, replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
+        decoded = []
+        for arrived, text in replies:
+            try:
+                message = self._parse_outbound(text)
+            except ProtocolError:
+                continue
+            if isinstance(message, (twilio.OutMedia, media_stream.OutMedia)):
+                decoded.append((arrived, self.codec.decode(message.payload)))
+        return decoded
 
     async def _scrape(self, session: aiohttp.ClientSession) -> str | None:
         try:
@@ -375,6 +548,18 @@ class Bench:
         )
         if call_seconds:
             report.bench_cpu_ms_per_call_second = bench_cpu * 1000 / call_seconds
+        if self.aligned:
+            latencies: list[float] = []
+            report.content_lost = 0
+            for call in connected:
+                found, lost = align_replies(
+                    self.sent_pcm[: len(call.sent_at) * twilio.FRAME_BYTES],
+                    call.sent_at,
+                    self._decoded_replies(call.replies),
+                )
+                latencies += found
+                report.content_lost += lost
+            report.first_sample = Latency.of(latencies)
         if self.timer_lags:
             lags = np.asarray(self.timer_lags) * 1000
             report.timer_lag_p99_ms = float(np.percentile(lags, 99))
@@ -382,12 +567,13 @@ class Bench:
         return report
 
 
-def _is_media(text: str) -> bool:
+def _is_media(text: str, parse_outbound: Callable[[str], object] = twilio.parse_outbound) -> bool:
     """The slow check, for media JSON not laid out as ``twilio.Outbound`` writes it."""
     try:
-        return isinstance(twilio.parse_outbound(text), twilio.OutMedia)
+        message = parse_outbound(text)
     except ProtocolError:
         return False
+    return isinstance(message, (twilio.OutMedia, media_stream.OutMedia))
 
 
 def _delta(before: str | None, after: str | None, name: str) -> float | None:

@@ -58,22 +58,25 @@ def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
 def check(config_path: Path | None) -> None:
     """Say whether the MOSHI engine could start here, without loading it (exit 78 if not)."""
     from xswarm.engine.moshi import probe
+    from xswarm.engine.select import choice
 
     config = xconfig.load(config_path)
+    picked = choice(config)
+    click.echo(f"a start would run {picked.engine or 'nothing (exit 78)'}: {picked.reason}")
     reason = probe(config)
     if reason is not None:
         raise EngineLoadError(reason)
-    from xswarm.engine.moshi import MoshiEngine
-
-    slots = MoshiEngine(config).capacity
     try:
-        ready = moshi_loader.preflight(config, slots)
+        ready = moshi_loader.preflight(config, config.moshi.slots or 1)
     except XswarmError as exc:
         raise EngineLoadError(str(exc)) from None
     files, plan = ready.files, ready.plan
+    fit = plan.slots_that_fit(ready.free_bytes)
+    slots = config.moshi.slots or min(fit, config.bridge.max_concurrent_calls)
     described = files.config_path if files.config_path is not None else "Kyutai's 7B defaults"
     gib = 1 << 30
-    click.echo(f"MOSHI can start on {ready.device} with {slots} slots:")
+    sized = "" if config.moshi.slots else " at most (warm-up keeps those within the step budget)"
+    click.echo(f"MOSHI can start on {ready.device} with {slots} slots{sized}:")
     click.echo(f"  weights   {files.moshi_weights}")
     click.echo(f"  mimi      {files.mimi_weights}")
     click.echo(f"  tokenizer {files.tokenizer}")

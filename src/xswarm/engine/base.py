@@ -25,12 +25,25 @@ from xswarm.config import Config
 SAMPLE_RATE = 24_000
 
 
+# What a slot's step can report beside audio and words (``SlotOutput.events``).
+SUGGESTION_STARTED = "suggestion_started"
+SUGGESTION_FINISHED = "suggestion_finished"
+SUGGESTION_CANCELLED = "suggestion_cancelled"
+CONTEXT_EXCEEDED = "context_exceeded"
+
+
 @dataclass(slots=True)
 class SlotOutput:
-    """What one slot produced in one step: audio (or None when it has none yet) and words."""
+    """What one slot produced in one step: audio (or None when it has none yet) and words.
+
+    ``events`` name what happened to the call in this step (the constants above); a set
+    ``end_reason`` asks the bridge to end the call now, with that reason.
+    """
 
     pcm: np.ndarray | None
     text: str = ""
+    events: tuple[str, ...] = ()
+    end_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +76,9 @@ class Engine(ABC):
     # Extra steps a tick may run for a call whose input has piled up (network jitter), so its
     # latency returns to one frame. Only for engines whose steps are cheap.
     catch_up_steps: int = 0
+    # Set (to why) once the engine can no longer step (a sticky device error): the bridge
+    # then stops being ready and exits non-zero, so that systemd restarts it.
+    broken: str | None = None
 
     @property
     def frame_seconds(self) -> float:
@@ -90,8 +106,14 @@ class Engine(ABC):
         """Steer the call in ``slot`` with ``text``; engines without a text stream refuse."""
         return SuggestionResult(False, f"engine {self.name} cannot take suggestions")
 
+    def cancel(self, slot: int) -> int:
+        """Drop the suggestions the call in ``slot`` has not yet spoken; returns how many."""
+        return 0
+
     def reconfigure(self, config: Config) -> None:  # noqa: B027 - optional hook
-        """Apply the live-reloadable keys of a new config (SIGHUP); the rest need a restart."""
+        """Apply the live-reloadable keys of a new config (SIGHUP); the rest need a restart.
+
+        Called between steps, on the thread that steps (``EngineLoop.reconfigure``)."""
 
     def info(self) -> EngineInfo:
         return EngineInfo(self.name, self.frame_seconds * 1000, self.capacity)

@@ -65,6 +65,15 @@ NO_CFG = (
 PER_SLOT_SLACK = 0.05
 
 
+class ModelAbsent(EngineLoadError):
+    """MOSHI cannot run here at all: no package, no model files or no device to run on.
+
+    The only failures ``engine = "auto"`` answers with echo; every other one (a damaged file,
+    a config that does not fit, too little memory) stops start-up, because an operator who
+    installed a model wants to hear about it, not an echo.
+    """
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """Where each part of the model lives, and the configs read from disk (None: Kyutai's)."""
@@ -134,7 +143,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def _explicit(value: str, key: str, what: str) -> Path:
     path = Path(value).expanduser()
     if not path.is_file():
-        raise EngineLoadError(
+        raise ModelAbsent(
             f"no {what} at {path} ([voice.moshi] {key}); fix the path or run `xswarm models pull`"
         )
     return path
@@ -183,7 +192,7 @@ def resolve_files(config: Config) -> ModelFiles:
         found = local or _from_repo(config, repo, filename)
         if found is None:
             where = f"{pulled_dir(config, repo)} or the Hugging Face cache" if repo else "anywhere"
-            raise EngineLoadError(
+            raise ModelAbsent(
                 f"no {what} ({filename} of {repo or 'no hf_repo'}) in {where}; "
                 f"run `xswarm models pull` or set [voice.moshi] {key}"
             )
@@ -232,14 +241,14 @@ def check_device(spec: str) -> Any:
         )
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise EngineLoadError(
+        raise ModelAbsent(
             f'device {spec} not found: no CUDA device; set [voice.moshi] device = "cpu"'
         )
     index = 0 if device.index is None else device.index
     if index >= count:
         present = ", ".join(f"cuda:{i}" for i in range(count))
         plural = "device" if count == 1 else "devices"
-        raise EngineLoadError(
+        raise ModelAbsent(
             f"device {spec} not found: this machine has {count} CUDA {plural} ({present})"
         )
     return torch.device("cuda", index)
@@ -359,7 +368,7 @@ def preflight(config: Config, slots: int) -> Preflight:
     """Every check that needs no model in memory, in the order an operator would fix them."""
     missing = missing_modules()
     if missing:
-        raise EngineLoadError(missing)
+        raise ModelAbsent(missing)
     settings = config.moshi
     files = resolve_files(config)
     device = check_device(settings.device)

@@ -1,14 +1,17 @@
 """Which engine a bridge runs: ``engine = "echo" | "moshi" | "auto"``.
 
-``auto`` takes MOSHI when it is configured and loads, and echo otherwise, and says which and
-why in the log; the status and ``/metrics`` show the engine too. An explicit ``moshi`` that
-cannot load stops start-up with the loader's one-line reason (exit 78): an operator who asked
-for the model must not be silently given an echo.
+``auto`` answers echo only when MOSHI cannot run here at all: its packages, its model files or
+a usable device are missing (``moshi_loader.ModelAbsent``). Any other MOSHI failure (a damaged
+file, settings the model cannot honour, too little memory, a batch too slow for the frame)
+stops start-up with its one line (exit 78), as with an explicit ``moshi``: an operator who
+installed a model must never be served an echo without knowing. ``choice`` says the same
+without loading anything, for ``xswarm doctor`` and ``xswarm models check``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from xswarm.config import Config
 from xswarm.engine.base import Engine
@@ -18,26 +21,46 @@ from xswarm.errors import EngineLoadError
 log = logging.getLogger("xswarm.engine")
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The engine a start would run (``None``: the start would exit 78) and why."""
+
+    engine: str | None
+    reason: str
+
+
+def choice(config: Config) -> Choice:
+    """What ``build_engine`` would pick, from the checks that need no model in memory."""
+    wanted = config.bridge.engine
+    if wanted == "echo":
+        return Choice("echo", 'configured: [voice.bridge] engine = "echo"')
+    try:
+        absent = _moshi_absent(config)
+    except EngineLoadError as exc:
+        return Choice(None, f"MOSHI is installed but would not start: {exc}")
+    if absent is None:
+        how = "configured" if wanted == "moshi" else "auto"
+        return Choice("moshi", f"{how}: the model files and device {config.moshi.device} are here")
+    if wanted == "moshi":
+        return Choice(None, f'[voice.bridge] engine = "moshi" but {absent}')
+    return Choice("echo", f"auto: MOSHI cannot run here: {absent}")
+
+
 def build_engine(config: Config) -> Engine:
     """Construct, load and warm up the configured engine."""
-    choice = config.bridge.engine
-    if choice == "echo":
+    wanted = config.bridge.engine
+    if wanted == "echo":
         engine = _echo(config)
-    elif choice == "moshi":
+    elif wanted == "moshi":
         engine = _moshi(config)
     else:
-        reason = _moshi_unavailable(config)
-        if reason is None:
-            try:
-                engine = _moshi(config)
-                engine.load()
-                engine.warmup()
-                log.info("engine auto: chose moshi")
-                return engine
-            except EngineLoadError as exc:
-                reason = str(exc)
-        log.info("engine auto: chose echo, because MOSHI is not usable here: %s", reason)
-        engine = _echo(config)
+        absent = _moshi_absent(config)
+        if absent is None:
+            engine = _moshi(config)
+            log.info("engine auto: chose moshi")
+        else:
+            log.info("engine auto: chose echo, because MOSHI cannot run here: %s", absent)
+            engine = _echo(config)
     engine.load()
     engine.warmup()
     log.info(
@@ -67,7 +90,8 @@ def _moshi(config: Config) -> Engine:
     return MoshiEngine(config)
 
 
-def _moshi_unavailable(config: Config) -> str | None:
+def _moshi_absent(config: Config) -> str | None:
+    """Why MOSHI cannot run here at all, or None; raises for a MOSHI that is here but broken."""
     try:
         from xswarm.engine.moshi import probe
     except ImportError as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from xswarm.tls import EXPIRY_WARNING_SECONDS
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 EX_CONFIG = 78
 # Matches ops.templates.MIN_TOKEN_CHARS (checks stays free of imports with I/O).
@@ -113,6 +115,17 @@ class DatabaseFacts:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class CertificateFacts:
+    """A certificate a service serves, and how long it has left (None: it could not be read)."""
+
+    path: str
+    used_by: str  # "[voice.bridge] tls_cert" or "HAProxy"
+    seconds_left: float | None = None
+    expires: str = ""
+    error: str | None = None
+
+
 @dataclass
 class Facts:
     env_file: FileFacts
@@ -133,6 +146,9 @@ class Facts:
     engine: str = "auto"
     device: str = "cuda"
     models_error: str | None = None
+    # What a start would run and why (``engine.select.choice``); engine None: it would exit 78.
+    engine_choice: str | None = None
+    engine_choice_reason: str = ""
     gpu_present: bool = False
     database: DatabaseFacts | None = None
     units: dict[str, UnitFacts] = field(default_factory=dict)
@@ -147,6 +163,7 @@ class Facts:
     # The tokens .env provides; None when .env could not be read safely.
     tokens: list[TokenFacts] | None = None
     tokens_shared: bool = False
+    certificates: list[CertificateFacts] = field(default_factory=list)
 
 
 def diagnose(facts: Facts) -> list[Finding]:
@@ -158,6 +175,7 @@ def diagnose(facts: Facts) -> list[Finding]:
     findings += _config(facts)
     findings += _ports(facts)
     findings += _haproxy(facts)
+    findings += _certificates(facts)
     findings += _engine(facts)
     findings += _database(facts)
     findings += _units(facts)
@@ -427,6 +445,31 @@ def _haproxy(facts: Facts) -> list[Finding]:
     ]
 
 
+def _certificates(facts: Facts) -> list[Finding]:
+    out = []
+    for cert in facts.certificates:
+        where = f"{cert.used_by} {cert.path}"
+        renew = (
+            "renew it and put the new files in place, then: sudo systemctl reload xswarm-voice "
+            "(no restart)"
+            if cert.used_by != "HAProxy"
+            else "renew it, then: sudo xswarm install ... --tls-cert NEW.pem --tls-key NEW.key "
+            "and sudo systemctl reload haproxy"
+        )
+        if cert.error is not None or cert.seconds_left is None:
+            out.append(Finding(FAIL, "tls", f"{where}: {cert.error}", renew))
+        elif cert.seconds_left <= 0:
+            out.append(Finding(FAIL, "tls", f"{where} expired on {cert.expires}", renew))
+        elif cert.seconds_left < EXPIRY_WARNING_SECONDS:
+            days = cert.seconds_left / 86400
+            out.append(
+                Finding(WARN, "tls", f"{where} expires in {days:.1f} days ({cert.expires})", renew)
+            )
+        else:
+            out.append(Finding(OK, "tls", f"{where} valid until {cert.expires}"))
+    return out
+
+
 def haproxy_servers(config_text: str) -> dict[str, str]:
     """``server NAME ADDRESS ...`` lines of haproxy.cfg: {name: address}."""
     out = {}
@@ -441,6 +484,24 @@ def _engine(facts: Facts) -> list[Finding]:
     if facts.engine == "echo":
         return [Finding(OK, "engine", "echo engine: no models or GPU needed")]
     out = []
+    if facts.engine_choice_reason:
+        if facts.engine_choice is None:
+            out.append(
+                Finding(
+                    FAIL,
+                    "engine",
+                    f"a start would exit 78: {facts.engine_choice_reason}",
+                    "fix what it names; `xswarm models check` shows the whole plan",
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    OK if facts.engine_choice == "moshi" else WARN,
+                    "engine",
+                    f"a start would run {facts.engine_choice}: {facts.engine_choice_reason}",
+                )
+            )
     required = facts.engine == "moshi"
     level = FAIL if required else WARN
     if facts.models_error:
@@ -451,11 +512,7 @@ def _engine(facts: Facts) -> list[Finding]:
                 f"MOSHI models are not usable: {facts.models_error}",
                 "sudo -u xswarm xswarm models pull (or set [voice.moshi] "
                 "moshi_weights/mimi_weights/tokenizer to local files)"
-                + (
-                    ""
-                    if required
-                    else "; with engine=auto the bridge falls back to the echo engine"
-                ),
+                + ("" if required else "; with engine=auto the bridge serves the echo engine"),
             )
         )
     if facts.device.startswith("cuda") and not facts.gpu_present:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.config import Config
-from xswarm.errors import ConfigError
+from xswarm.errors import ConfigError, XswarmError
 from xswarm.ops import checks, health, releases, templates, units
 from xswarm.ops.checks import Facts, FileFacts, TokenFacts
 from xswarm.ops.files import UntrustedPathError, read_trusted
+from xswarm.ops.haproxy import tls_pem
 from xswarm.ops.inventory import (
+    certificate,
     database,
     database_path,
     deployed_single_voice,
@@ -178,11 +180,19 @@ def gather(layout: Layout, config_path: Path) -> Facts:
                 facts.instance_targets[f"voice{number}"] = units.listen_address(
                     health.local_host(host), raw_instance_port(config, number)
                 )
+    if bridge.tls_cert:
+        facts.certificates.append(certificate(Path(bridge.tls_cert), "[voice.bridge] tls_cert"))
+    if tls_pem(layout).exists():
+        facts.certificates.append(certificate(tls_pem(layout), "HAProxy"))
     facts.engine = bridge.engine
     facts.device = config.moshi.device
     facts.gpu_present = Path("/dev/nvidia0").exists()
     if facts.engine != "echo":
         facts.models_error = _probe_models(config, files, layout)
+        from xswarm.engine.select import choice
+
+        picked = choice(config)
+        facts.engine_choice, facts.engine_choice_reason = picked.engine, picked.reason
     facts.database = database(database_path(config, layout))
     service_names = [n for n in facts.ports] + [s for s in facts.socket_listen]
     facts.units = unit_facts(service_names)
@@ -208,7 +218,10 @@ def _probe_models(config: Config, files: dict[str, str], layout: Layout) -> str 
         from xswarm.engine import moshi
     except ImportError as exc:
         return f"the MOSHI engine cannot be imported here ({exc})"
-    return moshi.probe(config)
+    try:
+        return moshi.probe(config)
+    except XswarmError as exc:
+        return str(exc)
 
 
 SYMBOL = {checks.OK: "ok  ", checks.WARN: "WARN", checks.FAIL: "FAIL"}

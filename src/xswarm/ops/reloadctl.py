@@ -36,7 +36,7 @@ def parse_state(text: str) -> ReloadState | None:
     """The reload record, or None when it is absent, torn or not ours."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
@@ -55,8 +55,8 @@ def parse_state(text: str) -> ReloadState | None:
 
 def read_state(path: Path) -> ReloadState | None:
     try:
-        return parse_state(path.read_text())
-    except OSError:
+        return parse_state(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):  # absent, or torn inside a multi-byte character
         return None
 
 

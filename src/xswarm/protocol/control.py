@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from xswarm.protocol.values import (
     BadMessage,
+    finite_mapping,
     finite_number,
     kind,
     load_object,
@@ -180,7 +181,7 @@ class InstanceStatus:
             version=text(data.get("version")),
             pid=whole_number(data.get("pid")),
             reloads=whole_number(data.get("reloads")),
-            engine_details=mapping(data.get("engine_details")),
+            engine_details=finite_mapping(data.get("engine_details")),
             refused_total=_counts(data.get("refused_total")),
         )
 
@@ -206,6 +207,7 @@ class CallStarted:
     stream_sid: str | None = None
     call_sid: str | None = None
     caller: str | None = None
+    callee: str | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -216,6 +218,7 @@ class CallStarted:
             stream_sid=self.stream_sid,
             call_sid=self.call_sid,
             caller=self.caller,
+            callee=self.callee,
         )
 
     @classmethod
@@ -227,6 +230,7 @@ class CallStarted:
             stream_sid=text(data.get("stream_sid")),
             call_sid=text(data.get("call_sid")),
             caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
         )
 
 
@@ -251,6 +255,56 @@ class Counters:
             whole_number(data.get("frames_in")),
             whole_number(data.get("frames_out")),
             whole_number(data.get("late_frames")),
+        )
+
+
+@dataclass(frozen=True)
+class RealTime:
+    """What the bridge did to keep one call real time, as its ``call_ended`` reports it:
+    wire underruns, late engine steps, frames thrown away (in 20 ms frames, by reason), and
+    the latency the bridge added each way (caller frame -> engine input, engine output ->
+    wire; absent when no frame went that way). Every field is optional: a bridge before
+    these fields sends none of them."""
+
+    underruns: int | None = None
+    late_steps: int | None = None
+    dropped_frames: int | None = None
+    dropped: Mapping[str, int] | None = None
+    input_wait_p50_ms: float | None = None
+    input_wait_p99_ms: float | None = None
+    output_wait_p50_ms: float | None = None
+    output_wait_p99_ms: float | None = None
+
+    def encode(self) -> dict[str, Any]:
+        """Only the fields that are known: a ``call_ended`` from a bridge without them
+        decodes and encodes back to the same bytes."""
+        fields = {
+            "underruns": self.underruns,
+            "late_steps": self.late_steps,
+            "dropped_frames": self.dropped_frames,
+            "dropped": None if self.dropped is None else dict(self.dropped),
+            "input_wait_p50_ms": self.input_wait_p50_ms,
+            "input_wait_p99_ms": self.input_wait_p99_ms,
+            "output_wait_p50_ms": self.output_wait_p50_ms,
+            "output_wait_p99_ms": self.output_wait_p99_ms,
+        }
+        return {k: v for k, v in fields.items() if v is not None}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> RealTime:
+        raw = data.get("dropped")
+        dropped = None
+        if isinstance(raw, Mapping):
+            dropped = {str(k): n for k, v in raw.items() if (n := whole_number(v)) is not None}
+        return cls(
+            underruns=whole_number(data.get("underruns")),
+            late_steps=whole_number(data.get("late_steps")),
+            dropped_frames=whole_number(data.get("dropped_frames")),
+            dropped=dropped,
+            input_wait_p50_ms=finite_number(data.get("input_wait_p50_ms")),
+            input_wait_p99_ms=finite_number(data.get("input_wait_p99_ms")),
+            output_wait_p50_ms=finite_number(data.get("output_wait_p50_ms")),
+            output_wait_p99_ms=finite_number(data.get("output_wait_p99_ms")),
         )
 
 
@@ -357,6 +411,7 @@ class CallEnded:
     duration_s: float | None = None
     reason: str | None = None
     counters: Counters = field(default_factory=Counters)
+    real_time: RealTime = field(default_factory=RealTime)
 
     def encode(self) -> dict[str, Any]:
         return {
@@ -365,6 +420,7 @@ class CallEnded:
             "duration_s": self.duration_s,
             "reason": self.reason,
             **self.counters.encode(),
+            **self.real_time.encode(),
         }
 
     @classmethod
@@ -374,6 +430,7 @@ class CallEnded:
             duration_s=finite_number(data.get("duration_s")),
             reason=text(data.get("reason")),
             counters=Counters.decode(data),
+            real_time=RealTime.decode(data),
         )
 
 
@@ -470,6 +527,104 @@ class SuggestionRejected:
 
 
 @dataclass(frozen=True)
+class SuggestionStarted:
+    """The call began to speak a suggestion (its first word); ``request_id`` as applied."""
+
+    TYPE: ClassVar[str] = "suggestion_started"
+    call_id: str
+    request_id: str | int | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE, "call_id": self.call_id}, request_id=self.request_id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionStarted:
+        return cls(_call_id(data, cls.TYPE), _request_id(data.get("request_id")))
+
+
+@dataclass(frozen=True)
+class SuggestionFinished:
+    """A suggestion was spoken to its end, or (``cancelled``) dropped before its end."""
+
+    TYPE: ClassVar[str] = "suggestion_finished"
+    call_id: str
+    request_id: str | int | None = None
+    cancelled: bool = False
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_id": self.call_id, "cancelled": self.cancelled},
+            request_id=self.request_id,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> SuggestionFinished:
+        return cls(
+            _call_id(data, cls.TYPE),
+            _request_id(data.get("request_id")),
+            data.get("cancelled") is True,
+        )
+
+
+@dataclass(frozen=True)
+class ContextExceeded:
+    """The call outlived the model's context: it goes on, beyond what the model trained on."""
+
+    TYPE: ClassVar[str] = "context_exceeded"
+    call_id: str
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "call_id": self.call_id}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> ContextExceeded:
+        return cls(_call_id(data, cls.TYPE))
+
+
+@dataclass(frozen=True)
+class CarrierStatus:
+    """The carrier's view of a call, from its webhooks (Twilio's voice URL and status
+    callback): ``status`` as the carrier words it (ringing, in-progress, completed, busy,
+    failed, no-answer), ``answer`` what the bridge told the carrier to do (``stream``, or
+    ``busy`` when it could not take the call). Keyed by the carrier's ``call_sid``: the
+    bridge's ``call_id`` does not exist yet when the phone rings."""
+
+    TYPE: ClassVar[str] = "carrier_status"
+    call_sid: str | None = None
+    carrier: str | None = None
+    status: str | None = None
+    caller: str | None = None
+    callee: str | None = None
+    direction: str | None = None
+    duration_s: int | None = None
+    answer: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_sid": self.call_sid, "carrier": self.carrier},
+            status=self.status,
+            caller=self.caller,
+            callee=self.callee,
+            direction=self.direction,
+            duration_s=self.duration_s,
+            answer=self.answer,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CarrierStatus:
+        return cls(
+            call_sid=text(data.get("call_sid")),
+            carrier=text(data.get("carrier")),
+            status=text(data.get("status")),
+            caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
+            direction=text(data.get("direction")),
+            duration_s=whole_number(data.get("duration_s")),
+            answer=text(data.get("answer")),
+        )
+
+
+@dataclass(frozen=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
     id: str | int | None = None
@@ -510,6 +665,10 @@ Event = (
     | Dtmf
     | SuggestionApplied
     | SuggestionRejected
+    | SuggestionStarted
+    | SuggestionFinished
+    | ContextExceeded
+    | CarrierStatus
     | Pong
     | Error
 )
@@ -528,6 +687,10 @@ _EVENTS: dict[str, Any] = {
         Dtmf,
         SuggestionApplied,
         SuggestionRejected,
+        SuggestionStarted,
+        SuggestionFinished,
+        ContextExceeded,
+        CarrierStatus,
         Pong,
         Error,
     )
@@ -564,7 +727,7 @@ def decode_event(data: Mapping[str, Any]) -> Envelope:
 # Supervisor -> bridge
 # ---------------------------------------------------------------------------------------
 
-COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping")
+COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping", "cancel_suggestion")
 
 
 @dataclass(frozen=True)
@@ -620,6 +783,24 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class CancelSuggestion:
+    """Drop what a call has not yet said of its suggestions, queued or being spoken."""
+
+    TYPE: ClassVar[str] = "cancel_suggestion"
+    call_id: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present({"type": self.TYPE}, call_id=self.call_id)
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CancelSuggestion:
+        call_id = data.get("call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise BadMessage(f"call_id must be a string, got {kind(call_id)}", "call_id")
+        return cls(call_id)
+
+
+@dataclass(frozen=True)
 class RequestSnapshot:
     TYPE: ClassVar[str] = "snapshot"
 
@@ -636,7 +817,7 @@ class Ping:
         return _present({"type": self.TYPE}, id=self.id)
 
 
-Command = InjectSuggestion | Hangup | RequestSnapshot | Ping
+Command = InjectSuggestion | Hangup | RequestSnapshot | Ping | CancelSuggestion
 
 
 def decode_command(raw: str | bytes, max_bytes: int) -> Command:
@@ -647,6 +828,8 @@ def decode_command(raw: str | bytes, max_bytes: int) -> Command:
         return InjectSuggestion.decode(data)
     if command_type == "hangup":
         return Hangup.decode(data)
+    if command_type == "cancel_suggestion":
+        return CancelSuggestion.decode(data)
     if command_type == "snapshot":
         return RequestSnapshot()
     if command_type == "ping":
@@ -654,7 +837,7 @@ def decode_command(raw: str | bytes, max_bytes: int) -> Command:
         return Ping(data.get("id"))
     shown = command_type if isinstance(command_type, str) else kind(command_type)
     raise BadMessage(
-        f"unknown command type {shown[:64]!s}; expected inject_suggestion, hangup, snapshot "
-        "or ping",
+        f"unknown command type {shown[:64]!s}; expected inject_suggestion, cancel_suggestion, "
+        "hangup, snapshot or ping",
         "type",
     )

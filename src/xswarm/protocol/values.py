@@ -48,15 +48,24 @@ def load_object(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise BadMessage("binary messages are not accepted; send JSON text")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise BadMessage(f"invalid JSON: {exc.msg} at {where}") from None
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() digits (CVE-2020-10735).
+        raise BadMessage("invalid JSON: an integer has more than 4300 digits") from None
     except RecursionError:
         raise BadMessage("invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadMessage(f"expected a JSON object, got {kind(data)}")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    """Python's json reads NaN and ±Infinity, which JSON has not: a message carrying one is
+    refused, so that no decoder can hand it on (a ``ping`` id is echoed as it came)."""
+    raise BadMessage(f"invalid JSON: {name} is not a JSON number")
 
 
 def message_type(data: Mapping[str, Any], expected: tuple[str, ...]) -> str:
@@ -130,3 +139,30 @@ def optional_id(data: Mapping[str, Any], key: str, where: str, max_chars: int) -
 
 def mapping(value: object) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
+
+
+MAX_FREE_FORM_DEPTH = 32
+
+
+def finite_mapping(value: object) -> dict[str, Any] | None:
+    """A free-form object (``engine_details``) as a copy in which every NaN or infinity, and
+    anything nested deeper than ``MAX_FREE_FORM_DEPTH``, reads as null; None if not an object.
+
+    The supervisor relays such objects to operators as they came, so a non-finite number in
+    one would reach every chart downstream, and ``json.dumps`` would write invalid JSON.
+    """
+    if not isinstance(value, Mapping):
+        return None
+    return {key: _finite(item, MAX_FREE_FORM_DEPTH - 1) for key, item in value.items()}
+
+
+def _finite(value: object, depth: int) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping | list | tuple) and depth <= 0:
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item, depth - 1) for item in value]
+    return value

@@ -142,6 +142,7 @@ class Runtime:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.shutdown_timeout,
+            keepalive_timeout=self.endpoint.header_timeout,
         )
         await runner.setup()
         cleanup.push_async_callback(runner.cleanup)

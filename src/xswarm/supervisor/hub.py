@@ -208,6 +208,8 @@ class OperatorHub:
         elif kind == "error":
             problem = str(message.get("message"))[:200]
             log.warning("instance %s refused a command: %s", name, problem)
+        elif kind == "carrier_status":
+            self.store.carrier_status(name, message)
         outcome = self.fleet.apply(name, message)
         if requester is not None:
             for event in outcome.events:
