@@ -138,7 +138,7 @@ class InstanceStatus:
     pid: int | None = None
     reloads: int | None = None
     engine_details: Mapping[str, Any] | None = None
-    # Upgrades refused since the bridge started, by reason (full, draining, starting, auth).
+    # Upgrades refused since the bridge started, by reason (bridge.registry.REJECTION_REASONS).
     refused_total: Mapping[str, int] | None = None
 
     def encode(self) -> dict[str, Any]:

@@ -206,7 +206,7 @@ class InstanceInfo:
     pid: int | None = None
     error: str | None = None
     bridge_name: str | None = None
-    # Upgrades the instance refused (full, draining, starting, auth): since it started, and
+    # Upgrades the instance refused (full, draining, starting, auth, per_source): since it started, and
     # in the last minute as the supervisor saw its ``instance_status`` counts grow.
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
