@@ -206,8 +206,8 @@ class InstanceInfo:
     pid: int | None = None
     error: str | None = None
     bridge_name: str | None = None
-    # Upgrades the instance refused (full, draining, starting, auth, per_source): since it started, and
-    # in the last minute as the supervisor saw its ``instance_status`` counts grow.
+    # Upgrades the instance refused, all reasons: since it started, and in the last minute
+    # as the supervisor saw the ``refused_total`` of its ``instance_status`` grow.
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
 
