@@ -312,6 +312,12 @@ class DashboardSection:
     )
     history_limit: int = setting(100000, min=10, max=100_000_000)
     stale_after: float = setting(2.0, min=0.1, max=600)
+    operator_batch_ms: int = setting(
+        1000,
+        min=10,
+        max=60000,
+        help="operators that subscribe with batch get per-call updates coalesced this often",
+    )
     server_names: str = setting(
         "",
         help="host names operators use to reach the API (Host header), space-separated; IP "

@@ -95,6 +95,7 @@ class StatusBoard:
             pid=os.getpid(),
             reloads=sum(self.reloads.values()),
             engine_details=engine.info().details,
+            refused_total={r: calls.rejections[r] for r in REJECTION_REASONS},
         )
 
     def snapshot(self) -> control.Snapshot:

@@ -138,6 +138,8 @@ class InstanceStatus:
     pid: int | None = None
     reloads: int | None = None
     engine_details: Mapping[str, Any] | None = None
+    # Upgrades refused since the bridge started, by reason (bridge.registry.REJECTION_REASONS).
+    refused_total: Mapping[str, int] | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -160,7 +162,7 @@ class InstanceStatus:
             "pid": self.pid,
             "reloads": self.reloads,
             "engine_details": None if self.engine_details is None else dict(self.engine_details),
-        }
+        } | ({} if self.refused_total is None else {"refused_total": dict(self.refused_total)})
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> InstanceStatus:
@@ -180,7 +182,20 @@ class InstanceStatus:
             pid=whole_number(data.get("pid")),
             reloads=whole_number(data.get("reloads")),
             engine_details=finite_mapping(data.get("engine_details")),
+            refused_total=_counts(data.get("refused_total")),
         )
+
+
+def _counts(value: object) -> dict[str, int] | None:
+    """Counts by name; entries that are not a name and a whole number are left out."""
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for name, count in value.items():
+        number = whole_number(count)
+        if isinstance(name, str) and number is not None:
+            out[name] = number
+    return out
 
 
 @dataclass(frozen=True)
