@@ -165,6 +165,9 @@ async def test_unknown_events_are_ignored_and_stop_ends_the_call_cleanly(
         ("/exotel", {"Authorization": "Basic " + base64.b64encode(b"user:wrong").decode()}, 403),
         ("/exotel", {"Authorization": "Basic !!!"}, 403),
         ("/telnyx", AUTH, 101),
+        # How Telnyx itself presents stream_auth_token (its media-streaming WebSocket reference).
+        ("/telnyx", {"x-telnyx-streaming-auth-token": TOKEN}, 101),
+        ("/telnyx", {"x-telnyx-streaming-auth-token": "wrong"}, 403),
         ("/plivo?token=" + TOKEN, {}, 101),
         ("/exotel", {"Authorization": "Basic " + base64.b64encode(f"u:{TOKEN}".encode()).decode()}, 101),
     ],

@@ -4,7 +4,9 @@ Each is a ``MediaStreamSession`` with its carrier's dialect. None of the three s
 media socket's upgrade as Twilio does, so with ``XSWARM_CARRIER_TOKEN`` (or its ``_FILE``)
 set, each upgrade must carry that token in one of the ways the carriers can send it:
 
-- ``Authorization: Bearer <token>``: Telnyx's ``stream_auth_token`` on streaming_start;
+- ``x-telnyx-streaming-auth-token: <token>``: how Telnyx presents the ``stream_auth_token``
+  given on streaming_start (it also repeats it in its ``connected`` frame);
+- ``Authorization: Bearer <token>``: any client that can set a header;
 - HTTP Basic with the token as password: Exotel's ``wss://user:<token>@host/exotel``;
 - ``?token=<token>`` in the stream URL: Plivo's Stream XML, or any carrier.
 
@@ -28,6 +30,7 @@ from xswarm.tokens import TokenError, read_token
 
 CARRIER_TOKEN_ENV = media_stream.CARRIER_TOKEN_ENV
 TOKEN_QUERY_PARAMETER = "token"
+TELNYX_TOKEN_HEADER = "x-telnyx-streaming-auth-token"
 
 
 class TelnyxSession(MediaStreamSession):
@@ -46,7 +49,11 @@ class ExotelSession(MediaStreamSession):
 
 
 def presented_token(request: web.Request) -> str | None:
-    """The token an upgrade carries: Bearer, Basic's password, or ``?token=``; None if none."""
+    """The token an upgrade carries: Telnyx's header, Bearer, Basic's password, or
+    ``?token=``; None if none."""
+    telnyx_token = request.headers.get(TELNYX_TOKEN_HEADER)
+    if telnyx_token:
+        return telnyx_token.strip()
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() == "basic":
@@ -71,8 +78,8 @@ def auth_refusal(request: web.Request) -> web.Response | None:
     request.app[CALL_HOST].count_rejection("auth")
     return refuse(
         403,
-        f"{CARRIER_TOKEN_ENV} is configured: send it as a Bearer token, a Basic password or "
-        f"?{TOKEN_QUERY_PARAMETER}=",
+        f"{CARRIER_TOKEN_ENV} is configured: send it as Telnyx's stream_auth_token, a Bearer "
+        f"token, a Basic password or ?{TOKEN_QUERY_PARAMETER}=",
     )
 
 

@@ -42,7 +42,7 @@ def wire_frames(pcm_8k: np.ndarray, codec: wire.WireCodec) -> list[bytes]:
 
 
 def auth_headers() -> dict[str, str]:
-    """``XSWARM_CARRIER_TOKEN`` as a Bearer token, as Telnyx sends its stream_auth_token."""
+    """``XSWARM_CARRIER_TOKEN`` as a Bearer token (the bridge takes Telnyx's own header too)."""
     token = os.environ.get(ms.CARRIER_TOKEN_ENV)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
