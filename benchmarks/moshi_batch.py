@@ -30,9 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.engine.tiny_moshi import (  # noqa: E402
     build_tiny_moshi,
-    tiny_lm_kwargs,
-    tiny_mimi_config,
-    train_tiny_tokenizer,
 )
 from xswarm import config as xconfig  # noqa: E402
 from xswarm.engine import moshi_loader  # noqa: E402
@@ -69,29 +66,62 @@ def measure(engine: MoshiEngine, steps: int, warm_steps: int, seed: int) -> list
     return times
 
 
-def random_model(arch: str, device: Any, dtype_name: str, context: int, workdir: Path) -> Any:
-    """An LM and Mimi with random weights (codebooks filled so that codes vary)."""
-    import sentencepiece
+def measure_masked(
+    engine: MoshiEngine, steps: int, warm_steps: int, seed: int
+) -> tuple[list[float], list[float]]:
+    """All slots live, then 1 live + the rest masked (joined, no frame), step after step.
+
+    Alternating the two puts both under the same machine load, so their ratio holds on a
+    busy host where two runs one after the other would not compare.
+    """
+    rng = np.random.default_rng(seed)
+    voices = rng.standard_normal((engine.capacity, FRAME_SAMPLES)).astype(np.float32) * 0.05
+    for slot in range(engine.capacity):
+        engine.join(slot)
+    all_live, one_live = [], []
+    for index in range(warm_steps + steps):
+        for times, slots in ((all_live, range(engine.capacity)), (one_live, range(1))):
+            frames = {slot: np.roll(voices[slot], index * 97) for slot in slots}
+            started = time.perf_counter()
+            engine.step(frames)
+            if index >= warm_steps:
+                times.append((time.perf_counter() - started) * 1000)
+    return all_live, one_live
+
+
+def timed(
+    engine: MoshiEngine, args: argparse.Namespace, batch: int
+) -> tuple[list[float], list[float] | None]:
+    """Step times of every slot live and, with --masked, of one live slot beside them."""
+    if args.masked:
+        return measure_masked(engine, args.steps, args.warm_steps, batch)
+    return measure(engine, args.steps, args.warm_steps, batch), None
+
+
+def random_model(args: argparse.Namespace, workdir: Path) -> tuple[Any, Any, Any]:
+    """The bridge's own random-weight path (``random_weights = true``), built once for all B.
+
+    The engine's ``_build`` makes the LM and Mimi exactly as a bridge with that key does; the
+    built modules are then attached to one engine per batch size.
+    """
     import torch
-    from moshi.models import loaders
 
     torch.manual_seed(0)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
-    # Text pieces only name tokens in events; ids past this small vocabulary print as nothing.
-    tokenizer_path = train_tiny_tokenizer(workdir)
-    tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_path))
-    if arch == "7b":
-        lm_kwargs, mimi_config = dict(loaders._lm_kwargs), None
-    else:
-        lm_kwargs, mimi_config = tiny_lm_kwargs(tokenizer.get_piece_size()), tiny_mimi_config()
-    lm_kwargs["context"] = context
-    lm = loaders.get_moshi_lm(None, lm_kwargs=lm_kwargs, device=device, dtype=dtype)
-    mimi = loaders.get_mimi(None, mimi_config, device=device, num_codebooks=8)
-    with torch.no_grad():
-        for name, buffer in mimi.named_buffers():
-            if name.endswith("embedding_sum"):
-                buffer.copy_(torch.randn_like(buffer))
-    return lm, mimi, mimi_config, tokenizer
+    moshi: dict[str, Any] = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "context": args.context,
+        "random_weights": True,
+    }
+    if args.arch == "tiny":
+        tiny = build_tiny_moshi(workdir)
+        moshi |= {"config": tiny["config"], "tokenizer": tiny["tokenizer"], "top_k": 50}
+    builder = MoshiEngine(engine_config(moshi, 1))
+    files = moshi_loader.resolve_files(builder.config)
+    builder._build(files, moshi_loader.check_device(args.device))
+    built = (builder._lm, builder._mimi, builder._tokenizer)
+    builder.close()
+    return built, files.mimi_config, moshi
 
 
 def run_random(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -109,9 +139,7 @@ def run_random(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     arch = "Kyutai 7B architecture" if args.arch == "7b" else "TINY test architecture"
     print(f"model: {arch}, RANDOM weights, {args.dtype}, context {args.context}")
     started = time.perf_counter()
-    lm, mimi, mimi_config, tokenizer = random_model(
-        args.arch, device, args.dtype, args.context, workdir
-    )
+    (lm, mimi, tokenizer), mimi_config, moshi = random_model(args, workdir)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     lm_numel = sum(p.numel() for p in lm.parameters())
@@ -134,12 +162,7 @@ def run_random(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         f"memory plan: {plan.per_slot_bytes / 2**30:.4f} GiB per slot; "
         f"{fit} slots fit in {free / 2**30:.1f} GiB"
     )
-    moshi = {
-        "device": args.device,
-        "dtype": args.dtype,
-        "context": args.context,
-        "cuda_graphs": not args.no_cuda_graphs,
-    }
+    moshi |= {"cuda_graphs": not args.no_cuda_graphs}
     rows = []
     for batch in args.batches:
         if batch > fit:
@@ -148,8 +171,7 @@ def run_random(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         engine = MoshiEngine(engine_config(moshi, batch))
         try:
             engine.attach(lm, mimi, tokenizer, device)
-            engine.warmup()
-            times = measure(engine, args.steps, args.warm_steps, batch)
+            times, masked = timed(engine, args, batch)
         except torch.cuda.OutOfMemoryError:
             print(f"B={batch}: out of GPU memory, stopping")
             engine.close()
@@ -157,7 +179,7 @@ def run_random(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         engine.close()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        rows.append(row(batch, times))
+        rows.append(row(batch, times, masked))
         print_row(rows[-1])
     return {"device": name, "model": f"moshi-{args.arch}-random-{args.dtype}", "rows": rows}
 
@@ -192,16 +214,16 @@ def run_cpu(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         except EngineLoadError as exc:
             print(f"B={batch}: {exc}")
             break
-        engine.warmup()
-        rows.append(row(batch, measure(engine, args.steps, args.warm_steps, batch)))
+        times, masked = timed(engine, args, batch)
+        rows.append(row(batch, times, masked))
         engine.close()
         print_row(rows[-1])
     return {"device": "cpu", "model": "tiny-random-fp32", "rows": rows}
 
 
-def row(batch: int, times: list[float]) -> dict[str, Any]:
+def row(batch: int, times: list[float], masked: list[float] | None = None) -> dict[str, Any]:
     p50, p99 = percentile(times, 50), percentile(times, 99)
-    return {
+    out = {
         "batch": batch,
         "steps": len(times),
         "p50_ms": round(p50, 2),
@@ -209,6 +231,14 @@ def row(batch: int, times: list[float]) -> dict[str, Any]:
         "per_call_ms": round(p50 / batch, 3),
         "real_time": p99 < BUDGET_MS,
     }
+    if masked is not None:
+        one_live = percentile(masked, 50)
+        out |= {
+            "one_live_p50_ms": round(one_live, 2),
+            "one_live_p99_ms": round(percentile(masked, 99), 2),
+            "one_live_over_all_live": round(one_live / p50, 3),
+        }
+    return out
 
 
 def print_row(r: dict[str, Any]) -> None:
@@ -217,6 +247,11 @@ def print_row(r: dict[str, Any]) -> None:
         f"B={r['batch']:>3}  p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
         f"per call {r['per_call_ms']:7.3f} ms  {verdict}"
     )
+    if "one_live_p50_ms" in r:
+        print(
+            f"       1 live + {r['batch'] - 1} masked: p50 {r['one_live_p50_ms']:8.2f} ms  "
+            f"p99 {r['one_live_p99_ms']:8.2f} ms  = {r['one_live_over_all_live']:.2f} x all live"
+        )
 
 
 def main() -> None:
@@ -237,6 +272,12 @@ def main() -> None:
         help="on CPU too, run the random-weight path (the GPU path) instead of the tiny files",
     )
     parser.add_argument("--arch", default="7b", choices=("7b", "tiny"), help="random path's model")
+    parser.add_argument(
+        "--masked",
+        action="store_true",
+        help="also time 1 live slot + B-1 masked ones (alternating with all live), to show "
+        "what an idle slot costs",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     import torch

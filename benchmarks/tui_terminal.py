@@ -227,9 +227,16 @@ class FakeBridge:
         return runner
 
 
-def slow_drops(sup: SupervisorProcess) -> int:
-    """Operators the supervisor has closed for falling behind: a dashboard that cannot keep up."""
-    status, text = sup.get("/metrics", token=TOKEN)
+def slow_drops(sup: SupervisorProcess) -> int | None:
+    """Operators the supervisor has closed for falling behind: a dashboard that cannot keep up.
+
+    None when the supervisor does not answer in time (itself overloaded): the point is still
+    measured, its drop count shows as ``?``.
+    """
+    try:
+        status, text = sup.get("/metrics", token=TOKEN)
+    except (TimeoutError, OSError):
+        return None
     for line in str(text).splitlines():
         if line.startswith("xswarm_supervisor_operators_dropped_total") and "slow" in line:
             return int(float(line.split()[-1]))
@@ -335,7 +342,7 @@ class Point:
     keys: list[float]
     missed: int
     supervisor_cpu: float
-    dropped: int
+    dropped: int | None
 
     def row(self) -> str:
         keys = sorted(self.keys)
@@ -344,7 +351,8 @@ class Point:
         return (
             f"| {self.label} | {self.calls} | {self.size} | {statistics.mean(self.cpu):.1f}% "
             f"| {max(self.cpu):.1f}% | {self.rss[-1]:.0f} MiB | {p50:.0f} | {p99:.0f} "
-            f"| {len(keys)}/{len(keys) + self.missed} | {self.dropped} "
+            f"| {len(keys)}/{len(keys) + self.missed} "
+            f"| {'?' if self.dropped is None else self.dropped} "
             f"| {self.supervisor_cpu:.0f}% |"
         )
 
@@ -393,7 +401,10 @@ async def measure(
             before, last = used, now
         sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (last - started)
         header = tmux.header()
-        dropped = await asyncio.to_thread(slow_drops, sup) - drops_before
+        drops_after = await asyncio.to_thread(slow_drops, sup)
+        dropped = None
+        if drops_before is not None and drops_after is not None:
+            dropped = drops_after - drops_before
         keys, missed = await key_latency(tmux, key_presses)
         per_second = " ".join(f"{c:.0f}" for c in cpu)
         print(
@@ -401,7 +412,10 @@ async def measure(
             f"RSS MiB {rss[0]:.0f}..{rss[-1]:.0f}; title: {' '.join(header.split())}",
             flush=True,
         )
-        return Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100, dropped)
+        point = Point(label, calls, size, cpu, rss, keys, missed, sup_cpu * 100, dropped)
+        # Each row as soon as it is measured: a later point that fails loses nothing.
+        print(f"  row: {point.row()} load {os.getloadavg()[0]:.1f}", flush=True)
+        return point
     finally:
         tmux.close()
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages the end-to-end tests need: a real systemd in a container, a real load
-# balancer, promtool to check the monitoring config. Installed only when running as root and
-# only when missing; otherwise the tests that need them skip and say why (unless
-# XSWARM_REQUIRE_SYSTEMD=1).
+# balancer, promtool to check the monitoring config, a real browser. Installed only when
+# running as root and only when missing; otherwise the tests that need them skip and say why
+# (unless XSWARM_REQUIRE_SYSTEMD=1).
 set -euo pipefail
 # systemd: systemd-analyze verify/security on the units; python3-venv: the container builds
 # each release's venv with Debian's own python3, as a server would. prometheus: Debian ships
-# promtool only in it (tests/ops/test_prometheus.py).
-want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus)
+# promtool only in it (tests/ops/test_prometheus.py). chromium: the web client's browser test
+# (tests/web/test_browser.py), headless, with a fake microphone.
+want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus chromium)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -123,10 +123,29 @@ class BridgeSection:
         help="require a per-call expiring xswarm_token in each Twilio stream's parameters "
         "(docs/SECURITY.md)",
     )
+    busy_message: str = setting(
+        "Sorry, all our lines are busy. Please call again in a few minutes.",
+        help="what POST /twilio/voice says to a caller (TwiML <Say>, then <Hangup/>) when the "
+        "bridge is full, draining or starting, instead of connecting a stream it would refuse",
+    )
+    web_client: bool = setting(
+        False,
+        help="serve the browser client at GET / (it calls /api/chat; XSWARM_CALL_TOKEN can "
+        "require a token, docs/SECURITY.md)",
+    )
     server_names: str = setting(
         "",
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
+    )
+    tls_cert: str = setting(
+        "",
+        live=False,
+        help="PEM certificate chain: the bridge serves wss:// and https:// itself (without "
+        "HAProxy in front); SIGHUP re-reads the files, so a renewal needs no restart",
+    )
+    tls_key: str = setting(
+        "", live=False, help="PEM private key of tls_cert; empty: the key is in tls_cert's file"
     )
     resampler_quality: Literal["auto", "QQ", "LQ", "MQ", "HQ", "VHQ", "FIR"] = setting(
         "auto",
@@ -244,6 +263,12 @@ class MoshiSection:
     warmup_steps: int = setting(
         200, live=False, min=1, max=100000, help="steps timed per batch size at warm-up"
     )
+    real_time_check: bool = setting(
+        True,
+        live=False,
+        help="false: warm-up times the steps but neither shrinks the batch nor refuses to "
+        "start; only for a development machine or a test run on a shared CPU",
+    )
     max_failed_steps: int = setting(
         25,
         live=False,
@@ -268,6 +293,12 @@ class MoshiSection:
     greedy: bool = setting(False)
     cfg_coef: float = setting(1.0, live=False, min=0, max=100)
     cuda_graphs: bool = setting(True, live=False)
+    random_weights: bool = setting(
+        False,
+        live=False,
+        help="UNTRAINED random weights at the model's real size, no files: for speed "
+        "measurement only (make gpu-check), never for calls; callers would hear noise",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,6 +312,12 @@ class DashboardSection:
     )
     history_limit: int = setting(100000, min=10, max=100_000_000)
     stale_after: float = setting(2.0, min=0.1, max=600)
+    operator_batch_ms: int = setting(
+        1000,
+        min=10,
+        max=60000,
+        help="operators that subscribe with batch get per-call updates coalesced this often",
+    )
     server_names: str = setting(
         "",
         help="host names operators use to reach the API (Host header), space-separated; IP "
@@ -692,8 +729,18 @@ def _check_trusted_proxies(config: Config) -> None:
             ) from None
 
 
+def _check_tls(config: Config) -> None:
+    if config.bridge.tls_key and not config.bridge.tls_cert:
+        raise ConfigError(
+            config.source,
+            "[voice.bridge] tls_key",
+            "is set without tls_cert; set tls_cert to the certificate chain's PEM file",
+        )
+
+
 def _check_cross(config: Config) -> None:
     _check_hosts(config)
+    _check_tls(config)
     _check_public_url(config)
     _check_trusted_proxies(config)
     bridge, dash_port = config.bridge, config.dashboard.port

@@ -44,7 +44,7 @@ def test_slots_zero_sizes_to_memory_and_budget(
         return linear(20.0)(slots)  # 5 + 20 n: 2 slots within 60 ms
 
     monkeypatch.setattr(MoshiEngine, "_time_steps", fake)
-    engine = MoshiEngine(moshi_config().with_bridge(max_concurrent_calls=6))
+    engine = MoshiEngine(moshi_config(real_time_check=True).with_bridge(max_concurrent_calls=6))
     engine.load()
     assert engine.capacity == 6  # the memory fit, capped by max_concurrent_calls
     engine.warmup()
@@ -64,7 +64,7 @@ def test_configured_slots_too_slow_for_the_frame_exit_78_with_the_figure(
         return linear(20.0)(slots)
 
     monkeypatch.setattr(MoshiEngine, "_time_steps", fake)
-    engine = MoshiEngine(moshi_config(slots=5))
+    engine = MoshiEngine(moshi_config(slots=5, real_time_check=True))
     engine.load()
     with pytest.raises(EngineLoadError) as caught:
         engine.warmup()
@@ -74,7 +74,9 @@ def test_configured_slots_too_slow_for_the_frame_exit_78_with_the_figure(
 
 
 def test_real_warmup_measures_and_reports(moshi_config: Callable[..., Config]) -> None:
-    engine = MoshiEngine(moshi_config(step_budget_ms=80).with_bridge(max_concurrent_calls=2))
+    engine = MoshiEngine(
+        moshi_config(step_budget_ms=80, real_time_check=True).with_bridge(max_concurrent_calls=2)
+    )
     engine.load()
     try:
         engine.warmup()

@@ -189,8 +189,10 @@ def build_tiny_moshi(directory: str | Path) -> dict[str, Any]:
         "device": os.environ.get("XSWARM_TEST_MOSHI_DEVICE", "cpu"),
         "dtype": "fp32",
         "greedy": True,
-        # Few warm-up steps: tests size batches, they do not measure them.
+        # Few warm-up steps, and step times not enforced: on a shared CPU they say nothing
+        # about the code, so a test must not pass or fail by them (sizing tests inject times).
         "warmup_steps": 4,
+        "real_time_check": False,
         # The tiny model has 64 audio tokens: Kyutai's top_k = 250 would be refused at start.
         "top_k": 50,
     }

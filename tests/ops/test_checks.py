@@ -150,6 +150,15 @@ def test_models_and_gpu_fail_for_moshi_and_warn_for_auto() -> None:
     assert {f.topic for f in checks.diagnose(auto) if f.level == checks.WARN} == {"models", "gpu"}
 
 
+def test_random_weights_fail_doctor_whatever_else_is_right() -> None:
+    facts = healthy(engine="moshi", device="cuda", gpu_present=True, random_weights=True)
+    finding = only_failure(facts)
+    assert finding.topic == "engine"
+    assert "UNTRAINED random weights" in finding.message
+    assert "remove random_weights" in finding.fix
+    assert not failures(healthy(engine="moshi", device="cuda", gpu_present=True))
+
+
 def test_database_corrupt_or_unreadable() -> None:
     corrupt = healthy(database=DatabaseFacts("/db", True, "file is not a database"))
     assert "corrupt" in only_failure(corrupt).message

@@ -117,7 +117,8 @@ WIRE: dict[str, str] = {
         '"cpu": 12.5, "rss": 1073741824, "limits": {"memory_high": null, '
         '"memory_max": 2147483648}, "tick_p50_ms": null, "tick_p99_ms": null, '
         '"late_frames": 0, "uptime_s": 10.5, "version": "9.9.9", "pid": 4242, "reloads": 0, '
-        '"engine_details": {}}'
+        '"engine_details": {}, "refused_total": {"full": 0, "draining": 0, "starting": 0, '
+        '"auth": 0, "per_source": 0}}'
     ),
     "snapshot": (
         '{"type": "snapshot", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '
@@ -130,7 +131,8 @@ WIRE: dict[str, str] = {
         '"state": "starting", "cpu": 12.5, "rss": 1073741824, "limits": {"memory_high": null, '
         '"memory_max": 2147483648}, "tick_p50_ms": null, "tick_p99_ms": null, '
         '"late_frames": 0, "uptime_s": 10.5, "version": "9.9.9", "pid": 4242, "reloads": 0, '
-        '"engine_details": {}}}'
+        '"engine_details": {}, "refused_total": {"full": 0, "draining": 0, "starting": 0, '
+        '"auth": 0, "per_source": 0}}}'
     ),
     "user_speech": (
         '{"type": "user_speech", "ts": "2027-01-15T08:00:00.000Z", "instance": "voice@1", '

@@ -15,6 +15,7 @@ from xswarm.protocol.values import BadMessage
 COMMANDS: list[operator.Command] = [
     operator.Auth("s3cret"),
     operator.Subscribe(),
+    operator.Subscribe(batch=True),
     operator.Ping(3),
     operator.Ping("abc"),
     operator.Ping(),
@@ -76,6 +77,7 @@ def test_the_tuis_inject_command_is_the_documented_shape() -> None:
             "call_id",
         ),
         ('{"type": "ping", "id": true}', "got a boolean", "id"),
+        ('{"type": "subscribe", "batch": 1}', '"batch" must be true or false', "batch"),
     ],
 )
 def test_bad_commands_name_the_field(raw: str, reason: str, field: str | None) -> None:
@@ -111,6 +113,8 @@ INSTANCE = operator.InstanceInfo(
     pid=10,
     error=None,
     bridge_name="voice",
+    refusals_total=12,
+    refusals_last_minute=3,
 )
 CALL = operator.CallInfo(
     call_id="c-1",
@@ -182,3 +186,26 @@ def test_replies_encode_as_documented() -> None:
         "instance": "a",
         "ts": "ts",
     }
+
+
+def test_subscribe_is_plain_unless_batch_is_asked_for() -> None:
+    assert operator.Subscribe().encode() == {"type": "subscribe"}
+    assert operator.decode_command('{"type": "subscribe", "batch": false}') == operator.Subscribe()
+    assert operator.Subscribe(batch=True).encode() == {"type": "subscribe", "batch": True}
+
+
+def test_batch_round_trips_in_order() -> None:
+    events = (
+        {"type": "call_stats", "instance": "a", "call_id": "c1", "frames_in": 5},
+        {"type": "call_ended", "instance": "a", "call_id": "c1", "reason": "caller_hangup"},
+    )
+    batch = operator.Batch("2027-01-15T08:00:10.000Z", events)
+    wire = json.loads(json.dumps(batch.encode()))
+    assert wire == {"type": "batch", "ts": "2027-01-15T08:00:10.000Z", "events": list(events)}
+    assert operator.Batch.decode(wire) == batch
+
+
+def test_batch_decode_skips_what_is_not_an_event() -> None:
+    wire = {"type": "batch", "events": [1, "x", {"no": "type"}, {"type": 5}, {"type": "text"}]}
+    assert operator.Batch.decode(wire) == operator.Batch("", ({"type": "text"},))
+    assert operator.Batch.decode({"type": "batch", "events": {"a": 1}}).events == ()

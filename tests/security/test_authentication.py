@@ -244,3 +244,33 @@ def test_the_dashboard_takes_no_token_argument_that_ps_would_show() -> None:
     assert refused.exit_code == 2 and "No such option '--token'" in refused.output
     shown = runner.invoke(command, ["--help"])
     assert "--token-file" in shown.output and "visible to every local user in ps" in shown.output
+
+
+async def test_guessing_the_control_token_is_slowed_and_never_locks_out_the_supervisor(
+    tmp_path: Path,
+) -> None:
+    """/control throttles wrong tokens per source and globally, as the supervisor's API does:
+    parallel guesses from one address end in 429 while the right token still subscribes."""
+    env = clean_env(XSWARM_CONTROL_TOKEN=CONTROL_TOKEN)
+    with running_bridge(tmp_path, ECHO, env=env) as bridge:
+        async with aiohttp.ClientSession() as http:
+
+            async def guess(n: int) -> int:
+                headers = {"Authorization": f"Bearer guess-{n}"}
+                try:
+                    await http.ws_connect(bridge.ws_url + "/control", headers=headers)
+                except aiohttp.WSServerHandshakeError as refused:
+                    return refused.status
+                return 101
+
+            attack = [asyncio.create_task(guess(n)) for n in range(12)]
+            async with asyncio.timeout(60):
+                while (status := await guess(100)) != 429:  # noqa: ASYNC110 (another process)
+                    assert status == 401
+            async with ControlClient(http, bridge.ws_url, token=CONTROL_TOKEN) as control:
+                assert control.events[0]["type"] == "hello"
+            for task in attack:
+                task.cancel()
+            statuses = await asyncio.gather(*attack, return_exceptions=True)
+            assert 101 not in statuses
+        await genuine_call(bridge)

@@ -278,3 +278,45 @@ def test_iso_round_trip() -> None:
     assert parse_iso("1970-01-01T00:00:01.500Z") == 1.5
     assert parse_iso("1970-01-01T00:00:01") == 1.0
     assert parse_iso("yesterday") is None and parse_iso(5) is None
+
+
+def status(refused: dict[str, int]) -> dict:
+    return {"type": "instance_status", "active_calls": 0, "pid": 10, "refused_total": refused}
+
+
+def test_refusals_in_the_last_minute_come_from_the_growth_of_the_bridges_counts() -> None:
+    fleet, clock = make_fleet()
+    connect(fleet)
+    fleet.apply("a", status({"full": 4, "auth": 1}))
+    inst = fleet.instances["a"]
+    assert (inst.refusals_total, inst.refusals_last_minute) == (5, 0), "older ones are not recent"
+    for second in range(30):
+        clock.advance(1)
+        fleet.apply("a", status({"full": 4 + second // 10, "auth": 1}))
+    assert (inst.refusals_total, inst.refusals_last_minute) == (7, 2)
+    (relayed,) = fleet.apply("a", status({"full": 8, "auth": 1})).events
+    assert relayed["refusals_total"] == 9 and relayed["refusals_last_minute"] == 4
+    assert relayed["refused_total"] == {"full": 8, "auth": 1}
+    clock.advance(61)
+    fleet.apply("a", status({"full": 8, "auth": 1}))
+    assert inst.refusals_last_minute == 0, "nothing refused for a minute"
+    info = inst.to_dict()
+    assert info["refusals_total"] == 9 and info["refusals_last_minute"] == 0
+
+
+def test_a_restarted_bridge_counts_its_refusals_from_zero() -> None:
+    fleet, clock = make_fleet()
+    connect(fleet)
+    fleet.apply("a", status({"full": 50}))
+    clock.advance(1)
+    fleet.apply("a", status({"full": 3}))
+    inst = fleet.instances["a"]
+    assert (inst.refusals_total, inst.refusals_last_minute) == (3, 3)
+
+
+def test_a_bridge_without_refusal_counts_shows_none() -> None:
+    fleet, _ = make_fleet()
+    connect(fleet)
+    (relayed,) = fleet.apply("a", {"type": "instance_status", "active_calls": 0}).events
+    assert "refusals_total" not in relayed
+    assert fleet.instances["a"].to_dict()["refusals_last_minute"] is None

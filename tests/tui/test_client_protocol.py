@@ -46,7 +46,7 @@ def test_decode_accepts_an_event() -> None:
 
 def test_commands_match_the_operator_api() -> None:
     assert auth_message("s3cret") == {"type": "auth", "token": "s3cret"}
-    assert subscribe_message() == {"type": "subscribe"}
+    assert subscribe_message() == {"type": "subscribe", "batch": True}
     assert hangup_message("c-1") == {"type": "hangup", "call_id": "c-1"}
     message = inject_message("c-1", "  offer a callback  ", "tui-1-1", "high")
     assert message == {

@@ -198,3 +198,70 @@ def test_state_counts_totals_and_find_call() -> None:
     assert find_call(model, "C-0000") == "c-00000", "the first id that contains it"
     assert find_call(model, "nope") is None
     assert find_call(model, "  ") is None
+
+
+async def test_a_batch_is_one_model_update_and_one_repaint(monkeypatch: Any) -> None:
+    clock = FakeClock()
+    app = XswarmDashboard(url=None, model=fleet_model(clock=clock))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        shown: list[Changes] = []
+        original = screen.show
+
+        def record(changes: Changes) -> None:
+            shown.append(changes)
+            original(changes)
+
+        monkeypatch.setattr(screen, "show", record)
+        events = [stats(f"c-{n:05d}", 3) for n in range(FLEET)]
+        events.append({"type": "call_ended", "call_id": "c-00007", "reason": "caller_hangup"})
+        app._from_link(SupervisorMessage({"type": "batch", "ts": "", "events": events}))
+        assert shown == []
+        clock.advance(0.25)
+        app.repaint()
+        assert len(shown) == 1
+        assert len(shown[0].calls) == FLEET
+        model = app.model
+        assert model.calls["c-00001"].frames_in == 150, "the batch's figures are applied"
+        assert model.calls["c-00007"].state == "ended", "in order: the end after the stats"
+        app.repaint()
+        assert len(shown) == 1, "nothing new, nothing drawn"
+
+
+def test_model_applies_a_batch_in_order() -> None:
+    model = fleet_model(calls=3)
+    model.apply_batch(
+        [
+            stats("c-00000", 1),
+            {"type": "call_ended", "call_id": "c-00000", "reason": "caller_hangup"},
+            {"type": "text", "call_id": "c-00001", "text": "hello"},
+        ]
+    )
+    changes = model.take_changes()
+    assert changes.calls == {"c-00000", "c-00001"}
+    assert model.calls["c-00000"].state == "ended" and model.calls["c-00000"].frames_in == 50
+    assert model.calls["c-00001"].transcript == "hello"
+
+
+async def test_instances_panel_shows_refusals_in_the_last_minute() -> None:
+    model = fleet_model(calls=10)
+    model.apply(
+        {
+            "type": "instance_status",
+            "instance": "a",
+            "refused_total": {"full": 9},
+            "refusals_total": 9,
+            "refusals_last_minute": 4,
+        }
+    )
+    model.apply({"type": "instance_status", "instance": "b", "refusals_last_minute": 2})
+    totals = fleet_totals(model)
+    assert totals.refusals_last_minute == 6 and totals.refusals_total == 9
+    app = XswarmDashboard(url=None, model=model)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        subtitle = str(app.screen.query_one("#instances").border_subtitle)
+        assert subtitle.endswith("· 6 refused/min")
+    assert fleet_totals(fleet_model(calls=2)).refusals_last_minute is None

@@ -330,6 +330,7 @@ class Call:
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.caller: str | None = None
+        self.callee: str | None = None
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.state = CallState.ADMITTED
@@ -435,7 +436,13 @@ class Call:
 
     def started_event(self) -> control.CallStarted:
         return control.CallStarted(
-            self.call_id, self.transport, self.remote, self.stream_sid, self.call_sid, self.caller
+            self.call_id,
+            self.transport,
+            self.remote,
+            self.stream_sid,
+            self.call_sid,
+            self.caller,
+            self.callee,
         )
 
     def counters(self) -> control.Counters:

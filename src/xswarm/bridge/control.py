@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,6 +27,7 @@ from xswarm.protocol import control
 from xswarm.protocol.auth import (
     CONTROL_TOKEN_ENV,
     SUPERVISOR_TOKEN_ENV,
+    AuthThrottle,
     Decision,
     bearer_token,
     browser_refusal,
@@ -58,6 +60,9 @@ class ControlAccess:
 
 _access: ControlAccess | None = None
 
+# Wrong tokens are slowed per source and across all sources; a right one never waits.
+_throttle = AuthThrottle()
+
 
 def load_access(config: Config) -> ControlAccess:
     """Read the control token (TokenError, exit 78, when its file is unsafe) and the names."""
@@ -82,8 +87,11 @@ def use(access: ControlAccess) -> ControlAccess:
     return access
 
 
-def authorize(request: web.Request) -> tuple[int, str] | None:
-    """None when the request may subscribe, else the HTTP status and reason to refuse with."""
+async def authorize(request: web.Request) -> tuple[int, str] | None:
+    """None when the request may subscribe, else the HTTP status and reason to refuse with.
+
+    A wrong token is answered only after the throttle's delay (429 at once while its queue
+    is full), so guesses cannot be multiplied by opening sockets in parallel."""
     global _warned_open
     access = _access or use(load_access(request.app[CONTROL_HOST].config))
     problem = browser_refusal(request.headers, access.server_names)
@@ -98,12 +106,19 @@ def authorize(request: web.Request) -> tuple[int, str] | None:
     if decision is Decision.LOOPBACK_OPEN and not _warned_open:
         _warned_open = True
         log.warning("%s is not set: /control is open to loopback peers only", CONTROL_TOKEN_ENV)
-    return None if decision.ok else (401, _REFUSALS[decision])
+    if decision.ok:
+        _throttle.record_success(request.remote)
+        return None
+    if decision is Decision.WRONG:
+        if _throttle.locked_out(request.remote, time.monotonic()) > 0:
+            return 429, "too many wrong tokens from this address; try again later"
+        await asyncio.sleep(_throttle.record_failure(request.remote, time.monotonic()))
+    return 401, _REFUSALS[decision]
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     bridge = request.app[CONTROL_HOST]
-    refused = authorize(request)
+    refused = await authorize(request)
     if refused is not None:
         status, problem = refused
         headers = {"WWW-Authenticate": 'Bearer realm="xswarm"'} if status == 401 else {}

@@ -1,8 +1,10 @@
 """The bridge's one HTTP/WebSocket listener: which path is served by what.
 
-``/twilio`` and ``/api/chat`` are the call transports (they see the registry as their
-``CallHost``), ``/control`` is the supervisor's connection (it sees the ``ControlHost``), and
-``/healthz``, ``/readyz`` and ``/metrics`` answer from the status board.
+``/twilio``, ``/telnyx``, ``/plivo``, ``/exotel`` and ``/api/chat`` are the call transports
+(they see the registry as their ``CallHost``), ``/control`` is the supervisor's connection (it
+sees the ``ControlHost``), and ``/healthz``, ``/readyz`` and ``/metrics`` answer from the
+status board. ``/twilio/voice`` and ``/twilio/status`` are Twilio's call webhooks, answered
+from the registry's state.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 
 from aiohttp import web
 
-from xswarm.bridge import control, moshi_chat, twilio_media
+from xswarm.bridge import carriers, control, moshi_chat, twilio_media, twilio_voice, web_page
 from xswarm.bridge.host import CALL_HOST, CONTROL_HOST, ControlHost
 from xswarm.bridge.registry import CallRegistry
 from xswarm.bridge.status import StatusBoard
@@ -32,8 +34,15 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/twilio", twilio_media.handle)
+    twilio_webhooks = twilio_voice.TwilioWebhooks(calls)
+    app.router.add_post("/twilio/voice", twilio_webhooks.voice)
+    app.router.add_post("/twilio/status", twilio_webhooks.status)
+    app.router.add_get("/telnyx", carriers.handle_telnyx)
+    app.router.add_get("/plivo", carriers.handle_plivo)
+    app.router.add_get("/exotel", carriers.handle_exotel)
     app.router.add_get("/api/chat", moshi_chat.handle)
     app.router.add_get("/control", control.handle)
+    web_page.install(app)
     return app
 
 

@@ -15,6 +15,7 @@ import faulthandler
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from xswarm.errors import ConfigError, XswarmError
 from xswarm.runtime.boundary import exit_on_error
 from xswarm.runtime.daemon import ReloadOutcome, run
 from xswarm.runtime.listen import Address, Endpoint
+from xswarm.tls import PemPair, ServerTls, TlsError
 from xswarm.tokens import require_token_off_loopback
 
 log = logging.getLogger("xswarm.voice")
@@ -70,6 +72,18 @@ def read_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def server_tls(config: Config) -> ServerTls | None:
+    """The bridge's own TLS when ``tls_cert`` is set; a bad pair is a config error (exit 78)."""
+    settings = config.bridge
+    if not settings.tls_cert:
+        return None
+    pair = PemPair(Path(settings.tls_cert), Path(settings.tls_key) if settings.tls_key else None)
+    try:
+        return ServerTls(pair)
+    except TlsError as exc:
+        raise ConfigError(config.source, "[voice.bridge] tls_cert", str(exc)) from None
+
+
 def configure_control(config: Config, hosts: Sequence[str]) -> None:
     """Read the control token (exit 78 when unsafe), and refuse to serve /control beyond
     loopback without one."""
@@ -81,9 +95,18 @@ def configure_control(config: Config, hosts: Sequence[str]) -> None:
 class VoiceDaemon:
     """The bridge as ``xswarm.runtime`` runs it (see ``xswarm.runtime.daemon.Daemon``)."""
 
-    def __init__(self, args: argparse.Namespace, bridge: Bridge) -> None:
+    def __init__(
+        self, args: argparse.Namespace, bridge: Bridge, tls: ServerTls | None = None
+    ) -> None:
         self.args = args
         self.bridge = bridge
+        self.tls = tls
+        self._note_certificate()
+
+    def _note_certificate(self) -> None:
+        if self.tls is not None:
+            certificate = self.tls.certificate
+            self.bridge.status.certificate_expiry[str(self.tls.pair.cert)] = certificate.not_after
 
     def endpoint(self) -> Endpoint:
         settings = self.bridge.config.bridge
@@ -94,6 +117,7 @@ class VoiceDaemon:
             flags="--port or --instance N",
             backlog=LISTEN_BACKLOG,
             header_timeout=settings.header_timeout,
+            ssl_context=self.tls.context if self.tls is not None else None,
         )
 
     def app(self) -> web.Application:
@@ -103,7 +127,7 @@ class VoiceDaemon:
         configure_control(self.bridge.config, [address.host for address in addresses])
         await self.bridge.start()
         self.bridge.status_listeners.append(status_changed)
-        url = f"ws://{addresses[0].where}"
+        url = f"{'wss' if self.tls else 'ws'}://{addresses[0].where}"
         log.info(
             "xswarm-voice %s listening on %s (engine %s, up to %d calls): "
             "/twilio /api/chat /control /healthz /readyz /metrics",
@@ -121,16 +145,34 @@ class VoiceDaemon:
         try:
             new = read_config(self.args)
             configure_control(new, [self.bridge.config.bridge.host])
+            renewed = self._reload_certificate()
         except XswarmError as exc:
             self.bridge.reloads["failed"] += 1
             self.bridge.last_reload_error = str(exc)
             log.error("reload refused, keeping the running config: %s", exc)
             return ReloadOutcome(False, str(exc))
         message = self.bridge.apply_config(new)
+        if renewed:
+            message = renewed if message == "no changes" else f"{message}; {renewed}"
         log.info("config reloaded from %s: %s", new.source, message)
         if "needs a restart" in message:
             log.warning("reload: %s", message[message.index("needs a restart") :])
         return ReloadOutcome(True, message)
+
+    def _reload_certificate(self) -> str:
+        """Re-read the served certificate (a renewal): new handshakes get it, live calls keep
+        their connections. A bad pair refuses the whole reload and the old one stays."""
+        if self.tls is None:
+            return ""
+        before = self.tls.certificate.serial
+        try:
+            certificate = self.tls.reload()
+        except TlsError as exc:
+            raise TlsError(f"certificate not renewed, keeping the served one: {exc}") from None
+        self._note_certificate()
+        if certificate.serial == before:
+            return ""
+        return f"certificate {self.tls.pair.cert} renewed (expires {certificate.expires})"
 
     def begin_drain(self) -> float:
         bridge = self.bridge
@@ -168,7 +210,8 @@ def serve(args: argparse.Namespace) -> int:
     logs.setup(config.logging.level)
     configure_control(config, [] if os.environ.get("LISTEN_FDS") else [config.bridge.host])
     instance = f"voice@{args.instance}" if args.instance else "voice"
-    daemon = VoiceDaemon(args, Bridge(config, build_engine(config), instance))
+    tls = server_tls(config)
+    daemon = VoiceDaemon(args, Bridge(config, build_engine(config), instance), tls)
     return run(daemon, daemon.endpoint())
 
 

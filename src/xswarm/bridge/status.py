@@ -71,6 +71,9 @@ class StatusBoard:
         self.limits = cgroup_memory_limits()
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
+        # notAfter (Unix seconds) of each certificate the bridge serves, by file; the service
+        # keeps it current across renewals.
+        self.certificate_expiry: dict[str, float] = {}
 
     def instance_status(self) -> control.InstanceStatus:
         calls = self.calls
@@ -92,6 +95,7 @@ class StatusBoard:
             pid=os.getpid(),
             reloads=sum(self.reloads.values()),
             engine_details=engine.info().details,
+            refused_total={r: calls.rejections[r] for r in REJECTION_REASONS},
         )
 
     def snapshot(self) -> control.Snapshot:
@@ -237,6 +241,13 @@ class StatusBoard:
             self.hub.dropped_total,
         )
         expo.metric("xswarm_draining", "gauge", "1 while draining.", int(calls.state == "draining"))
+        if self.certificate_expiry:
+            expo.metric(
+                "xswarm_tls_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When each served TLS certificate expires ([voice.bridge] tls_cert).",
+                [({"certificate": p}, t) for p, t in sorted(self.certificate_expiry.items())],
+            )
         expo.process(self.started)
         return expo.text()
 

@@ -152,6 +152,7 @@ class TwilioSession(CallSession):
         self.call.call_sid = event.call_sid
         caller = event.custom_parameters.get("caller") or event.custom_parameters.get("From")
         self.call.caller = caller[:128] if isinstance(caller, str) else None
+        self.call.callee = event.custom_parameters.get("To", "")[:128] or None
         self.outbound = twilio.Outbound(event.stream_sid)
         if not self.begin():
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)

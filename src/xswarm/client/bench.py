@@ -1,4 +1,4 @@
-"""The load generator behind `xswarm bench`: N real-time Twilio calls from one process.
+"""The load generator behind `xswarm bench`: N real-time phone calls from one process.
 
 It must never be the bottleneck it is measuring, so the per-frame work is as small as it
 can be: every media message is two prebuilt strings (one per frame index, shared by all
@@ -15,6 +15,10 @@ the stretch of sent audio it carries (``align_replies``). A frame's latency is t
 from sending it to the arrival of the reply holding its first sample, and a frame is lost when
 its first sample never comes back: a reply that carries silence or someone else's frame does
 not hide a loss, as it would when replies are just counted.
+
+Twilio calls use the prebuilt strings; a Telnyx, Plivo or Exotel call (``carrier``) writes
+each media message with its dialect's ``Caller`` from a prebuilt payload, which is cheap
+enough for the call counts one loopback bench reaches.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import contextlib
 import ipaddress
 import json
 import math
+import os
 import resource
 import socket
+import ssl
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +42,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from xswarm.audio import mulaw
+from xswarm.audio import mulaw, wire
+from xswarm.client.carrier_call import wire_frames
+from xswarm.client.carriers import CallerSide, Carrier
 from xswarm.client.common import (
     ClientError,
     Latency,
@@ -45,7 +54,7 @@ from xswarm.client.common import (
     sleep_until,
 )
 from xswarm.errors import ProtocolError
-from xswarm.protocol import twilio
+from xswarm.protocol import media_stream, twilio
 
 FRAME_SECONDS = 0.020
 MEDIA_HEAD = '{"event":"media","sequenceNumber":"'
@@ -74,6 +83,7 @@ class BenchCall:
     received: int = 0
     sending: bool = False
     replies: list[tuple[float, str]] = field(default_factory=list)
+    caller: CallerSide | None = None  # a carrier's stream; None: Twilio
 
 
 @dataclass
@@ -303,8 +313,13 @@ class Bench:
         grace_seconds: float = 1.0,
         phases: int = 4,
         aligned: bool = False,
+        tls: ssl.SSLContext | bool = True,
+        carrier: Carrier | None = None,
     ) -> None:
         self.url = url
+        self.tls = tls
+        self.carrier = carrier
+        self.codec = carrier.codec(None) if carrier is not None else wire.PCMU
         self.aligned = aligned
         self.phases = phases
         self.seconds = seconds
@@ -313,11 +328,21 @@ class Bench:
         self.frames_per_call = max(1, round(seconds / FRAME_SECONDS))
         if aligned:
             pcm_8k = noise(self.frames_per_call * FRAME_SECONDS)
-        self.sent_pcm = mulaw.decode(mulaw.encode(pcm_8k))
-        self.middles = frame_middles(pcm_8k, self.frames_per_call)
-        self.calls = [
-            BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
-        ]
+        self.sent_pcm = self.codec.decode(self.codec.encode(pcm_8k))
+        self.middles: list[str] = []
+        self.payloads: list[bytes] = []
+        if carrier is None:
+            self.middles = frame_middles(pcm_8k, self.frames_per_call)
+            self.calls = [
+                BenchCall(i, twilio.new_stream_sid(), twilio.new_call_sid()) for i in range(calls)
+            ]
+        else:
+            silence = self.codec.silence * wire.FRAME_SAMPLES
+            self.payloads = wire_frames(pcm_8k, self.codec) or [silence]
+            self.calls = []
+            for i in range(calls):
+                caller = carrier.caller(self.codec.name)
+                self.calls.append(BenchCall(i, caller.stream_id, caller.call_id, caller=caller))
         for call in self.calls:
             call.tail = json.dumps(call.stream_sid) + "}"
         self.round_trips: list[float] = []
@@ -330,7 +355,7 @@ class Bench:
 
     async def run(self) -> BenchReport:
         loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True, ssl=self.tls)
         async with aiohttp.ClientSession(connector=connector) as session:
             before = await self._scrape(session)
             usage_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -350,7 +375,9 @@ class Bench:
         offset = self.ramp * call.index / max(1, len(self.calls))
         await sleep_until(began + offset)
         try:
-            ws = await asyncio.wait_for(session.ws_connect(self.url, compress=0), 30)
+            ws = await asyncio.wait_for(
+                session.ws_connect(self.url, compress=0, headers=self._headers()), 30
+            )
         except aiohttp.WSServerHandshakeError as exc:
             self.refusals[f"HTTP {exc.status}"] += 1
             return
@@ -360,8 +387,12 @@ class Bench:
             return
         call.ws = ws
         try:
-            await ws.send_str(twilio.connected_message())
-            await ws.send_str(twilio.start_message(call.stream_sid, call.call_sid))
+            if call.caller is None:
+                await ws.send_str(twilio.connected_message())
+                await ws.send_str(twilio.start_message(call.stream_sid, call.call_sid))
+            else:
+                for opening in call.caller.opening():
+                    await ws.send_str(opening)
             call.sending = True
             await self._receive(call, ws)
         except ConnectionError:
@@ -383,7 +414,7 @@ class Bench:
             if message.type == text_type:
                 if replies is not None:
                     replies.append((loop.time(), message.data))
-                if message.data.startswith(OUT_MEDIA_HEAD) or _is_media(message.data):
+                if message.data.startswith(OUT_MEDIA_HEAD) or self._is_media(message.data):
                     k = call.received
                     call.received = k + 1
                     if k < len(sent_at):
@@ -413,8 +444,14 @@ class Bench:
                     continue
                 ws = call.ws
                 assert ws is not None
+                if call.caller is None:
+                    text = MEDIA_HEAD + middles[k] + call.tail
+                else:
+                    text = call.caller.media(
+                        k + 2, k + 1, k * 20, self.payloads[k % len(self.payloads)]
+                    )
                 try:
-                    await ws.send_str(MEDIA_HEAD + middles[k] + call.tail)
+                    await ws.send_str(text)
                 except ConnectionError:
                     call.sending = False
                     continue
@@ -427,9 +464,12 @@ class Bench:
         ws = call.ws
         if ws is None or ws.closed:
             return
-        stop = twilio.stop_message(
-            call.stream_sid, self.frames_per_call + 2, call.call_sid, "AC" + "0" * 32
-        )
+        if call.caller is None:
+            stop = twilio.stop_message(
+                call.stream_sid, self.frames_per_call + 2, call.call_sid, "AC" + "0" * 32
+            )
+        else:
+            stop = call.caller.stop(self.frames_per_call + 2)
 
         async def send_stop_and_close() -> None:
             with contextlib.suppress(ConnectionError):
@@ -439,6 +479,35 @@ class Bench:
         task = asyncio.get_running_loop().create_task(send_stop_and_close())
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
+
+    def _headers(self) -> dict[str, str]:
+        if self.carrier is None:
+            return {}
+        token = os.environ.get(media_stream.CARRIER_TOKEN_ENV)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _parse_outbound(
+        self, text: str
+    ) -> twilio.OutMedia | twilio.OutMark | twilio.OutClear | media_stream.OutEvent:
+        if self.carrier is None:
+            return twilio.parse_outbound(text)
+        return self.carrier.parse_outbound(text)
+
+    def _is_media(self, text: str) -> bool:
+        if self.carrier is None:
+            return _is_media(text)
+        return _is_media(text, self.carrier.parse_outbound)
+
+    def _decoded_replies(self, replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
+        decoded = []
+        for arrived, text in replies:
+            try:
+                message = self._parse_outbound(text)
+            except ProtocolError:
+                continue
+            if isinstance(message, (twilio.OutMedia, media_stream.OutMedia)):
+                decoded.append((arrived, self.codec.decode(message.payload)))
+        return decoded
 
     async def _scrape(self, session: aiohttp.ClientSession) -> str | None:
         try:
@@ -486,7 +555,7 @@ class Bench:
                 found, lost = align_replies(
                     self.sent_pcm[: len(call.sent_at) * twilio.FRAME_BYTES],
                     call.sent_at,
-                    _decoded_replies(call.replies),
+                    self._decoded_replies(call.replies),
                 )
                 latencies += found
                 report.content_lost += lost
@@ -498,24 +567,13 @@ class Bench:
         return report
 
 
-def _decoded_replies(replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
-    decoded = []
-    for arrived, text in replies:
-        try:
-            message = twilio.parse_outbound(text)
-        except ProtocolError:
-            continue
-        if isinstance(message, twilio.OutMedia):
-            decoded.append((arrived, mulaw.decode(message.payload)))
-    return decoded
-
-
-def _is_media(text: str) -> bool:
+def _is_media(text: str, parse_outbound: Callable[[str], object] = twilio.parse_outbound) -> bool:
     """The slow check, for media JSON not laid out as ``twilio.Outbound`` writes it."""
     try:
-        return isinstance(twilio.parse_outbound(text), twilio.OutMedia)
+        message = parse_outbound(text)
     except ProtocolError:
         return False
+    return isinstance(message, (twilio.OutMedia, media_stream.OutMedia))
 
 
 def _delta(before: str | None, after: str | None, name: str) -> float | None:

@@ -10,6 +10,7 @@ import asyncio
 import math
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,13 @@ from xswarm.errors import XswarmError
 
 DEFAULT_URL = "ws://127.0.0.1:9998"
 SAMPLE_WAV = Path(__file__).resolve().parents[3] / "samples" / "hello.wav"
-TRANSPORT_PATHS = {"twilio": "/twilio", "moshi": "/api/chat"}
+TRANSPORT_PATHS = {
+    "twilio": "/twilio",
+    "moshi": "/api/chat",
+    "telnyx": "/telnyx",
+    "plivo": "/plivo",
+    "exotel": "/exotel",
+}
 
 
 class ClientError(XswarmError):
@@ -44,6 +51,17 @@ def call_url(url: str, transport: str) -> str:
         raise ClientError(f"{url}: the port is not a number from 1 to 65535") from None
     path = parts.path if parts.path not in ("", "/") else TRANSPORT_PATHS[transport]
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def client_ssl(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """How a wss:// connection checks the bridge's certificate: against ``ca_file`` (a private
+    CA, a self-signed certificate) when given, else the system's CAs (aiohttp's default)."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ClientError(f"--ca-file {ca_file}: not a readable PEM certificate ({exc})") from None
 
 
 def caller_voice(path: Path, rate: int) -> np.ndarray:
@@ -68,6 +86,14 @@ def describe_failure(url: str, exc: BaseException) -> str:
         retry = exc.headers.get("Retry-After") if exc.headers else None
         line = f"{url}: upgrade refused: HTTP {exc.status} {exc.message}"
         return line + (f" (Retry-After: {retry} s)" if retry else "")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return (
+            f"{url}: the bridge's certificate is not trusted ({reason}); for a private CA or a "
+            "self-signed certificate pass --ca-file CA.pem"
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"{url}: TLS handshake failed: {exc}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         error = exc.os_error
         if isinstance(error, socket.gaierror):

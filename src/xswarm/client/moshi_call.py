@@ -8,6 +8,7 @@ Kyutai's client sends them) and the model's words come back as text.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ async def place_moshi_call(
     tail_seconds: float = 1.0,
     on_text: Callable[[str], None] | None = None,
     connect_timeout: float = 10.0,
+    tls: ssl.SSLContext | bool = True,
 ) -> MoshiCallResult:
     """Play ``pcm_24k`` as the caller; return what came back and when."""
     result = MoshiCallResult()
@@ -66,7 +68,7 @@ async def place_moshi_call(
     async with aiohttp.ClientSession() as session:
         began = loop.time()
         try:
-            ws = await asyncio.wait_for(session.ws_connect(url), connect_timeout)
+            ws = await asyncio.wait_for(session.ws_connect(url, ssl=tls), connect_timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ClientError(describe_failure(url, exc)) from exc
         async with ws:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -70,6 +71,7 @@ async def place_twilio_call(
     dtmf: str = "",
     signed_url: str | None = None,
     connect_timeout: float = 10.0,
+    tls: ssl.SSLContext | bool = True,
 ) -> TwilioCallResult:
     """Play ``pcm_8k`` as the caller; return what came back and when."""
     frames = mulaw_frames(pcm_8k)
@@ -86,7 +88,7 @@ async def place_twilio_call(
     async with aiohttp.ClientSession() as session:
         try:
             ws = await asyncio.wait_for(
-                session.ws_connect(url, headers=headers, timeout=timeout),
+                session.ws_connect(url, headers=headers, timeout=timeout, ssl=tls),
                 connect_timeout,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:

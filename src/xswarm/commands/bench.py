@@ -1,4 +1,5 @@
-"""``xswarm bench``: N concurrent real-time Twilio calls against a running bridge.
+"""``xswarm bench``: N concurrent real-time phone calls (Twilio, Telnyx, Plivo, Exotel)
+against a running bridge.
 
 Prints what decides how many calls one bridge can carry: frame round-trip percentiles,
 frames lost, the bridge's own late frames and CPU per call-second (both read from its
@@ -22,7 +23,15 @@ from xswarm.client.bench import (
     require_loopback,
     tone,
 )
-from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url, caller_voice
+from xswarm.client.carriers import CARRIERS
+from xswarm.client.common import (
+    DEFAULT_URL,
+    SAMPLE_WAV,
+    ClientError,
+    call_url,
+    caller_voice,
+    client_ssl,
+)
 
 
 @click.command(name="bench")
@@ -40,7 +49,9 @@ from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url,
     show_default=True,
     help="audio per call",
 )
-@click.option("--transport", type=click.Choice(["twilio"]), default="twilio", show_default=True)
+@click.option(
+    "--transport", type=click.Choice(["twilio", *CARRIERS]), default="twilio", show_default=True
+)
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="the bridge (loopback only)")
 @click.option(
     "--ramp",
@@ -77,6 +88,12 @@ from xswarm.client.common import DEFAULT_URL, SAMPLE_WAV, ClientError, call_url,
     help="measure by content: send seeded noise, match each reply to what was sent, report "
     "each frame's first-sample latency and the frames that never came back (replaces --wav)",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="for wss://: trust this PEM CA (or self-signed certificate) instead of the system's",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def command(
     calls: int,
@@ -88,6 +105,7 @@ def command(
     phases: int,
     wav_path: Path | None,
     aligned: bool,
+    ca_file: Path | None,
     as_json: bool,
 ) -> None:
     """Run N concurrent real-time calls against a bridge and print latency, loss and CPU."""
@@ -109,6 +127,8 @@ def command(
         grace_seconds=grace,
         phases=phases,
         aligned=aligned,
+        tls=client_ssl(ca_file),
+        carrier=CARRIERS.get(transport),
     )
     report = asyncio.run(bench.run())
     if as_json:

@@ -12,6 +12,7 @@ from xswarm.ops import releases
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP, install, next_steps
 from xswarm.ops.layout import SERVICE_USER, Layout
+from xswarm.tls import PemPair, TlsError, check_pair
 
 
 @click.command(name="install")
@@ -46,6 +47,26 @@ from xswarm.ops.layout import SERVICE_USER, Layout
     show_default=True,
     help="with --instances: write /etc/haproxy/haproxy.cfg",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="with --instances and HAProxy: serve wss:// on --tls-port with this PEM certificate "
+    "chain (with its key in the same file, or --tls-key); /control and /metrics are not routed",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="the PEM private key of --tls-cert",
+)
+@click.option(
+    "--tls-port",
+    type=click.IntRange(1, 65535),
+    default=443,
+    show_default=True,
+    help="HAProxy's TLS port, with --tls-cert",
+)
 @click.option("--python", default=None, help="interpreter for the release venv (default: system)")
 @click.option(
     "--keep",
@@ -64,6 +85,9 @@ def command(
     gpu: bool,
     profile: tuple[str, ...],
     haproxy: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_port: int,
     python: str | None,
     keep: int,
     root: Path,
@@ -85,6 +109,7 @@ def command(
         if wheelhouse is None:
             raise click.ClickException("give --wheelhouse DIR (offline) or --wheel FILE")
         wheel = releases.find_wheel(wheelhouse, version)
+    tls = _tls_pair(tls_cert, tls_key, instances, haproxy)
     numbers = list(range(1, instances + 1))
     profiles = (["gpu"] if gpu else []) + list(profile)
     try:
@@ -98,6 +123,8 @@ def command(
             haproxy,
             manage_system,
             keep,
+            tls,
+            tls_port,
         )
     except UntrustedPathError as exc:
         raise click.ClickException(str(exc)) from None
@@ -110,3 +137,22 @@ def command(
     else:
         click.echo(f"xswarm {installed} installed.")
     click.echo(next_steps(numbers, haproxy))
+
+
+def _tls_pair(cert: Path | None, key: Path | None, instances: int, haproxy: bool) -> PemPair | None:
+    """The pair HAProxy will serve, checked before anything is installed."""
+    if cert is None:
+        if key is not None:
+            raise click.ClickException("--tls-key needs --tls-cert (the certificate chain)")
+        return None
+    if not instances or not haproxy:
+        raise click.ClickException(
+            "--tls-cert is for HAProxy in front of --instances N; a single bridge serves TLS "
+            "itself: set [voice.bridge] tls_cert and tls_key in config.toml"
+        )
+    pair = PemPair(cert.resolve(), key.resolve() if key is not None else None)
+    try:
+        check_pair(pair)
+    except TlsError as exc:
+        raise click.ClickException(f"--tls-cert: {exc}") from None
+    return pair

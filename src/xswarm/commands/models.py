@@ -77,9 +77,10 @@ def check(config_path: Path | None) -> None:
     gib = 1 << 30
     sized = "" if config.moshi.slots else " at most (warm-up keeps those within the step budget)"
     click.echo(f"MOSHI can start on {ready.device} with {slots} slots{sized}:")
-    click.echo(f"  weights   {files.moshi_weights}")
-    click.echo(f"  mimi      {files.mimi_weights}")
-    click.echo(f"  tokenizer {files.tokenizer}")
+    untrained = "RANDOM, untrained (random_weights = true: speed measurement only)"
+    click.echo(f"  weights   {files.moshi_weights or untrained}")
+    click.echo(f"  mimi      {files.mimi_weights or untrained}")
+    click.echo(f"  tokenizer {files.tokenizer or 'made-up word ids (no tokenizer file)'}")
     click.echo(f"  config    {described}")
     click.echo(
         f"  memory    {plan.need(slots) / gib:.1f} GiB needed of {ready.free_bytes / gib:.1f} GiB "

@@ -36,7 +36,7 @@ import numpy as np
 
 from xswarm.audio.levels import SpeechDetector
 from xswarm.config import Config
-from xswarm.engine import moshi_loader
+from xswarm.engine import moshi_loader, random_model
 from xswarm.engine.base import (
     CONTEXT_EXCEEDED,
     SUGGESTION_CANCELLED,
@@ -235,6 +235,8 @@ class MoshiEngine(Engine):
         self.sizing: Sizing | None = None
         self.sized_by = "configured" if self.requested_slots else "memory"
         self.memory_fit = 0
+        # Untrained weights (``random_weights``): said in info() so that no one mistakes them.
+        self.random_weights = False
         # The last step's tokens, [capacity, 1 + dep_q] (text, then audio; -2: not generated),
         # kept for diagnostics and tests that compare token streams exactly.
         self.last_tokens: np.ndarray | None = None
@@ -252,10 +254,12 @@ class MoshiEngine(Engine):
         self._build(ready.files, ready.device)
 
     def _build(self, files: moshi_loader.ModelFiles, device: Any) -> None:
-        import sentencepiece
+        """Load the files, or with ``random_weights`` build untrained modules on the device."""
         import torch
         from moshi.models import loaders
 
+        if files.random:
+            log.warning("%s", random_model.WARNING)
         dtype = getattr(torch, _TORCH_DTYPES[self.dtype_name])
         lm_kwargs = dict(files.lm_config or loaders._lm_kwargs)
         lm_kwargs["context"] = self.settings.context
@@ -283,19 +287,14 @@ class MoshiEngine(Engine):
                 f"Mimi at {files.mimi_weights} runs {mimi.sample_rate} Hz frames of "
                 f"{mimi.frame_size} samples; this engine needs 24000 Hz and {FRAME_SAMPLES}"
             )
-        try:
-            tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(files.tokenizer))
-        except Exception as exc:
-            raise EngineLoadError(
-                f"text tokenizer {files.tokenizer} is not a sentencepiece model "
-                f"({_first_line(exc)}); fix [voice.moshi] tokenizer"
-            ) from None
-        if tokenizer.get_piece_size() < lm.text_card:
-            raise EngineLoadError(
-                f"text tokenizer {files.tokenizer} has {tokenizer.get_piece_size()} pieces but the "
-                f"model's text card is {lm.text_card}; they are not a pair"
-            )
+        if files.random:
+            random_model.fill_codebooks(mimi)
+        if files.tokenizer is None:
+            tokenizer: Any = random_model.HashedTokenizer(lm.text_card)
+        else:
+            tokenizer = _sentencepiece(files.tokenizer, lm.text_card)
         self.attach(lm, mimi, tokenizer, device)
+        self.random_weights = files.random
         log.info(
             "MOSHI loaded on %s (%s): up to %d slots (memory fits %d), context %d, weights %s",
             device,
@@ -303,7 +302,7 @@ class MoshiEngine(Engine):
             self.capacity,
             self.memory_fit,
             self.settings.context,
-            files.moshi_weights,
+            "RANDOM (untrained)" if files.random else files.moshi_weights,
         )
 
     def attach(self, lm: Any, mimi: Any, tokenizer: Any, device: Any) -> None:
@@ -377,7 +376,15 @@ class MoshiEngine(Engine):
         """
         self._require_loaded()
         frame_ms = self.frame_seconds * 1000
-        if self.requested_slots:
+        if not self.settings.real_time_check:
+            times = self._time_steps(self.capacity)
+            log.warning(
+                "warm-up: %s; [voice.moshi] real_time_check = false: not enforced",
+                times.line(frame_ms),
+            )
+            self.sizing = Sizing(self.capacity, frame_ms, (times,))
+            self.sized_by = "memory"
+        elif self.requested_slots:
             times = self._time_steps(self.capacity)
             log.info("warm-up: %s", times.line(frame_ms))
             self.sizing = Sizing(self.capacity, frame_ms, (times,))
@@ -726,6 +733,7 @@ class MoshiEngine(Engine):
             "steps": self._steps,
             "device": str(self._device) if self._device is not None else self.device_name,
             "dtype": self.dtype_name,
+            "weights": "random" if self.random_weights else "trained",
             "context": self.settings.context,
             "cuda_graphs": self._graphs,
             "sampling": "greedy"
@@ -769,6 +777,25 @@ def _sampling_problem(settings: Any, lm: Any) -> str | None:
             f"{lm.text_card} text tokens; set top_k_text to at most {lm.text_card}"
         )
     return None
+
+
+def _sentencepiece(path: Any, text_card: int) -> Any:
+    """The text tokenizer at ``path``, refused unless it names every text token of the LM."""
+    import sentencepiece
+
+    try:
+        tokenizer = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    except Exception as exc:
+        raise EngineLoadError(
+            f"text tokenizer {path} is not a sentencepiece model "
+            f"({_first_line(exc)}); fix [voice.moshi] tokenizer"
+        ) from None
+    if tokenizer.get_piece_size() < text_card:
+        raise EngineLoadError(
+            f"text tokenizer {path} has {tokenizer.get_piece_size()} pieces but the "
+            f"model's text card is {text_card}; they are not a pair"
+        )
+    return tokenizer
 
 
 def _first_line(exc: BaseException) -> str:

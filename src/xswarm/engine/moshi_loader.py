@@ -5,7 +5,12 @@ CUDA out-of-memory trace. So everything here runs before a single weight is load
 are found (explicit paths, then the state directory ``xswarm models pull`` writes to, then the
 Hugging Face cache, never the network), the device is checked, and the memory the requested
 slots need is computed from the model config and the checkpoint headers and compared with the
-device's free memory. Only ``check_device`` and ``free_memory`` import torch.
+device's free memory. Only ``check_device``, ``free_memory`` and the random-weight count
+import torch.
+
+With ``random_weights = true`` (speed measurement only, see ``random_model``) no weight files
+are looked for: the paths are None, the architecture is the ``config`` file's or Kyutai's 7B,
+and the weights' size comes from a build on torch's meta device.
 """
 
 from __future__ import annotations
@@ -76,14 +81,22 @@ class ModelAbsent(EngineLoadError):
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """Where each part of the model lives, and the configs read from disk (None: Kyutai's)."""
+    """Where each part of the model lives, and the configs read from disk (None: Kyutai's).
 
-    moshi_weights: Path
-    mimi_weights: Path
-    tokenizer: Path
+    Weight paths are None only with ``random_weights = true``: the model is built untrained;
+    the tokenizer is None then too unless one is configured (``HashedTokenizer`` stands in).
+    """
+
+    moshi_weights: Path | None
+    mimi_weights: Path | None
+    tokenizer: Path | None
     lm_config: dict[str, Any] | None
     mimi_config: dict[str, Any] | None
     config_path: Path | None = None
+
+    @property
+    def random(self) -> bool:
+        return self.moshi_weights is None
 
 
 def missing_modules() -> str | None:
@@ -152,6 +165,8 @@ def _explicit(value: str, key: str, what: str) -> Path:
 def resolve_files(config: Config) -> ModelFiles:
     """Find every file the model needs, locally only; EngineLoadError names what is missing."""
     settings = config.moshi
+    if settings.random_weights:
+        return _random_files(config)
     repo = settings.hf_repo
     raw: dict[str, Any] | None = None
     config_path: Path | None = None
@@ -220,6 +235,37 @@ def resolve_files(config: Config) -> ModelFiles:
         mimi_config,
         config_path,
     )
+
+
+def _random_files(config: Config) -> ModelFiles:
+    """The architecture (and any tokenizer) random weights are built with; no weight files."""
+    settings = config.moshi
+    for key in ("moshi_weights", "mimi_weights"):
+        if getattr(settings, key):
+            raise EngineLoadError(
+                f"[voice.moshi] random_weights = true and {key} are both set; random weights "
+                f"ignore files: remove one"
+            )
+    tokenizer = (
+        _explicit(settings.tokenizer, "tokenizer", "MOSHI text tokenizer")
+        if settings.tokenizer
+        else None
+    )
+    if not settings.config:
+        return ModelFiles(None, None, tokenizer, None, None)
+    config_path = _explicit(settings.config, "config", "MOSHI model config")
+    raw = _read_json(config_path, "MOSHI model config")
+    mimi_config = None
+    if raw.get("mimi_config_name"):
+        mimi_path = config_path.parent / str(raw["mimi_config_name"])
+        if not mimi_path.is_file():
+            raise EngineLoadError(
+                f"MOSHI model config names mimi_config_name {raw['mimi_config_name']!r}, which "
+                "is not beside it; put it next to the config.json"
+            )
+        mimi_config = _read_json(mimi_path, "Mimi config")
+    lm_config = {k: v for k, v in raw.items() if k not in _NON_LM_KEYS}
+    return ModelFiles(None, None, tokenizer, lm_config, mimi_config, config_path)
 
 
 def check_device(spec: str) -> Any:
@@ -375,11 +421,21 @@ def preflight(config: Config, slots: int) -> Preflight:
     cfg = settings.cfg_coef != 1.0
     if cfg and not (files.lm_config or {}).get("fuser"):
         raise EngineLoadError(NO_CFG.format(settings.cfg_coef))
+    if files.moshi_weights is None or files.mimi_weights is None:
+        from moshi.models import loaders
+
+        from xswarm.engine.random_model import parameter_counts
+
+        lm_kwargs = dict(files.lm_config or loaders._lm_kwargs)
+        lm_numel, mimi_numel = parameter_counts(lm_kwargs, files.mimi_config)
+    else:
+        lm_numel = checkpoint_numel(files.moshi_weights, "MOSHI weights")
+        mimi_numel = checkpoint_numel(files.mimi_weights, "Mimi weights")
     plan = plan_memory(
         files.lm_config,
         files.mimi_config,
-        checkpoint_numel(files.moshi_weights, "MOSHI weights"),
-        checkpoint_numel(files.mimi_weights, "Mimi weights"),
+        lm_numel,
+        mimi_numel,
         settings.dtype,
         settings.context,
         cfg,

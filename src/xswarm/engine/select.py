@@ -40,6 +40,12 @@ def choice(config: Config) -> Choice:
         return Choice(None, f"MOSHI is installed but would not start: {exc}")
     if absent is None:
         how = "configured" if wanted == "moshi" else "auto"
+        if config.moshi.random_weights:
+            return Choice(
+                "moshi",
+                f"{how}, with UNTRAINED random weights (random_weights = true: speed "
+                f"measurement only) on device {config.moshi.device}",
+            )
         return Choice("moshi", f"{how}: the model files and device {config.moshi.device} are here")
     if wanted == "moshi":
         return Choice(None, f'[voice.bridge] engine = "moshi" but {absent}')

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from xswarm.tls import EXPIRY_WARNING_SECONDS
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 EX_CONFIG = 78
 # Matches ops.templates.MIN_TOKEN_CHARS (checks stays free of imports with I/O).
@@ -113,6 +115,17 @@ class DatabaseFacts:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class CertificateFacts:
+    """A certificate a service serves, and how long it has left (None: it could not be read)."""
+
+    path: str
+    used_by: str  # "[voice.bridge] tls_cert" or "HAProxy"
+    seconds_left: float | None = None
+    expires: str = ""
+    error: str | None = None
+
+
 @dataclass
 class Facts:
     env_file: FileFacts
@@ -136,6 +149,8 @@ class Facts:
     # What a start would run and why (``engine.select.choice``); engine None: it would exit 78.
     engine_choice: str | None = None
     engine_choice_reason: str = ""
+    # ``[voice.moshi] random_weights``: untrained weights, for speed measurement only.
+    random_weights: bool = False
     gpu_present: bool = False
     database: DatabaseFacts | None = None
     units: dict[str, UnitFacts] = field(default_factory=dict)
@@ -150,6 +165,7 @@ class Facts:
     # The tokens .env provides; None when .env could not be read safely.
     tokens: list[TokenFacts] | None = None
     tokens_shared: bool = False
+    certificates: list[CertificateFacts] = field(default_factory=list)
 
 
 def diagnose(facts: Facts) -> list[Finding]:
@@ -161,6 +177,7 @@ def diagnose(facts: Facts) -> list[Finding]:
     findings += _config(facts)
     findings += _ports(facts)
     findings += _haproxy(facts)
+    findings += _certificates(facts)
     findings += _engine(facts)
     findings += _database(facts)
     findings += _units(facts)
@@ -430,6 +447,31 @@ def _haproxy(facts: Facts) -> list[Finding]:
     ]
 
 
+def _certificates(facts: Facts) -> list[Finding]:
+    out = []
+    for cert in facts.certificates:
+        where = f"{cert.used_by} {cert.path}"
+        renew = (
+            "renew it and put the new files in place, then: sudo systemctl reload xswarm-voice "
+            "(no restart)"
+            if cert.used_by != "HAProxy"
+            else "renew it, then: sudo xswarm install ... --tls-cert NEW.pem --tls-key NEW.key "
+            "and sudo systemctl reload haproxy"
+        )
+        if cert.error is not None or cert.seconds_left is None:
+            out.append(Finding(FAIL, "tls", f"{where}: {cert.error}", renew))
+        elif cert.seconds_left <= 0:
+            out.append(Finding(FAIL, "tls", f"{where} expired on {cert.expires}", renew))
+        elif cert.seconds_left < EXPIRY_WARNING_SECONDS:
+            days = cert.seconds_left / 86400
+            out.append(
+                Finding(WARN, "tls", f"{where} expires in {days:.1f} days ({cert.expires})", renew)
+            )
+        else:
+            out.append(Finding(OK, "tls", f"{where} valid until {cert.expires}"))
+    return out
+
+
 def haproxy_servers(config_text: str) -> dict[str, str]:
     """``server NAME ADDRESS ...`` lines of haproxy.cfg: {name: address}."""
     out = {}
@@ -444,6 +486,16 @@ def _engine(facts: Facts) -> list[Finding]:
     if facts.engine == "echo":
         return [Finding(OK, "engine", "echo engine: no models or GPU needed")]
     out = []
+    if facts.random_weights:
+        out.append(
+            Finding(
+                FAIL,
+                "engine",
+                "[voice.moshi] random_weights = true: MOSHI would serve UNTRAINED random "
+                "weights and callers would hear noise (it exists for make gpu-check only)",
+                "remove random_weights from config.toml",
+            )
+        )
     if facts.engine_choice_reason:
         if facts.engine_choice is None:
             out.append(

@@ -18,7 +18,9 @@ from xswarm.errors import ConfigError, XswarmError
 from xswarm.ops import checks, health, releases, templates, units
 from xswarm.ops.checks import Facts, FileFacts, TokenFacts
 from xswarm.ops.files import UntrustedPathError, read_trusted
+from xswarm.ops.haproxy import tls_pem
 from xswarm.ops.inventory import (
+    certificate,
     database,
     database_path,
     deployed_single_voice,
@@ -178,8 +180,13 @@ def gather(layout: Layout, config_path: Path) -> Facts:
                 facts.instance_targets[f"voice{number}"] = units.listen_address(
                     health.local_host(host), raw_instance_port(config, number)
                 )
+    if bridge.tls_cert:
+        facts.certificates.append(certificate(Path(bridge.tls_cert), "[voice.bridge] tls_cert"))
+    if tls_pem(layout).exists():
+        facts.certificates.append(certificate(tls_pem(layout), "HAProxy"))
     facts.engine = bridge.engine
     facts.device = config.moshi.device
+    facts.random_weights = config.moshi.random_weights
     facts.gpu_present = Path("/dev/nvidia0").exists()
     if facts.engine != "echo":
         facts.models_error = _probe_models(config, files, layout)

@@ -16,6 +16,8 @@ from xswarm.ops.layout import Layout
 
 BACKEND = "xswarm_voice_instances"
 ADMIN_SOCKET = "/run/haproxy-xswarm.sock"
+# The certificate chain and key HAProxy serves, as one PEM: `xswarm install --tls-cert`.
+TLS_PEM = "/etc/haproxy/xswarm/xswarm.pem"
 _INSTANCE_UNIT = re.compile(r"^xswarm-voice@(\d+)\.service$")
 
 
@@ -33,6 +35,10 @@ def state_command(server: str, state: str) -> str:
 
 def admin_socket(layout: Layout) -> Path:
     return layout.root / ADMIN_SOCKET.lstrip("/")
+
+
+def tls_pem(layout: Layout) -> Path:
+    return layout.root / TLS_PEM.lstrip("/")
 
 
 def send(path: Path, line: str, timeout: float = 2.0) -> str:

@@ -19,7 +19,9 @@ from pathlib import Path
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
 from xswarm.ops import files, releases, systemctl, templates, units
+from xswarm.ops.haproxy import TLS_PEM, tls_pem
 from xswarm.ops.layout import SERVICE_USER, Layout
+from xswarm.tls import PemPair, TlsError, check_pair
 
 DEFAULT_KEEP = 5
 
@@ -64,6 +66,10 @@ SERVICE_DIR_MODE = 0o750
 CONFIG_MODE = 0o640
 ENV_MODE = 0o600
 UNIT_MODE = 0o644
+# HAProxy's certificate and key: root's alone. Debian's haproxy.service starts HAProxy as
+# root, and the config we render has no `user` line, so it reads them as root.
+TLS_DIR_MODE = 0o700
+TLS_PEM_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -194,12 +200,37 @@ def restore_units(layout: Layout, version: str, report: Report) -> bool:
     return install_units(layout, units.UnitPlan(version, saved), report)
 
 
+def install_tls_pem(
+    layout: Layout, pair: PemPair, owner: files.Owner | None, report: Report
+) -> str:
+    """Check the pair (it parses, the key is the certificate's, it has not expired) and copy
+    it as the one PEM HAProxy serves; returns the path haproxy.cfg names."""
+    try:
+        certificate = check_pair(pair)
+        blob = pair.cert.read_bytes()
+        if pair.key is not None:
+            blob = blob.rstrip(b"\n") + b"\n" + pair.key.read_bytes()
+    except TlsError as exc:
+        raise InstallError(f"--tls-cert: {exc}") from None
+    except OSError as exc:
+        raise InstallError(f"--tls-cert: cannot read {exc.filename}: {exc.strerror}") from None
+    target = tls_pem(layout)
+    ensure_dir(target.parent, TLS_DIR_MODE, owner, report)
+    if write_if_changed(target, blob.decode("ascii", "replace"), report, owner, TLS_PEM_MODE):
+        report.did(
+            f"certificate {pair.cert} (serial {certificate.serial:x}) expires {certificate.expires}"
+        )
+    return TLS_PEM
+
+
 def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
     """Validate and write haproxy.cfg and its service drop-in; True when the drop-in changed."""
     binary = shutil.which("haproxy")
     if binary is not None:
+        # A staging tree's certificate is not yet where the rendered config names it.
+        checked = text.replace(TLS_PEM, str(tls_pem(layout)))
         with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as fh:
-            fh.write(text)
+            fh.write(checked)
         try:
             done = subprocess.run(
                 [binary, "-c", "-q", "-f", fh.name], capture_output=True, text=True, check=False
@@ -229,6 +260,8 @@ def install(
     haproxy: bool,
     manage_system: bool,
     keep: int = DEFAULT_KEEP,
+    tls: PemPair | None = None,
+    tls_port: int = 443,
 ) -> tuple[Report, str]:
     report = Report()
     if manage_system:
@@ -257,7 +290,11 @@ def install(
     else:
         report.kept(f"{layout.current} already points at {version}")
     if instances and haproxy:
-        changed |= haproxy_config(layout, units.render_haproxy(config, instances), report)
+        public = None
+        if tls is not None:
+            public = units.PublicTls(install_tls_pem(layout, tls, ids.root, report), tls_port)
+        rendered = units.render_haproxy(config, instances, public)
+        changed |= haproxy_config(layout, rendered, report)
     if changed and manage_system and systemctl.available():
         systemctl.daemon_reload()
         report.did("systemctl daemon-reload")

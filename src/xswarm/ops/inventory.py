@@ -14,8 +14,9 @@ from pathlib import Path
 
 from xswarm.config import Config
 from xswarm.ops import checks, systemctl, units
-from xswarm.ops.checks import DatabaseFacts, Holder, UnitFacts
+from xswarm.ops.checks import CertificateFacts, DatabaseFacts, Holder, UnitFacts
 from xswarm.ops.layout import Layout
+from xswarm.tls import TlsError, read_certificate
 
 _PREFIX_CHARS = "@-:+!"
 
@@ -154,6 +155,15 @@ def database(path: Path) -> DatabaseFacts:
     finally:
         connection.close()
     return DatabaseFacts(str(path), exists=True, integrity=verdict)
+
+
+def certificate(path: Path, used_by: str) -> CertificateFacts:
+    """When a served certificate expires, read from its file."""
+    try:
+        cert = read_certificate(path)
+    except TlsError as exc:
+        return CertificateFacts(str(path), used_by, error=str(exc))
+    return CertificateFacts(str(path), used_by, cert.seconds_left(), cert.expires)
 
 
 def mem_total() -> int | None:

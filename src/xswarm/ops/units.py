@@ -277,15 +277,44 @@ def stale(installed: dict[str, str], plan: UnitPlan) -> list[str]:
     return sorted(name for name, text in plan.files.items() if installed.get(name) != text)
 
 
-def render_haproxy(config: Config, instances: list[int]) -> str:
+# The rules of a public (TLS) frontend; see deploy/haproxy/haproxy.cfg for why.
+PUBLIC_RULES = (
+    "http-request deny deny_status 404 if { path,url_dec -m reg -i (^|/)(control|metrics)(/|$) }",
+    'http-response set-header Strict-Transport-Security "max-age=63072000"',
+)
+
+
+_PEM_PATH = re.compile(r"/[A-Za-z0-9_./-]+")
+
+
+@dataclass(frozen=True)
+class PublicTls:
+    """HAProxy's TLS frontend: the combined PEM it serves and the address it binds."""
+
+    pem: str
+    port: int = 443
+    host: str = ""  # every address
+
+
+def render_haproxy(config: Config, instances: list[int], tls: PublicTls | None = None) -> str:
     bridge = config.bridge
-    bind = f"bind {_listen(bridge.host, bridge.port, '[voice.bridge]', config.source)}"
+    if tls is None:
+        bind = f"bind {_listen(bridge.host, bridge.port, '[voice.bridge]', config.source)}"
+        public = ""
+    else:
+        if not _PEM_PATH.fullmatch(tls.pem) or ".." in tls.pem.split("/"):
+            raise ValueError(f"refusing to render HAProxy's certificate path {tls.pem!r}")
+        port = checked_port(tls.port, "--tls-port", "xswarm install")
+        host = checked_host(tls.host, "--tls-host", "xswarm install") if tls.host else ""
+        bind = f"bind {listen_address(host, port)} ssl crt {tls.pem} alpn http/1.1"
+        public = "".join(f"    {rule}\n" for rule in PUBLIC_RULES)
     servers = []
     for number, (host, port) in instance_ports(config, instances).items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
         address = _listen(target, port, f"[voice.bridge.instances.{number}]", config.source)
         servers.append(f"server voice{number} {address} check")
     text = template("haproxy/haproxy.cfg")
-    text = text.replace("@BIND@", bind, 1)
+    text = text.replace("    @BIND@", f"    {bind}", 1)
+    text = text.replace("    @PUBLIC@\n", public, 1)
     text = text.replace("@MAX_PER_SOURCE@", str(int(bridge.max_calls_per_source)), 1)
     return text.replace("@SERVERS@", "\n    ".join(servers), 1)

@@ -138,6 +138,8 @@ class InstanceStatus:
     pid: int | None = None
     reloads: int | None = None
     engine_details: Mapping[str, Any] | None = None
+    # Upgrades refused since the bridge started, by reason (bridge.registry.REJECTION_REASONS).
+    refused_total: Mapping[str, int] | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -160,7 +162,7 @@ class InstanceStatus:
             "pid": self.pid,
             "reloads": self.reloads,
             "engine_details": None if self.engine_details is None else dict(self.engine_details),
-        }
+        } | ({} if self.refused_total is None else {"refused_total": dict(self.refused_total)})
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> InstanceStatus:
@@ -180,7 +182,20 @@ class InstanceStatus:
             pid=whole_number(data.get("pid")),
             reloads=whole_number(data.get("reloads")),
             engine_details=finite_mapping(data.get("engine_details")),
+            refused_total=_counts(data.get("refused_total")),
         )
+
+
+def _counts(value: object) -> dict[str, int] | None:
+    """Counts by name; entries that are not a name and a whole number are left out."""
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for name, count in value.items():
+        number = whole_number(count)
+        if isinstance(name, str) and number is not None:
+            out[name] = number
+    return out
 
 
 @dataclass(frozen=True)
@@ -192,6 +207,7 @@ class CallStarted:
     stream_sid: str | None = None
     call_sid: str | None = None
     caller: str | None = None
+    callee: str | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -202,6 +218,7 @@ class CallStarted:
             stream_sid=self.stream_sid,
             call_sid=self.call_sid,
             caller=self.caller,
+            callee=self.callee,
         )
 
     @classmethod
@@ -213,6 +230,7 @@ class CallStarted:
             stream_sid=text(data.get("stream_sid")),
             call_sid=text(data.get("call_sid")),
             caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
         )
 
 
@@ -564,6 +582,49 @@ class ContextExceeded:
 
 
 @dataclass(frozen=True)
+class CarrierStatus:
+    """The carrier's view of a call, from its webhooks (Twilio's voice URL and status
+    callback): ``status`` as the carrier words it (ringing, in-progress, completed, busy,
+    failed, no-answer), ``answer`` what the bridge told the carrier to do (``stream``, or
+    ``busy`` when it could not take the call). Keyed by the carrier's ``call_sid``: the
+    bridge's ``call_id`` does not exist yet when the phone rings."""
+
+    TYPE: ClassVar[str] = "carrier_status"
+    call_sid: str | None = None
+    carrier: str | None = None
+    status: str | None = None
+    caller: str | None = None
+    callee: str | None = None
+    direction: str | None = None
+    duration_s: int | None = None
+    answer: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        return _present(
+            {"type": self.TYPE, "call_sid": self.call_sid, "carrier": self.carrier},
+            status=self.status,
+            caller=self.caller,
+            callee=self.callee,
+            direction=self.direction,
+            duration_s=self.duration_s,
+            answer=self.answer,
+        )
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> CarrierStatus:
+        return cls(
+            call_sid=text(data.get("call_sid")),
+            carrier=text(data.get("carrier")),
+            status=text(data.get("status")),
+            caller=text(data.get("caller")),
+            callee=text(data.get("callee")),
+            direction=text(data.get("direction")),
+            duration_s=whole_number(data.get("duration_s")),
+            answer=text(data.get("answer")),
+        )
+
+
+@dataclass(frozen=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
     id: str | int | None = None
@@ -607,6 +668,7 @@ Event = (
     | SuggestionStarted
     | SuggestionFinished
     | ContextExceeded
+    | CarrierStatus
     | Pong
     | Error
 )
@@ -628,6 +690,7 @@ _EVENTS: dict[str, Any] = {
         SuggestionStarted,
         SuggestionFinished,
         ContextExceeded,
+        CarrierStatus,
         Pong,
         Error,
     )

@@ -56,10 +56,14 @@ class Auth:
 
 @dataclass(frozen=True)
 class Subscribe:
+    """Live events after a snapshot; ``batch`` asks for per-call updates coalesced in
+    :class:`Batch` messages (a plain ``subscribe`` gets every event as it happens)."""
+
     TYPE: ClassVar[str] = "subscribe"
+    batch: bool = False
 
     def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE}
+        return {"type": self.TYPE, "batch": True} if self.batch else {"type": self.TYPE}
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,10 @@ def decode_command(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Comm
     if kind == "auth":
         return Auth(token=required_text(data, "token", kind))
     if kind == "subscribe":
-        return Subscribe()
+        batch = data.get("batch", False)
+        if not isinstance(batch, bool):
+            raise BadMessage(f'"batch" must be true or false, got {batch!r}', "batch")
+        return Subscribe(batch=batch)
     if kind == "ping":
         return Ping(id=optional_id(data, "id", kind, MAX_ID_CHARS))
     if kind == "inject_suggestion":
@@ -199,6 +206,10 @@ class InstanceInfo:
     pid: int | None = None
     error: str | None = None
     bridge_name: str | None = None
+    # Upgrades the instance refused, all reasons: since it started, and in the last minute
+    # as the supervisor saw the ``refused_total`` of its ``instance_status`` grow.
+    refusals_total: int | None = None
+    refusals_last_minute: int | None = None
 
     def encode(self) -> dict[str, Any]:
         return {
@@ -219,6 +230,8 @@ class InstanceInfo:
             "pid": self.pid,
             "error": self.error,
             "bridge_name": self.bridge_name,
+            "refusals_total": self.refusals_total,
+            "refusals_last_minute": self.refusals_last_minute,
         }
 
     @classmethod
@@ -242,6 +255,8 @@ class InstanceInfo:
             pid=whole_number(data.get("pid")),
             error=text(data.get("error")),
             bridge_name=text(data.get("bridge_name")),
+            refusals_total=whole_number(data.get("refusals_total")),
+            refusals_last_minute=whole_number(data.get("refusals_last_minute")),
         )
 
 
@@ -383,3 +398,40 @@ class InstanceRemoved:
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, "instance": self.instance, "ts": self.ts}
+
+
+# Per-call events a batching subscriber gets coalesced, at most one of each kind per call per
+# interval: the last ``call_stats`` (merged, so a field a later one lacks keeps its value),
+# the last ``user_speech``, and ``text`` words joined in order.
+BATCHED_EVENTS = frozenset({"call_stats", "user_speech", "text"})
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events for a subscriber that asked for batches, to be applied in the order listed.
+
+    A flush carries the coalesced per-call updates of one interval; an event that cannot
+    wait (``call_ended``, a suggestion's answer…) about a call with updates still held comes
+    as a batch too, those updates first and the event last, so a call's figures never arrive
+    after its end.
+    """
+
+    TYPE: ClassVar[str] = "batch"
+    ts: str
+    events: tuple[Mapping[str, Any], ...] = ()
+
+    def encode(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "ts": self.ts, "events": list(self.events)}
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Batch:
+        """Tolerant: entries that are not objects with a string ``type`` are skipped."""
+        events = data.get("events")
+        return cls(
+            ts=text(data.get("ts")) or "",
+            events=tuple(
+                event
+                for event in (events if isinstance(events, list) else [])
+                if isinstance(event, dict) and isinstance(event.get("type"), str)
+            ),
+        )

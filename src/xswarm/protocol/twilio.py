@@ -29,9 +29,11 @@ import hmac
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+from xml.sax.saxutils import escape
 
 from xswarm.errors import ProtocolError
 
@@ -526,11 +528,22 @@ def stop_message(stream_sid: str, sequence: int, call_sid: str, account_sid: str
 # ---------------------------------------------------------------------------------------
 
 
-def expected_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
+FormParams = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def expected_signature(auth_token: str, url: str, params: FormParams) -> str:
     """Twilio's request signature: HMAC-SHA1 over the URL followed by each POST parameter's
     name and value, sorted by name, keyed with the auth token, in base64. A WebSocket
-    upgrade is a GET, so its ``params`` are empty and the URL alone is signed."""
-    signed = url + "".join(key + params[key] for key in sorted(params))
+    upgrade is a GET, so its ``params`` are empty and the URL alone is signed. A form field
+    sent more than once is signed as Twilio's own validator does: each distinct value once,
+    in sorted order, after its name."""
+    pairs = params.items() if isinstance(params, Mapping) else params
+    values: dict[str, set[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, set()).add(value)
+    signed = url + "".join(
+        name + value for name in sorted(values) for value in sorted(values[name])
+    )
     digest = hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
@@ -573,8 +586,215 @@ def stream_token_problem(secret: str, start: Start, now: float) -> str | None:
     return None
 
 
-def validate_signature(
-    auth_token: str, url: str, params: Mapping[str, str], signature: str
-) -> bool:
+def validate_signature(auth_token: str, url: str, params: FormParams, signature: str) -> bool:
     expected = expected_signature(auth_token, url, params)
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------------------------------
+# Voice webhooks: the form Twilio POSTs for a call, and the TwiML answered
+# ---------------------------------------------------------------------------------------
+
+STREAM_PATH = "/twilio"
+VOICE_PATH = "/twilio/voice"
+STATUS_PATH = "/twilio/status"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MAX_FORM_BYTES = 64 * 1024  # Twilio's call webhooks send about 30 short fields
+MAX_FORM_FIELDS = 256
+MAX_ADDRESS_CHARS = 128  # From/To: +E.164, client:NAME, sip:USER@HOST, "anonymous"
+# What Twilio reports in CallStatus; a newer status is recorded as it comes if it is shaped
+# like these (Twilio adds values over time and a report must not be lost for it).
+CALL_STATUSES = (
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+)
+_WORD = re.compile(r"[a-z][a-z-]{0,31}")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# How long a minted stream token stays valid: Twilio opens the stream right after the TwiML.
+STREAM_TOKEN_TTL = 120
+
+
+class FormError(ProtocolError):
+    """A webhook request we refuse; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, INVALID)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class CallWebhook:
+    """What one of Twilio's call webhooks says about a call (voice URL or status callback)."""
+
+    call_sid: str
+    account_sid: str = ""
+    caller: str = ""  # From
+    callee: str = ""  # To
+    direction: str = ""
+    status: str = ""  # CallStatus
+    duration_s: int | None = None  # CallDuration, on completed
+    sequence: int | None = None  # SequenceNumber, on status callbacks
+
+
+def parse_form(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """A webhook's body as (name, value) pairs in order; FormError says why not."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != FORM_CONTENT_TYPE:
+        raise FormError(
+            f"Content-Type {media_type[:64] or 'missing'!r}: Twilio's webhooks send "
+            f"{FORM_CONTENT_TYPE}",
+            415,
+        )
+    if len(body) > MAX_FORM_BYTES:
+        raise FormError(f"body of {len(body)} bytes exceeds {MAX_FORM_BYTES}", 413)
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise FormError("form is not URL-encoded text (raw non-ASCII bytes)") from None
+    try:
+        return parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=True,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except ValueError as exc:
+        reason = "too many fields" if "Max number" in str(exc) else "malformed or not UTF-8"
+        raise FormError(f"form is not a valid URL-encoded body: {reason}") from None
+
+
+def parse_call_webhook(pairs: Sequence[tuple[str, str]], status_required: bool) -> CallWebhook:
+    """The call fields of a webhook form; FormError names the field that is wrong."""
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields and fields[name] != value:
+            raise FormError(f'"{name[:32]}" is sent twice with different values')
+        fields[name] = value
+    if "CallSid" not in fields:
+        raise FormError('missing "CallSid": is this URL set as the number\'s voice webhook?')
+    status = fields.get("CallStatus", "")
+    if status_required and not status:
+        raise FormError('missing "CallStatus": a status callback reports one')
+    if status and _WORD.fullmatch(status) is None:
+        raise FormError(f'"CallStatus" {status[:24]!r} is not a call status')
+    direction = fields.get("Direction", "")
+    if direction and _WORD.fullmatch(direction) is None:
+        raise FormError(f'"Direction" {direction[:24]!r} is not a call direction')
+    return CallWebhook(
+        call_sid=_form_sid(fields, "CallSid"),
+        account_sid=_form_sid(fields, "AccountSid") if fields.get("AccountSid") else "",
+        caller=_address(fields, "From"),
+        callee=_address(fields, "To"),
+        direction=direction,
+        status=status,
+        duration_s=_form_count(fields, "CallDuration"),
+        sequence=_form_count(fields, "SequenceNumber"),
+    )
+
+
+def _form_sid(fields: Mapping[str, str], name: str) -> str:
+    value = fields[name]
+    if _SID.fullmatch(value) is None:
+        raise FormError(f'"{name}" must be 1 to {MAX_SID_CHARS} letters or digits')
+    return value
+
+
+def _address(fields: Mapping[str, str], name: str) -> str:
+    value = fields.get(name, "")
+    if len(value) > MAX_ADDRESS_CHARS or _UNPRINTABLE.search(value):
+        raise FormError(
+            f'"{name}" must be at most {MAX_ADDRESS_CHARS} printable characters '
+            "(a phone number, client: or sip: address)"
+        )
+    return value
+
+
+def _form_count(fields: Mapping[str, str], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 12):
+        raise FormError(f'"{name}" must be a whole number, got {value[:24]!r}')
+    return int(value)
+
+
+def public_root(public_url: str) -> tuple[bool, str, str]:
+    """``public_url`` as (secure, host[:port], path prefix): the bridge's root as Twilio
+    reaches it. A ``public_url`` that names the stream itself (``…/twilio``) has that path
+    taken off, as the stream's signature check does."""
+    parts = urlsplit(public_url)
+    prefix = parts.path.rstrip("/")
+    if prefix.endswith(STREAM_PATH):
+        prefix = prefix[: -len(STREAM_PATH)]
+    return parts.scheme in ("wss", "https"), parts.netloc, prefix
+
+
+def stream_url(public_url: str) -> str:
+    """Where Twilio opens the media stream: ``wss://HOST/PREFIX/twilio``."""
+    secure, netloc, prefix = public_root(public_url)
+    return f"{'wss' if secure else 'ws'}://{netloc}{prefix}{STREAM_PATH}"
+
+
+def webhook_url(public_url: str, path: str) -> str:
+    """The https:// URL of one of this bridge's webhooks (``VOICE_PATH``, ``STATUS_PATH``)."""
+    secure, netloc, prefix = public_root(public_url)
+    return f"{'https' if secure else 'http'}://{netloc}{prefix}{path}"
+
+
+def signed_url_variants(url: str) -> tuple[str, ...]:
+    """``url`` as given, without its port and with the default one: Twilio's own validator
+    accepts all three, because Twilio signs a URL with or without the port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme in ("https", "wss") else 80
+    bare = parts._replace(netloc=host).geturl()
+    ported = parts._replace(netloc=f"{host}:{parts.port or default}").geturl()
+    return tuple(dict.fromkeys((url, bare, ported)))
+
+
+def connect_twiml(stream: str, parameters: Sequence[tuple[str, str]]) -> str:
+    """TwiML that connects the call to a bidirectional media stream at ``stream``, each
+    parameter reaching the stream's ``start`` as ``customParameters``."""
+    lines = "".join(
+        f'<Parameter name="{_xml(name)}" value="{_xml(value)}"/>' for name, value in parameters
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<Response><Connect><Stream url="{_xml(stream)}">{lines}</Stream></Connect></Response>'
+    )
+
+
+def say_hangup_twiml(message: str) -> str:
+    """TwiML that tells the caller ``message`` and hangs up (the bridge cannot take the call)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Response><Say>{_xml(message)}</Say><Hangup/></Response>"
+    )
+
+
+def _xml(text: str) -> str:
+    """Text safe in an XML attribute or element; characters XML 1.0 forbids are dropped."""
+    return escape(_UNPRINTABLE.sub("", text), {'"': "&quot;"})
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def e164_problem(number: str) -> str | None:
+    """Why ``number`` is not a phone number as Twilio's API takes it; None when it is."""
+    if _E164.fullmatch(number) is None:
+        return (
+            f"{number[:32]!r} is not an E.164 number: + then the country code and number, "
+            "e.g. +14155550100"
+        )
+    return None

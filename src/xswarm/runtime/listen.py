@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -36,6 +37,9 @@ class Endpoint:
     # trickled in do not extend it). aiohttp's own default would let a connection that never
     # finishes its headers hold its socket for an hour.
     header_timeout: float = 10.0
+    # Set when the daemon terminates TLS itself; the daemon may load a renewed certificate
+    # into this same object, and new handshakes use it.
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,14 @@ async def listen(runner: web.AppRunner, endpoint: Endpoint) -> Listening:
     """Serve ``runner`` on systemd's sockets when it passed any, else on ``endpoint``."""
     fds = listen_fds()
     if fds:
-        return await _serve_inherited(runner, fds)
+        return await _serve_inherited(runner, fds, endpoint.ssl_context)
     site = web.TCPSite(
-        runner, endpoint.host, endpoint.port, backlog=endpoint.backlog, reuse_address=True
+        runner,
+        endpoint.host,
+        endpoint.port,
+        backlog=endpoint.backlog,
+        reuse_address=True,
+        ssl_context=endpoint.ssl_context,
     )
     try:
         await site.start()
@@ -88,13 +97,15 @@ async def listen(runner: web.AppRunner, endpoint: Endpoint) -> Listening:
     return Listening([site], addresses)
 
 
-async def _serve_inherited(runner: web.AppRunner, fds: list[int]) -> Listening:
+async def _serve_inherited(
+    runner: web.AppRunner, fds: list[int], ssl_context: ssl.SSLContext | None
+) -> Listening:
     sites: list[web.BaseSite] = []
     addresses = []
     for fd in fds:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=ssl_context)
         await site.start()
         sites.append(site)
         addresses.append(Address(*_host_port(sock.getsockname()), fd=fd))

@@ -477,6 +477,7 @@ async def _serve_operator(request: web.Request, hub: OperatorHub, op: Operator) 
 async def _dispatch(hub: OperatorHub, op: Operator, command: operator.Command) -> None:
     if isinstance(command, operator.Subscribe):
         op.subscribed = True
+        op.batched = command.batch
         hub.send_to(op, hub.fleet.snapshot())
     elif isinstance(command, operator.Ping):
         hub.send_to(op, operator.Pong(command.id).encode())

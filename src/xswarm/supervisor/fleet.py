@@ -13,6 +13,7 @@ what people read (ISO 8601 UTC, like the bridge's ``ts``).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,9 +42,16 @@ RELAYED_EVENTS = frozenset(
         "dtmf",
         "suggestion_applied",
         "suggestion_rejected",
+        "suggestion_started",
+        "suggestion_finished",
+        "context_exceeded",
         "instance_status",
     }
 )
+
+# "Refusals in the last minute" compares an instance's refusal count with its count this long
+# ago (or its first count seen, when the supervisor has watched it for less).
+REFUSAL_WINDOW_S = 60.0
 
 # Reasons for ending a call the bridge never reported ending.
 INSTANCE_LOST = "instance_lost"
@@ -106,7 +114,8 @@ class Instance:
     memory_high: int | None = None
     memory_max: int | None = None
     restarts: int = 0
-    last_seen: str | None = None
+    # Wall time of the last message, formatted only when shown (it changes on every event).
+    last_seen_wall: float | None = None
     version: str | None = None
     pid: int | None = None
     error: str | None = "not connected yet"
@@ -121,6 +130,10 @@ class Instance:
     lost_wall: float | None = None
     # Holds calls adopted from the store after a supervisor restart, not yet reconciled.
     adopted: bool = False
+    refusals_total: int | None = None
+    refusals_last_minute: int | None = None
+    # (monotonic time, refusals_total) of the last REFUSAL_WINDOW_S and the one just before.
+    refusal_counts: deque[tuple[float, int]] = field(default_factory=deque)
 
     def info(self) -> InstanceInfo:
         return InstanceInfo(
@@ -136,12 +149,26 @@ class Instance:
             rss=self.rss,
             limits=MemoryLimits(self.memory_high, self.memory_max),
             restarts=self.restarts,
-            last_seen=self.last_seen,
+            last_seen=None if self.last_seen_wall is None else iso(self.last_seen_wall),
             version=self.version,
             pid=self.pid,
             error=self.error,
             bridge_name=self.bridge_name,
+            refusals_total=self.refusals_total,
+            refusals_last_minute=self.refusals_last_minute,
         )
+
+    def count_refusals(self, total: int, now: float) -> None:
+        """Take the bridge's refusal count; a count that went down means a new process."""
+        counts = self.refusal_counts
+        if counts and total < counts[-1][1]:
+            counts.clear()
+            counts.append((now, 0))
+        counts.append((now, total))
+        while len(counts) > 1 and now - counts[1][0] >= REFUSAL_WINDOW_S:
+            counts.popleft()
+        self.refusals_total = total
+        self.refusals_last_minute = total - counts[0][1]
 
     def to_dict(self) -> dict[str, Any]:
         return self.info().encode()
@@ -372,7 +399,7 @@ class Fleet:
         if inst is None:
             return Outcome()
         inst.last_message_at = self._monotonic()
-        inst.last_seen = iso(self._wall())
+        inst.last_seen_wall = self._wall()
         out = Outcome()
         try:
             envelope = control.decode_event(message)
@@ -405,7 +432,11 @@ class Fleet:
             if call is not None:
                 call.suggestions += 1
         if event.TYPE in RELAYED_EVENTS:
-            out.events.append(self._relayed(inst, envelope))
+            relayed = self._relayed(inst, envelope)
+            if isinstance(event, control.InstanceStatus) and inst.refusals_total is not None:
+                relayed["refusals_total"] = inst.refusals_total
+                relayed["refusals_last_minute"] = inst.refusals_last_minute
+            out.events.append(relayed)
         return out
 
     @staticmethod
@@ -447,6 +478,8 @@ class Fleet:
         if status.limits is not None:
             inst.memory_high = status.limits.memory_high
             inst.memory_max = status.limits.memory_max
+        if status.refused_total is not None:
+            inst.count_refusals(sum(status.refused_total.values()), self._monotonic())
         inst.draining = status.state == "draining"
 
     def _snapshot(self, inst: Instance, snapshot: control.Snapshot) -> Outcome:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from xswarm.protocol import control
 from xswarm.protocol.control import suggestion_problem
-from xswarm.protocol.operator import Hangup, InjectSuggestion
+from xswarm.protocol.operator import Batch, Hangup, InjectSuggestion
+from xswarm.supervisor.batching import Coalescer, call_key
 from xswarm.supervisor.fleet import Fleet, Outcome, instance_names, iso
 from xswarm.supervisor.store import Store
 from xswarm.supervisor.upstream import Upstream
@@ -34,6 +35,10 @@ OPERATOR_QUEUE = 2000
 PENDING_SUGGESTIONS = 10_000
 PENDING_TTL = 600.0
 CLOSE_TIMEOUT = 3.0
+DEFAULT_BATCH_INTERVAL = 1.0
+# Events per ``batch`` message: a flush of a large fleet goes out as several moderate
+# messages, so that a dashboard decoding one still answers keys between them.
+MAX_BATCH_EVENTS = 500
 
 
 @dataclass(eq=False)
@@ -43,6 +48,8 @@ class Operator:
     ws: web.WebSocketResponse
     peer: str
     subscribed: bool = False
+    # Asked for batches: per-call updates reach it coalesced, once per batch interval.
+    batched: bool = False
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(OPERATOR_QUEUE))
     dropped: int = 0
     closing: bool = False
@@ -82,6 +89,7 @@ class OperatorHub:
         token: str | None,
         on_change: Callable[[], None] = lambda: None,
         control_token: str | None = None,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
     ) -> None:
         self.store = store
         self.fleet = Fleet(stale_after)
@@ -97,6 +105,11 @@ class OperatorHub:
         # our request_id sent upstream -> (requester, the requester's own request_id, when)
         self._pending: OrderedDict[str, tuple[Operator, str | int | None, float]] = OrderedDict()
         self._ticker: asyncio.Task[None] | None = None
+        # Calls started or ended since the last tick: the status line is due then.
+        self._calls_changed = False
+        self.batch_interval = batch_interval
+        self.held = Coalescer()
+        self._flusher: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -111,6 +124,7 @@ class OperatorHub:
         for name, url in instance_names(urls).items():
             self._start_upstream(name, url)
         self._ticker = asyncio.create_task(self._tick(), name="staleness ticker")
+        self._flusher = asyncio.create_task(self._flush_batches(), name="batch flusher")
 
     async def set_instances(self, urls: list[str]) -> tuple[list[str], list[str]]:
         """Apply a new instance list live; returns (added names, removed names)."""
@@ -133,9 +147,10 @@ class OperatorHub:
 
     async def close(self) -> None:
         """Stop ticking, close operator sockets with 1001, close upstreams; idempotent."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
+        for task in (self._ticker, self._flusher):
+            if task is not None:
+                task.cancel()
+        self._ticker = self._flusher = None
         for op in self.operators:
             op.closing = True
         # In parallel and bounded: one unresponsive peer must not hold up the stop.
@@ -176,6 +191,9 @@ class OperatorHub:
             try:
                 self._apply(self.fleet.check_stale())
                 self._expire_pending()
+                if self._calls_changed:
+                    self._calls_changed = False
+                    self._on_change()
             except Exception:
                 log.exception("staleness check failed; continuing")
 
@@ -190,6 +208,8 @@ class OperatorHub:
         elif kind == "error":
             problem = str(message.get("message"))[:200]
             log.warning("instance %s refused a command: %s", name, problem)
+        elif kind == "carrier_status":
+            self.store.carrier_status(name, message)
         outcome = self.fleet.apply(name, message)
         if requester is not None:
             for event in outcome.events:
@@ -214,21 +234,66 @@ class OperatorHub:
                 log.exception("could not record the end of call %s", record.call_id)
         for event in outcome.events:
             self.broadcast(event)
-        if (
-            outcome.started
-            or outcome.ended
-            or any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events)
-        ):
+        if any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events):
             self._on_change()
+        elif outcome.started or outcome.ended:
+            # Counting the live calls costs a pass over the fleet: at most once per tick.
+            self._calls_changed = True
 
     def broadcast(self, event: dict[str, Any]) -> None:
+        """Send one event to every subscriber (and the operator it answers), each encoded once.
+
+        Subscribers that asked for batches get per-call updates held for the next flush; an
+        event that cannot wait goes to them at once, after what is held for its call.
+        """
         requester = event.pop("_requester", None)
         if not self.operators:
             return
-        text = json.dumps(event)
+        alone: str | None = None
+        for_batching: str | None = None
+        decided = False
         for op in list(self.operators):
-            if op.subscribed or op is requester:
+            if op.subscribed and op.batched:
+                if not decided:
+                    for_batching, decided = self._for_batching(event), True
+                if for_batching is not None:
+                    self._offer(op, for_batching)
+            elif op.subscribed or op is requester:
+                if alone is None:
+                    alone = json.dumps(event)
+                self._offer(op, alone)
+
+    def _for_batching(self, event: dict[str, Any]) -> str | None:
+        """The text batching subscribers get for ``event`` now; None when it is held."""
+        if self.held.hold(event):
+            return None
+        key = call_key(event)
+        due = self.held.take_call(key) if key is not None else []
+        if not due:
+            return json.dumps(event)
+        return json.dumps(Batch(iso(time.time()), (*due, event)).encode())
+
+    def flush_batches(self) -> None:
+        """Send what is held to the subscribers that asked for batches."""
+        if not len(self.held):
+            return
+        events = self.held.take_all()
+        receivers = [op for op in self.operators if op.subscribed and op.batched]
+        if not receivers:
+            return
+        ts = iso(time.time())
+        for start in range(0, len(events), MAX_BATCH_EVENTS):
+            text = json.dumps(Batch(ts, tuple(events[start : start + MAX_BATCH_EVENTS])).encode())
+            for op in receivers:
                 self._offer(op, text)
+
+    async def _flush_batches(self) -> None:
+        while True:
+            await asyncio.sleep(self.batch_interval)
+            try:
+                self.flush_batches()
+            except Exception:
+                log.exception("flushing batched events failed; continuing")
 
     def send_to(self, op: Operator, message: dict[str, Any]) -> None:
         self._offer(op, json.dumps(message))

@@ -59,6 +59,7 @@ class SupervisorDaemon:
             token,
             on_change=lambda: self._status_changed(),
             control_token=read_token(CONTROL_TOKEN_ENV),
+            batch_interval=cfg.dashboard.operator_batch_ms / 1000,
         )
         self.access = Access(server_names(cfg))
 
@@ -104,6 +105,7 @@ class SupervisorDaemon:
         pending = [k for k in restart if k in RESTART_KEYS]
         logs.setup(new.logging.level)
         self.hub.set_stale_after(new.dashboard.stale_after)
+        self.hub.batch_interval = new.dashboard.operator_batch_ms / 1000
         self.store.history_limit = new.dashboard.history_limit
         self.store.prune()
         added, removed = await self.hub.set_instances(new.control_urls())

@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from xswarm.errors import StartupError
+from xswarm.protocol import control
+from xswarm.protocol.values import BadMessage, text
 from xswarm.supervisor.fleet import CallRecord, LiveCall
 
 log = logging.getLogger("xswarm.supervisor.store")
@@ -80,7 +82,42 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX calls_by_end ON calls (ended_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(db: sqlite3.Connection) -> None:
+    """The carrier's view of each call (``carrier_status`` events), by the carrier's call id:
+    the phone rings, and may be refused busy, before the bridge's call exists."""
+    db.execute(
+        """CREATE TABLE carrier_events (
+            id INTEGER PRIMARY KEY,
+            instance TEXT NOT NULL,
+            call_sid TEXT NOT NULL,
+            carrier TEXT,
+            status TEXT,
+            caller TEXT,
+            callee TEXT,
+            direction TEXT,
+            duration_s INTEGER,
+            answer TEXT,
+            at TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX carrier_events_by_call ON carrier_events (call_sid)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+# Carrier events kept per finished call the history keeps (a call reports about five).
+CARRIER_EVENTS_PER_CALL = 8
+CARRIER_COLUMNS = (
+    "instance",
+    "call_sid",
+    "carrier",
+    "status",
+    "caller",
+    "callee",
+    "direction",
+    "duration_s",
+    "answer",
+    "at",
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -199,6 +236,55 @@ class Store:
                 )
             self._finished += 1
             self._trim()
+
+    def carrier_status(self, instance: str, message: Mapping[str, Any]) -> None:
+        """Record one ``carrier_status`` message from ``instance``; trims the oldest beyond
+        the history's share. A carrier's report is advisory: one that cannot be decoded or
+        stored is logged, never raised into the relay of the calls' own events."""
+        try:
+            event = control.decode_event(message).event
+        except BadMessage as exc:
+            log.warning("instance %s sent an unusable carrier_status: %s", instance, exc)
+            return
+        if not isinstance(event, control.CarrierStatus) or not event.call_sid:
+            return
+        values = (
+            instance,
+            event.call_sid[:64],
+            event.carrier,
+            event.status,
+            event.caller,
+            event.callee,
+            event.direction,
+            event.duration_s,
+            event.answer,
+            text(message.get("ts")),
+        )
+        keep = self.history_limit * CARRIER_EVENTS_PER_CALL
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    f"INSERT INTO carrier_events ({', '.join(CARRIER_COLUMNS)}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values,
+                )
+                self._db.execute(
+                    "DELETE FROM carrier_events "
+                    "WHERE id <= (SELECT MAX(id) FROM carrier_events) - ?",
+                    (keep,),
+                )
+        except sqlite3.Error:
+            log.exception("could not record the carrier's status of call %s", event.call_sid)
+
+    def carrier_events(self, call_sid: str) -> list[dict[str, Any]]:
+        """What the carrier reported about one call, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(CARRIER_COLUMNS)} FROM carrier_events WHERE call_sid = ? "
+            "ORDER BY id",
+            (call_sid,),
+        ).fetchall()
+        return [dict(zip(CARRIER_COLUMNS, r, strict=True)) for r in rows]
 
     def _trim(self) -> None:
         excess = self._finished - self.history_limit

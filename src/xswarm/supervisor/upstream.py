@@ -83,6 +83,8 @@ class Upstream:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Event loop time of the last message (the silence watchdog reads it).
+        self._heard = 0.0
         self.connects = 0
         self.failures = 0
         self.messages = 0
@@ -155,15 +157,43 @@ class Upstream:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    async def _watch_silence(self, ws: aiohttp.ClientWebSocketResponse, why: list[str]) -> None:
+        """Close a connection silent for the silence limit (and say so in ``why``).
+
+        A watchdog rather than a timeout on every receive: a bridge sends thousands of
+        messages a second, and arming a timer for each was a tenth of the supervisor's CPU.
+        """
+        loop = asyncio.get_running_loop()
+        while not ws.closed:
+            limit = self._silence_limit()
+            await asyncio.sleep(limit / 4)
+            if loop.time() - self._heard >= limit:
+                why.append(f"no message from {self.url} for {limit:.1f} s; reconnecting")
+                await ws.close(code=1001, message=b"silent too long")
+                return
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         """Pump messages until the connection ends; returns why it ended."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        silent: list[str] = []
+        watchdog = asyncio.create_task(self._watch_silence(ws, silent))
+        try:
+            return await self._pump(ws, loop, silent)
+        finally:
+            watchdog.cancel()
+
+    async def _pump(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        loop: asyncio.AbstractEventLoop,
+        silent: list[str],
+    ) -> str:
         while True:
-            try:
-                msg = await ws.receive(timeout=self._silence_limit())
-            except TimeoutError:
-                limit = self._silence_limit()
-                await ws.close(code=1001, message=b"silent too long")
-                return f"no message from {self.url} for {limit:.1f} s; reconnecting"
+            msg = await ws.receive()
+            self._heard = loop.time()
+            if silent:
+                return silent[0]
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.messages += 1
                 try:

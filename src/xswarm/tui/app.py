@@ -11,6 +11,7 @@ connects, which is how the tests and the snapshots drive it from a prepared mode
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +22,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from xswarm.protocol.operator import Batch
 from xswarm.tui import settings
 from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
 from xswarm.tui.messages import (
@@ -157,13 +159,23 @@ class XswarmDashboard(App[None]):
             return
         if kind in ("auth_result", "pong"):
             return
-        if kind == "error":
+        if kind == "batch":
+            events = Batch.decode(data).events
+            for event in events:
+                self._notice(event)
+            self.model.apply_batch(events)
+            return
+        self._notice(data)
+        self.model.apply(data)
+
+    def _notice(self, data: Mapping[str, Any]) -> None:
+        """Tell the operator about a supervisor error or an answer to their own request."""
+        if data["type"] == "error":
             reason = clip_text(data.get("message"), 300)
             self.notify(reason, title="Supervisor", severity="error", markup=False)
         notice = acknowledgement(data) if self.requests.answered(data) else None
         if notice is not None:
             self.notify(notice[0], severity=notice[1], markup=False)
-        self.model.apply(data)
 
     def on_open_call(self, message: OpenCall) -> None:
         self.push_screen(CallDetailScreen(self.model, message.call_id))

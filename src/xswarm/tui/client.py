@@ -64,7 +64,8 @@ def auth_message(token: str) -> dict[str, Any]:
 
 
 def subscribe_message() -> dict[str, Any]:
-    return operator.Subscribe().encode()
+    """Subscribe asking for batches: at fleet scale, one message a second, not thousands."""
+    return operator.Subscribe(batch=True).encode()
 
 
 def inject_message(
@@ -179,6 +180,8 @@ class SupervisorLink:
                         self.post(SupervisorMessage(decode(frame.data)))
                     except ValueError as exc:
                         self.post(BadSupervisorMessage(str(exc)))
+                    # A flush arrives as several batches at once: let keys in between them.
+                    await asyncio.sleep(0)
                 elif frame.type == aiohttp.WSMsgType.ERROR:
                     return f"the connection failed: {frame.data or ws.exception()}"
             code = ws.close_code

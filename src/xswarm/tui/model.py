@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,8 @@ class InstanceView:
     version: str = ""
     pid: int | None = None
     error: str = ""
+    refusals_total: int | None = None
+    refusals_last_minute: int | None = None
 
     def update(self, data: Mapping[str, Any]) -> None:
         """Take every field the message carries with a usable value; keep the rest."""
@@ -113,7 +115,14 @@ class InstanceView:
         for name in ("tick_p50_ms", "tick_p99_ms", "cpu", "rss"):
             if name in data:
                 setattr(self, name, as_number(data[name]))
-        for name in ("active_calls", "max_concurrent_calls", "restarts", "pid"):
+        for name in (
+            "active_calls",
+            "max_concurrent_calls",
+            "restarts",
+            "pid",
+            "refusals_total",
+            "refusals_last_minute",
+        ):
             if name in data:
                 setattr(self, name, as_int(data[name]))
         limits = data.get("limits")
@@ -312,6 +321,11 @@ class DashboardModel:
             handler(self, message)
         if kind not in QUIET_EVENTS:
             self._log(self._describe(kind, message))
+
+    def apply_batch(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """A supervisor ``batch``: its events in order, seen by the next repaint together."""
+        for event in events:
+            self.apply(event)
 
     def _describe(self, kind: str, message: Mapping[str, Any]) -> EventLine:
         call_id = clip_text(message.get("call_id")) or None
@@ -646,9 +660,9 @@ def state_counts(model: DashboardModel) -> dict[str, int]:
 class FleetTotals:
     """The instances panel's totals across the fleet, from ``instance_status``.
 
-    Refusals are not counted: the bridges count refused upgrades only in their /metrics, not
-    in anything the supervisor relays; ``full`` (instances with no free slot, which refuse
-    every new call) is what the dashboard can tell.
+    ``full`` counts instances with no free slot (they refuse every new call); the refusals
+    are the upgrades the instances refused, as the supervisor counted them (None when no
+    instance reports them: an older bridge or supervisor).
     """
 
     instances: int
@@ -656,10 +670,14 @@ class FleetTotals:
     calls: int
     free_slots: int
     full: int
+    refusals_last_minute: int | None = None
+    refusals_total: int | None = None
 
 
 def fleet_totals(model: DashboardModel) -> FleetTotals:
     calls = free = full = up = 0
+    last_minute: int | None = None
+    total: int | None = None
     for instance in model.instances.values():
         up += instance.state in ("up", "draining")
         calls += instance.active_calls or 0
@@ -667,7 +685,11 @@ def fleet_totals(model: DashboardModel) -> FleetTotals:
             slots = max(0, instance.max_concurrent_calls - (instance.active_calls or 0))
             free += slots
             full += slots == 0
-    return FleetTotals(len(model.instances), up, calls, free, full)
+        if instance.refusals_last_minute is not None:
+            last_minute = (last_minute or 0) + instance.refusals_last_minute
+        if instance.refusals_total is not None:
+            total = (total or 0) + instance.refusals_total
+    return FleetTotals(len(model.instances), up, calls, free, full, last_minute, total)
 
 
 def find_call(model: DashboardModel, text: str) -> str | None:

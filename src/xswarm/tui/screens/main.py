@@ -106,10 +106,13 @@ class MainScreen(LiveScreen):
         if changes.instances or changes.connection or changes.reset:
             instances.show(model)
             totals = fleet_totals(model)
-            instances.border_subtitle = (
+            subtitle = (
                 f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
                 f"{totals.free_slots} free slots · {totals.full} full"
             )
+            if totals.refusals_last_minute is not None:
+                subtitle += f" · {totals.refusals_last_minute} refused/min"
+            instances.border_subtitle = subtitle
         if changes:
             keep, self._jump_to = self._jump_to, None
             calls.show(model, changes, keep)

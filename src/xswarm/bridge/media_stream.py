@@ -1,0 +1,203 @@
+"""A carrier's JSON media stream as a call: the transport every carrier but Twilio shares.
+
+Telnyx, Plivo and Exotel send what Twilio does in their own dialect (``xswarm.protocol``
+``telnyx``, ``plivo``, ``exotel``, each a ``media_stream.Dialect``): a start naming the
+stream and its audio format, 20 ms-ish frames of 8 kHz telephone audio, DTMF, a stop. This
+session does the rest once for all of them, exactly as ``/twilio`` does it: the start is
+admitted to the engine, caller audio is decoded by its ``xswarm.audio.wire`` codec, resampled
+to the engine's rate and dropped when it arrives stale; engine output is resampled to 8 kHz,
+cut into 20 ms frames, paced and sent with the write-buffer check of ``CallSession``. A carrier
+transport is then a dialect, a name and the upgrade's auth (``xswarm.bridge.carriers``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from xswarm.audio import wire
+from xswarm.audio.resample import StreamResampler
+from xswarm.bridge.call import CallState, LateFrameFilter
+from xswarm.bridge.host import CallHost
+from xswarm.bridge.session import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNSUPPORTED,
+    CallClosed,
+    CallSession,
+)
+from xswarm.bridge.twilio_media import (
+    MAX_INPUT_LAG,
+    MAX_UNKNOWN_LOGGED,
+    PACE_SLACK_SECONDS,
+    resampler_quality,
+)
+from xswarm.errors import ProtocolError
+from xswarm.protocol import control
+from xswarm.protocol import media_stream as ms
+
+
+class MediaStreamSession(CallSession):
+    """One call over a carrier's media stream; subclasses name the ``dialect``."""
+
+    dialect: ms.Dialect
+
+    def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
+        super().__init__(host, request, ws)
+        quality = resampler_quality(host.config.bridge.resampler_quality, host.engine.name)
+        rate = host.engine.sample_rate
+        # Padded starts keep chunk and frame boundaries aligned (see twilio_media).
+        self._upsample = StreamResampler(wire.SAMPLE_RATE, rate, quality, pad_start=True)
+        self._downsample = StreamResampler(rate, wire.SAMPLE_RATE, quality, pad_start=True)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._late = LateFrameFilter(MAX_INPUT_LAG)
+        self.stale_frames = 0
+        self.codec: wire.WireCodec | None = None
+        self.outbound: ms.Outbound | None = None
+        self._unknown_logged: set[str] = set()
+
+    async def run(self) -> None:
+        """Receive until the peer stops; every exit path records how the call ended."""
+        reason = "disconnected"
+        try:
+            reason = await self._receive()
+        except ProtocolError as exc:
+            self.log.warning("protocol error: %s", exc)
+            await self.hangup("protocol_error", exc.close_code, str(exc))
+            return
+        except CallClosed as closed:
+            await self.hangup(closed.reason, closed.code, closed.message)
+            return
+        finally:
+            self.finish(reason)
+
+    async def _receive(self) -> str:
+        carrier = self.dialect.carrier
+        while True:
+            try:
+                message = await self.receive()
+            except TimeoutError:
+                if self.call.state is CallState.ADMITTED:
+                    raise ProtocolError(
+                        f"no start event within {self.first_media_timeout:g} s of connecting",
+                        CLOSE_POLICY,
+                    ) from None
+                raise self.inactive() from None
+            if message.type == WSMsgType.TEXT:
+                self.spend_message(len(message.data))
+                if await self._handle(self.dialect.parse(message.data)):
+                    return "caller_hangup"
+            elif message.type == WSMsgType.BINARY:
+                raise ProtocolError(
+                    f"binary message: {carrier}'s media stream sends JSON text", CLOSE_UNSUPPORTED
+                )
+            elif message.type == WSMsgType.ERROR:
+                exc = self.ws.exception()
+                if getattr(exc, "code", None) == CLOSE_TOO_BIG:
+                    return "protocol_error"
+                return "disconnected"
+            else:
+                return "caller_hangup" if message.type == WSMsgType.CLOSE else "disconnected"
+
+    async def _handle(self, event: ms.Event) -> bool:
+        """Apply one event; True when the caller has hung up."""
+        if isinstance(event, ms.Media):
+            if self.call.state is CallState.ADMITTED or self.codec is None:
+                raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
+            if self.call.state is not CallState.STARTED or not event.inbound:
+                return False  # the call is ending, or the carrier echoes our own track
+            arrived = time.monotonic()
+            self.note_media()
+            if event.timestamp_ms is not None and self._is_stale(event.timestamp_ms, arrived):
+                self.spend_audio(0.0)
+                return False
+            self.spend_audio(len(event.payload) / self.codec.sample_bytes / wire.SAMPLE_RATE)
+            pcm = self._upsample.process(self.codec.decode(event.payload))
+            speech_ms = self.call.push_audio(pcm, arrived)
+            if speech_ms is not None:
+                self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
+            return False
+        if isinstance(event, ms.Start):
+            return self._start(event)
+        if isinstance(event, ms.Stop):
+            return True
+        if isinstance(event, ms.Dtmf):
+            if self.call.state is CallState.STARTED:
+                self.host.publish(control.Dtmf(self.call.call_id, event.digit))
+            return False
+        if isinstance(event, ms.Unknown):
+            self._note_unknown(event.event)
+        return False  # connected, marks played, audio cleared: nothing to do
+
+    def _note_unknown(self, name: str) -> None:
+        self.host.count_unknown_event()
+        if name in self._unknown_logged or len(self._unknown_logged) >= MAX_UNKNOWN_LOGGED:
+            return
+        self._unknown_logged.add(name)
+        self.log.info("ignoring unknown %s event %r", self.dialect.carrier, name)
+
+    def _start(self, event: ms.Start) -> bool:
+        if self.call.state is not CallState.ADMITTED:
+            raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
+        self.codec = wire.CODECS[event.encoding]
+        self.call.stream_sid = event.stream_id
+        self.call.call_sid = event.call_id
+        caller = event.caller or event.parameters.get("caller") or None
+        self.call.caller = caller[:128] if caller else None
+        self.outbound = self.dialect.outbound(event)
+        if not self.begin():
+            raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
+        self.note_media()
+        return False
+
+    def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
+        if not self._late.is_stale(timestamp_ms, arrived):
+            return False
+        self.stale_frames += 1
+        self.call.frames_in += 1
+        self.call.drop("input_stale")
+        if self.stale_frames == 1:
+            self.log.warning(
+                "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
+                "or network stall)",
+                MAX_INPUT_LAG * 1000,
+            )
+        return True
+
+    async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
+        if text:
+            self.host.publish(control.Text(self.call.call_id, text))
+        if pcm is None or self.outbound is None or self.codec is None:
+            return
+        telephone = self._downsample.process(pcm)
+        pending = np.concatenate((self._pending, telephone)) if len(self._pending) else telephone
+        whole = len(pending) - len(pending) % wire.FRAME_SAMPLES
+        self._pending = pending[whole:]
+        self.call.note_output(pcm, latency_s)
+        if whole == 0:
+            return
+        payload = self.codec.encode(pending[:whole])
+        step = self.codec.frame_bytes
+        now = time.monotonic()
+        self.call.output.push([payload[i : i + step] for i in range(0, len(payload), step)], now)
+        await self.flush(now)
+
+    async def flush(self, now: float) -> None:
+        """Send the frames of ``call.output`` that are due; each one the peer cannot take
+        is dropped and counted (``writable``)."""
+        output = self.call.output
+        before = output.late_dropped
+        due = output.due(now, slack=PACE_SLACK_SECONDS)
+        if output.late_dropped != before:
+            self.call.drop("output_late", output.late_dropped - before)
+        if self.outbound is None:
+            return
+        for payload, waited in due:
+            if not self.writable():
+                continue
+            await self.send_text(self.outbound.media(payload))
+            self.call.frames_out += 1
+            self.call.output_wait.add(waited)
