@@ -11,7 +11,9 @@ With --baseline it also starts benchmarks/baseline_echo.py (a lean aiohttp Twili
 the same resampling) and, at each N, runs the same content-aligned bench (`--aligned`)
 against both, in alternating order, --pairs times. It then prints how many calls each holds
 with first-sample p99 < --p99-ms and nothing lost (in every pair), and the ratio: absolute
-figures move 2x between days on a shared machine, the ratio much less.
+figures move 2x between days on a shared machine, the ratio much less. Each server's CPU
+(user + system, from /proc, per call-second of the bench) is measured the same way for both,
+and the run's total CPU ratio is printed: it moves least with the machine's other load.
 
     .venv/bin/python benchmarks/bridge_load.py --baseline --calls 25,50,100,150 --seconds 10
 """
@@ -126,6 +128,12 @@ def bench(port: int, calls: int, args: argparse.Namespace, aligned: bool) -> dic
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def holds(result: dict[str, Any] | None, calls: int, p99_ms: float) -> bool:
     if result is None or result["connected"] != calls:
         return False
@@ -140,6 +148,9 @@ def compare(args: argparse.Namespace, counts: list[int]) -> None:
         "| server CPU ms/call-s |",
         "|" + "---|" * 8,
     ]
+    # Both servers' CPU the same way, from /proc over the whole bench (ramp included): the
+    # figure that moves least with the machine's other load.
+    cpu_ms = {"xswarm": 0.0, "baseline": 0.0}
     held = {"xswarm": 0, "baseline": 0}
     with tempfile.TemporaryDirectory(prefix="xswarm-load-") as tmp:
         port, base_port = free_port(), free_port()
@@ -153,10 +164,14 @@ def compare(args: argparse.Namespace, counts: list[int]) -> None:
                     if pair % 2:
                         order.reverse()
                     for name, target in order:
+                        pid = bridge.pid if name == "xswarm" else baseline.pid
+                        before = cpu_seconds(pid)
                         r = bench(target, calls, args, aligned=True)
+                        used = cpu_seconds(pid) - before
+                        cpu = round(used * 1000 / (calls * (args.seconds + args.ramp)), 2)
+                        cpu_ms[name] += used
                         print(json.dumps({"server": name, **(r or {})}), file=sys.stderr)
                         ok[name] &= holds(r, calls, args.p99_ms)
-                        cpu = r["bridge_cpu_ms_per_call_second"] if r and name == "xswarm" else ""
                         if r is not None:
                             rows.append(
                                 f"| {calls} | {pair + 1} | {name} | {r['first_sample_p50_ms']} "
@@ -176,6 +191,11 @@ def compare(args: argparse.Namespace, counts: list[int]) -> None:
         f"calls held with first-sample p99 < {args.p99_ms:g} ms and 0 lost in every pair: "
         f"xswarm {held['xswarm']}, baseline {held['baseline']}; ratio {ratio:.2f}"
     )
+    if cpu_ms["baseline"]:
+        print(
+            f"server CPU over the whole run, xswarm / baseline: "
+            f"{cpu_ms['xswarm'] / cpu_ms['baseline']:.2f}"
+        )
 
 
 def main() -> None:

@@ -19,6 +19,12 @@ caller is silent (``input_silence``), which costs nothing audible; past
 thrown away silently is a loss nobody can find (a burst of a call's first frames, read late
 while the bridge accepted other calls, used to be trimmed that way, uncounted).
 
+An engine that steps on the event loop's own thread, one wire frame at a time (echo), is not
+batched by the tick: its step costs per call, so a call is stepped the moment its frame is
+whole (``serve_arrived``) instead of waiting 0-20 ms for the next tick. The tick still runs
+for it (joins, leaves, backlogs, overload), and reports the work done on arrival since the
+previous tick as its own, so step metrics, late frames and ``overloaded`` mean what they did.
+
 Output leaves through each call's ``OutputPacer``: for an engine whose step is longer than a
 wire frame, ``_pace`` sends the frames that are due every ``PACE_SECONDS``.
 
@@ -96,6 +102,10 @@ class EngineLoop:
         # An engine stepping once per wire frame sends its output as it comes; a longer step
         # is spread over the wire frames it covers.
         self.paces_output = self.period > WIRE_FRAME_SECONDS * 1.5
+        self.steps_on_arrival = not engine.runs_in_thread and not self.paces_output
+        # Calls stepped by ``serve_arrived`` since the last tick, and that work's duration.
+        self._arrived: dict[int, Call] = {}
+        self._arrival_work_s = 0.0
 
     @property
     def overloaded(self) -> bool:
@@ -191,9 +201,11 @@ class EngineLoop:
             if delay > 0:
                 await asyncio.sleep(delay)
             started = time.monotonic()
+            arrival_work, self._arrival_work_s = self._arrival_work_s, 0.0
             calls = await self.tick()
             ended = time.monotonic()
-            self.finish_tick(calls, ended - started, schedule.is_late(ended), ended)
+            work = ended - started + arrival_work
+            self.finish_tick(calls, work, schedule.is_late(ended), ended)
             schedule.advance(ended)
 
     async def _pace(self) -> None:
@@ -232,7 +244,53 @@ class EngineLoop:
         now = time.monotonic()
         for call in self._calls.values():
             self.bound_backlog(call, now)
+        if self._arrived:
+            arrived, self._arrived = self._arrived, {}
+            for slot, call in arrived.items():
+                if call not in calls and self._calls.get(slot) is call:
+                    calls.append(call)
         return calls
+
+    async def serve_arrived(self, call: Call) -> None:
+        """Step ``call`` now if its frame is whole and the engine steps on arrival (see the
+        module's docstring); otherwise its frame waits for the next tick.
+
+        Up to ``1 + catch_up_steps`` frames are taken and stepped before the first is
+        delivered, so a tick that runs while a delivery waits on the socket cannot send this
+        call's audio out of order."""
+        slot = call.slot
+        if not self.steps_on_arrival or slot is None or self._calls.get(slot) is not call:
+            return
+        started = time.monotonic()
+        taken = call.take_frame()
+        if taken is None:
+            return
+        ops, self._ops = self._ops, []  # a join queued for this slot must reach the engine first
+        served: list[tuple[SlotOutput, float]] = []
+        for _ in range(1 + self.engine.catch_up_steps):
+            frame, arrived = taken
+            call.input_wait.add(started - arrived)
+            output = self._step(ops, {slot: frame}).get(slot)
+            ops = []
+            if output is not None:
+                served.append((output, arrived))
+            next_frame = call.take_frame()
+            if next_frame is None:
+                break
+            taken = next_frame
+        now = time.monotonic()
+        self._arrival_work_s += now - started
+        self._arrived[slot] = call
+        sink = self._sinks[slot]
+        for output, arrived in served:
+            if self._calls.get(slot) is not call:
+                break
+            await sink.deliver(output.pcm, output.text, now - arrived)
+            if (output.events or output.end_reason) and self.on_output is not None:
+                self.on_output(call, output)
+        if self.engine.broken and self.on_broken is not None:
+            on_broken, self.on_broken = self.on_broken, None
+            on_broken(self.engine.broken)
 
     def bound_backlog(self, call: Call, now: float) -> None:
         """After a tick: keep a call within one frame of backlog, without losing speech.

@@ -83,6 +83,9 @@ class CallHost(Protocol):
     def end_call(self, peer: CallPeer, reason: str) -> bool:
         """Record the call's end (once); False when its end was already recorded."""
 
+    async def serve_arrived(self, call: Call) -> None:
+        """Caller audio was pushed: step the call now if the engine steps on arrival."""
+
     def publish(self, event: control.Event) -> None:
         """An event for the control subscribers."""
 

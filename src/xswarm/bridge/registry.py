@@ -161,6 +161,9 @@ class CallRegistry:
         self.publish(call.started_event())
         return True
 
+    async def serve_arrived(self, call: Call) -> None:
+        await self.engine_loop.serve_arrived(call)
+
     def end_call(self, peer: CallPeer, reason: str) -> bool:
         call = peer.call
         had_started = call.state is CallState.STARTED

@@ -118,6 +118,7 @@ class TwilioSession(CallSession):
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
                 self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
+            await self.host.serve_arrived(self.call)
             return False
         if isinstance(event, twilio.Start):
             return await self._start(event)
@@ -186,8 +187,18 @@ class TwilioSession(CallSession):
             return
         payload = mulaw.encode(pending[:whole])
         step = twilio.FRAME_BYTES
+        output = self.call.output
+        if not output.paced and not len(output) and self.outbound is not None:
+            # Unpaced and nothing queued: every frame is due now (waited 0), so it skips
+            # the pacer's queue and goes straight to the wire.
+            for i in range(0, whole, step):
+                if self.writable():
+                    await self.send_text(self.outbound.media(payload[i : i + step]))
+                    self.call.frames_out += 1
+                    self.call.output_wait.add(0.0)
+            return
         now = time.monotonic()
-        self.call.output.push([payload[i : i + step] for i in range(0, whole, step)], now)
+        output.push([payload[i : i + step] for i in range(0, whole, step)], now)
         await self.flush(now)
 
     async def flush(self, now: float) -> None:
