@@ -3,9 +3,11 @@
     XswarmError          base; its message names the cause and the fix            (exit 1)
     ├── ConfigError      bad config file, key or value                  (exit 78, EX_CONFIG)
     ├── EngineLoadError  engine cannot start: weights, device, memory             (exit 78)
+    │   └── ModelAbsent  engine.moshi_loader: no package, model files or device (auto: echo)
     ├── StartupError     environment problem: port in use, no permission           (exit 1)
     ├── ProtocolError    a peer sent something we refuse (sans-I/O; carries a close code)
-    │   └── BadMessage   protocol.values: one field of a peer's JSON is wrong, named
+    │   ├── BadMessage   protocol.values: one field of a peer's JSON is wrong, named
+    │   └── FormError    protocol.twilio: a webhook form refused, with its HTTP status
     ├── ClientError      client.common: a simulated call cannot be placed or go on (exit 1)
     ├── InstallError     ops.install: something install needs is missing or refused (exit 1)
     ├── TlsError         tls: a certificate or key is unreadable, mismatched or expired (exit 1)
