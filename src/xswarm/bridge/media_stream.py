@@ -119,6 +119,7 @@ class MediaStreamSession(CallSession):
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
                 self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
+            await self.host.serve_arrived(self.call)
             return False
         if isinstance(event, ms.Start):
             return self._start(event)
