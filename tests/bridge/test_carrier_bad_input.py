@@ -203,3 +203,27 @@ def test_a_refusal_says_how_to_send_the_token(tmp_path: Path, bridge: BridgeProc
     status, body = bridge.get("/plivo")
     assert status == 403
     assert ms.CARRIER_TOKEN_ENV in body["error"] and "?token=" in body["error"]
+
+
+async def test_exotel_receives_media_in_chunks_it_plays_cleanly(
+    http: aiohttp.ClientSession, bridge: BridgeProcess
+) -> None:
+    """Exotel plays a chunk cleanly from 3.2 KB (100 ms) in multiples of 320 bytes: the
+    bridge gathers its 20 ms frames into such chunks on /exotel."""
+    caller = CARRIERS["exotel"].caller(CARRIERS["exotel"].encodings[0])
+    frame = b"\x10\x00" * 160  # 20 ms of quiet 16-bit audio
+    sizes: list[int] = []
+    async with http.ws_connect(bridge.ws_url + "/exotel", headers=AUTH) as ws:
+        for message in caller.opening():
+            await ws.send_str(message)
+        for n in range(50):  # 1 s of audio
+            await ws.send_str(caller.media(n + 2, n + 1, n * 20, frame))
+            await asyncio.sleep(0.02)  # paced as a caller speaks
+        async with asyncio.timeout(10):
+            while sum(sizes) < 4 * 3200:
+                reply = await ws.receive()
+                assert reply.type == aiohttp.WSMsgType.TEXT, reply
+                event = CARRIERS["exotel"].parse_outbound(reply.data)
+                if isinstance(event, ms.OutMedia):
+                    sizes.append(len(event.payload))
+    assert sizes and all(size >= 3200 and size % 320 == 0 for size in sizes), sizes

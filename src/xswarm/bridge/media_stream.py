@@ -57,6 +57,8 @@ class MediaStreamSession(CallSession):
         self.stale_frames = 0
         self.codec: wire.WireCodec | None = None
         self.outbound: ms.Outbound | None = None
+        # Due frames held until the carrier's smallest clean message is reached (Exotel).
+        self._gathered = bytearray()
         self._unknown_logged: set[str] = set()
 
     async def run(self) -> None:
@@ -196,9 +198,16 @@ class MediaStreamSession(CallSession):
             self.call.drop("output_late", output.late_dropped - before)
         if self.outbound is None:
             return
+        least = self.dialect.min_outbound_bytes
         for payload, waited in due:
             if not self.writable():
                 continue
-            await self.send_text(self.outbound.media(payload))
+            if least:
+                self._gathered += payload
+                if len(self._gathered) >= least:
+                    await self.send_text(self.outbound.media(bytes(self._gathered)))
+                    self._gathered.clear()
+            else:
+                await self.send_text(self.outbound.media(payload))
             self.call.frames_out += 1
             self.call.output_wait.add(waited)

@@ -414,7 +414,12 @@ class Bench:
             if message.type == text_type:
                 if replies is not None:
                     replies.append((loop.time(), message.data))
-                if message.data.startswith(OUT_MEDIA_HEAD) or self._is_media(message.data):
+                frames = (
+                    1
+                    if self.carrier is None and message.data.startswith(OUT_MEDIA_HEAD)
+                    else self._media_frames(message.data)
+                )
+                for _ in range(frames):
                     k = call.received
                     call.received = k + 1
                     if k < len(sent_at):
@@ -493,10 +498,18 @@ class Bench:
             return twilio.parse_outbound(text)
         return self.carrier.parse_outbound(text)
 
-    def _is_media(self, text: str) -> bool:
+    def _media_frames(self, text: str) -> int:
+        """How many 20 ms frames a message carries: 0 when it is no media (a carrier such
+        as Exotel gets several frames in one message)."""
         if self.carrier is None:
-            return _is_media(text)
-        return _is_media(text, self.carrier.parse_outbound)
+            return int(_is_media(text))
+        try:
+            message = self.carrier.parse_outbound(text)
+        except ProtocolError:
+            return 0
+        if not isinstance(message, media_stream.OutMedia):
+            return 0
+        return max(1, len(message.payload) // (self.codec.sample_bytes * wire.FRAME_SAMPLES))
 
     def _decoded_replies(self, replies: list[tuple[float, str]]) -> list[tuple[float, np.ndarray]]:
         decoded = []

@@ -28,6 +28,9 @@ CARRIER = "Exotel"
 SAMPLE_RATE = 8000
 ENCODINGS = ("base64", "raw/slin", "slin", "audio/x-l16")  # every name for the same L16
 MAX_PAYLOAD_BYTES = 16000  # 1 s of 16-bit audio; Exotel's chunks are multiples of 320 bytes
+# Exotel's Voicebot applet plays a chunk cleanly from 3.2 KB (100 ms), in multiples of 320
+# bytes ("Working with the Stream and Voicebot Applet", chunk size requirements).
+MIN_OUTBOUND_BYTES = 3200
 
 
 def parse(text: str | bytes) -> ms.Event:
@@ -101,7 +104,7 @@ def outbound(start: ms.Start) -> Outbound:
     return Outbound(start.stream_id)
 
 
-DIALECT = ms.Dialect(CARRIER, parse, outbound, MAX_PAYLOAD_BYTES)
+DIALECT = ms.Dialect(CARRIER, parse, outbound, MAX_PAYLOAD_BYTES, MIN_OUTBOUND_BYTES)
 
 
 def parse_outbound(text: str | bytes) -> ms.OutEvent:

@@ -111,6 +111,9 @@ class Dialect:
     parse: Callable[[str | bytes], Event]
     outbound: Callable[[Start], Outbound]
     max_payload_bytes: int
+    # The smallest media message the carrier plays cleanly: frames are gathered up to it
+    # (Exotel asks for at least 100 ms a message); 0 sends every 20 ms frame as it is due.
+    min_outbound_bytes: int = 0
 
 
 # What a server sent, as a simulated carrier reads it back.
