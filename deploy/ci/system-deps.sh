@@ -7,8 +7,9 @@ set -euo pipefail
 # systemd: systemd-analyze verify/security on the units; python3-venv: the container builds
 # each release's venv with Debian's own python3, as a server would. prometheus: Debian ships
 # promtool only in it (tests/ops/test_prometheus.py). chromium: the web client's browser test
-# (tests/web/test_browser.py), headless, with a fake microphone.
-want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus chromium)
+# (tests/web/test_browser.py), headless, with a fake microphone. openssl: test certificates
+# (tests/support/certs.py).
+want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus chromium openssl)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
