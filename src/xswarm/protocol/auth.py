@@ -284,20 +284,33 @@ class AuthThrottle:
         self.per_source.record_success(throttle_key(address))
 
 
-class FloodGuard:
+class TokenBucket:
+    """``rate`` units a second sustained, at most ``capacity`` at once; starts full."""
+
+    __slots__ = ("_last", "capacity", "level", "rate")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.level = capacity
+        self._last: float | None = None
+
+    def spend(self, amount: float, now: float) -> bool:
+        """Take ``amount``; False (and nothing taken) when the bucket holds less."""
+        if self._last is not None:
+            self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
+        self._last = now
+        if amount > self.level:
+            return False
+        self.level -= amount
+        return True
+
+
+class FloodGuard(TokenBucket):
     """A token bucket per connection: ``rate`` messages a second sustained, ``burst`` at once."""
 
     def __init__(self, rate: float = 200.0, burst: float = 400.0) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._last: float | None = None
+        super().__init__(rate, burst)
 
     def allow(self, now: float) -> bool:
-        if self._last is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        return self.spend(1.0, now)

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from xswarm.protocol.auth import throttle_key
+from xswarm.protocol.auth import TokenBucket, throttle_key
 
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation
 CLOSE_TOO_BIG = 1009  # WebSocket close code: message too big
@@ -43,28 +43,6 @@ class Exceeded:
     budget: str
     close_code: int
     detail: str
-
-
-class TokenBucket:
-    """``rate`` units a second sustained, at most ``capacity`` at once; starts full."""
-
-    __slots__ = ("_last", "capacity", "level", "rate")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.level = capacity
-        self._last: float | None = None
-
-    def spend(self, amount: float, now: float) -> bool:
-        """Take ``amount``; False (and nothing taken) when the bucket holds less."""
-        if self._last is not None:
-            self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
-        self._last = now
-        if amount > self.level:
-            return False
-        self.level -= amount
-        return True
 
 
 class InputBudget:
