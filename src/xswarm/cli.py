@@ -20,12 +20,14 @@ SUBCOMMANDS = (
     "call",
     "dashboard",
     "doctor",
+    "drain",
     "install",
     "models",
     "reloadctl",
     "rollback",
     "status",
     "twilio",
+    "undrain",
     "upgrade",
 )
 

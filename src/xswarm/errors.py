@@ -17,6 +17,7 @@
     ├── UntrustedPathError ops.files: root will not act on a path others could have planted (exit 1)
     ├── BackupError      ops.backup: the database cannot be found or copied        (exit 1)
     ├── RolloutError     ops.rolling: an upgrade or rollback stopped; what runs is said (exit 1)
+    ├── HaproxyError     ops.haproxy: no admin socket, a command refused, a drain unfinished
     └── ReloadError      ops.reloadctl: the service refused or never answered a reload (exit 1)
 
 Deep code raises these; the process boundary (a console script's ``main``) prints the

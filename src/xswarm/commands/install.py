@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from xswarm.commands.options import root_option, service_user_option
+from xswarm.config import backend_addresses
 from xswarm.ops import releases
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP, install, next_steps
@@ -45,7 +46,14 @@ from xswarm.tls import PemPair, TlsError, check_pair
     "--haproxy/--no-haproxy",
     default=True,
     show_default=True,
-    help="with --instances: write /etc/haproxy/haproxy.cfg",
+    help="with --instances or --backends: write /etc/haproxy/haproxy.cfg",
+)
+@click.option(
+    "--backends",
+    default=None,
+    metavar="HOST:PORT,...",
+    help="bridges on other hosts that HAProxy balances calls over too (replaces [haproxy] "
+    "backends; kept in a new config.toml); [haproxy] backend_ca_file makes it TLS",
 )
 @click.option(
     "--tls-cert",
@@ -85,6 +93,7 @@ def command(
     gpu: bool,
     profile: tuple[str, ...],
     haproxy: bool,
+    backends: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_port: int,
@@ -109,7 +118,8 @@ def command(
         if wheelhouse is None:
             raise click.ClickException("give --wheelhouse DIR (offline) or --wheel FILE")
         wheel = releases.find_wheel(wheelhouse, version)
-    tls = _tls_pair(tls_cert, tls_key, instances, haproxy)
+    remote = _backends(backends, haproxy)
+    tls = _tls_pair(tls_cert, tls_key, bool(instances or remote), haproxy)
     numbers = list(range(1, instances + 1))
     profiles = (["gpu"] if gpu else []) + list(profile)
     try:
@@ -125,6 +135,7 @@ def command(
             keep,
             tls,
             tls_port,
+            remote,
         )
     except UntrustedPathError as exc:
         raise click.ClickException(str(exc)) from None
@@ -132,23 +143,46 @@ def command(
         click.echo(f"  + {line}")
     for line in report.unchanged:
         click.echo(f"  = {line}")
+    for line in report.warnings:
+        click.echo(f"  ! WARNING: {line}")
     if not report.changed:
         click.echo(f"xswarm {installed} is installed; nothing to change.")
     else:
         click.echo(f"xswarm {installed} installed.")
-    click.echo(next_steps(numbers, haproxy))
+    click.echo(next_steps(numbers, haproxy, bool(remote)))
 
 
-def _tls_pair(cert: Path | None, key: Path | None, instances: int, haproxy: bool) -> PemPair | None:
+def _backends(text: str | None, haproxy: bool) -> tuple[str, ...] | None:
+    """``--backends``, each entry checked (host, port, listed once) before anything is
+    installed; None when the flag is absent (config.toml's list stands)."""
+    if text is None:
+        return None
+    if not haproxy:
+        raise click.ClickException(
+            "--backends is HAProxy's list of servers; drop --no-haproxy (or drop --backends)"
+        )
+    entries = tuple(entry.strip() for entry in text.split(","))
+    if entries == ("",):
+        raise click.ClickException(
+            "--backends: expected host:port,... such as 10.0.0.2:9998,10.0.0.3:9998, got nothing"
+        )
+    try:
+        backend_addresses(entries)
+    except ValueError as exc:
+        raise click.ClickException(f"--backends: {exc}") from None
+    return entries
+
+
+def _tls_pair(cert: Path | None, key: Path | None, fronted: bool, haproxy: bool) -> PemPair | None:
     """The pair HAProxy will serve, checked before anything is installed."""
     if cert is None:
         if key is not None:
             raise click.ClickException("--tls-key needs --tls-cert (the certificate chain)")
         return None
-    if not instances or not haproxy:
+    if not fronted or not haproxy:
         raise click.ClickException(
-            "--tls-cert is for HAProxy in front of --instances N; a single bridge serves TLS "
-            "itself: set [voice.bridge] tls_cert and tls_key in config.toml"
+            "--tls-cert is for HAProxy in front of --instances N or --backends; a single "
+            "bridge serves TLS itself: set [voice.bridge] tls_cert and tls_key in config.toml"
         )
     pair = PemPair(cert.resolve(), key.resolve() if key is not None else None)
     try:

@@ -8,6 +8,7 @@ an HAProxy config. Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shutil
@@ -36,9 +37,13 @@ class Report:
 
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def did(self, text: str) -> None:
         self.changed.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
 
     def kept(self, text: str) -> None:
         self.unchanged.append(text)
@@ -148,10 +153,19 @@ def move_legacy_database(layout: Layout, report: Report) -> None:
     report.did(f"moved the call history {old} -> {new}")
 
 
-def initial_config(instances: list[int]) -> str:
-    """The config.toml template; with instances, the supervisor is told where they are."""
+def initial_config(instances: list[int], backends: tuple[str, ...] = ()) -> str:
+    """The config.toml template; with instances, the supervisor is told where they are; with
+    ``--backends``, HAProxy's list of them is kept, so that a later install renders it again."""
+    front = ""
+    if backends:
+        listed = ", ".join(f'"{entry}"' for entry in backends)
+        front = (
+            "# Written by `xswarm install --backends`: HAProxy on this host balances calls over\n"
+            "# these bridges on other hosts too.\n"
+            f"[haproxy]\nbackends = [{listed}]\n\n"
+        )
     if not instances:
-        return templates.config_example()
+        return templates.config_example(front)
     defaults = config_module.defaults()
     urls = []
     for number in instances:
@@ -167,7 +181,7 @@ def initial_config(instances: list[int]) -> str:
         "[voice.bridge]\n"
         'trusted_proxies = ["127.0.0.1", "::1"]\n'
     )
-    return templates.config_example(extra)
+    return templates.config_example(front + extra)
 
 
 def install_units(layout: Layout, plan: units.UnitPlan, report: Report) -> bool:
@@ -262,7 +276,9 @@ def install(
     keep: int = DEFAULT_KEEP,
     tls: PemPair | None = None,
     tls_port: int = 443,
+    backends: tuple[str, ...] | None = None,
 ) -> tuple[Report, str]:
+    """``backends``: ``--backends``, checked, which replaces ``[haproxy] backends``."""
     report = Report()
     if manage_system:
         ensure_user(report)
@@ -274,9 +290,15 @@ def install(
     ensure_dir(layout.dashboard_state, SERVICE_DIR_MODE, ids.service, report)
     ensure_dir(layout.logs, SERVICE_DIR_MODE, ids.service, report)
     move_legacy_database(layout, report)
-    write_if_absent(layout.config, initial_config(instances), CONFIG_MODE, ids.config, report)
+    write_if_absent(
+        layout.config, initial_config(instances, backends or ()), CONFIG_MODE, ids.config, report
+    )
     write_if_absent(layout.env_file, templates.new_env_file(), ENV_MODE, ids.root, report)
     config = config_module.load(layout.config)
+    if backends is not None:
+        config = dataclasses.replace(
+            config, haproxy=dataclasses.replace(config.haproxy, backends=backends)
+        )
     version, built = releases.build(layout, wheel, wheelhouse, python)
     (report.did if built else report.kept)(
         f"release {version} {'built' if built else 'already installed'} in "
@@ -289,12 +311,13 @@ def install(
         report.did(f"{layout.current} -> releases/{version}")
     else:
         report.kept(f"{layout.current} already points at {version}")
-    if instances and haproxy:
+    if haproxy and (instances or config.haproxy.backends):
         public = None
         if tls is not None:
             public = units.PublicTls(install_tls_pem(layout, tls, ids.root, report), tls_port)
         rendered = units.render_haproxy(config, instances, public)
         changed |= haproxy_config(layout, rendered, report)
+        _warn_plain_backends(config, report)
     if changed and manage_system and systemctl.available():
         systemctl.daemon_reload()
         report.did("systemctl daemon-reload")
@@ -303,23 +326,34 @@ def install(
     return report, version
 
 
-def next_steps(instances: list[int], haproxy: bool) -> str:
+def _warn_plain_backends(config: config_module.Config, report: Report) -> None:
+    if config.haproxy.backends and not config.haproxy.backend_ca_file:
+        report.warn(
+            f"HAProxy reaches {', '.join(config.haproxy.backends)} over plain TCP: calls cross "
+            "the network in clear. Give each bridge [voice.bridge] tls_cert and tls_key, and set "
+            "[haproxy] backend_ca_file in config.toml to the CA that signed them"
+        )
+
+
+def next_steps(instances: list[int], haproxy: bool, backends: bool = False) -> str:
+    lines = []
     if instances:
         names = " ".join(f"xswarm-voice@{n}.socket xswarm-voice@{n}" for n in instances)
-        lines = [
-            f"  sudo systemctl enable --now {names}",
-            "  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard",
+        lines.append(f"  sudo systemctl enable --now {names}")
+    elif not (haproxy and backends):
+        lines.append("  sudo systemctl enable --now xswarm-voice.socket xswarm-voice")
+    lines.append("  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard")
+    if haproxy and (instances or backends):
+        lines += [
+            "  sudo systemctl disable --now xswarm-voice.socket xswarm-voice"
+            "   # HAProxy takes the voice port",
+            "  sudo systemctl restart haproxy",
         ]
-        if haproxy:
-            lines += [
-                "  sudo systemctl disable --now xswarm-voice.socket xswarm-voice"
-                "   # HAProxy takes the voice port",
-                "  sudo systemctl restart haproxy",
-            ]
-    else:
-        lines = [
-            "  sudo systemctl enable --now xswarm-voice.socket xswarm-voice",
-            "  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard",
+    if haproxy and backends:
+        lines += [
+            "  # each backend host: [voice.bridge] host it is reached on, trusted_proxies with",
+            "  #   this host's address, tls_cert and tls_key (see [haproxy] backend_ca_file)",
+            "  sudo xswarm drain --backend HOST:PORT   # before that host upgrades, then undrain",
         ]
     return "\n".join(
         [
