@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "reloadctl",
     "rollback",
     "status",
+    "targets",
     "twilio",
     "undrain",
     "upgrade",
