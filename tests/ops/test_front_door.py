@@ -28,7 +28,7 @@ from tests.support.calls import TwilioCaller, tone
 from tests.support.certs import PrivateCa, make_ca, start_tls_bridge
 from tests.support.waiting import eventually, eventually_sync
 from xswarm import config as config_module
-from xswarm.commands import drain, install, undrain
+from xswarm.commands import doctor, drain, install, undrain
 from xswarm.errors import ConfigError
 from xswarm.ops import haproxy, units
 from xswarm.ops.layout import Layout
@@ -201,6 +201,9 @@ def test_install_with_backends_renders_them_and_warns_of_plain_tcp(
     again = CliRunner().invoke(install.command, [*args, "--instances", "1"])
     assert again.exit_code == 0, again.output
     assert layout.haproxy_config.read_text() == text
+    # doctor knows the backends are HAProxy's servers, not strays.
+    checked = CliRunner().invoke(doctor.command, ["--root", str(root), "--service-user", "nobody"])
+    assert "HAProxy routes to all 3 instances" in checked.output, checked.output
 
 
 # -- a real HAProxy in front of real bridges ------------------------------------------------
