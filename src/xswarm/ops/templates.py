@@ -82,9 +82,11 @@ def config_example(extra: str = "") -> str:
         if section == "voice.bridge":
             out += [
                 "",
-                "# Per-instance overrides for xswarm-voice@N (host, port, max_concurrent_calls):",
+                "# Per-instance overrides for xswarm-voice@N (host, port, max_concurrent_calls,",
+                "# and device: [voice.moshi] device for that instance, one instance per GPU):",
                 "# [voice.bridge.instances.1]",
                 "# port = 10001",
+                '# device = "cuda:0"',
             ]
     text = "\n".join(out) + "\n"
     if extra:
