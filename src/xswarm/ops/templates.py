@@ -83,10 +83,9 @@ def config_example(extra: str = "") -> str:
             out += [
                 "",
                 "# Per-instance overrides for xswarm-voice@N (host, port, max_concurrent_calls,",
-                "# and device: [voice.moshi] device for that instance, one instance per GPU):",
+                '# and device, e.g. "cuda:0": that instance\'s [voice.moshi] device, one per GPU):',
                 "# [voice.bridge.instances.1]",
                 "# port = 10001",
-                '# device = "cuda:0"',
             ]
     text = "\n".join(out) + "\n"
     if extra:
