@@ -126,9 +126,11 @@ class StatusBoard:
             "max_concurrent_calls": calls.max_calls,
             "engine": calls.engine.name,
         }
-        device = _text(calls.engine.info().details.get("device"))
-        if device is not None:
-            body["device"] = device
+        details = calls.engine.info().details
+        for name in ("device", "gpu"):
+            value = _text(details.get(name))
+            if value is not None:
+                body[name] = value
         if calls.state != "ready":
             body["reason"] = calls.state if calls.state in ("draining", "broken") else "loading"
             return 503, body
