@@ -120,10 +120,9 @@ def collect(layout: Layout, config: Config) -> list[Row]:
             active, limit = body.get("active_calls"), body.get("max_concurrent_calls")
             if active is not None:
                 calls = f"{active}/{limit}" if limit is not None else str(active)
-            if isinstance(body.get("device"), str):
-                device = body["device"]
-            if isinstance(body.get("gpu"), str):
-                gpu = body["gpu"]
+            named, card = body.get("device"), body.get("gpu")
+            device = named if isinstance(named, str) else device
+            gpu = card if isinstance(card, str) else gpu
         rows.append(
             Row(
                 unit=unit,
