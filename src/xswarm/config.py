@@ -244,7 +244,12 @@ class MoshiSection:
     mimi_weights: str = setting("", live=False, help="local path; empty: from hf_repo")
     tokenizer: str = setting("", live=False, help="local path; empty: from hf_repo")
     config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
-    device: str = setting("cuda", live=False)
+    device: str = setting(
+        "cuda",
+        live=False,
+        help='"cpu", "cuda" or "cuda:N", N the GPU\'s index as nvidia-smi -L lists it; '
+        "one instance per GPU: [voice.bridge.instances.N] device",
+    )
     dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
     slots: int = setting(
         0,
@@ -387,8 +392,9 @@ class Config:
         """The config one bridge process sees: ``--instance N`` moves the port, never onto 9999."""
         if instance is None:
             return self
-        overrides = {"port": self.bridge.instance_port_base + instance}
+        overrides: dict[str, Any] = {"port": self.bridge.instance_port_base + instance}
         overrides.update(self.instances.get(instance, {}))
+        device = overrides.pop("device", None)
         port = overrides["port"]
         where = f"[voice.bridge.instances.{instance}] port"
         if not 1 <= port <= 65535:
@@ -400,7 +406,10 @@ class Config:
                 f"instance {instance} would listen on {port}, the supervisor's port; "
                 "set instance_port_base or a per-instance port",
             )
-        return self.with_bridge(**overrides)
+        view = self.with_bridge(**overrides)
+        if device is None:
+            return view
+        return dataclasses.replace(view, moshi=dataclasses.replace(view.moshi, device=device))
 
     def state_dir(self) -> Path:
         """Where SQLite and caches live: config, then systemd's $STATE_DIRECTORY, then defaults."""
@@ -460,8 +469,19 @@ def _schema() -> tuple[dict[str, str], dict[str, type[Any]], dict[str, dict[str,
 # every key's rules: all derived from the section dataclasses above.
 SECTIONS, _SECTION_TYPES, SCHEMA = _schema()
 
-# Per-instance overrides under [voice.bridge.instances.N]: only these keys.
-INSTANCE_KEYS = ("host", "port", "max_concurrent_calls")
+# Per-instance overrides under [voice.bridge.instances.N]: only these keys, each with the
+# section whose key it replaces for that instance (``device`` pins its engine to one GPU).
+INSTANCE_SECTIONS = {
+    "host": "voice.bridge",
+    "port": "voice.bridge",
+    "max_concurrent_calls": "voice.bridge",
+    "device": "voice.moshi",
+}
+INSTANCE_KEYS = tuple(INSTANCE_SECTIONS)
+
+# What an instance's ``device`` may name: the engine refuses anything else at start, but a
+# per-instance device is written by install and pins a GPU, so it is checked at load.
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,4})?")
 
 
 def defaults() -> Config:
@@ -595,7 +615,15 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
                 f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
-        out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
+        where = f"[{section}] {key}"
+        out[key] = _check(value, SCHEMA[INSTANCE_SECTIONS[key]][key], where, source)
+        if key == "device" and not _DEVICE.fullmatch(value):
+            raise ConfigError(
+                source,
+                where,
+                f'expected "cpu", "cuda" or "cuda:N" (N the GPU\'s index as nvidia-smi -L '
+                f'lists it), got {value[:64]!r}; e.g. device = "cuda:0"',
+            )
     return out
 
 

@@ -10,6 +10,7 @@
     │   └── FormError    protocol.twilio: a webhook form refused, with its HTTP status
     ├── ClientError      client.common: a simulated call cannot be placed or go on (exit 1)
     ├── InstallError     ops.install: something install needs is missing or refused (exit 1)
+    ├── GpuDiscoveryError ops.gpus: --instances auto finds no GPU, or one named is absent (exit 1)
     ├── TlsError         tls: a certificate or key is unreadable, mismatched or expired (exit 1)
     ├── TokenError       tokens: a token is missing off loopback, or its file is unsafe (exit 78)
     ├── ReleaseError     ops.releases: a release cannot be built, found or switched to (exit 1)

@@ -9,11 +9,29 @@ import click
 
 from xswarm.commands.options import root_option, service_user_option
 from xswarm.config import backend_addresses
-from xswarm.ops import releases
+from xswarm.ops import gpus, releases
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP, install, next_steps
 from xswarm.ops.layout import SERVICE_USER, Layout
 from xswarm.tls import PemPair, TlsError, check_pair
+
+AUTO = "auto"
+
+
+class InstanceCount(click.ParamType):
+    """``--instances``: a count from 0 to 1000, or ``auto`` (one per GPU)."""
+
+    name = "N|auto"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> object:
+        if isinstance(value, int) or value == AUTO:
+            return value
+        text = str(value)
+        if text.isdigit() and 0 <= int(text) <= 1000:
+            return int(text)
+        self.fail(f"{text!r} is neither a count from 0 to 1000 nor auto (one per GPU)", param, ctx)
 
 
 @click.command(name="install")
@@ -30,10 +48,11 @@ from xswarm.tls import PemPair, TlsError, check_pair
 @click.option("--version", "version", default=None, help="the release to pick from --wheelhouse")
 @click.option(
     "--instances",
-    type=click.IntRange(0, 1000),
-    default=0,
+    type=InstanceCount(),
+    default="0",
     show_default=True,
-    help="template instances xswarm-voice@1..N behind HAProxy",
+    help="template instances xswarm-voice@1..N behind HAProxy; auto (with --gpu): one per "
+    "visible NVIDIA GPU, each pinned to its own device",
 )
 @click.option("--gpu", is_flag=True, help="add the NVIDIA drop-in (gpu.conf) to the voice units")
 @click.option(
@@ -89,7 +108,7 @@ def command(
     wheelhouse: Path | None,
     wheel: Path | None,
     version: str | None,
-    instances: int,
+    instances: int | str,
     gpu: bool,
     profile: tuple[str, ...],
     haproxy: bool,
@@ -119,8 +138,10 @@ def command(
             raise click.ClickException("give --wheelhouse DIR (offline) or --wheel FILE")
         wheel = releases.find_wheel(wheelhouse, version)
     remote = _backends(backends, haproxy)
-    tls = _tls_pair(tls_cert, tls_key, bool(instances or remote), haproxy)
-    numbers = list(range(1, instances + 1))
+    chosen = _gpus(layout, instances, gpu)
+    count = len(chosen) if instances == AUTO else int(instances)
+    tls = _tls_pair(tls_cert, tls_key, bool(count or remote), haproxy)
+    numbers = list(range(1, count + 1))
     profiles = (["gpu"] if gpu else []) + list(profile)
     try:
         report, installed = install(
@@ -136,6 +157,7 @@ def command(
             tls,
             tls_port,
             remote,
+            chosen,
         )
     except UntrustedPathError as exc:
         raise click.ClickException(str(exc)) from None
@@ -171,6 +193,23 @@ def _backends(text: str | None, haproxy: bool) -> tuple[str, ...] | None:
     except ValueError as exc:
         raise click.ClickException(f"--backends: {exc}") from None
     return entries
+
+
+def _gpus(layout: Layout, instances: int | str, gpu: bool) -> list[gpus.Gpu]:
+    """With ``--instances auto``: the GPUs, one instance each (discovered before anything is
+    installed, so a host without them changes nothing)."""
+    if instances != AUTO:
+        return []
+    if not gpu:
+        raise click.ClickException(
+            "--instances auto means one instance per GPU and needs --gpu (the NVIDIA drop-in); "
+            "give --instances auto --gpu, or a count: --instances N"
+        )
+    smi = gpus.run_smi if layout.is_live else None
+    try:
+        return gpus.discover(layout.root, os.environ, smi)
+    except gpus.GpuDiscoveryError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _tls_pair(cert: Path | None, key: Path | None, fronted: bool, haproxy: bool) -> PemPair | None:

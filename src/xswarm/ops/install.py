@@ -14,12 +14,14 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
 from xswarm.ops import files, releases, systemctl, templates, units
+from xswarm.ops.gpus import Gpu
 from xswarm.ops.haproxy import TLS_PEM, tls_pem
 from xswarm.ops.layout import SERVICE_USER, Layout
 from xswarm.tls import PemPair, TlsError, check_pair
@@ -153,9 +155,12 @@ def move_legacy_database(layout: Layout, report: Report) -> None:
     report.did(f"moved the call history {old} -> {new}")
 
 
-def initial_config(instances: list[int], backends: tuple[str, ...] = ()) -> str:
+def initial_config(
+    instances: list[int], backends: tuple[str, ...] = (), gpus: Sequence[Gpu] = ()
+) -> str:
     """The config.toml template; with instances, the supervisor is told where they are; with
-    ``--backends``, HAProxy's list of them is kept, so that a later install renders it again."""
+    ``--backends``, HAProxy's list of them is kept, so that a later install renders it again;
+    with ``gpus`` (``--instances auto --gpu``) instance N runs on the N-th of them."""
     front = ""
     if backends:
         listed = ", ".join(f'"{entry}"' for entry in backends)
@@ -181,7 +186,30 @@ def initial_config(instances: list[int], backends: tuple[str, ...] = ()) -> str:
         "[voice.bridge]\n"
         'trusted_proxies = ["127.0.0.1", "::1"]\n'
     )
+    for number, gpu in zip(instances, gpus, strict=False):
+        extra += (
+            f"\n# Written by `xswarm install --instances auto --gpu`: {gpu.describe()}.\n"
+            f"[voice.bridge.instances.{number}]\n"
+            f'device = "{gpu.device}"\n'
+        )
     return templates.config_example(front + extra)
+
+
+def check_gpu_pins(
+    config: config_module.Config, instances: list[int], gpus: Sequence[Gpu], report: Report
+) -> None:
+    """An operator's config.toml is kept as it is; say where it does not pin an instance to
+    the GPU discovery gave it, and the line that would."""
+    for number, gpu in zip(instances, gpus, strict=False):
+        have = config.for_instance(number).moshi.device
+        if have == gpu.device:
+            report.kept(f"xswarm-voice@{number} runs on {gpu.describe()}")
+            continue
+        report.kept(
+            f"{config.source} keeps xswarm-voice@{number} on device {have!r}, not on "
+            f"{gpu.describe()}; to pin it, add [voice.bridge.instances.{number}] "
+            f'device = "{gpu.device}"'
+        )
 
 
 def install_units(layout: Layout, plan: units.UnitPlan, report: Report) -> bool:
@@ -277,8 +305,10 @@ def install(
     tls: PemPair | None = None,
     tls_port: int = 443,
     backends: tuple[str, ...] | None = None,
+    gpus: Sequence[Gpu] = (),
 ) -> tuple[Report, str]:
-    """``backends``: ``--backends``, checked, which replaces ``[haproxy] backends``."""
+    """``backends``: ``--backends``, checked, which replaces ``[haproxy] backends``; ``gpus``:
+    with ``--instances auto --gpu``, the GPU of each instance, in order."""
     report = Report()
     if manage_system:
         ensure_user(report)
@@ -291,7 +321,11 @@ def install(
     ensure_dir(layout.logs, SERVICE_DIR_MODE, ids.service, report)
     move_legacy_database(layout, report)
     write_if_absent(
-        layout.config, initial_config(instances, backends or ()), CONFIG_MODE, ids.config, report
+        layout.config,
+        initial_config(instances, backends or (), gpus),
+        CONFIG_MODE,
+        ids.config,
+        report,
     )
     write_if_absent(layout.env_file, templates.new_env_file(), ENV_MODE, ids.root, report)
     config = config_module.load(layout.config)
@@ -299,6 +333,7 @@ def install(
         config = dataclasses.replace(
             config, haproxy=dataclasses.replace(config.haproxy, backends=backends)
         )
+    check_gpu_pins(config, instances, gpus, report)
     version, built = releases.build(layout, wheel, wheelhouse, python)
     (report.did if built else report.kept)(
         f"release {version} {'built' if built else 'already installed'} in "

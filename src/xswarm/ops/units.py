@@ -221,9 +221,29 @@ def render(
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
         body = template(f"systemd/{profile}.conf")
+        if profile == "gpu":
+            body = gpu_nodes(body, highest_gpu(config, list(instances)))
         for unit in VOICE_TEMPLATES:
             files[f"{unit}.d/{profile}.conf"] = _stamp(body, version)
     return UnitPlan(version=version, files=files)
+
+
+def highest_gpu(config: Config, instances: list[int]) -> int:
+    """The highest CUDA index the voice units run an engine on (0 when config names none)."""
+    devices = [config.moshi.device] + [config.for_instance(n).moshi.device for n in instances]
+    indices = [int(d.split(":", 1)[1]) for d in devices if re.fullmatch(r"cuda:[0-9]+", d)]
+    return max(indices, default=0)
+
+
+def gpu_nodes(body: str, highest: int) -> str:
+    """The GPU drop-in with /dev/nvidia0 .. /dev/nvidia<highest> bound and allowed: CUDA
+    numbers only the GPUs whose nodes it can open, so every one up to the highest in use is
+    there, or cuda:N would name another card (or none)."""
+    nodes = [f"/dev/nvidia{n}" for n in range(highest + 1)]
+    body = body.replace("BindPaths=-/dev/nvidia0 ", "BindPaths=" + "".join(f"-{n} " for n in nodes))
+    return body.replace(
+        "DeviceAllow=/dev/nvidia0 rw\n", "".join(f"DeviceAllow={n} rw\n" for n in nodes)
+    )
 
 
 def _stamp(text: str, version: str) -> str:
