@@ -16,9 +16,7 @@ from xswarm.commands.options import root_option, server_config_option
 from xswarm.errors import ConfigError
 from xswarm.ops import files, inventory
 from xswarm.ops.layout import Layout
-from xswarm.ops.scrape_targets import TargetError, host_targets
-
-TARGET_MODE = 0o644
+from xswarm.ops.scrape_targets import TARGET_MODE, TargetError, host_targets
 
 
 @click.command(name="targets")

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -20,10 +21,10 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
-from xswarm.ops import files, releases, systemctl, templates, units
+from xswarm.ops import files, releases, scrape_targets, systemctl, templates, units
 from xswarm.ops.gpus import Gpu
 from xswarm.ops.haproxy import TLS_PEM, tls_pem
-from xswarm.ops.layout import SERVICE_USER, Layout
+from xswarm.ops.layout import PROMETHEUS_TARGETS, SERVICE_USER, Layout
 from xswarm.tls import PemPair, TlsError, check_pair
 
 DEFAULT_KEEP = 5
@@ -77,6 +78,7 @@ UNIT_MODE = 0o644
 # root, and the config we render has no `user` line, so it reads them as root.
 TLS_DIR_MODE = 0o700
 TLS_PEM_MODE = 0o600
+TARGETS_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,26 @@ def check_gpu_pins(
             f"{gpu.describe()}; to pin it, add [voice.bridge.instances.{number}] "
             f'device = "{gpu.device}"'
         )
+
+
+def write_scrape_targets(
+    layout: Layout, config: config_module.Config, instances: list[int], report: Report
+) -> None:
+    """This host's Prometheus target files, where Prometheus runs beside it; elsewhere, the
+    command that prints them for the Prometheus host."""
+    host = socket.gethostname().split(".")[0]
+    found = scrape_targets.host_targets(config, instances, socket.getfqdn(), host)
+    folder = layout.prometheus_targets
+    if not folder.parent.is_dir():
+        report.kept(
+            f"Prometheus is not on this host ({folder.parent} is absent): on the Prometheus "
+            f"host, put the two files `xswarm targets` prints into {PROMETHEUS_TARGETS}"
+        )
+        return
+    ensure_dir(folder, TARGETS_DIR_MODE, None, report)
+    for name, text in ((found.voice_name, found.voice), (found.dashboard_name, found.dashboard)):
+        if not write_if_changed(folder / name, text, report, mode=scrape_targets.TARGET_MODE):
+            report.kept(f"{folder / name} is up to date")
 
 
 def install_units(layout: Layout, plan: units.UnitPlan, report: Report) -> bool:
@@ -353,6 +375,7 @@ def install(
         rendered = units.render_haproxy(config, instances, public)
         changed |= haproxy_config(layout, rendered, report)
         _warn_plain_backends(config, report)
+    write_scrape_targets(layout, config, instances, report)
     if changed and manage_system and systemctl.available():
         systemctl.daemon_reload()
         report.did("systemctl daemon-reload")

@@ -18,6 +18,8 @@ from xswarm.config import Config
 # A host label becomes part of a file name and a label value: DNS characters only.
 _HOST_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 _WILDCARDS = ("0.0.0.0", "::", "")
+# Prometheus runs as its own user: the files are readable by all, writable by root.
+TARGET_MODE = 0o644
 
 
 class TargetError(ValueError):
