@@ -244,7 +244,12 @@ class MoshiSection:
     mimi_weights: str = setting("", live=False, help="local path; empty: from hf_repo")
     tokenizer: str = setting("", live=False, help="local path; empty: from hf_repo")
     config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
-    device: str = setting("cuda", live=False)
+    device: str = setting(
+        "cuda",
+        live=False,
+        help='"cpu", "cuda" or "cuda:N", N the GPU\'s index as nvidia-smi -L lists it; '
+        "one instance per GPU: [voice.bridge.instances.N] device",
+    )
     dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
     slots: int = setting(
         0,
@@ -326,6 +331,27 @@ class DashboardSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HaproxySection:
+    """``[haproxy]``: the front door (``xswarm install --haproxy``) and the bridges on other
+    hosts it balances calls over, besides this host's own instances."""
+
+    backends: tuple[str, ...] = setting(
+        (),
+        help='bridges on other hosts, as "host:port" ("[v6addr]:port" for IPv6), e.g. '
+        '["10.0.0.2:9998", "voice2.example.com:9998"]; each must list this host in its '
+        "[voice.bridge] trusted_proxies; xswarm install --backends overrides this list",
+    )
+    backend_ca_file: str = setting(
+        "",
+        help="absolute path of the PEM CA that signed the backends' [voice.bridge] tls_cert: "
+        "HAProxy then reaches every backend over TLS, verifying the certificate names the "
+        "backend's host as written in backends (HAProxy 2.6 matches DNS names and the CN "
+        "only: for an IP address, put the IP in a DNS subjectAltName or the CN too); "
+        "empty: plain TCP, calls cross the network in clear",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PathsSection:
     """``[paths]``: where state lives."""
 
@@ -352,6 +378,7 @@ class Config:
     suggestions: SuggestionsSection = _section("voice.suggestions", SuggestionsSection)
     moshi: MoshiSection = _section("voice.moshi", MoshiSection)
     dashboard: DashboardSection = _section("dashboard", DashboardSection)
+    haproxy: HaproxySection = _section("haproxy", HaproxySection)
     paths: PathsSection = _section("paths", PathsSection)
     logging: LoggingSection = _section("logging", LoggingSection)
     source: str = "built-in defaults"
@@ -365,8 +392,9 @@ class Config:
         """The config one bridge process sees: ``--instance N`` moves the port, never onto 9999."""
         if instance is None:
             return self
-        overrides = {"port": self.bridge.instance_port_base + instance}
+        overrides: dict[str, Any] = {"port": self.bridge.instance_port_base + instance}
         overrides.update(self.instances.get(instance, {}))
+        device = overrides.pop("device", None)
         port = overrides["port"]
         where = f"[voice.bridge.instances.{instance}] port"
         if not 1 <= port <= 65535:
@@ -378,7 +406,10 @@ class Config:
                 f"instance {instance} would listen on {port}, the supervisor's port; "
                 "set instance_port_base or a per-instance port",
             )
-        return self.with_bridge(**overrides)
+        view = self.with_bridge(**overrides)
+        if device is None:
+            return view
+        return dataclasses.replace(view, moshi=dataclasses.replace(view.moshi, device=device))
 
     def state_dir(self) -> Path:
         """Where SQLite and caches live: config, then systemd's $STATE_DIRECTORY, then defaults."""
@@ -438,8 +469,19 @@ def _schema() -> tuple[dict[str, str], dict[str, type[Any]], dict[str, dict[str,
 # every key's rules: all derived from the section dataclasses above.
 SECTIONS, _SECTION_TYPES, SCHEMA = _schema()
 
-# Per-instance overrides under [voice.bridge.instances.N]: only these keys.
-INSTANCE_KEYS = ("host", "port", "max_concurrent_calls")
+# Per-instance overrides under [voice.bridge.instances.N]: only these keys, each with the
+# section whose key it replaces for that instance (``device`` pins its engine to one GPU).
+INSTANCE_SECTIONS = {
+    "host": "voice.bridge",
+    "port": "voice.bridge",
+    "max_concurrent_calls": "voice.bridge",
+    "device": "voice.moshi",
+}
+INSTANCE_KEYS = tuple(INSTANCE_SECTIONS)
+
+# What an instance's ``device`` may name: the engine refuses anything else at start, but a
+# per-instance device is written by install and pins a GPU, so it is checked at load.
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,4})?")
 
 
 def defaults() -> Config:
@@ -573,7 +615,15 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
                 f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
-        out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
+        where = f"[{section}] {key}"
+        out[key] = _check(value, SCHEMA[INSTANCE_SECTIONS[key]][key], where, source)
+        if key == "device" and not _DEVICE.fullmatch(value):
+            raise ConfigError(
+                source,
+                where,
+                f'expected "cpu", "cuda" or "cuda:N" (N the GPU\'s index as nvidia-smi -L '
+                f'lists it), got {value[:64]!r}; e.g. device = "cuda:0"',
+            )
     return out
 
 
@@ -683,6 +733,78 @@ def url_host_problem(url: str) -> str | None:
     return f"{url!r}: {problem}" if problem else None
 
 
+def backend_address(entry: str) -> tuple[str, int]:
+    """One of ``[haproxy] backends`` as (host, port), the host in one canonical spelling (an
+    IP compressed, a name in lower case) so that two spellings of one server are one server.
+    Raises ValueError saying what is wrong with ``entry`` and how it should look."""
+    example = "such as 10.0.0.2:9998, voice2.example.com:9998 or [fd00::2]:9998"
+    if not entry.isascii() or not entry.isprintable() or any(c.isspace() for c in entry):
+        raise _bad_backend(entry, f"expected host:port {example} (control or space characters)")
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise _bad_backend(entry, f"expected [IPv6]:port {example}")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _bad_backend(entry, f"{host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port_text = entry.rpartition(":")
+        if not colon:
+            raise _bad_backend(entry, f"has no port; expected host:port {example}")
+        if ":" in host:
+            raise _bad_backend(entry, f"write an IPv6 address in brackets, {example}")
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise _bad_backend(entry, f"port {port_text!r}: expected a port from 1 to 65535")
+    problem = host_problem(host)
+    if problem:
+        raise _bad_backend(entry, problem)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower().rstrip("."), int(port_text)
+    if address.is_unspecified:
+        raise _bad_backend(entry, "is a wildcard address; name the host HAProxy connects to")
+    return str(address), int(port_text)
+
+
+def _bad_backend(entry: str, problem: str) -> ValueError:
+    return ValueError(f"{entry!r}: {problem}")
+
+
+def backend_addresses(entries: tuple[str, ...] | list[str]) -> list[tuple[str, int]]:
+    """Every backend parsed (``backend_address``), each once; ValueError names the first wrong
+    one or the first listed twice."""
+    seen: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        address = backend_address(entry)
+        if address in seen:
+            raise ValueError(
+                f"{entry!r} is the same server as {seen[address]!r}; list each backend once"
+            )
+        seen[address] = entry
+    return list(seen)
+
+
+_CA_PATH = re.compile(r"/[A-Za-z0-9_./+@-]+")
+
+
+def _check_haproxy(config: Config) -> None:
+    try:
+        backend_addresses(config.haproxy.backends)
+    except ValueError as exc:
+        raise ConfigError(config.source, "[haproxy] backends", str(exc)) from None
+    ca_file = config.haproxy.backend_ca_file
+    if ca_file and (not _CA_PATH.fullmatch(ca_file) or ".." in ca_file.split("/")):
+        raise ConfigError(
+            config.source,
+            "[haproxy] backend_ca_file",
+            f"expected an absolute path of letters, digits and ._+@/- such as "
+            f"/etc/xswarm/fleet-ca.pem, got {ca_file!r}",
+        )
+
+
 def require_public_url(config: Config, twilio_auth_token: str | None) -> None:
     """With ``TWILIO_AUTH_TOKEN`` set, the bridge needs ``public_url``: the only other source
     of the URL Twilio signed is the request itself, X-Forwarded-* included, which the caller
@@ -743,6 +865,7 @@ def _check_cross(config: Config) -> None:
     _check_tls(config)
     _check_public_url(config)
     _check_trusted_proxies(config)
+    _check_haproxy(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

@@ -210,6 +210,10 @@ class InstanceInfo:
     # as the supervisor saw the ``refused_total`` of its ``instance_status`` grow.
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
+    # Where the engine runs ("cuda:1"), the card (model and PCI bus id), the engine's slots.
+    device: str | None = None
+    gpu: str | None = None
+    slots: int | None = None
 
     def encode(self) -> dict[str, Any]:
         return {
@@ -232,6 +236,9 @@ class InstanceInfo:
             "bridge_name": self.bridge_name,
             "refusals_total": self.refusals_total,
             "refusals_last_minute": self.refusals_last_minute,
+            "device": self.device,
+            "gpu": self.gpu,
+            "slots": self.slots,
         }
 
     @classmethod
@@ -257,6 +264,9 @@ class InstanceInfo:
             bridge_name=text(data.get("bridge_name")),
             refusals_total=whole_number(data.get("refusals_total")),
             refusals_last_minute=whole_number(data.get("refusals_last_minute")),
+            device=text(data.get("device")),
+            gpu=text(data.get("gpu")),
+            slots=whole_number(data.get("slots")),
         )
 
 

@@ -29,7 +29,7 @@ from xswarm.protocol.operator import (
     InstanceState,
     Snapshot,
 )
-from xswarm.protocol.values import BadMessage
+from xswarm.protocol.values import BadMessage, whole_number
 
 # Bridge events relayed to operators as received (with ``instance`` replaced by our name).
 RELAYED_EVENTS = frozenset(
@@ -134,6 +134,10 @@ class Instance:
     refusals_last_minute: int | None = None
     # (monotonic time, refusals_total) of the last REFUSAL_WINDOW_S and the one just before.
     refusal_counts: deque[tuple[float, int]] = field(default_factory=deque)
+    # Where its engine runs ("cuda:1"), the card (model, PCI bus id), and its engine's slots.
+    device: str | None = None
+    gpu: str | None = None
+    slots: int | None = None
 
     def info(self) -> InstanceInfo:
         return InstanceInfo(
@@ -156,6 +160,9 @@ class Instance:
             bridge_name=self.bridge_name,
             refusals_total=self.refusals_total,
             refusals_last_minute=self.refusals_last_minute,
+            device=self.device,
+            gpu=self.gpu,
+            slots=self.slots,
         )
 
     def count_refusals(self, total: int, now: float) -> None:
@@ -481,6 +488,10 @@ class Fleet:
         if status.refused_total is not None:
             inst.count_refusals(sum(status.refused_total.values()), self._monotonic())
         inst.draining = status.state == "draining"
+        inst.device = status.device or inst.device
+        inst.gpu = status.gpu or inst.gpu
+        slots = whole_number((status.engine_details or {}).get("slots"))
+        inst.slots = inst.slots if slots is None else slots
 
     def _snapshot(self, inst: Instance, snapshot: control.Snapshot) -> Outcome:
         """Reconcile: calls the bridge lists are live; known calls it does not list are over."""

@@ -104,10 +104,13 @@ class InstanceView:
     error: str = ""
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
+    device: str = ""
+    gpu: str = ""
+    slots: int | None = None
 
     def update(self, data: Mapping[str, Any]) -> None:
         """Take every field the message carries with a usable value; keep the rest."""
-        for name in ("url", "engine", "version", "error"):
+        for name in ("url", "engine", "version", "error", "device", "gpu"):
             if name in data:
                 setattr(self, name, clip_text(data[name]))
         if data.get("state") in INSTANCE_STATES:
@@ -122,6 +125,7 @@ class InstanceView:
             "pid",
             "refusals_total",
             "refusals_last_minute",
+            "slots",
         ):
             if name in data:
                 setattr(self, name, as_int(data[name]))
@@ -412,6 +416,9 @@ class DashboardModel:
         if instance is None:
             return
         fields = {k: v for k, v in message.items() if k != "state"}
+        details = message.get("engine_details")
+        if isinstance(details, Mapping) and "slots" in details:
+            fields["slots"] = details["slots"]
         instance.update(fields)
         if message.get("state") == "draining":
             instance.state = "draining"

@@ -42,6 +42,14 @@ def _memory(instance: InstanceView) -> Text:
     return Text(text, style=style, justify="right")
 
 
+def _engine(instance: InstanceView) -> Text:
+    """The engine, or on a GPU the device it owns ("cuda:1", only MOSHI runs there): one
+    column says both within 80 columns."""
+    if instance.device.startswith("cuda"):
+        return Text(instance.device)
+    return Text(instance.engine or "–")
+
+
 def instance_cells(instance: InstanceView, connected: bool) -> list[Text]:
     state = instance.state if connected else "stale"
     calls = f"{'–' if instance.active_calls is None else instance.active_calls}/" + (
@@ -50,7 +58,7 @@ def instance_cells(instance: InstanceView, connected: bool) -> list[Text]:
     cells = [
         Text(instance.name),
         Text(state, style=STATE_STYLES.get(state, "")),
-        Text(instance.engine or "–"),
+        _engine(instance),
         Text(calls, justify="right"),
         Text(f"{_ms(instance.tick_p50_ms)}/{_ms(instance.tick_p99_ms)}", justify="right"),
         Text("–" if instance.cpu is None else f"{instance.cpu:.0f}%", justify="right"),
