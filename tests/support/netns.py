@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
+TLS_CLOSE_SECONDS = 0.25
 T = TypeVar("T")
 
 
@@ -113,6 +114,9 @@ class HostLoop:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # A TLS connection closes over a few more turns of the loop (close_notify), after
+            # its session has returned: aiohttp's "graceful shutdown" asks for this pause.
+            await asyncio.sleep(TLS_CLOSE_SECONDS)
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.run(cancel_all(), timeout=10)
