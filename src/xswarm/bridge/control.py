@@ -27,7 +27,7 @@ from xswarm.config import Config
 from xswarm.protocol import control
 from xswarm.protocol.auth import (
     CONTROL_TOKEN_ENV,
-    SOURCE_REFUSED_REASON,
+    REFUSAL_HEADER,
     SUPERVISOR_TOKEN_ENV,
     AuthThrottle,
     Decision,
@@ -100,11 +100,11 @@ def use(access: ControlAccess) -> ControlAccess:
 @dataclass(frozen=True)
 class Refusal:
     """An upgrade /control refuses: the status, the sentence for the body and the log, and
-    a reason phrase for the status line when the default would hide what went wrong."""
+    which rule refused (``REFUSAL_HEADER``), counted in ``xswarm_control_refused_total``."""
 
     status: int
     problem: str
-    phrase: str | None = None
+    rule: str
 
 
 async def authorize(request: web.Request) -> Refusal | None:
@@ -115,15 +115,12 @@ async def authorize(request: web.Request) -> Refusal | None:
     is full), so guesses cannot be multiplied by opening sockets in parallel."""
     global _warned_open
     access = _access or use(load_access(request.app[CONTROL_HOST].config))
-    refused = request.app[CONTROL_HOST].hub.refused
     problem = source_refusal(request.remote, request.headers, access.allow)
     if problem is not None:
-        refused["source"] += 1
-        return Refusal(403, problem, SOURCE_REFUSED_REASON)
+        return Refusal(403, problem, "source")
     problem = browser_refusal(request.headers, access.server_names)
     if problem is not None:
-        refused["host"] += 1
-        return Refusal(403, problem)
+        return Refusal(403, problem, "host")
     header = request.headers.get("Authorization")
     decision = decide(
         access.token,
@@ -138,11 +135,11 @@ async def authorize(request: web.Request) -> Refusal | None:
         return None
     if decision is Decision.WRONG:
         if _throttle.locked_out(request.remote, time.monotonic()) > 0:
-            refused["throttled"] += 1
-            return Refusal(429, "too many wrong tokens from this address; try again later")
+            return Refusal(
+                429, "too many wrong tokens from this address; try again later", "throttled"
+            )
         await asyncio.sleep(_throttle.record_failure(request.remote, time.monotonic()))
-    refused["token"] += 1
-    return Refusal(401, _REFUSALS[decision])
+    return Refusal(401, _REFUSALS[decision], "token")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -150,11 +147,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     refused = await authorize(request)
     if refused is not None:
         status = refused.status
+        bridge.hub.refused[refused.rule] += 1
         log.warning("refused /control from %s (%d): %s", request.remote, status, refused.problem)
-        headers = {"WWW-Authenticate": 'Bearer realm="xswarm"'} if status == 401 else {}
-        return web.json_response(
-            {"error": refused.problem}, status=status, headers=headers, reason=refused.phrase
-        )
+        headers = {REFUSAL_HEADER: refused.rule}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="xswarm"'
+        return web.json_response({"error": refused.problem}, status=status, headers=headers)
     ws = web.WebSocketResponse(
         max_msg_size=bridge.config.bridge.max_message_bytes, heartbeat=20, compress=False
     )

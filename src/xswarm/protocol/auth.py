@@ -40,9 +40,10 @@ PROXY_HEADERS = (
     "X-Forwarded-Port",
     "X-Real-IP",
 )
-# The reason phrase of /control's 403 for a source outside ``control_allow``: the supervisor
-# reads it (a WebSocket client sees the status line, not the body) to name the right fix.
-SOURCE_REFUSED_REASON = "Forbidden: source not in control_allow"
+# A header on /control's refusals saying which rule refused (``source``: not in
+# ``control_allow``): a WebSocket client sees the status and headers, not the body, and the
+# supervisor names the fix from it.
+REFUSAL_HEADER = "X-Xswarm-Refusal"
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
 

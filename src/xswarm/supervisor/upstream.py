@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from xswarm.protocol.auth import CONTROL_TOKEN_ENV, SOURCE_REFUSED_REASON
+from xswarm.protocol.auth import CONTROL_TOKEN_ENV, REFUSAL_HEADER
 from xswarm.protocol.control import Command
 
 log = logging.getLogger("xswarm.supervisor.upstream")
@@ -170,7 +170,8 @@ def _refused_upgrade(url: str, exc: aiohttp.WSServerHandshakeError) -> Failure:
             f"{url} refused our token (401); give the bridge and the supervisor the same "
             f"{CONTROL_TOKEN_ENV} (or this instance's own token, docs/SECURITY.md)",
         )
-    if exc.status == 403 and exc.message == SOURCE_REFUSED_REASON:
+    rule = exc.headers.get(REFUSAL_HEADER) if exc.headers else None
+    if exc.status == 403 and rule == "source":
         return Failure(
             AUTH_REFUSED,
             "source_refused",
