@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "reloadctl",
     "rollback",
     "status",
+    "targets",
     "twilio",
     "upgrade",
 )
