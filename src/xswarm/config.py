@@ -138,6 +138,13 @@ class BridgeSection:
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
     )
+    control_allow: tuple[str, ...] = setting(
+        (),
+        help="networks (CIDRs or addresses) the supervisor may subscribe to /control from, e.g. "
+        '["10.77.0.0/24"]; loopback is always allowed; empty: any source (the token is '
+        "required either way); a refused source gets 403 and counts in "
+        "xswarm_control_refused_total",
+    )
     tls_cert: str = setting(
         "",
         live=False,
@@ -313,7 +320,14 @@ class DashboardSection:
     host: str = setting("127.0.0.1", live=False)
     port: int = setting(SUPERVISOR_PORT, live=False, min=1, max=65535)
     instances: tuple[str, ...] = setting(
-        (), help="control URLs to supervise; empty: the local bridge"
+        (),
+        help="control URLs to supervise: wss://HOST:PORT/control across hosts (ws:// only on "
+        "loopback), #NAME at the end names the instance; empty: the local bridge",
+    )
+    ca_file: str = setting(
+        "",
+        help="PEM bundle of the CA(s) that signed the bridges' certificates, for wss:// "
+        "instances; empty: the system's trust store; hostname checking is always on",
     )
     history_limit: int = setting(100000, min=10, max=100_000_000)
     stale_after: float = setting(2.0, min=0.1, max=600)
@@ -851,6 +865,18 @@ def _check_trusted_proxies(config: Config) -> None:
             ) from None
 
 
+def _check_control_allow(config: Config) -> None:
+    for entry in config.bridge.control_allow:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                config.source,
+                "[voice.bridge] control_allow",
+                f"expected IP addresses or CIDRs such as 10.77.0.0/24, got {entry!r}",
+            ) from None
+
+
 def _check_tls(config: Config) -> None:
     if config.bridge.tls_key and not config.bridge.tls_cert:
         raise ConfigError(
@@ -866,6 +892,7 @@ def _check_cross(config: Config) -> None:
     _check_public_url(config)
     _check_trusted_proxies(config)
     _check_haproxy(config)
+    _check_control_allow(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

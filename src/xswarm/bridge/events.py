@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime
 
 from xswarm.protocol import control
@@ -34,6 +35,9 @@ class EventHub:
         self.instance = instance
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
+        # Refused /control upgrades by reason: "source" (control_allow), "token", "host"
+        # (a foreign Host or Origin), "throttled".
+        self.refused: Counter[str] = Counter()
 
     def message(self, event: control.Event) -> str:
         """The event as the bridge sends it: stamped with the time and this instance."""

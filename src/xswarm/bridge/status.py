@@ -24,6 +24,9 @@ from xswarm.metrics import Exposition, Histogram, uptime
 from xswarm.protocol import control
 from xswarm.protocol.budgets import BUDGETS
 
+# Why /control refused an upgrade (bridge.control counts them in the event hub).
+CONTROL_REFUSALS = ("source", "token", "host", "throttled")
+
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
 
@@ -247,6 +250,12 @@ class StatusBoard:
             "counter",
             "Events dropped for control subscribers that did not read.",
             self.hub.dropped_total,
+        )
+        expo.metric(
+            "xswarm_control_refused_total",
+            "counter",
+            "Refused /control upgrades, by reason (source: outside [voice.bridge] control_allow).",
+            [({"reason": r}, self.hub.refused[r]) for r in CONTROL_REFUSALS],
         )
         expo.metric("xswarm_draining", "gauge", "1 while draining.", int(calls.state == "draining"))
         if self.certificate_expiry:

@@ -361,7 +361,9 @@ def install(
         f"release {version} {'built' if built else 'already installed'} in "
         f"{layout.release_dir(version)}"
     )
-    plan = units.render(layout, version, config, instances, profiles, units.resolve_hosts(config))
+    resolved = units.resolve_hosts(config)
+    units.require_resolved(config, resolved)
+    plan = units.render(layout, version, config, instances, profiles, resolved)
     changed = install_units(layout, plan, report)
     if releases.current(layout) != version:
         releases.switch(layout, version)

@@ -120,6 +120,21 @@ def resolve_hosts(config: Config, resolver: Resolver = resolve) -> dict[str, lis
     return out
 
 
+def require_resolved(config: Config, resolved: Mapping[str, list[str]]) -> None:
+    """Refuse to install a supervisor unit that could never reach an instance: a hostname
+    that does not resolve now would be left out of IPAddressAllow= (which takes addresses
+    only), and the instance would show unreachable until the next install."""
+    for host, addresses in resolved.items():
+        if not addresses:
+            raise ConfigError(
+                config.source,
+                "[dashboard] instances",
+                f"{host} does not resolve, and the supervisor's unit allows addresses only "
+                "(IPAddressAllow=): fix its DNS or /etc/hosts entry, or write the bridge's "
+                "IP address in the URL (with a certificate for that address), then install again",
+            )
+
+
 def supervised_hosts(config: Config) -> list[str]:
     """Hosts named in ``[dashboard] instances``, each checked, in order, once."""
     hosts: list[str] = []

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xswarm.protocol import control
+from xswarm.protocol.capacity import FleetCapacity, fleet_capacity, host_of
 from xswarm.protocol.control import MemoryLimits
 from xswarm.protocol.operator import (
     CallInfo,
@@ -52,6 +53,9 @@ RELAYED_EVENTS = frozenset(
 # "Refusals in the last minute" compares an instance's refusal count with its count this long
 # ago (or its first count seen, when the supervisor has watched it for less).
 REFUSAL_WINDOW_S = 60.0
+
+# States of an instance the supervisor cannot reach (see upstream.classify_failure).
+NOT_CONNECTED = ("down", "unreachable", "auth_refused")
 
 # Reasons for ending a call the bridge never reported ending.
 INSTANCE_LOST = "instance_lost"
@@ -138,6 +142,8 @@ class Instance:
     device: str | None = None
     gpu: str | None = None
     slots: int | None = None
+    # Why it is not connected, as a short code (upstream.Failure.code); None when connected.
+    failure: str | None = None
 
     def info(self) -> InstanceInfo:
         return InstanceInfo(
@@ -163,6 +169,8 @@ class Instance:
             device=self.device,
             gpu=self.gpu,
             slots=self.slots,
+            host=host_of(self.url),
+            failure=self.failure,
         )
 
     def count_refusals(self, total: int, now: float) -> None:
@@ -342,23 +350,28 @@ class Fleet:
         inst.last_message_at = self._monotonic()
         return Outcome()
 
-    def disconnected(self, name: str, reason: str) -> Outcome:
-        """The connection dropped or was refused: down now, its calls unknown until it returns."""
+    def disconnected(
+        self, name: str, reason: str, state: str = "down", failure: str | None = None
+    ) -> Outcome:
+        """The connection dropped or was refused: ``state`` (down, unreachable, auth_refused)
+        now, its calls unknown until it returns. Operators hear of it when the state or the
+        failure changes, not on every retry."""
         inst = self.instances.get(name)
         if inst is None:
             return Outcome()
-        was = inst.state
+        was, failed = inst.state, inst.failure
         inst.connected = False
         inst.awaiting_snapshot = False
         inst.error = reason
-        if was != "down":
+        inst.failure = failure
+        if was not in NOT_CONNECTED:
             inst.down_since = self._monotonic()
             inst.lost_wall = self._wall()
-        inst.state = "down"
+        inst.state = state
         for call in self.calls.values():
             if call.instance == name:
                 call.state = "unknown"
-        if was == "down":
+        if was == state and failed == failure:
             return Outcome()
         return Outcome(events=[self._state_event(inst, reason)])
 
@@ -367,7 +380,7 @@ class Fleet:
         out = Outcome()
         now = self._monotonic()
         for inst in self.instances.values():
-            if not inst.connected or inst.state in ("down", "stale"):
+            if not inst.connected or inst.state in (*NOT_CONNECTED, "stale"):
                 continue
             if inst.last_message_at is not None and now - inst.last_message_at >= self.stale_after:
                 inst.state = "stale"
@@ -607,11 +620,14 @@ class Fleet:
         old = inst.state
         inst.state = new
         inst.error = None
+        inst.failure = None
         inst.down_since = None
-        reason = {
-            "down": "connected",
-            "stale": "messages resumed",
-        }.get(old, "draining" if new == "draining" else "ready")
+        if old in NOT_CONNECTED:
+            reason = "connected"
+        elif old == "stale":
+            reason = "messages resumed"
+        else:
+            reason = "draining" if new == "draining" else "ready"
         return Outcome(events=[self._state_event(inst, reason)])
 
     def _state_event(self, inst: Instance, reason: str | None) -> dict[str, Any]:
@@ -633,6 +649,10 @@ class Fleet:
             instances=tuple(i.info() for i in self.instances.values()),
             calls=tuple(c.info(now) for c in self.calls.values()),
         ).encode()
+
+    def capacity(self) -> FleetCapacity:
+        """Slots, calls and free slots per host and in total (``/api/instances?totals=1``)."""
+        return fleet_capacity(i.info() for i in self.instances.values())
 
     def active_call_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state == "active")

@@ -24,7 +24,12 @@ STATE_STYLES = {
     "draining": "yellow",
     "stale": "bold yellow",
     "down": "bold red",
+    "unreachable": "bold red",
+    "auth_refused": "bold magenta",
 }
+
+# Within the state column's 8 characters; the events pane and the detail say why in full.
+STATE_LABELS = {"unreachable": "unreach", "auth_refused": "refused"}
 
 
 def _ms(value: float | None) -> str:
@@ -57,7 +62,7 @@ def instance_cells(instance: InstanceView, connected: bool) -> list[Text]:
     )
     cells = [
         Text(instance.name),
-        Text(state, style=STATE_STYLES.get(state, "")),
+        Text(STATE_LABELS.get(state, state), style=STATE_STYLES.get(state, "")),
         _engine(instance),
         Text(calls, justify="right"),
         Text(f"{_ms(instance.tick_p50_ms)}/{_ms(instance.tick_p99_ms)}", justify="right"),
