@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from xswarm import __version__
-from xswarm.bridge.events import Subscriber
+from xswarm.bridge.events import GOODBYE, Subscriber
 from xswarm.bridge.host import CONTROL_HOST, ControlHost
 from xswarm.config import Config
 from xswarm.protocol import control
@@ -190,6 +190,9 @@ async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> Non
     try:
         while not ws.closed:
             text = await subscriber.queue.get()
+            if text == GOODBYE:
+                await ws.close(code=1001, message=b"bridge shutting down")
+                return
             await ws.send_str(text)
             if subscriber.closed:
                 await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")
