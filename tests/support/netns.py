@@ -209,7 +209,7 @@ class Network:
         for host in self.hosts.values():
             if host._loop is not None:
                 host._loop.close()
-        # All at once: a service waits for its peers' connections to close before it exits.
+        # All at once: no service then waits out a peer's connection that is still to stop.
         running = [proc for proc in self.processes if proc.poll() is None]
         for proc in running:
             with contextlib.suppress(OSError):
