@@ -304,7 +304,10 @@ def tiny_engine(args: argparse.Namespace, counts: list[int]) -> None:
     for calls in counts:
         with tempfile.TemporaryDirectory(prefix="xswarm-tiny-") as tmp:
             lines = build_tiny_moshi(Path(tmp) / "model")
-            moshi = tiny_moshi_toml(lines, device="cpu", dtype="fp32", slots=calls)
+            # Enough warm-up steps for the log to give the step time a real p50/p99.
+            moshi = tiny_moshi_toml(
+                lines, device="cpu", dtype="fp32", slots=calls, warmup_steps=100
+            )
             port = free_port()
             bridge = start_bridge(Path(tmp), port, ['engine = "moshi"', *args.set], moshi)
             try:
@@ -315,6 +318,10 @@ def tiny_engine(args: argparse.Namespace, counts: list[int]) -> None:
                     time.sleep(0.1)
             finally:
                 stop(bridge)
+                log = (Path(tmp) / "bridge.log").read_text(errors="replace").splitlines()
+                for line in log:
+                    if "warm-up" in line or "step p" in line:
+                        print(f"N={calls}: {line}")
         if r is None:
             continue
         ended = watcher.ended
