@@ -2,7 +2,9 @@
 
 A carrier's stream says which encoding it carries (Telnyx PCMU or PCMA, Plivo mu-law, Exotel
 16-bit linear); the bridge and the simulated callers look the codec up here instead of each
-knowing every format. Every one is 8 kHz mono, so a 20 ms frame is 160 samples.
+knowing every format. Every one is mono; telephone audio is 8 kHz (a 20 ms frame is 160
+samples), and the wideband streams some carriers offer for 16-bit linear PCM run at 16 or
+24 kHz (``frame_samples``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from xswarm.audio import alaw, mulaw
+from xswarm.audio.pcm16 import to_int16
 
 SAMPLE_RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms
+FRAME_SAMPLES = 160  # 20 ms at SAMPLE_RATE
+
+
+def frame_samples(sample_rate: int) -> int:
+    """Samples in one 20 ms frame at ``sample_rate``."""
+    return sample_rate // 50
 
 
 def _l16_decode(payload: bytes) -> np.ndarray:
@@ -26,11 +34,7 @@ def _l16_decode(payload: bytes) -> np.ndarray:
 
 
 def _l16_encode(pcm: np.ndarray) -> bytes:
-    scaled = np.multiply(pcm, 32768.0, dtype=np.float32)
-    np.minimum(scaled, 32767.0, out=scaled)
-    np.maximum(scaled, -32768.0, out=scaled)
-    np.copyto(scaled, 0.0, where=np.isnan(scaled))
-    encoded: bytes = np.rint(scaled, out=scaled).astype("<i2").tobytes()
+    encoded: bytes = to_int16(pcm).astype("<i2", copy=False).tobytes()
     return encoded
 
 

@@ -16,6 +16,7 @@ See docs/SECURITY.md, "Budgets and timeouts".
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -28,7 +29,14 @@ from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.config import BridgeSection
 from xswarm.logs import CallLogger
-from xswarm.protocol.budgets import Exceeded, InputBudget, Limits, call_source, trusted_networks
+from xswarm.protocol.budgets import (
+    Exceeded,
+    InputBudget,
+    Limits,
+    call_source,
+    forwarded_client,
+    trusted_networks,
+)
 
 log = logging.getLogger("xswarm.call")
 
@@ -81,10 +89,7 @@ class CallSession:
         self.host = host
         self.request = request
         self.ws = ws
-        remote = request.remote or "unknown"
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if peer and len(peer) >= 2:
-            remote = f"{peer[0]}:{peer[1]}"
+        remote, self.via = remote_of(request, host.config.bridge)
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge
@@ -121,9 +126,10 @@ class CallSession:
         if not self.host.start_call(self):
             return False
         self.log.info(
-            "call started: %s from %s%s",
+            "call started: %s from %s%s%s",
             self.transport_name,
             self.call.remote,
+            f" via {self.via}" if self.via else "",
             f" stream {self.call.stream_sid}" if self.call.stream_sid else "",
         )
         return True
@@ -307,6 +313,25 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
             session.finish("disconnected")
             session.call.advance(CallState.ENDED)
         host.release(source)
+
+
+def remote_of(request: web.Request, settings: BridgeSection) -> tuple[str, str | None]:
+    """Who is calling, as the call shows it, and the proxy it came through: behind one of
+    ``trusted_proxies`` the caller is the address the proxy names (an IP address, or it is not
+    believed), otherwise the peer itself (``host:port``)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not (isinstance(peer, tuple) and len(peer) >= 2):
+        return request.remote or "unknown", None
+    address = f"{peer[0]}:{peer[1]}"
+    proxies = trusted_networks(settings.trusted_proxies)
+    client = forwarded_client(str(peer[0]), request.headers.getall("X-Forwarded-For", []), proxies)
+    if client is None:
+        return address, None
+    try:
+        ipaddress.ip_address(client)
+    except ValueError:
+        return address, None
+    return client, address
 
 
 def source_of(request: web.Request, settings: BridgeSection) -> str:

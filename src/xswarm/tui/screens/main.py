@@ -31,6 +31,7 @@ from xswarm.tui.model import (
     Changes,
     find_call,
     fleet_totals,
+    host_totals_line,
     state_counts,
 )
 from xswarm.tui.screens.live import LiveScreen
@@ -113,6 +114,8 @@ class MainScreen(LiveScreen):
             if totals.refusals_last_minute is not None:
                 subtitle += f" · {totals.refusals_last_minute} refused/min"
             instances.border_subtitle = subtitle
+            per_host = host_totals_line(totals)
+            instances.border_title = f"instances · {per_host}" if per_host else "instances"
         if changes:
             keep, self._jump_to = self._jump_to, None
             calls.show(model, changes, keep)
