@@ -91,6 +91,7 @@ class CallSession:
         self.ws = ws
         remote, self.via = remote_of(request, host.config.bridge)
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
+        self.call.tick_margin_s = host.config.bridge.tick_margin_ms / 1000
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge
         # Frames queued in the write buffer wait there: hold no more than max_output_age_ms.
