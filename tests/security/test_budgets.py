@@ -201,3 +201,35 @@ async def test_a_flood_of_small_messages_is_closed_at_the_message_rate(
     assert sent < 100_000
     assert metric(bridge, "xswarm_call_budget_exceeded_total", budget="message_rate") == before + 1
     assert twilio.FRAME_BYTES == 160  # the genuine call's 50 messages a second: far below 250
+
+
+async def test_a_ping_flood_is_charged_to_the_message_budget(
+    bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    """WebSocket pings are messages too: a flood of them closes the call at the message rate
+    (aiohttp answered them itself before, uncounted), while a caller's occasional ping is
+    still answered with a pong."""
+    before = metric(bridge, "xswarm_call_budget_exceeded_total", budget="message_rate")
+    async with LiveCall(http, bridge) as genuine:
+        async with http.ws_connect(bridge.ws_url + "/twilio", autoping=False) as polite:
+            await polite.ping(b"are you there")
+            reply = await polite.receive(timeout=10)
+            assert (reply.type, reply.data) == (aiohttp.WSMsgType.PONG, b"are you there")
+
+        attacker = TwilioCaller(http, bridge.ws_url)
+        await attacker.connect()
+        assert attacker.ws is not None
+        sent = 0
+        try:
+            while not attacker.closed.is_set() and sent < 100_000:
+                await attacker.ws.ping(b"x" * 100)
+                sent += 1
+                if sent % 50 == 0:
+                    await asyncio.sleep(0)
+        except (ConnectionError, RuntimeError):
+            pass
+        assert await attacker.wait_closed() == 1008
+        await attacker.close()
+        assert genuine.longest_silence() < 1.5
+    assert sent < 100_000
+    assert metric(bridge, "xswarm_call_budget_exceeded_total", budget="message_rate") == before + 1

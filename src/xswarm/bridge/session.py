@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMessage, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
@@ -168,7 +168,15 @@ class CallSession:
             self._watchdog = loop.call_at(self._media_deadline, self._watch_deadline)
         self._receiving = True
         try:
-            return await self.ws.receive()
+            while True:
+                message = await self.ws.receive()
+                if message.type is WSMsgType.PING:
+                    # Answered here, not by aiohttp (autoping off), so that a ping flood is
+                    # charged to the message budget like any other message.
+                    self.spend_message(len(message.data))
+                    await self.ws.pong(message.data)
+                elif message.type is not WSMsgType.PONG:
+                    return message
         except asyncio.CancelledError:
             task = self._receiver
             if self._deadline_hit and task is not None and task.uncancel() == 0:
@@ -301,7 +309,10 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
     session: CallSession | None = None
     try:
         ws = web.WebSocketResponse(
-            max_msg_size=settings.max_message_bytes, compress=False, heartbeat=settings.heartbeat
+            max_msg_size=settings.max_message_bytes,
+            compress=False,
+            heartbeat=settings.heartbeat,
+            autoping=False,  # CallSession.receive answers pings, within the message budget
         )
         await ws.prepare(request)
         session = session_type(host, request, ws)
