@@ -2,8 +2,10 @@
 
 Order matters for the promise the history makes: a finished call is committed to SQLite
 *before* its ``call_ended`` reaches any operator, so whatever an operator has seen survives a
-``kill -9``. Everything runs on the one event loop; nothing here blocks for long (one SQLite
-commit per call start or end).
+``kill -9``. Everything runs on the one event loop; nothing here blocks for long. A fleet
+starts and ends calls many times a second and each commit waits for the disk, so starts and
+ends are written in groups (one transaction per ``COMMIT_GROUP_S``), and every event for
+operators waits, in order, until the group it follows is committed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from xswarm.protocol import control
 from xswarm.protocol.control import suggestion_problem
 from xswarm.protocol.operator import Batch, Hangup, InjectSuggestion
 from xswarm.supervisor.batching import Coalescer, call_key
-from xswarm.supervisor.fleet import Fleet, Outcome, instance_names, iso
+from xswarm.supervisor.fleet import CallRecord, Fleet, LiveCall, Outcome, instance_names, iso
 from xswarm.supervisor.store import Store
 from xswarm.supervisor.upstream import Upstream
 
@@ -39,6 +41,9 @@ DEFAULT_BATCH_INTERVAL = 1.0
 # Events per ``batch`` message: a flush of a large fleet goes out as several moderate
 # messages, so that a dashboard decoding one still answers keys between them.
 MAX_BATCH_EVENTS = 500
+# Call starts and ends are committed together at most this long after the first of a group:
+# at 5000 live calls, ~8 commits a second instead of ~80, and events wait at most this long.
+COMMIT_GROUP_S = 0.1
 
 
 @dataclass(eq=False)
@@ -110,6 +115,10 @@ class OperatorHub:
         self.batch_interval = batch_interval
         self.held = Coalescer()
         self._flusher: asyncio.Task[None] | None = None
+        # Starts and ends not yet committed, and the operator events that wait for them.
+        self._unwritten: list[LiveCall | CallRecord] = []
+        self._after_commit: list[dict[str, Any]] = []
+        self._commit_timer: asyncio.TimerHandle | None = None
         self.started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -146,7 +155,9 @@ class OperatorHub:
         self.fleet.stale_after = seconds
 
     async def close(self) -> None:
-        """Stop ticking, close operator sockets with 1001, close upstreams; idempotent."""
+        """Commit what is held, stop ticking, close operator sockets with 1001, close
+        upstreams; idempotent."""
+        self.commit()
         for task in (self._ticker, self._flusher):
             if task is not None:
                 task.cancel()
@@ -219,26 +230,60 @@ class OperatorHub:
 
     def _apply(self, outcome: Outcome) -> None:
         """Persist first, then tell operators: the order behind "nothing seen is lost"."""
-        for call in outcome.started:
-            try:
-                self.store.call_started(call)
-            except Exception:
-                self.counters.store_errors += 1
-                log.exception("could not record the start of call %s", call.call_id)
-        for record in outcome.ended:
-            try:
-                self.store.call_ended(record)
-                self.counters.calls_recorded += 1
-            except Exception:
-                self.counters.store_errors += 1
-                log.exception("could not record the end of call %s", record.call_id)
-        for event in outcome.events:
-            self.broadcast(event)
+        if outcome.started or outcome.ended:
+            self._unwritten += outcome.started
+            self._unwritten += outcome.ended
+            self._schedule_commit()
+        if self._unwritten:
+            self._after_commit += outcome.events
+        else:
+            for event in outcome.events:
+                self.broadcast(event)
         if any(e.get("type") in ("instance_state", "instance_removed") for e in outcome.events):
             self._on_change()
         elif outcome.started or outcome.ended:
             # Counting the live calls costs a pass over the fleet: at most once per tick.
             self._calls_changed = True
+
+    def _schedule_commit(self) -> None:
+        if self._commit_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()
+            return
+        self._commit_timer = loop.call_later(COMMIT_GROUP_S, self.commit)
+
+    def commit(self) -> None:
+        """Write the held starts and ends in one transaction, then send the events that waited.
+
+        A record that cannot be written is logged and counted; its events still go out (the
+        operators' view of the fleet must not stall on a disk error).
+        """
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        changes, self._unwritten = self._unwritten, []
+        events, self._after_commit = self._after_commit, []
+        try:
+            failed = self.store.record_calls(changes)
+        except Exception as exc:
+            log.exception("could not record %d call starts and ends", len(changes))
+            failed = [(change, exc) for change in changes]
+        for change, exc in failed:
+            what = "start" if isinstance(change, LiveCall) else "end"
+            log.error("could not record the %s of call %s: %s", what, change.call_id, exc)
+        self.counters.store_errors += len(failed)
+        ended = sum(isinstance(change, CallRecord) for change in changes)
+        self.counters.calls_recorded += ended - sum(
+            isinstance(change, CallRecord) for change, _ in failed
+        )
+        for event in events:
+            try:
+                self.broadcast(event)
+            except Exception:
+                log.exception("sending a %s event to operators failed", event.get("type"))
 
     def broadcast(self, event: dict[str, Any]) -> None:
         """Send one event to every subscriber (and the operator it answers), each encoded once.
