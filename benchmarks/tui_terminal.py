@@ -368,6 +368,7 @@ async def measure(
     warmup: float,
     key_presses: int,
     extra: list[str],
+    profile: Path | None = None,
 ) -> Point:
     width, height = (int(v) for v in size.split("x"))
     home = tmp / f"home-{label}-{calls}-{size}"
@@ -390,6 +391,19 @@ async def measure(
         rss: list[float] = []
         sup_before = proc_cpu_rss(sup.proc.pid)[0]
         drops_before = await asyncio.to_thread(slow_drops, sup)
+        spies = []
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for who, pid in (("dashboard", tmux.pid), ("supervisor", sup.proc.pid)):
+                out = profile / f"{who}-{label}-{calls}-{size}.txt"
+                spies.append(
+                    subprocess.Popen(
+                        [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+                        + ["--format", "raw", "--duration", str(int(seconds)), "-o", str(out)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         before, _ = proc_cpu_rss(tmux.pid)
         started = last = time.perf_counter()
         while time.perf_counter() - started < seconds:
@@ -400,6 +414,8 @@ async def measure(
             rss.append(resident)
             before, last = used, now
         sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (last - started)
+        for spy in spies:
+            await asyncio.to_thread(spy.wait)
         header = tmux.header()
         drops_after = await asyncio.to_thread(slow_drops, sup)
         dropped = None
@@ -442,7 +458,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
             for size in args.sizes:
                 for label, src, extra in sources:
                     timing = (args.seconds, args.warmup, args.keys)
-                    points.append(await measure(tmp, label, src, sup, calls, size, *timing, extra))
+                    points.append(
+                        await measure(
+                            tmp, label, src, sup, calls, size, *timing, extra, args.profile
+                        )
+                    )
             rate = (sum(b.published for b in bridges) - rate_before) / (time.monotonic() - t0)
             print(f"  fleet of {calls} calls on {len(bridges)} fake bridges: {rate:.0f} events/s")
         finally:
@@ -465,6 +485,11 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="also run the dashboard from this src tree")
     parser.add_argument(
         "--dashboard-args", default="", help="extra options for this tree's dashboard: --no-nice"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each dashboard with py-spy over the idle window, collapsed stacks to DIR",
     )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]

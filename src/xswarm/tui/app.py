@@ -202,7 +202,7 @@ class XswarmDashboard(App[None]):
 
     def on_filter_changed(self, message: FilterChanged) -> None:
         self.model.set_filter(message.text)
-        self.repaint()
+        self.repaint_after_key()
 
     def on_sort_requested(self, message: SortRequested) -> None:
         if message.column is not None:
@@ -211,7 +211,12 @@ class XswarmDashboard(App[None]):
             self.model.reverse_sort()
         else:
             self.model.next_sort()
-        self.repaint()
+        self.repaint_after_key()
+
+    def repaint_after_key(self) -> None:
+        """Repaint once the key's own effect (a box opening or closing, the typed letter) is
+        on screen: re-sorting a fleet must not stand between a key and its echo."""
+        self.call_after_refresh(self.repaint)
 
     async def inject(self, call_id: str, text: str, priority: str = "normal") -> str | None:
         """Send a suggestion for ``call_id``; the request id, or None when it could not go."""

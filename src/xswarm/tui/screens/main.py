@@ -15,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Input
 
 from xswarm.tui.messages import (
@@ -44,6 +45,7 @@ from xswarm.tui.widgets.virtual_table import VirtualTable
 WIDE_AT = 120
 EVENT_LINES_PER_PAINT = 20
 TITLE_EVERY_S = 2.0
+INSTANCES_EVERY_S = 1.0
 VIEW_CYCLE: tuple[str | None, ...] = (*TOP_VIEWS, None)
 
 
@@ -52,6 +54,8 @@ class MainScreen(LiveScreen):
     _jump_to: str | None = None
     _titled_at = -math.inf
     _titled_filter = ""
+    _instances_at = -math.inf
+    _instances_timer: Timer | None = None
 
     BINDINGS = [
         Binding("enter", "open_call", "Detail", show=True),
@@ -102,22 +106,42 @@ class MainScreen(LiveScreen):
         if changes.connection or changes.reset:
             self.query_one("#banner", ConnectionBanner).show(model)
             calls.set_class(not model.connected, "-stale")
-        instances = self.query_one("#instances", InstancesTable)
-        if changes.instances or changes.connection or changes.reset:
-            instances.show(model)
-            totals = fleet_totals(model)
-            subtitle = (
-                f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
-                f"{totals.free_slots} free slots · {totals.full} full"
-            )
-            if totals.refusals_last_minute is not None:
-                subtitle += f" · {totals.refusals_last_minute} refused/min"
-            instances.border_subtitle = subtitle
+        if changes.connection or changes.reset:
+            self._show_instances()
+        elif changes.instances:
+            wait = self._instances_at + INSTANCES_EVERY_S - model.clock()
+            if wait <= 0:
+                self._show_instances()
+            elif self._instances_timer is None:
+                self._instances_timer = self.set_timer(wait, self._show_instances)
         if changes:
             keep, self._jump_to = self._jump_to, None
             calls.show(model, changes, keep)
         self._write_events(changes)
         self._summarise()
+
+    def _show_instances(self) -> None:
+        """The instances panel and its fleet totals.
+
+        Every instance reports once a second, out of step with the others: shown as they
+        come, a fleet of ten redrew the panel at every repaint. It follows at most every
+        ``INSTANCES_EVERY_S``; a change of connection or a rebuild shows at once.
+        """
+        if self._instances_timer is not None:
+            self._instances_timer.stop()
+            self._instances_timer = None
+        model = self.model
+        self._instances_at = model.clock()
+        instances = self.query_one("#instances", InstancesTable)
+        instances.show(model)
+        totals = fleet_totals(model)
+        subtitle = (
+            f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
+            f"{totals.free_slots} free slots · {totals.full} full"
+        )
+        if totals.refusals_last_minute is not None:
+            subtitle += f" · {totals.refusals_last_minute} refused/min"
+        instances.border_subtitle = subtitle
 
     def _write_events(self, changes: Changes) -> None:
         log = self.query_one("#events", EventsPane)
