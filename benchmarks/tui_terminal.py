@@ -252,6 +252,23 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
+def start_profilers(
+    folder: Path, stem: str, pids: dict[str, int], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each process for ``seconds``: collapsed stacks in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+            + ["--format", "raw", "--duration", str(int(seconds))]
+            + ["--output", str(folder / f"{who}-{stem}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for who, pid in pids.items()
+    ]
+
+
 class Tmux:
     """A private tmux server with one window running the dashboard."""
 
@@ -393,17 +410,9 @@ async def measure(
         drops_before = await asyncio.to_thread(slow_drops, sup)
         spies = []
         if profile is not None:
-            profile.mkdir(parents=True, exist_ok=True)
-            for who, pid in (("dashboard", tmux.pid), ("supervisor", sup.proc.pid)):
-                out = profile / f"{who}-{label}-{calls}-{size}.txt"
-                spies.append(
-                    subprocess.Popen(
-                        [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
-                        + ["--format", "raw", "--duration", str(int(seconds)), "-o", str(out)],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+            stem = f"{label}-{calls}-{size}"
+            pids = {"dashboard": tmux.pid, "supervisor": sup.proc.pid}
+            spies = await asyncio.to_thread(start_profilers, profile, stem, pids, seconds)
         before, _ = proc_cpu_rss(tmux.pid)
         started = last = time.perf_counter()
         while time.perf_counter() - started < seconds:

@@ -268,12 +268,12 @@ class OperatorHub:
         events, self._after_commit = self._after_commit, []
         try:
             failed = self.store.record_calls(changes)
-        except Exception as exc:
+        except Exception as error:
             log.exception("could not record %d call starts and ends", len(changes))
-            failed = [(change, exc) for change in changes]
-        for change, exc in failed:
+            failed = [(change, error) for change in changes]
+        for change, why in failed:
             what = "start" if isinstance(change, LiveCall) else "end"
-            log.error("could not record the %s of call %s: %s", what, change.call_id, exc)
+            log.error("could not record the %s of call %s: %s", what, change.call_id, why)
         self.counters.store_errors += len(failed)
         ended = sum(isinstance(change, CallRecord) for change in changes)
         self.counters.calls_recorded += ended - sum(

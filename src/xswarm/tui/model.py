@@ -476,7 +476,7 @@ class DashboardModel:
             self._changes.calls.discard(call_id)
 
     def set_filter(self, text: str) -> None:
-        """A new filter rebuilds the table; the same one again (Escape on no filter) costs nothing."""
+        """A new filter rebuilds the table; the same again (Escape, no filter) costs nothing."""
         wanted = text.strip().lower()
         if wanted != self.filter_text:
             self.filter_text = wanted
