@@ -25,7 +25,7 @@ from aiohttp import web
 
 from xswarm.protocol import control
 from xswarm.protocol.control import suggestion_problem
-from xswarm.protocol.operator import Batch, Hangup, InjectSuggestion
+from xswarm.protocol.operator import Batch, Hangup, InjectSuggestion, Watch
 from xswarm.supervisor.batching import Coalescer, call_key
 from xswarm.supervisor.fleet import CallRecord, Fleet, LiveCall, Outcome, instance_names, iso
 from xswarm.supervisor.store import Store
@@ -41,6 +41,9 @@ DEFAULT_BATCH_INTERVAL = 1.0
 # Events per ``batch`` message: a flush of a large fleet goes out as several moderate
 # messages, so that a dashboard decoding one still answers keys between them.
 MAX_BATCH_EVENTS = 500
+# Calls that no batching operator watches (off every screen) get their merged updates every
+# this many batch intervals; the watched ones every interval.
+BACKGROUND_FLUSHES = 5
 # Call starts and ends are committed together at most this long after the first of a group:
 # at 5000 live calls, ~8 commits a second instead of ~80, and events wait at most this long.
 COMMIT_GROUP_S = 0.1
@@ -55,6 +58,8 @@ class Operator:
     subscribed: bool = False
     # Asked for batches: per-call updates reach it coalesced, once per batch interval.
     batched: bool = False
+    # The call ids it watches (``watch``); None: every call, at the full batch rate.
+    watching: frozenset[str] | None = None
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(OPERATOR_QUEUE))
     dropped: int = 0
     closing: bool = False
@@ -114,6 +119,7 @@ class OperatorHub:
         self._calls_changed = False
         self.batch_interval = batch_interval
         self.held = Coalescer()
+        self._flushes = 0
         self._flusher: asyncio.Task[None] | None = None
         # Starts and ends not yet committed, and the operator events that wait for them.
         self._unwritten: list[LiveCall | CallRecord] = []
@@ -316,19 +322,39 @@ class OperatorHub:
         due = self.held.take_call(key) if key is not None else []
         if not due:
             return json.dumps(event)
-        return json.dumps(Batch(iso(time.time()), (*due, event)).encode())
+        batch = Batch(iso(time.time()), (*due, event), self.background_s)
+        return json.dumps(batch.encode())
+
+    @property
+    def background_s(self) -> float:
+        return self.batch_interval * BACKGROUND_FLUSHES
+
+    def watch(self, op: Operator, command: Watch) -> None:
+        op.watching = None if command.call_ids is None else frozenset(command.call_ids)
 
     def flush_batches(self) -> None:
-        """Send what is held to the subscribers that asked for batches."""
+        """Send what is held to the subscribers that asked for batches.
+
+        Updates of calls that some batching subscriber watches go every time; the others
+        every ``BACKGROUND_FLUSHES`` times (merged meanwhile), unless a subscriber watches
+        everything. A fleet's dashboard shows a few dozen rows of thousands of calls.
+        """
         if not len(self.held):
             return
-        events = self.held.take_all()
+        self._flushes += 1
         receivers = [op for op in self.operators if op.subscribed and op.batched]
-        if not receivers:
+        every = any(op.watching is None for op in receivers)
+        watched = frozenset().union(*(op.watching or () for op in receivers))
+        if not receivers or every or self._flushes % BACKGROUND_FLUSHES == 0:
+            events = self.held.take_all()
+        else:
+            events = self.held.take_calls(watched)
+        if not receivers or not events:
             return
         ts = iso(time.time())
         for start in range(0, len(events), MAX_BATCH_EVENTS):
-            text = json.dumps(Batch(ts, tuple(events[start : start + MAX_BATCH_EVENTS])).encode())
+            part = tuple(events[start : start + MAX_BATCH_EVENTS])
+            text = json.dumps(Batch(ts, part, self.background_s).encode())
             for op in receivers:
                 self._offer(op, text)
 

@@ -68,6 +68,9 @@ class CallDetailScreen(LiveScreen):
         self._events_written = 0
         self._transcript = ""
 
+    def watched(self) -> list[str]:
+        return [self.call_id]
+
     def compose(self) -> ComposeResult:
         yield Header(icon="☎")
         yield Static(id="summary")

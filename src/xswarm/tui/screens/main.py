@@ -44,7 +44,7 @@ from xswarm.tui.widgets.virtual_table import VirtualTable
 
 WIDE_AT = 120
 EVENT_LINES_PER_PAINT = 20
-TITLE_EVERY_S = 2.0
+TITLE_EVERY_S = 10.0
 INSTANCES_EVERY_S = 1.0
 VIEW_CYCLE: tuple[str | None, ...] = (*TOP_VIEWS, None)
 
@@ -179,6 +179,9 @@ class MainScreen(LiveScreen):
             self.sub_title = sub_title
             self._titled_at = now
             self._titled_filter = model.filter_text
+
+    def watched(self) -> list[str]:
+        return self.query_one("#calls", CallsTable).visible_keys()
 
     def selected_call(self) -> str | None:
         return self.query_one("#calls", CallsTable).selected_key()
