@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xswarm.supervisor.batching import Coalescer
 from xswarm.protocol.operator import Watch
+from xswarm.supervisor.batching import Coalescer
 from xswarm.supervisor.hub import BACKGROUND_FLUSHES, MAX_BATCH_EVENTS, Operator, OperatorHub
 from xswarm.supervisor.store import Store
 
