@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Header, Input
 
 from xswarm.tui.messages import (
     FilterChanged,
@@ -38,6 +38,7 @@ from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
 from xswarm.tui.widgets.events import EventsPane, event_text
+from xswarm.tui.widgets.footer import KeysFooter
 from xswarm.tui.widgets.instances import InstancesTable
 from xswarm.tui.widgets.summary import SummaryLine
 from xswarm.tui.widgets.virtual_table import VirtualTable
@@ -79,7 +80,7 @@ class MainScreen(LiveScreen):
             yield EventsPane(LOG_EVENTS_KEPT, id="events")
         yield SummaryLine(id="calls-summary")
         yield CallsTable(self.model, id="calls")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
