@@ -167,3 +167,41 @@ def test_config_and_its_sections_are_frozen() -> None:
         c.bridge = c.for_instance(1).bridge  # type: ignore[misc]
     with pytest.raises(AttributeError):
         c.dashboard.instances.append("ws://x/control")  # type: ignore[attr-defined]
+
+
+def test_an_instance_device_pins_that_instance_engine_only() -> None:
+    c = config.from_mapping(
+        {
+            "voice.bridge.instances.1": {"device": "cuda:0"},
+            "voice.bridge.instances.2": {"device": "cuda:1", "port": 12002},
+            "voice.bridge.instances.3": {"device": "cpu"},
+        }
+    )
+    assert c.for_instance(1).moshi.device == "cuda:0"
+    two = c.for_instance(2)
+    assert two.moshi.device == "cuda:1" and two.bridge.port == 12002
+    assert c.for_instance(3).moshi.device == "cpu"
+    assert c.for_instance(4).moshi.device == "cuda" and c.moshi.device == "cuda"
+    assert two.moshi.dtype == c.moshi.dtype and two.moshi.slots == c.moshi.slots
+    # A GPU is not swapped under live calls: the moved device needs a restart.
+    applied, restart = config.reload_changes(c.for_instance(1), two)
+    assert "[voice.moshi] device" in restart and "[voice.moshi] device" not in applied
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:", "cuda:x", "CUDA:0", "cuda:0 ", "mps", ""])
+def test_an_instance_device_must_name_cpu_or_a_cuda_index(device: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.from_mapping({"voice.bridge.instances.2": {"device": device}}, "c.toml")
+    assert str(caught.value) == (
+        'c.toml: [voice.bridge.instances.2] device: expected "cpu", "cuda" or "cuda:N" (N the '
+        f'GPU\'s index as nvidia-smi -L lists it), got {device!r}; e.g. device = "cuda:0"'
+    )
+
+
+def test_an_instance_device_of_the_wrong_type_and_unknown_instance_keys_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"instances.1\] device: expected a string, got int"):
+        config.from_mapping({"voice.bridge.instances.1": {"device": 0}})
+    with pytest.raises(
+        ConfigError, match="expected one of host, port, max_concurrent_calls, device"
+    ):
+        config.from_mapping({"voice.bridge.instances.1": {"dtype": "fp32"}})

@@ -8,7 +8,7 @@ set -euo pipefail
 # each release's venv with Debian's own python3, as a server would. prometheus: Debian ships
 # promtool only in it (tests/ops/test_prometheus.py). chromium: the web client's browser test
 # (tests/web/test_browser.py), headless, with a fake microphone. openssl: test certificates
-# (tests/support/certs.py).
+# (tests/support/certs.py). iproute2: `ip netns`, the hosts of tests/fleet/test_three_hosts.py.
 want=(systemd systemd-container haproxy iproute2 procps python3-venv prometheus chromium openssl)
 missing=()
 for pkg in "${want[@]}"; do

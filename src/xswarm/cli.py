@@ -20,12 +20,15 @@ SUBCOMMANDS = (
     "call",
     "dashboard",
     "doctor",
+    "drain",
     "install",
     "models",
     "reloadctl",
     "rollback",
     "status",
+    "targets",
     "twilio",
+    "undrain",
     "upgrade",
 )
 

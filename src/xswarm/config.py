@@ -138,6 +138,13 @@ class BridgeSection:
         help="host names the supervisor uses in [dashboard] instances to reach /control "
         "(Host header), space-separated; IP literals, localhost and public_url's host always work",
     )
+    control_allow: tuple[str, ...] = setting(
+        (),
+        help="networks (CIDRs or addresses) the supervisor may subscribe to /control from, e.g. "
+        '["10.77.0.0/24"]; loopback is always allowed; empty: any source (the token is '
+        "required either way); a refused source gets 403 and counts in "
+        "xswarm_control_refused_total",
+    )
     tls_cert: str = setting(
         "",
         live=False,
@@ -244,7 +251,12 @@ class MoshiSection:
     mimi_weights: str = setting("", live=False, help="local path; empty: from hf_repo")
     tokenizer: str = setting("", live=False, help="local path; empty: from hf_repo")
     config: str = setting("", live=False, help="model config.json; empty: Kyutai's 7B")
-    device: str = setting("cuda", live=False)
+    device: str = setting(
+        "cuda",
+        live=False,
+        help='"cpu", "cuda" or "cuda:N", N the GPU\'s index as nvidia-smi -L lists it; '
+        "one instance per GPU: [voice.bridge.instances.N] device",
+    )
     dtype: Literal["bf16", "fp16", "fp32"] = setting("bf16", live=False)
     slots: int = setting(
         0,
@@ -308,7 +320,14 @@ class DashboardSection:
     host: str = setting("127.0.0.1", live=False)
     port: int = setting(SUPERVISOR_PORT, live=False, min=1, max=65535)
     instances: tuple[str, ...] = setting(
-        (), help="control URLs to supervise; empty: the local bridge"
+        (),
+        help="control URLs to supervise: wss://HOST:PORT/control across hosts (ws:// only on "
+        "loopback), #NAME at the end names the instance; empty: the local bridge",
+    )
+    ca_file: str = setting(
+        "",
+        help="PEM bundle of the CA(s) that signed the bridges' certificates, for wss:// "
+        "instances; empty: the system's trust store; hostname checking is always on",
     )
     history_limit: int = setting(100000, min=10, max=100_000_000)
     stale_after: float = setting(2.0, min=0.1, max=600)
@@ -322,6 +341,27 @@ class DashboardSection:
         "",
         help="host names operators use to reach the API (Host header), space-separated; IP "
         "literals and localhost always work, any other name is refused (DNS rebinding)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaproxySection:
+    """``[haproxy]``: the front door (``xswarm install --haproxy``) and the bridges on other
+    hosts it balances calls over, besides this host's own instances."""
+
+    backends: tuple[str, ...] = setting(
+        (),
+        help='bridges on other hosts, as "host:port" ("[v6addr]:port" for IPv6), e.g. '
+        '["10.0.0.2:9998", "voice2.example.com:9998"]; each must list this host in its '
+        "[voice.bridge] trusted_proxies; xswarm install --backends overrides this list",
+    )
+    backend_ca_file: str = setting(
+        "",
+        help="absolute path of the PEM CA that signed the backends' [voice.bridge] tls_cert: "
+        "HAProxy then reaches every backend over TLS, verifying the certificate names the "
+        "backend's host as written in backends (HAProxy 2.6 matches DNS names and the CN "
+        "only: for an IP address, put the IP in a DNS subjectAltName or the CN too); "
+        "empty: plain TCP, calls cross the network in clear",
     )
 
 
@@ -352,6 +392,7 @@ class Config:
     suggestions: SuggestionsSection = _section("voice.suggestions", SuggestionsSection)
     moshi: MoshiSection = _section("voice.moshi", MoshiSection)
     dashboard: DashboardSection = _section("dashboard", DashboardSection)
+    haproxy: HaproxySection = _section("haproxy", HaproxySection)
     paths: PathsSection = _section("paths", PathsSection)
     logging: LoggingSection = _section("logging", LoggingSection)
     source: str = "built-in defaults"
@@ -365,8 +406,9 @@ class Config:
         """The config one bridge process sees: ``--instance N`` moves the port, never onto 9999."""
         if instance is None:
             return self
-        overrides = {"port": self.bridge.instance_port_base + instance}
+        overrides: dict[str, Any] = {"port": self.bridge.instance_port_base + instance}
         overrides.update(self.instances.get(instance, {}))
+        device = overrides.pop("device", None)
         port = overrides["port"]
         where = f"[voice.bridge.instances.{instance}] port"
         if not 1 <= port <= 65535:
@@ -378,7 +420,10 @@ class Config:
                 f"instance {instance} would listen on {port}, the supervisor's port; "
                 "set instance_port_base or a per-instance port",
             )
-        return self.with_bridge(**overrides)
+        view = self.with_bridge(**overrides)
+        if device is None:
+            return view
+        return dataclasses.replace(view, moshi=dataclasses.replace(view.moshi, device=device))
 
     def state_dir(self) -> Path:
         """Where SQLite and caches live: config, then systemd's $STATE_DIRECTORY, then defaults."""
@@ -438,8 +483,19 @@ def _schema() -> tuple[dict[str, str], dict[str, type[Any]], dict[str, dict[str,
 # every key's rules: all derived from the section dataclasses above.
 SECTIONS, _SECTION_TYPES, SCHEMA = _schema()
 
-# Per-instance overrides under [voice.bridge.instances.N]: only these keys.
-INSTANCE_KEYS = ("host", "port", "max_concurrent_calls")
+# Per-instance overrides under [voice.bridge.instances.N]: only these keys, each with the
+# section whose key it replaces for that instance (``device`` pins its engine to one GPU).
+INSTANCE_SECTIONS = {
+    "host": "voice.bridge",
+    "port": "voice.bridge",
+    "max_concurrent_calls": "voice.bridge",
+    "device": "voice.moshi",
+}
+INSTANCE_KEYS = tuple(INSTANCE_SECTIONS)
+
+# What an instance's ``device`` may name: the engine refuses anything else at start, but a
+# per-instance device is written by install and pins a GPU, so it is checked at load.
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,4})?")
 
 
 def defaults() -> Config:
@@ -573,7 +629,15 @@ def _instance_overrides(table: Mapping[str, Any], section: str, source: str) -> 
                 f"[{section}] {_key_name(key)}",
                 f"not per-instance; expected one of {', '.join(INSTANCE_KEYS)}",
             )
-        out[key] = _check(value, SCHEMA["voice.bridge"][key], f"[{section}] {key}", source)
+        where = f"[{section}] {key}"
+        out[key] = _check(value, SCHEMA[INSTANCE_SECTIONS[key]][key], where, source)
+        if key == "device" and not _DEVICE.fullmatch(value):
+            raise ConfigError(
+                source,
+                where,
+                f'expected "cpu", "cuda" or "cuda:N" (N the GPU\'s index as nvidia-smi -L '
+                f'lists it), got {value[:64]!r}; e.g. device = "cuda:0"',
+            )
     return out
 
 
@@ -683,6 +747,78 @@ def url_host_problem(url: str) -> str | None:
     return f"{url!r}: {problem}" if problem else None
 
 
+def backend_address(entry: str) -> tuple[str, int]:
+    """One of ``[haproxy] backends`` as (host, port), the host in one canonical spelling (an
+    IP compressed, a name in lower case) so that two spellings of one server are one server.
+    Raises ValueError saying what is wrong with ``entry`` and how it should look."""
+    example = "such as 10.0.0.2:9998, voice2.example.com:9998 or [fd00::2]:9998"
+    if not entry.isascii() or not entry.isprintable() or any(c.isspace() for c in entry):
+        raise _bad_backend(entry, f"expected host:port {example} (control or space characters)")
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise _bad_backend(entry, f"expected [IPv6]:port {example}")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _bad_backend(entry, f"{host!r} in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port_text = entry.rpartition(":")
+        if not colon:
+            raise _bad_backend(entry, f"has no port; expected host:port {example}")
+        if ":" in host:
+            raise _bad_backend(entry, f"write an IPv6 address in brackets, {example}")
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise _bad_backend(entry, f"port {port_text!r}: expected a port from 1 to 65535")
+    problem = host_problem(host)
+    if problem:
+        raise _bad_backend(entry, problem)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower().rstrip("."), int(port_text)
+    if address.is_unspecified:
+        raise _bad_backend(entry, "is a wildcard address; name the host HAProxy connects to")
+    return str(address), int(port_text)
+
+
+def _bad_backend(entry: str, problem: str) -> ValueError:
+    return ValueError(f"{entry!r}: {problem}")
+
+
+def backend_addresses(entries: tuple[str, ...] | list[str]) -> list[tuple[str, int]]:
+    """Every backend parsed (``backend_address``), each once; ValueError names the first wrong
+    one or the first listed twice."""
+    seen: dict[tuple[str, int], str] = {}
+    for entry in entries:
+        address = backend_address(entry)
+        if address in seen:
+            raise ValueError(
+                f"{entry!r} is the same server as {seen[address]!r}; list each backend once"
+            )
+        seen[address] = entry
+    return list(seen)
+
+
+_CA_PATH = re.compile(r"/[A-Za-z0-9_./+@-]+")
+
+
+def _check_haproxy(config: Config) -> None:
+    try:
+        backend_addresses(config.haproxy.backends)
+    except ValueError as exc:
+        raise ConfigError(config.source, "[haproxy] backends", str(exc)) from None
+    ca_file = config.haproxy.backend_ca_file
+    if ca_file and (not _CA_PATH.fullmatch(ca_file) or ".." in ca_file.split("/")):
+        raise ConfigError(
+            config.source,
+            "[haproxy] backend_ca_file",
+            f"expected an absolute path of letters, digits and ._+@/- such as "
+            f"/etc/xswarm/fleet-ca.pem, got {ca_file!r}",
+        )
+
+
 def require_public_url(config: Config, twilio_auth_token: str | None) -> None:
     """With ``TWILIO_AUTH_TOKEN`` set, the bridge needs ``public_url``: the only other source
     of the URL Twilio signed is the request itself, X-Forwarded-* included, which the caller
@@ -729,6 +865,18 @@ def _check_trusted_proxies(config: Config) -> None:
             ) from None
 
 
+def _check_control_allow(config: Config) -> None:
+    for entry in config.bridge.control_allow:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                config.source,
+                "[voice.bridge] control_allow",
+                f"expected IP addresses or CIDRs such as 10.77.0.0/24, got {entry!r}",
+            ) from None
+
+
 def _check_tls(config: Config) -> None:
     if config.bridge.tls_key and not config.bridge.tls_cert:
         raise ConfigError(
@@ -743,6 +891,8 @@ def _check_cross(config: Config) -> None:
     _check_tls(config)
     _check_public_url(config)
     _check_trusted_proxies(config)
+    _check_haproxy(config)
+    _check_control_allow(config)
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(

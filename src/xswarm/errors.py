@@ -10,6 +10,7 @@
     │   └── FormError    protocol.twilio: a webhook form refused, with its HTTP status
     ├── ClientError      client.common: a simulated call cannot be placed or go on (exit 1)
     ├── InstallError     ops.install: something install needs is missing or refused (exit 1)
+    ├── GpuDiscoveryError ops.gpus: --instances auto finds no GPU, or one named is absent (exit 1)
     ├── TlsError         tls: a certificate or key is unreadable, mismatched or expired (exit 1)
     ├── TokenError       tokens: a token is missing off loopback, or its file is unsafe (exit 78)
     ├── ReleaseError     ops.releases: a release cannot be built, found or switched to (exit 1)
@@ -17,6 +18,7 @@
     ├── UntrustedPathError ops.files: root will not act on a path others could have planted (exit 1)
     ├── BackupError      ops.backup: the database cannot be found or copied        (exit 1)
     ├── RolloutError     ops.rolling: an upgrade or rollback stopped; what runs is said (exit 1)
+    ├── HaproxyError     ops.haproxy: no admin socket, a command refused, a drain unfinished
     └── ReloadError      ops.reloadctl: the service refused or never answered a reload (exit 1)
 
 Deep code raises these; the process boundary (a console script's ``main``) prints the

@@ -1,6 +1,7 @@
 """Certificates: checking a PEM pair, serving it, and renewing it without a restart.
 
 Shared by the bridge (which terminates TLS itself when ``[voice.bridge] tls_cert`` is set),
+the supervisor (which checks bridges on ``wss://`` against ``[dashboard] ca_file``),
 ``xswarm install --tls-cert`` (which copies the pair for HAProxy) and ``xswarm doctor``.
 The standard library's ``ssl`` checks that a certificate parses and that the key belongs to
 it; its expiry is read here from the certificate's DER (the two fields we need do not justify
@@ -195,3 +196,30 @@ class ServerTls:
         """Read the files again (a renewal); a bad pair raises and the served one stays."""
         self.certificate = load_pair(self.context, self.pair)
         return self.certificate
+
+
+def client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """How the supervisor checks a bridge's certificate on ``wss://``: against ``ca_file`` (a
+    PEM bundle: a private CA) when given, else the system's trust store. Hostname checking
+    stays on (``PROTOCOL_TLS_CLIENT``): a certificate is good only for the names and
+    addresses it lists. Built once and again on reload, not per connection."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(ALPN)
+    if ca_file is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+    certificate = read_certificate(ca_file)
+    if certificate.seconds_left() <= 0:
+        raise TlsError(
+            f"CA certificate {ca_file} expired on {certificate.expires}; put the CA that signs "
+            "the bridges' current certificates there"
+        )
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except ssl.SSLError as exc:
+        raise TlsError(
+            f"{ca_file} is not a PEM bundle of CA certificates ({exc.reason or exc}); give the "
+            "CA that signed the bridges' certificates"
+        ) from None
+    return context

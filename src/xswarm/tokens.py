@@ -7,12 +7,14 @@ takes effect with ``systemctl reload``; it must be readable by the service and b
 nothing. A service that listens beyond loopback without its token refuses to start
 (:func:`require_token_off_loopback`): development mode is for a checkout, not a server.
 Every refusal is a :class:`TokenError`, exit status 78, one line naming the variable and the
-fix.
+fix. The supervisor may hold a different control token per instance (bridges on other hosts,
+other owners): :func:`read_instance_tokens`; the shared one stays the default.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping
 
@@ -87,3 +89,60 @@ def require_token_off_loopback(token: str | None, variable: str, hosts: Iterable
             f"loopback; set {variable} (or {variable}{FILE_SUFFIX}) in /opt/xswarm/.env, or "
             "bind 127.0.0.1"
         )
+
+
+# A token for one supervised instance, overriding XSWARM_CONTROL_TOKEN for it alone:
+# XSWARM_CONTROL_TOKEN_FOR_<KEY> (or ..._FILE), or a file named <key> in the directory
+# XSWARM_CONTROL_TOKEN_DIR (systemd: LoadCredential=<key>:PATH with XSWARM_CONTROL_TOKEN_DIR=%d).
+INSTANCE_TOKEN_INFIX = "_FOR_"
+TOKEN_DIR_SUFFIX = "_DIR"
+_NOT_IN_A_KEY = re.compile(r"[^A-Za-z0-9]+")
+_NOT_IN_A_FILE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def instance_token_variable(variable: str, instance: str) -> str:
+    """``XSWARM_CONTROL_TOKEN_FOR_VOICE_B`` for instance ``voice-b`` (``10.0.0.5:10001`` is
+    ``..._FOR_10_0_0_5_10001``): upper-cased, each run of other characters one ``_``."""
+    key = _NOT_IN_A_KEY.sub("_", instance).strip("_").upper()
+    return f"{variable}{INSTANCE_TOKEN_INFIX}{key}"
+
+
+def instance_token_file_name(instance: str) -> str:
+    """The file an instance's token has in the token directory: its name, with each run of
+    characters a systemd credential name cannot hold (``:``, ``/``) as one ``_``."""
+    return _NOT_IN_A_FILE_NAME.sub("_", instance).strip("_") or "_"
+
+
+def read_instance_tokens(
+    variable: str, instances: Iterable[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
+    """Each instance's token: its own when one is given, else ``variable``'s (None: none).
+
+    Read at start and on every reload, with the rules of :func:`read_token` (a file must be
+    private); an instance with its own token both in a variable and in the directory is
+    refused, so that nobody edits one and wonders why the other still applies.
+    """
+    env = os.environ if environ is None else environ
+    shared = read_token(variable, env)
+    folder_variable = variable + TOKEN_DIR_SUFFIX
+    folder = env.get(folder_variable) or None
+    if folder is not None and not os.path.isdir(folder):
+        raise TokenError(
+            f"{folder_variable}={folder}: is not a directory; point it at the folder that holds "
+            "one token file per instance (systemd: %d, the credentials directory)"
+        )
+    tokens: dict[str, str | None] = {}
+    for instance in instances:
+        own_variable = instance_token_variable(variable, instance)
+        own = read_token(own_variable, env)
+        if folder is not None:
+            path = os.path.join(folder, instance_token_file_name(instance))
+            if os.path.lexists(path):
+                if own is not None:
+                    raise TokenError(
+                        f"instance {instance} has a token both in {own_variable} and in "
+                        f"{path}; keep only one of them"
+                    )
+                own = _read_private_file(path, folder_variable)
+        tokens[instance] = own if own is not None else shared
+    return tokens

@@ -320,3 +320,21 @@ def test_one_slow_step_a_second_does_not_make_the_loop_overloaded() -> None:
         loop.finish_tick([call], 0.05 if k % 50 == 0 else 0.005, late=k % 50 == 0, now=t)
         t += 0.02
     assert not loop.overloaded
+
+
+async def test_a_burst_served_on_arrival_loses_no_frame() -> None:
+    """Carriers send 100-200 ms per message: a burst of frames arrives at once. Those the
+    arrival step does not take wait for the ticks; none is taken and thrown away (one frame
+    a burst was, uncounted, before)."""
+    loop, _ = new_loop(capacity=1)
+    call, sink = new_call(), Sink()
+    loop.attach(call, sink)
+    await loop.tick()  # the join
+    values = [0.1 * (n + 1) for n in range(5)]
+    for value in values:
+        frames(call, 1, value=value)
+    await loop.serve_arrived(call)
+    while len(call.input) >= FRAME:
+        await loop.tick()
+    heard = [float(pcm[0]) for pcm, _, _ in sink.delivered if pcm is not None]
+    assert heard == pytest.approx(values)

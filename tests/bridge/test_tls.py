@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -178,3 +181,26 @@ def test_a_bad_pair_at_start_exits_78_with_one_line(ca: PrivateCa, tmp_path: Pat
     assert len(errors) == 1, log
     assert f"the key {other.key} does not belong to the certificate {good.cert}" in errors[0]
     assert "Traceback" not in log
+
+
+async def test_a_stopping_bridge_closes_its_subscribers_with_a_handshake(
+    ca: PrivateCa, tmp_path: Path
+) -> None:
+    """SIGTERM with a supervisor subscribed over TLS: the subscriber gets every event queued
+    before the stop, then a WebSocket close (1001), and the bridge exits. Without the close
+    handshake the TLS socket waited for the peer's close_notify (30 s in asyncio), and the
+    supervisor saw the bridge as up all that time."""
+    with tls_bridge(tmp_path / "bridge", ca.leaf("server", 1), ca) as bridge:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"wss://localhost:{bridge.port}/control", ssl=client_context(ca)) as ws,
+        ):
+            hello = await ws.receive_json(timeout=10)
+            assert hello["type"] == "hello"
+            bridge.proc.send_signal(signal.SIGTERM)
+            seen = []
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    seen.append(json.loads(message.data)["type"])
+            assert ws.close_code == 1001, (ws.close_code, seen)
+        assert await asyncio.to_thread(bridge.proc.wait, 20) == 0, bridge.log()

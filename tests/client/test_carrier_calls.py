@@ -24,30 +24,34 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
 
 
 @pytest.mark.parametrize(
-    ("transport", "codec"),
+    ("transport", "codec", "rate"),
     [
-        ("telnyx", "PCMU"),
-        ("telnyx", "PCMA"),
-        ("plivo", "PCMU"),
-        ("plivo", "L16"),
-        ("exotel", "L16"),
+        ("telnyx", "PCMU", 8000),
+        ("telnyx", "PCMA", 8000),
+        ("plivo", "PCMU", 8000),
+        ("plivo", "L16", 8000),
+        ("plivo", "L16", 16000),
+        ("exotel", "L16", 8000),
+        ("exotel", "L16", 16000),
+        ("exotel", "L16", 24000),
     ],
 )
 def test_carrier_call_gets_the_sample_back(
-    bridge: BridgeProcess, tmp_path: Path, transport: str, codec: str
+    bridge: BridgeProcess, tmp_path: Path, transport: str, codec: str, rate: int
 ) -> None:
     out = tmp_path / "reply.wav"
     done = run_call(
         "--transport", transport, "--codec", codec, "--url", bridge.ws_url, "--out", str(out),
-        "--dtmf", "1#",
+        "--dtmf", "1#", "--sample-rate", str(rate),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"/{transport} ({transport})" in done.stdout
     assert "warning" not in done.stderr, done.stderr
-    voice, reply = read_wav(SAMPLE_WAV, 8000), read_wav(out, 8000)
+    assert f"at {rate} Hz" in done.stdout
+    voice, reply = read_wav(SAMPLE_WAV, rate), read_wav(out, rate)
     lag, correlation = similarity(reply, voice)
     assert correlation > 0.95, done.stdout
-    assert lag < 8000 * 0.1
+    assert lag < rate * 0.1
     assert f"call started: {transport}" in bridge.log()
 
 
@@ -55,6 +59,22 @@ def test_a_codec_the_carrier_does_not_carry_is_refused_before_calling(tmp_path: 
     done = run_call("--transport", "exotel", "--codec", "PCMU", "--url", "ws://127.0.0.1:9")
     assert done.returncode != 0
     assert "exotel streams carry L16, not PCMU" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--transport", "telnyx", "--sample-rate", "16000"), "telnyx streams PCMU at 8000 Hz"),
+        (("--transport", "plivo", "--sample-rate", "24000"), "plivo streams PCMU at 8000 Hz"),
+        (("--transport", "twilio", "--sample-rate", "16000"), "twilio streams have a fixed rate"),
+    ],
+)
+def test_a_rate_the_stream_cannot_carry_is_refused_before_calling(
+    args: tuple[str, ...], words: str
+) -> None:
+    done = run_call(*args, "--url", "ws://127.0.0.1:9")
+    assert done.returncode != 0
+    assert words in done.stderr, done.stderr
 
 
 def test_the_carrier_token_opens_the_endpoints_and_a_wrong_one_does_not(tmp_path: Path) -> None:

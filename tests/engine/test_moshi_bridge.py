@@ -202,3 +202,24 @@ def test_auto_takes_moshi_when_it_loads_and_echo_when_it_cannot(
     ) as bridge:
         assert "engine auto: chose echo" in bridge.log()
         assert "device cuda:99 not found" in bridge.log()
+
+
+async def test_an_instance_runs_its_engine_on_its_own_device_and_says_so(
+    tmp_path: Path, tiny_moshi: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    """``[voice.moshi] device`` names a GPU this machine lacks: only the instance's own
+    ``device = "cpu"`` lets xswarm-voice@1 start, and /readyz and instance_status name it."""
+    port = free_port()
+    toml = moshi_bridge_toml(tiny_moshi, device="cuda:7") + (
+        f'[voice.bridge.instances.1]\nport = {port}\ndevice = "cpu"\n'
+    )
+    with running_bridge(
+        tmp_path, toml, env=ONE_THREAD, args=["--instance", "1"], port=port, ready_timeout=120
+    ) as bridge:
+        status, ready = bridge.get("/readyz")
+        assert status == 200 and ready["device"] == "cpu" and ready["engine"] == "moshi"
+        async with ControlClient(http, bridge.ws_url) as control:
+            event = await control.wait_for("instance_status")
+        assert event["device"] == "cpu" and "gpu" not in event
+        assert event["engine_details"]["device"] == "cpu"
+        assert event["engine_details"]["slots"] >= 1

@@ -68,3 +68,31 @@ def test_status_render_is_one_table() -> None:
     assert "DOWN" in text
     unaccounted = status.render(None, [status.Row("u", 1, memory_max=1 << 30)])
     assert "- / 1.0G" in unaccounted and "none installed" in unaccounted
+
+
+def test_status_shows_the_device_each_instance_runs_on_and_its_card() -> None:
+    rows = [
+        status.Row(
+            "xswarm-voice@1.service",
+            10001,
+            calls="0/80",
+            device="cuda:0",
+            gpu="NVIDIA H200 at 0000:1a:00.0",
+        ),
+        status.Row(
+            "xswarm-voice@2.service",
+            10002,
+            calls="3/80",
+            device="cuda:1",
+            gpu="NVIDIA H200 at 0000:62:00.0",
+        ),
+        status.Row("xswarm-dashboard.service", 9999),
+    ]
+    lines = status.render("0.1.0", rows).splitlines()
+    assert lines[2].split()[-1] == "DEVICE"
+    assert lines[4].split()[-2:] == ["3/80", "cuda:1"] and lines[5].split()[-1] == "-"
+    assert lines[-3:] == [
+        "GPUs:",
+        "  xswarm-voice@1.service: cuda:0 NVIDIA H200 at 0000:1a:00.0",
+        "  xswarm-voice@2.service: cuda:1 NVIDIA H200 at 0000:62:00.0",
+    ]

@@ -10,6 +10,7 @@ else, the files keep the test's own user.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -23,8 +24,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from xswarm import config as config_module
 from xswarm.commands import backup, doctor, install, rollback, upgrade
 from xswarm.ops import releases
+from xswarm.ops.install import Report, write_scrape_targets
 from xswarm.ops.layout import Layout
 
 SERVICE = "nobody"
@@ -34,6 +37,7 @@ STAGING = ["--service-user", SERVICE]
 @pytest.fixture(scope="module")
 def installed(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Layout:
     root = tmp_path_factory.mktemp("root")
+    (root / "etc" / "prometheus").mkdir(parents=True)  # Prometheus runs on this host
     result = CliRunner().invoke(
         install.command,
         [
@@ -69,6 +73,25 @@ def test_install_builds_the_release_at_its_final_path(installed: Layout) -> None
     assert (installed.unit_dir / "xswarm-voice@.service.d" / "gpu.conf").exists()
     assert (installed.unit_dir / "xswarm-voice@2.socket.d" / "listen.conf").exists()
     assert "server voice2 127.0.0.1:10002 check" in installed.haproxy_config.read_text()
+
+
+def test_install_writes_this_hosts_prometheus_targets(installed: Layout) -> None:
+    host = socket.gethostname().split(".")[0]
+    voice = installed.prometheus_targets / f"voice-{host}.json"
+    groups = json.loads(voice.read_text())
+    assert [group["targets"] for group in groups] == [["127.0.0.1:10001"], ["127.0.0.1:10002"]]
+    assert all(group["labels"]["host"] == host for group in groups)
+    assert stat.S_IMODE(voice.stat().st_mode) == 0o644
+    dashboard = json.loads((installed.prometheus_targets / f"dashboard-{host}.json").read_text())
+    assert dashboard[0]["targets"] == ["127.0.0.1:9999"]
+
+
+def test_without_prometheus_here_install_says_where_the_targets_go(tmp_path: Path) -> None:
+    report = Report()
+    write_scrape_targets(Layout(tmp_path), config_module.defaults(), [], report)
+    (line,) = report.unchanged
+    assert "Prometheus is not on this host" in line and "xswarm targets" in line
+    assert not (tmp_path / "etc").exists()
 
 
 def test_config_and_env_come_from_templates_with_safe_modes(installed: Layout) -> None:

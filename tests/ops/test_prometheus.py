@@ -33,6 +33,8 @@ from tests.supervisor.support import running_supervisor, twilio_call
 from tests.support.bridge import free_port, running_bridge
 from tests.support.certs import https_get, make_ca, tls_bridge
 from tests.support.waiting import eventually, eventually_sync
+from xswarm.config import from_mapping
+from xswarm.ops.scrape_targets import host_targets
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PROMETHEUS = CHECKOUT / "deploy/prometheus"
@@ -415,9 +417,18 @@ def test_a_real_prometheus_scrapes_both_and_evaluates_every_rule(services: Servi
         sd["files"] = [sd["files"][0].replace("/etc/prometheus/xswarm", str(services.tmp))]
         sd["refresh_interval"] = "1s"
     (services.tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    for stem, target in (("voice", services.voice), ("dashboard", services.supervisor)):
-        group = [{"targets": [target], "labels": {"host": "local"}}]
-        (services.tmp / f"{stem}-local.json").write_text(json.dumps(group))
+    # The target files `xswarm targets` writes from the services' own config.
+    voice_port = int(services.voice.rsplit(":", 1)[1])
+    supervisor_port = int(services.supervisor.rsplit(":", 1)[1])
+    config = from_mapping(
+        {
+            "voice": {"bridge": {"engine": "echo", "port": voice_port}},
+            "dashboard": {"port": supervisor_port},
+        }
+    )
+    written = host_targets(config, [], "127.0.0.1", "local")
+    (services.tmp / written.voice_name).write_text(written.voice)
+    (services.tmp / written.dashboard_name).write_text(written.dashboard)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1"
     log = services.tmp / "prometheus.log"

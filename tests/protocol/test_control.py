@@ -41,6 +41,13 @@ EVENTS: list[control.Event] = [
         reloads=1,
         engine_details={"device": "cuda"},
     ),
+    control.InstanceStatus(
+        active_calls=0,
+        engine="moshi",
+        engine_details={"device": "cuda:1", "slots": 80},
+        device="cuda:1",
+        gpu="NVIDIA H200 at 0000:62:00.0",
+    ),
     control.CallStarted("c-1", "twilio", "1.2.3.4", "MZ1", "CA1", "+15550100"),
     control.CallStarted("c-2", "moshi", "::1"),
     control.CallStats("c-1", -30.5, -20.0, 4.2, None, 12.25, control.Counters(600, 590, 2)),
@@ -426,3 +433,15 @@ def test_bad_commands_get_one_precise_error(raw: str | bytes, reason: str) -> No
 )
 def test_suggestion_limits(text: str, priority: str, problem: str | None) -> None:
     assert control.suggestion_problem(text, priority) == problem
+
+
+def test_instance_status_names_its_device_only_when_it_has_one() -> None:
+    """Echo has no device and an older bridge sends none: the field is then absent, and a
+    decoder reads a missing or mistyped one as None."""
+    assert "device" not in control.InstanceStatus(engine="echo").encode()
+    body = control.InstanceStatus(device="cuda:3", gpu="NVIDIA H200 at 0000:c1:00.0").encode()
+    assert body["device"] == "cuda:3" and body["gpu"] == "NVIDIA H200 at 0000:c1:00.0"
+    old = control.InstanceStatus.decode({"type": "instance_status", "active_calls": 2})
+    assert old.device is None and old.gpu is None and old.active_calls == 2
+    bad = control.InstanceStatus.decode({"device": 3, "gpu": ["x"]})
+    assert bad.device is None and bad.gpu is None

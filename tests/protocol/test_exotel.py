@@ -72,7 +72,7 @@ def test_l16_payload_is_little_endian() -> None:
     [
         ("\xff{", 1007, "not JSON"),
         (json.dumps(dict(MEDIA, media={"payload": None})), 1007, "media.payload"),
-        (json.dumps(dict(MEDIA, media={"payload": "A" * 30000})), 1007, "16000 bytes"),
+        (json.dumps(dict(MEDIA, media={"payload": "A" * 64400})), 1007, "48000 bytes"),
         (json.dumps(dict(START, stream_sid="x" * 200)), 1007, "stream_sid"),
         (
             json.dumps(dict(START, start=dict(START["start"], custom_parameters={"a": 1}))),
@@ -81,10 +81,10 @@ def test_l16_payload_is_little_endian() -> None:
         ),  # type: ignore[arg-type]  # fmt: skip
         (
             json.dumps(
-                dict(START, start=dict(START["start"], media_format={"sample_rate": "16000"}))
+                dict(START, start=dict(START["start"], media_format={"sample_rate": "11025"}))
             ),
             1003,
-            "8000 Hz",
+            "8000 Hz, 16000 Hz or 24000 Hz",
         ),  # type: ignore[arg-type]  # fmt: skip
         (json.dumps({"event": "dtmf", "dtmf": {}}), 1007, "dtmf.digit"),
     ],
@@ -119,3 +119,18 @@ def test_the_simulated_caller_speaks_what_the_parser_reads() -> None:
     assert exotel.parse(caller.media(2, 1, 0, b"\x00" * 320)) == ms.Media(b"\x00" * 320, 0)
     assert exotel.parse(caller.dtmf(3, "1")) == ms.Dtmf("1")
     assert exotel.parse(caller.stop(4)) == ms.Stop("callended")
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_a_wideband_stream_names_its_rate(rate: int) -> None:
+    """Exotel streams 16 or 24 kHz when the applet's URL asks (?sample-rate=16000)."""
+    caller = exotel.Caller(sample_rate=rate)
+    start = exotel.parse(caller.opening()[1])
+    assert isinstance(start, ms.Start)
+    assert (start.encoding, start.sample_rate) == ("L16", rate)
+    assert exotel.DIALECT.min_outbound_ms == 100
+
+
+def test_the_simulated_caller_refuses_a_rate_exotel_does_not_stream() -> None:
+    with pytest.raises(ValueError, match="8000, 16000 or 24000 Hz, not 44100"):
+        exotel.Caller(sample_rate=44100)

@@ -62,7 +62,7 @@ def test_documented_messages_parse() -> None:
         ('{"no": "event"}', 1007, '"event"'),
         (json.dumps(dict(MEDIA, media="x")), 1007, '"media" must be an object'),
         (json.dumps(dict(MEDIA, media={"payload": ""})), 1007, "empty"),
-        (json.dumps(dict(MEDIA, media={"payload": "A" * 8000})), 1007, "more than 3200 bytes"),
+        (json.dumps(dict(MEDIA, media={"payload": "A" * 12000})), 1007, "more than 6400 bytes"),
         (json.dumps({"event": "playedStream", "name": 3}), 1007, '"name" must be a string'),
         (json.dumps(dict(START, start=dict(START["start"], callId=7))), 1007, "start.callId"),  # type: ignore[arg-type]
         (
@@ -118,3 +118,18 @@ def test_the_simulated_caller_speaks_what_the_parser_reads() -> None:
     assert plivo.parse(caller.dtmf(3, "*")) == ms.Dtmf("*")
     assert plivo.parse(caller.played(4, "m")) == ms.Mark("m")
     assert plivo.parse(caller.stop(5)) == ms.Stop()
+
+
+def test_l16_may_be_wideband_and_the_reply_says_so() -> None:
+    caller = plivo.Caller("L16", sample_rate=16000)
+    (opening,) = caller.opening()
+    start = plivo.parse(opening)
+    assert isinstance(start, ms.Start)
+    assert (start.encoding, start.sample_rate) == ("L16", 16000)
+    reply = json.loads(plivo.outbound(start).media(b"\x00\x00"))
+    assert reply["media"] == {"contentType": "audio/x-l16", "sampleRate": 16000, "payload": "AAA="}
+
+
+def test_mulaw_is_telephone_rate_only() -> None:
+    with pytest.raises(ValueError, match="PCMU at"):
+        plivo.Caller("PCMU", sample_rate=16000)

@@ -320,3 +320,25 @@ def test_a_bridge_without_refusal_counts_shows_none() -> None:
     (relayed,) = fleet.apply("a", {"type": "instance_status", "active_calls": 0}).events
     assert "refusals_total" not in relayed
     assert fleet.instances["a"].to_dict()["refusals_last_minute"] is None
+
+
+def test_an_instance_shows_its_gpu_and_slots_from_instance_status() -> None:
+    fleet, _ = make_fleet()
+    connect(fleet)
+    assert fleet.instances["a"].info().device is None
+    status = {
+        "type": "instance_status",
+        "device": "cuda:1",
+        "gpu": "NVIDIA H200 at 0000:62:00.0",
+        "engine_details": {"device": "cuda:1", "slots": 80, "step_ms_p99": 41.0},
+        "tick_p50_ms": 30.5,
+        "tick_p99_ms": 44.0,
+    }
+    fleet.apply("a", status)
+    info = fleet.instances["a"].to_dict()
+    assert info["device"] == "cuda:1" and info["gpu"] == "NVIDIA H200 at 0000:62:00.0"
+    assert info["slots"] == 80 and info["tick_p99_ms"] == 44.0
+    # A status without them (an older bridge, a mistyped field) keeps what was known.
+    fleet.apply("a", {"type": "instance_status", "engine_details": {"slots": "many"}})
+    again = fleet.instances["a"].to_dict()
+    assert again["device"] == "cuda:1" and again["slots"] == 80

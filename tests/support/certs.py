@@ -10,7 +10,7 @@ import signal
 import ssl
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +46,20 @@ class PrivateCa:
     key: Path
     folder: Path
 
-    def leaf(self, name: str, serial: int, days: int = 30, host: str = "localhost") -> Leaf:
+    def leaf(
+        self,
+        name: str,
+        serial: int,
+        days: int = 30,
+        host: str = "localhost",
+        ips: Sequence[str] = ("127.0.0.1",),
+    ) -> Leaf:
         key = self.folder / f"{name}.key"
         csr = self.folder / f"{name}.csr"
         cert = self.folder / f"{name}.pem"
         ext = self.folder / f"{name}.ext"
-        ext.write_text(f"subjectAltName=DNS:{host},IP:127.0.0.1\n")
+        names = ",".join([f"DNS:{host}", *(f"IP:{ip}" for ip in ips)])
+        ext.write_text(f"subjectAltName={names}\n")
         _run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
         _run("req", "-new", "-key", str(key), "-subj", f"/CN={host}", "-out", str(csr))
         _run(

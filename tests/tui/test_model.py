@@ -295,3 +295,26 @@ def test_format_duration(seconds: float | None, text: str) -> None:
 )
 def test_format_bytes(value: float | None, text: str) -> None:
     assert format_bytes(value) == text
+
+
+def test_the_instances_panel_shows_the_gpu_an_instance_owns_and_keeps_its_slots() -> None:
+    from xswarm.tui.widgets.instances import instance_cells
+
+    model = fresh()
+    model.apply_snapshot(sample_snapshot())
+    name = next(iter(model.instances))
+    model.apply(
+        {
+            "type": "instance_status",
+            "instance": name,
+            "engine": "moshi",
+            "device": "cuda:1",
+            "gpu": "NVIDIA H200 at 0000:62:00.0",
+            "engine_details": {"device": "cuda:1", "slots": 80},
+        }
+    )
+    view = model.instances[name]
+    assert (view.device, view.gpu, view.slots) == ("cuda:1", "NVIDIA H200 at 0000:62:00.0", 80)
+    assert instance_cells(view, connected=True)[2].plain == "cuda:1"
+    model.apply({"type": "instance_status", "instance": name, "device": "cpu"})
+    assert instance_cells(model.instances[name], connected=True)[2].plain == "moshi"

@@ -2,7 +2,9 @@
 
 A carrier's stream says which encoding it carries (Telnyx PCMU or PCMA, Plivo mu-law, Exotel
 16-bit linear); the bridge and the simulated callers look the codec up here instead of each
-knowing every format. Every one is 8 kHz mono, so a 20 ms frame is 160 samples.
+knowing every format. Every one is mono; telephone audio is 8 kHz (a 20 ms frame is 160
+samples), and the wideband streams some carriers offer for 16-bit linear PCM run at 16 or
+24 kHz (``frame_samples``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import numpy as np
 from xswarm.audio import alaw, mulaw
 
 SAMPLE_RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms
+FRAME_SAMPLES = 160  # 20 ms at SAMPLE_RATE
+
+
+def frame_samples(sample_rate: int) -> int:
+    """Samples in one 20 ms frame at ``sample_rate``."""
+    return sample_rate // 50
 
 
 def _l16_decode(payload: bytes) -> np.ndarray:

@@ -4,7 +4,8 @@ See docs/CONTROL.md for the messages. Authentication is ``XSWARM_CONTROL_TOKEN``
 token, never the operators'), compared in constant time and read at start and on reload by
 :func:`load_access`; without it only loopback peers are let in, for development, and a request
 forwarded by a proxy is never loopback (protocol.auth holds the rule the supervisor applies
-too). A foreign Host or a browser Origin is refused with 403 (DNS rebinding). Commands are
+too). A source outside ``[voice.bridge] control_allow`` is refused with 403 before the token
+is looked at, and a foreign Host or a browser Origin with 403 too (DNS rebinding). Commands are
 decoded by protocol.control.
 """
 
@@ -20,20 +21,23 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from xswarm import __version__
-from xswarm.bridge.events import Subscriber
+from xswarm.bridge.events import GOODBYE, Subscriber
 from xswarm.bridge.host import CONTROL_HOST, ControlHost
 from xswarm.config import Config
 from xswarm.protocol import control
 from xswarm.protocol.auth import (
     CONTROL_TOKEN_ENV,
+    REFUSAL_HEADER,
     SUPERVISOR_TOKEN_ENV,
     AuthThrottle,
     Decision,
     bearer_token,
     browser_refusal,
     decide,
+    source_refusal,
     trusted_peer,
 )
+from xswarm.protocol.budgets import Network, trusted_networks
 from xswarm.protocol.values import BadMessage
 from xswarm.tokens import read_token
 
@@ -52,10 +56,12 @@ _REFUSALS = {
 
 @dataclass(frozen=True)
 class ControlAccess:
-    """Who may subscribe: the control token, and the host names /control answers to."""
+    """Who may subscribe: the control token, the host names /control answers to, and the
+    networks it may be reached from (``control_allow``; empty: any)."""
 
     token: str | None
     server_names: frozenset[str]
+    allow: tuple[Network, ...] = ()
 
 
 _access: ControlAccess | None = None
@@ -77,7 +83,11 @@ def load_access(config: Config) -> ControlAccess:
     names.add(config.bridge.host)
     if config.bridge.public_url:
         names.add(urlsplit(config.bridge.public_url).hostname or "")
-    return ControlAccess(read_token(CONTROL_TOKEN_ENV), frozenset(n.lower() for n in names if n))
+    return ControlAccess(
+        read_token(CONTROL_TOKEN_ENV),
+        frozenset(n.lower() for n in names if n),
+        trusted_networks(config.bridge.control_allow),
+    )
 
 
 def use(access: ControlAccess) -> ControlAccess:
@@ -87,16 +97,30 @@ def use(access: ControlAccess) -> ControlAccess:
     return access
 
 
-async def authorize(request: web.Request) -> tuple[int, str] | None:
-    """None when the request may subscribe, else the HTTP status and reason to refuse with.
+@dataclass(frozen=True)
+class Refusal:
+    """An upgrade /control refuses: the status, the sentence for the body and the log, and
+    which rule refused (``REFUSAL_HEADER``), counted in ``xswarm_control_refused_total``."""
 
-    A wrong token is answered only after the throttle's delay (429 at once while its queue
+    status: int
+    problem: str
+    rule: str
+
+
+async def authorize(request: web.Request) -> Refusal | None:
+    """None when the request may subscribe, else how to refuse it.
+
+    A source outside ``control_allow`` is refused before its token is even looked at. A
+    wrong token is answered only after the throttle's delay (429 at once while its queue
     is full), so guesses cannot be multiplied by opening sockets in parallel."""
     global _warned_open
     access = _access or use(load_access(request.app[CONTROL_HOST].config))
+    problem = source_refusal(request.remote, request.headers, access.allow)
+    if problem is not None:
+        return Refusal(403, problem, "source")
     problem = browser_refusal(request.headers, access.server_names)
     if problem is not None:
-        return 403, problem
+        return Refusal(403, problem, "host")
     header = request.headers.get("Authorization")
     decision = decide(
         access.token,
@@ -111,18 +135,24 @@ async def authorize(request: web.Request) -> tuple[int, str] | None:
         return None
     if decision is Decision.WRONG:
         if _throttle.locked_out(request.remote, time.monotonic()) > 0:
-            return 429, "too many wrong tokens from this address; try again later"
+            return Refusal(
+                429, "too many wrong tokens from this address; try again later", "throttled"
+            )
         await asyncio.sleep(_throttle.record_failure(request.remote, time.monotonic()))
-    return 401, _REFUSALS[decision]
+    return Refusal(401, _REFUSALS[decision], "token")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     bridge = request.app[CONTROL_HOST]
     refused = await authorize(request)
     if refused is not None:
-        status, problem = refused
-        headers = {"WWW-Authenticate": 'Bearer realm="xswarm"'} if status == 401 else {}
-        return web.json_response({"error": problem}, status=status, headers=headers)
+        status = refused.status
+        bridge.hub.refused[refused.rule] += 1
+        log.warning("refused /control from %s (%d): %s", request.remote, status, refused.problem)
+        headers = {REFUSAL_HEADER: refused.rule}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="xswarm"'
+        return web.json_response({"error": refused.problem}, status=status, headers=headers)
     ws = web.WebSocketResponse(
         max_msg_size=bridge.config.bridge.max_message_bytes, heartbeat=20, compress=False
     )
@@ -160,6 +190,9 @@ async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> Non
     try:
         while not ws.closed:
             text = await subscriber.queue.get()
+            if text == GOODBYE:
+                await ws.close(code=1001, message=b"bridge shutting down")
+                return
             await ws.send_str(text)
             if subscriber.closed:
                 await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")

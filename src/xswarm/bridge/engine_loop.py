@@ -262,22 +262,21 @@ class EngineLoop:
         if not self.steps_on_arrival or slot is None or self._calls.get(slot) is not call:
             return
         started = time.monotonic()
-        taken = call.take_frame()
-        if taken is None:
+        if len(call.input) < call.frame_samples:
             return
         ops, self._ops = self._ops, []  # a join queued for this slot must reach the engine first
         served: list[tuple[SlotOutput, float]] = []
         for _ in range(1 + self.engine.catch_up_steps):
+            # Take a frame only to step it: what is left waits for the next tick.
+            taken = call.take_frame()
+            if taken is None:
+                break
             frame, arrived = taken
             call.input_wait.add(started - arrived)
             output = self._step(ops, {slot: frame}).get(slot)
             ops = []
             if output is not None:
                 served.append((output, arrived))
-            next_frame = call.take_frame()
-            if next_frame is None:
-                break
-            taken = next_frame
         now = time.monotonic()
         self._arrival_work_s += now - started
         self._arrived[slot] = call

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime
 
 from xswarm.protocol import control
@@ -18,12 +19,24 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Queued after a subscriber's last event when the bridge stops: its sender closes the socket
+# with 1001 once everything before it has been sent.
+GOODBYE = ""
+
+
 class Subscriber:
     def __init__(self, name: str, queue_size: int = 2000) -> None:
         self.name = name
         self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self.dropped = 0
         self.closed = False
+
+    def say_goodbye(self) -> None:
+        """Close once what is queued has been sent; a full queue loses its oldest event
+        (already counted as lost by then) to make room."""
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(GOODBYE)
 
 
 class EventHub:
@@ -34,6 +47,10 @@ class EventHub:
         self.instance = instance
         self.subscribers: set[Subscriber] = set()
         self.dropped_total = 0
+        # Refused /control upgrades by reason: "source" (control_allow), "token", "host"
+        # (a foreign Host or Origin), "throttled".
+        self.refused: Counter[str] = Counter()
+        self._gone = asyncio.Event()
 
     def message(self, event: control.Event) -> str:
         """The event as the bridge sends it: stamped with the time and this instance."""
@@ -60,3 +77,16 @@ class EventHub:
 
     def remove(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+        if not self.subscribers:
+            self._gone.set()
+
+    async def close_all(self) -> None:
+        """Send every subscriber what it has queued, then close it with a WebSocket close
+        handshake (1001): a supervisor sees the bridge go at once, and a TLS socket is not
+        left waiting for the peer's close_notify. Returns when all have gone."""
+        if not self.subscribers:
+            return
+        self._gone.clear()
+        for subscriber in self.subscribers:
+            subscriber.say_goodbye()
+        await self._gone.wait()

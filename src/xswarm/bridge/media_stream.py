@@ -2,12 +2,13 @@
 
 Telnyx, Plivo and Exotel send what Twilio does in their own dialect (``xswarm.protocol``
 ``telnyx``, ``plivo``, ``exotel``, each a ``media_stream.Dialect``): a start naming the
-stream and its audio format, 20 ms-ish frames of 8 kHz telephone audio, DTMF, a stop. This
-session does the rest once for all of them, exactly as ``/twilio`` does it: the start is
-admitted to the engine, caller audio is decoded by its ``xswarm.audio.wire`` codec, resampled
-to the engine's rate and dropped when it arrives stale; engine output is resampled to 8 kHz,
-cut into 20 ms frames, paced and sent with the write-buffer check of ``CallSession``. A carrier
-transport is then a dialect, a name and the upgrade's auth (``xswarm.bridge.carriers``).
+stream and its audio format, 20 ms-ish frames of telephone audio (8 kHz, or the 16 or 24 kHz
+a wideband stream names), DTMF, a stop. This session does the rest once for all of them,
+exactly as ``/twilio`` does it: the start is admitted to the engine, caller audio is decoded
+by its ``xswarm.audio.wire`` codec, resampled to the engine's rate and dropped when it arrives
+stale; engine output is resampled to the stream's rate, cut into 20 ms frames, paced and
+sent with the write-buffer check of ``CallSession``. A carrier transport is then a dialect, a
+name and the upgrade's auth (``xswarm.bridge.carriers``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ class MediaStreamSession(CallSession):
 
     def __init__(self, host: CallHost, request: web.Request, ws: web.WebSocketResponse) -> None:
         super().__init__(host, request, ws)
-        quality = resampler_quality(host.config.bridge.resampler_quality, host.engine.name)
-        rate = host.engine.sample_rate
-        # Padded starts keep chunk and frame boundaries aligned (see twilio_media).
-        self._upsample = StreamResampler(wire.SAMPLE_RATE, rate, quality, pad_start=True)
-        self._downsample = StreamResampler(rate, wire.SAMPLE_RATE, quality, pad_start=True)
+        self._quality = resampler_quality(host.config.bridge.resampler_quality, host.engine.name)
+        # The stream's rate and its resamplers, known from the start event on.
+        self.sample_rate = wire.SAMPLE_RATE
+        self._upsample: StreamResampler | None = None
+        self._downsample: StreamResampler | None = None
         self._pending = np.zeros(0, dtype=np.float32)
         self._late = LateFrameFilter(MAX_INPUT_LAG)
         self.stale_frames = 0
@@ -59,6 +60,7 @@ class MediaStreamSession(CallSession):
         self.outbound: ms.Outbound | None = None
         # Due frames held until the carrier's smallest clean message is reached (Exotel).
         self._gathered = bytearray()
+        self._min_outbound_bytes = 0
         self._unknown_logged: set[str] = set()
 
     async def run(self) -> None:
@@ -107,7 +109,7 @@ class MediaStreamSession(CallSession):
     async def _handle(self, event: ms.Event) -> bool:
         """Apply one event; True when the caller has hung up."""
         if isinstance(event, ms.Media):
-            if self.call.state is CallState.ADMITTED or self.codec is None:
+            if self.call.state is CallState.ADMITTED or self._upsample is None:
                 raise ProtocolError("media before start: send the start event first", CLOSE_POLICY)
             if self.call.state is not CallState.STARTED or not event.inbound:
                 return False  # the call is ending, or the carrier echoes our own track
@@ -116,8 +118,10 @@ class MediaStreamSession(CallSession):
             if event.timestamp_ms is not None and self._is_stale(event.timestamp_ms, arrived):
                 self.spend_audio(0.0)
                 return False
-            self.spend_audio(len(event.payload) / self.codec.sample_bytes / wire.SAMPLE_RATE)
-            pcm = self._upsample.process(self.codec.decode(event.payload))
+            codec = self.codec
+            assert codec is not None  # set with the resamplers at start
+            self.spend_audio(len(event.payload) / codec.sample_bytes / self.sample_rate)
+            pcm = self._upsample.process(codec.decode(event.payload))
             speech_ms = self.call.push_audio(pcm, arrived)
             if speech_ms is not None:
                 self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
@@ -146,6 +150,19 @@ class MediaStreamSession(CallSession):
         if self.call.state is not CallState.ADMITTED:
             raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
         self.codec = wire.CODECS[event.encoding]
+        self.sample_rate = event.sample_rate
+        min_samples = self.dialect.min_outbound_ms * event.sample_rate // 1000
+        self._min_outbound_bytes = max(
+            self.dialect.min_outbound_bytes, min_samples * self.codec.sample_bytes
+        )
+        engine_rate = self.host.engine.sample_rate
+        # Padded starts keep chunk and frame boundaries aligned (see twilio_media).
+        self._upsample = StreamResampler(
+            event.sample_rate, engine_rate, self._quality, pad_start=True
+        )
+        self._downsample = StreamResampler(
+            engine_rate, event.sample_rate, self._quality, pad_start=True
+        )
         self.call.stream_sid = event.stream_id
         self.call.call_sid = event.call_id
         caller = event.caller or event.parameters.get("caller") or None
@@ -173,17 +190,18 @@ class MediaStreamSession(CallSession):
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
             self.host.publish(control.Text(self.call.call_id, text))
-        if pcm is None or self.outbound is None or self.codec is None:
+        if pcm is None or self.outbound is None or self.codec is None or self._downsample is None:
             return
         telephone = self._downsample.process(pcm)
         pending = np.concatenate((self._pending, telephone)) if len(self._pending) else telephone
-        whole = len(pending) - len(pending) % wire.FRAME_SAMPLES
+        frame = wire.frame_samples(self.sample_rate)
+        whole = len(pending) - len(pending) % frame
         self._pending = pending[whole:]
         self.call.note_output(pcm, latency_s)
         if whole == 0:
             return
         payload = self.codec.encode(pending[:whole])
-        step = self.codec.frame_bytes
+        step = frame * self.codec.sample_bytes
         now = time.monotonic()
         self.call.output.push([payload[i : i + step] for i in range(0, len(payload), step)], now)
         await self.flush(now)
@@ -198,7 +216,7 @@ class MediaStreamSession(CallSession):
             self.call.drop("output_late", output.late_dropped - before)
         if self.outbound is None:
             return
-        least = self.dialect.min_outbound_bytes
+        least = self._min_outbound_bytes
         for payload, waited in due:
             if not self.writable():
                 continue

@@ -69,7 +69,7 @@ class MoshiSession(CallSession):
                     ) from None
                 raise self.inactive() from None
             if message.type == WSMsgType.BINARY:
-                self._handle(message.data)
+                await self._handle(message.data)
             elif message.type == WSMsgType.TEXT:
                 raise ProtocolError(
                     "text message: the Moshi protocol sends binary messages whose first byte is "
@@ -87,7 +87,7 @@ class MoshiSession(CallSession):
                 break
         return "caller_hangup" if self.ws.close_code in (1000, 1001) else "disconnected"
 
-    def _handle(self, data: bytes) -> None:
+    async def _handle(self, data: bytes) -> None:
         self.spend_message(len(data))
         message = moshi.parse(data)
         if isinstance(message, moshi.Unknown):
@@ -105,6 +105,7 @@ class MoshiSession(CallSession):
             speech_ms = self.call.push_audio(pcm.astype(np.float32, copy=False), time.monotonic())
             if speech_ms is not None:
                 self.host.publish(control.UserSpeech(self.call.call_id, speech_ms))
+            await self.host.serve_arrived(self.call)
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:

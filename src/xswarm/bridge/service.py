@@ -35,6 +35,8 @@ log = logging.getLogger("xswarm.voice")
 
 # Room in the kernel's queue for a burst of calls arriving together.
 LISTEN_BACKLOG = 1024
+# How long a stopping bridge waits for its control subscribers to take their last events.
+SUBSCRIBER_GOODBYE_SECONDS = 2.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,10 +197,11 @@ class VoiceDaemon:
                 ),
                 return_exceptions=True,
             )
-        if bridge.hub.subscribers:
-            # The event hub cannot say when a subscriber has sent what it holds: give the
-            # control subscribers a moment to receive the last call_ended events.
-            await asyncio.sleep(0.2)
+        try:
+            async with asyncio.timeout(SUBSCRIBER_GOODBYE_SECONDS):
+                await bridge.hub.close_all()
+        except TimeoutError:
+            log.warning("drain: a control subscriber did not take its last events in time")
         log.info("drained; exiting")
 
     async def close(self) -> None:

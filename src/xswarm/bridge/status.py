@@ -24,6 +24,9 @@ from xswarm.metrics import Exposition, Histogram, uptime
 from xswarm.protocol import control
 from xswarm.protocol.budgets import BUDGETS
 
+# Why /control refused an upgrade (bridge.control counts them in the event hub).
+CONTROL_REFUSALS = ("source", "token", "host", "throttled")
+
 # Tick durations kept for the percentiles in instance_status: about 5 s of 20 ms ticks.
 RECENT_TICKS = 250
 
@@ -79,6 +82,7 @@ class StatusBoard:
         calls = self.calls
         engine = calls.engine
         p50, p99 = self.ticks.percentiles_ms()
+        details = engine.info().details
         return control.InstanceStatus(
             active_calls=calls.active_calls,
             max_concurrent_calls=calls.max_calls,
@@ -94,8 +98,10 @@ class StatusBoard:
             version=__version__,
             pid=os.getpid(),
             reloads=sum(self.reloads.values()),
-            engine_details=engine.info().details,
+            engine_details=details,
             refused_total={r: calls.rejections[r] for r in REJECTION_REASONS},
+            device=_text(details.get("device")),
+            gpu=_text(details.get("gpu")),
         )
 
     def snapshot(self) -> control.Snapshot:
@@ -123,6 +129,11 @@ class StatusBoard:
             "max_concurrent_calls": calls.max_calls,
             "engine": calls.engine.name,
         }
+        details = calls.engine.info().details
+        for name in ("device", "gpu"):
+            value = _text(details.get(name))
+            if value is not None:
+                body[name] = value
         if calls.state != "ready":
             body["reason"] = calls.state if calls.state in ("draining", "broken") else "loading"
             return 503, body
@@ -240,6 +251,12 @@ class StatusBoard:
             "Events dropped for control subscribers that did not read.",
             self.hub.dropped_total,
         )
+        expo.metric(
+            "xswarm_control_refused_total",
+            "counter",
+            "Refused /control upgrades, by reason (source: outside [voice.bridge] control_allow).",
+            [({"reason": r}, self.hub.refused[r]) for r in CONTROL_REFUSALS],
+        )
         expo.metric("xswarm_draining", "gauge", "1 while draining.", int(calls.state == "draining"))
         if self.certificate_expiry:
             expo.metric(
@@ -269,3 +286,8 @@ def _limit(path: Path) -> int | None:
     except OSError:
         return None
     return None if value == "max" else int(value)
+
+
+def _text(value: object) -> str | None:
+    """An engine detail shown as a device name: a string, or absent."""
+    return value if isinstance(value, str) else None

@@ -25,18 +25,23 @@ from xswarm.protocol import media_stream as ms
 
 @dataclass
 class CarrierCallResult(TwilioCallResult):
-    """What came back, as for Twilio; the reply decoded with the stream's own codec."""
+    """What came back, as for Twilio; the reply decoded with the stream's own codec, at the
+    stream's rate."""
 
     codec: wire.WireCodec = wire.PCMU
+    sample_rate: int = wire.SAMPLE_RATE
 
     def reply_pcm(self) -> np.ndarray:
         return self.codec.decode(b"".join(self.payloads))
 
 
-def wire_frames(pcm_8k: np.ndarray, codec: wire.WireCodec) -> list[bytes]:
-    """The caller's audio as 20 ms frames in ``codec``; the last one padded with silence."""
-    encoded = codec.encode(pcm_8k)
-    size = codec.frame_bytes
+def wire_frames(
+    pcm: np.ndarray, codec: wire.WireCodec, sample_rate: int = wire.SAMPLE_RATE
+) -> list[bytes]:
+    """The caller's audio (at ``sample_rate``) as 20 ms frames in ``codec``; the last one
+    padded with silence."""
+    encoded = codec.encode(pcm)
+    size = wire.frame_samples(sample_rate) * codec.sample_bytes
     encoded += codec.silence * (-len(encoded) % size // codec.sample_bytes)
     return [encoded[i : i + size] for i in range(0, len(encoded), size)]
 
@@ -50,18 +55,20 @@ def auth_headers() -> dict[str, str]:
 async def place_carrier_call(
     url: str,
     carrier: Carrier,
-    pcm_8k: np.ndarray,
+    pcm: np.ndarray,
     tail_seconds: float = 1.0,
     dtmf: str = "",
     encoding: str | None = None,
     connect_timeout: float = 10.0,
+    sample_rate: int = wire.SAMPLE_RATE,
 ) -> CarrierCallResult:
-    """Play ``pcm_8k`` as the caller; return what came back and when."""
+    """Play ``pcm`` (at ``sample_rate``) as the caller; return what came back and when."""
     codec = carrier.codec(encoding)
-    frames = wire_frames(pcm_8k, codec)
+    carrier.check_rate(codec.name, sample_rate)
+    frames = wire_frames(pcm, codec, sample_rate)
     digits = dtmf_schedule(dtmf, len(frames))
-    caller = carrier.caller(codec.name)
-    result = CarrierCallResult(caller.stream_id, codec=codec)
+    caller = carrier.caller(codec.name, sample_rate)
+    result = CarrierCallResult(caller.stream_id, codec=codec, sample_rate=sample_rate)
     loop = asyncio.get_running_loop()
     timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
     async with aiohttp.ClientSession() as session:

@@ -8,7 +8,7 @@ Twilio keeps its own hand-tuned client (``twilio_call``); the rest share ``carri
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,12 +34,19 @@ class CallerSide(Protocol):
     def stop(self, sequence: int) -> str: ...
 
 
+class CallerFactory(Protocol):
+    """A new stream in one encoding, at 8 kHz unless the carrier offers wideband."""
+
+    def __call__(self, encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Carrier:
     name: str
-    caller: Callable[[str], CallerSide]  # encoding -> a new stream
+    caller: CallerFactory
     parse_outbound: Callable[[str | bytes], ms.OutEvent]
     encodings: tuple[str, ...]  # the first is the default
+    sample_rates: Mapping[str, tuple[int, ...]]  # encoding -> the rates a stream may ask for
 
     def codec(self, encoding: str | None) -> wire.WireCodec:
         chosen = encoding or self.encodings[0]
@@ -49,9 +56,33 @@ class Carrier:
             )
         return wire.CODECS[chosen]
 
+    def check_rate(self, encoding: str, sample_rate: int) -> None:
+        rates = self.sample_rates[encoding]
+        if sample_rate not in rates:
+            offered = " or ".join(str(rate) for rate in rates)
+            raise ValueError(f"{self.name} streams {encoding} at {offered} Hz, not {sample_rate}")
+
+
+def _telnyx(encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide:
+    return telnyx.Caller(encoding)
+
+
+def _exotel(encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide:
+    return exotel.Caller(encoding, sample_rate=sample_rate)
+
 
 CARRIERS = {
-    "telnyx": Carrier("telnyx", telnyx.Caller, telnyx.parse_outbound, ("PCMU", "PCMA")),
-    "plivo": Carrier("plivo", plivo.Caller, plivo.parse_outbound, ("PCMU", "L16")),
-    "exotel": Carrier("exotel", exotel.Caller, exotel.parse_outbound, ("L16",)),
+    "telnyx": Carrier(
+        "telnyx",
+        _telnyx,
+        telnyx.parse_outbound,
+        ("PCMU", "PCMA"),
+        {"PCMU": (8000,), "PCMA": (8000,)},
+    ),
+    "plivo": Carrier(
+        "plivo", plivo.Caller, plivo.parse_outbound, ("PCMU", "L16"), plivo.SAMPLE_RATES
+    ),
+    "exotel": Carrier(
+        "exotel", _exotel, exotel.parse_outbound, ("L16",), {"L16": exotel.SAMPLE_RATES}
+    ),
 }

@@ -111,7 +111,9 @@ async def place_twilio_call(
                     if index in digits:
                         sequence += 1
                         await ws.send_str(twilio.dtmf_message(stream_sid, sequence, digits[index]))
-                await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
+                # A call the bridge ended early is over: no tail to wait out.
+                if not ws.closed:
+                    await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
                 if not ws.closed:
                     sequence += 1
                     await ws.send_str(

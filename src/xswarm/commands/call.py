@@ -61,6 +61,14 @@ NORMAL_CLOSES = (None, 1000, 1001)
     help="the carrier stream's audio (Telnyx: PCMU or PCMA; Plivo: PCMU or L16; Exotel: L16); "
     "default: the carrier's first",
 )
+@click.option(
+    "--sample-rate",
+    type=click.Choice(["8000", "16000", "24000"]),
+    default="8000",
+    show_default=True,
+    help="a wideband carrier stream's rate (Exotel: 8000, 16000 or 24000; Plivo L16: 8000 or "
+    "16000); telephone audio is 8000",
+)
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="the bridge; the path is added")
 @click.option(
     "--out",
@@ -114,6 +122,7 @@ def command(
     wav_path: Path,
     transport: str,
     codec: str | None,
+    sample_rate: str,
     url: str,
     out: Path,
     tail: float,
@@ -148,12 +157,23 @@ def command(
         )
     tls = client_ssl(ca_file)
     carrier = CARRIERS.get(transport)
+    stream_rate = int(sample_rate)
     if carrier is not None:
         try:
-            carrier.codec(codec.upper() if codec else None)
+            chosen = carrier.codec(codec.upper() if codec else None)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--codec") from None
-    rate = 24000 if transport == "moshi" else 8000
+        try:
+            carrier.check_rate(chosen.name, stream_rate)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sample-rate") from None
+    elif stream_rate != 8000:
+        raise click.BadParameter(
+            f"{transport} streams have a fixed rate; --sample-rate is for the carriers that "
+            "offer wideband (exotel, plivo with --codec L16)",
+            param_hint="--sample-rate",
+        )
+    rate = 24000 if transport == "moshi" else stream_rate
     voice = caller_voice(wav_path, rate)
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
     result: TwilioCallResult | MoshiCallResult
@@ -162,7 +182,9 @@ def command(
         unit = "frames of 20 ms"
     elif carrier is not None:
         encoding = codec.upper() if codec else None
-        result = asyncio.run(place_carrier_call(target, carrier, voice, tail, dtmf, encoding))
+        result = asyncio.run(
+            place_carrier_call(target, carrier, voice, tail, dtmf, encoding, sample_rate=rate)
+        )
         unit = "frames of 20 ms"
     else:
         result = asyncio.run(place_moshi_call(target, voice, tail, on_text=_print_words, tls=tls))

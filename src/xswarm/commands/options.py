@@ -44,3 +44,13 @@ def service_user_option() -> Callable[[F], F]:
         show_default=True,
         help="the service account's name, for a staging tree under --root (tests, images)",
     )
+
+
+def backend_option() -> Callable[[F], F]:
+    """``--backend HOST:PORT``: a bridge on another host, as listed in ``[haproxy] backends``."""
+    return click.option(
+        "--backend",
+        required=True,
+        metavar="HOST:PORT",
+        help="the backend as listed in [haproxy] backends (or xswarm install --backends)",
+    )

@@ -218,6 +218,7 @@ class MoshiEngine(Engine):
         self._loaded = False
         self._torch: Any = None
         self._device: Any = None
+        self._gpu: str | None = None
         self._lm: Any = None
         self._mimi: Any = None
         self._lm_gen: Any = None
@@ -315,6 +316,11 @@ class MoshiEngine(Engine):
 
         self._torch = torch
         self._device = device
+        if device.type == "cuda":
+            # What names no device (a library's scratch, the graph pool) lands on this GPU,
+            # not on cuda:0, which another instance may own.
+            torch.cuda.set_device(device)
+            self._gpu = gpu_identity(torch, device)
         if self.settings.cfg_coef != 1.0 and lm.fuser is None:
             raise EngineLoadError(moshi_loader.NO_CFG.format(self.settings.cfg_coef))
         problem = _sampling_problem(self.settings, lm)
@@ -732,6 +738,7 @@ class MoshiEngine(Engine):
             "step_ms_p99": round(float(np.percentile(times, 99)), 2) if times.size else None,
             "steps": self._steps,
             "device": str(self._device) if self._device is not None else self.device_name,
+            "gpu": self._gpu,
             "dtype": self.dtype_name,
             "weights": "random" if self.random_weights else "trained",
             "context": self.settings.context,
@@ -761,6 +768,16 @@ class MoshiEngine(Engine):
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.capacity:
             raise ValueError(f"slot {slot} is outside 0..{self.capacity - 1}")
+
+
+def gpu_identity(torch: Any, device: Any) -> str:
+    """The card behind ``device``: its model and PCI bus id. ``cuda:N`` counts only what
+    CUDA_VISIBLE_DEVICES leaves visible; the bus id names the same card nvidia-smi does."""
+    props = torch.cuda.get_device_properties(device)
+    bus = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    if any(not isinstance(part, int) for part in bus):
+        return str(props.name)
+    return f"{props.name} at {bus[0]:04x}:{bus[1]:02x}:{bus[2]:02x}.0"
 
 
 def _sampling_problem(settings: Any, lm: Any) -> str | None:

@@ -13,12 +13,12 @@ import stat
 from pathlib import Path
 
 from xswarm import config as config_module
-from xswarm.config import Config
+from xswarm.config import Config, backend_addresses
 from xswarm.errors import ConfigError, XswarmError
 from xswarm.ops import checks, health, releases, templates, units
 from xswarm.ops.checks import Facts, FileFacts, TokenFacts
 from xswarm.ops.files import UntrustedPathError, read_trusted
-from xswarm.ops.haproxy import tls_pem
+from xswarm.ops.haproxy import backend_server, tls_pem
 from xswarm.ops.inventory import (
     certificate,
     database,
@@ -171,7 +171,8 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         facts.expected_listen[f"xswarm-voice@{number}.socket"] = units.listen_address(
             host, raw_instance_port(config, number)
         )
-    if instances and layout.haproxy_config.exists():
+    backends = backend_addresses(config.haproxy.backends)
+    if (instances or backends) and layout.haproxy_config.exists():
         text = layout.haproxy_config.read_text()
         if "xswarm_voice_instances" in text:
             facts.haproxy_servers = checks.haproxy_servers(text)
@@ -179,6 +180,10 @@ def gather(layout: Layout, config_path: Path) -> Facts:
                 host = config.instances.get(number, {}).get("host", bridge.host)
                 facts.instance_targets[f"voice{number}"] = units.listen_address(
                     health.local_host(host), raw_instance_port(config, number)
+                )
+            for host, port in backends:
+                facts.instance_targets[backend_server(host, port)] = units.listen_address(
+                    host, port
                 )
     if bridge.tls_cert:
         facts.certificates.append(certificate(Path(bridge.tls_cert), "[voice.bridge] tls_cert"))

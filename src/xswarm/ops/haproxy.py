@@ -1,17 +1,25 @@
-"""Telling HAProxy about a rolling restart through its admin socket.
+"""Telling HAProxy about a restart or an upgrade through its admin socket.
 
 A restarting instance first stops accepting, and HAProxy only notices after its health checks
 fail, so calls sent there in between wait for the next process. Putting the server in
 ``drain`` state first means HAProxy sends it no new calls at all; once the instance is back and
-ready it returns to ``ready``. The socket path and names match deploy/haproxy/haproxy.cfg.
+ready it returns to ``ready``. A local instance is drained by the rolling restart itself; a
+backend on another host (``[haproxy] backends``) by ``xswarm drain --backend`` on the front
+host, which waits for its calls to end, before that host upgrades. The socket path and names
+match deploy/haproxy/haproxy.cfg.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from xswarm.config import backend_address
+from xswarm.errors import XswarmError
 from xswarm.ops.layout import Layout
 
 BACKEND = "xswarm_voice_instances"
@@ -25,6 +33,21 @@ def server_for(unit: str) -> str | None:
     """The HAProxy server line ``install`` wrote for a template instance unit."""
     match = _INSTANCE_UNIT.match(unit)
     return f"voice{match.group(1)}" if match else None
+
+
+class HaproxyError(XswarmError):
+    """HAProxy's admin socket is absent, refused a command, or a drain did not finish."""
+
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9.:-]")
+
+
+def backend_server(host: str, port: int) -> str:
+    """The server name of a backend on another host: ``host:port`` as ``backend_address``
+    spells it, which HAProxy and its admin socket take as a name (an IPv6 address keeps its
+    colons; nothing else but letters, digits, dots and hyphens). Local instances are
+    ``voiceN``, which no ``host:port`` can be."""
+    return _UNSAFE_IN_NAME.sub("_", f"{host}:{port}")
 
 
 def state_command(server: str, state: str) -> str:
@@ -65,3 +88,75 @@ def set_state(layout: Layout, unit: str, state: str) -> str | None:
     except OSError as exc:
         return f"HAProxy admin socket {path}: {exc}"
     return answer or None
+
+
+def _answer(path: Path, line: str) -> str:
+    try:
+        return send(path, line)
+    except FileNotFoundError:
+        raise HaproxyError(
+            f"no HAProxy admin socket at {path}: run this on the front host, whose HAProxy "
+            "xswarm install --haproxy rendered, once haproxy runs"
+        ) from None
+    except OSError as exc:
+        raise HaproxyError(f"HAProxy admin socket {path}: {exc} (run as root)") from None
+
+
+def sessions(layout: Layout) -> dict[str, int]:
+    """Open connections (calls, health checks aside) per server of the voice backend."""
+    text = _answer(admin_socket(layout), "show stat\n")
+    rows = csv.DictReader(text.lstrip("# ").splitlines())
+    return {
+        row["svname"]: int(row["scur"] or 0)
+        for row in rows
+        if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND")
+    }
+
+
+def set_backend_state(layout: Layout, entry: str, state: str) -> str:
+    """Set a backend's server state; returns its server name. ``entry`` is host:port as in
+    ``[haproxy] backends``."""
+    try:
+        host, port = backend_address(entry)
+    except ValueError as exc:
+        raise HaproxyError(f"--backend {exc}") from None
+    server = backend_server(host, port)
+    answer = _answer(admin_socket(layout), state_command(server, state))
+    if answer:
+        known = ", ".join(sorted(sessions(layout))) or "none"
+        raise HaproxyError(
+            f"HAProxy refused to set {server} to {state}: {answer} (its servers: {known}); "
+            "a backend must be in [haproxy] backends or --backends when install renders "
+            "haproxy.cfg"
+        )
+    return server
+
+
+def drain_backend(
+    layout: Layout,
+    entry: str,
+    timeout: float,
+    say: Callable[[str], None],
+    poll: float = 0.5,
+) -> None:
+    """Send no new calls to a backend, then wait until its calls have ended (at most
+    ``timeout`` seconds, saying how many are left as the count changes)."""
+    server = set_backend_state(layout, entry, "drain")
+    say(f"{server}: drained in HAProxy; new calls go to the other servers")
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        left = sessions(layout).get(server, 0)
+        if left == 0:
+            say(f"{server}: no calls left; its host can be upgraded now")
+            return
+        if left != last:
+            say(f"{server}: {left} call{'s' if left != 1 else ''} still open ...")
+            last = left
+        if time.monotonic() >= deadline:
+            raise HaproxyError(
+                f"{server} still has {left} open call{'s' if left != 1 else ''} after "
+                f"{timeout:g} s; it stays drained (no new calls): wait longer with --timeout, "
+                f"or put it back with xswarm undrain --backend {entry}"
+            )
+        time.sleep(poll)

@@ -8,19 +8,23 @@ an HAProxy config. Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
-from xswarm.ops import files, releases, systemctl, templates, units
+from xswarm.ops import files, releases, scrape_targets, systemctl, templates, units
+from xswarm.ops.gpus import Gpu
 from xswarm.ops.haproxy import TLS_PEM, tls_pem
-from xswarm.ops.layout import SERVICE_USER, Layout
+from xswarm.ops.layout import PROMETHEUS_TARGETS, SERVICE_USER, Layout
 from xswarm.tls import PemPair, TlsError, check_pair
 
 DEFAULT_KEEP = 5
@@ -36,9 +40,13 @@ class Report:
 
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def did(self, text: str) -> None:
         self.changed.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
 
     def kept(self, text: str) -> None:
         self.unchanged.append(text)
@@ -70,6 +78,7 @@ UNIT_MODE = 0o644
 # root, and the config we render has no `user` line, so it reads them as root.
 TLS_DIR_MODE = 0o700
 TLS_PEM_MODE = 0o600
+TARGETS_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True)
@@ -148,10 +157,22 @@ def move_legacy_database(layout: Layout, report: Report) -> None:
     report.did(f"moved the call history {old} -> {new}")
 
 
-def initial_config(instances: list[int]) -> str:
-    """The config.toml template; with instances, the supervisor is told where they are."""
+def initial_config(
+    instances: list[int], backends: tuple[str, ...] = (), gpus: Sequence[Gpu] = ()
+) -> str:
+    """The config.toml template; with instances, the supervisor is told where they are; with
+    ``--backends``, HAProxy's list of them is kept, so that a later install renders it again;
+    with ``gpus`` (``--instances auto --gpu``) instance N runs on the N-th of them."""
+    front = ""
+    if backends:
+        listed = ", ".join(f'"{entry}"' for entry in backends)
+        front = (
+            "# Written by `xswarm install --backends`: HAProxy on this host balances calls over\n"
+            "# these bridges on other hosts too.\n"
+            f"[haproxy]\nbackends = [{listed}]\n\n"
+        )
     if not instances:
-        return templates.config_example()
+        return templates.config_example(front)
     defaults = config_module.defaults()
     urls = []
     for number in instances:
@@ -167,7 +188,50 @@ def initial_config(instances: list[int]) -> str:
         "[voice.bridge]\n"
         'trusted_proxies = ["127.0.0.1", "::1"]\n'
     )
-    return templates.config_example(extra)
+    for number, gpu in zip(instances, gpus, strict=False):
+        extra += (
+            f"\n# Written by `xswarm install --instances auto --gpu`: {gpu.describe()}.\n"
+            f"[voice.bridge.instances.{number}]\n"
+            f'device = "{gpu.device}"\n'
+        )
+    return templates.config_example(front + extra)
+
+
+def check_gpu_pins(
+    config: config_module.Config, instances: list[int], gpus: Sequence[Gpu], report: Report
+) -> None:
+    """An operator's config.toml is kept as it is; say where it does not pin an instance to
+    the GPU discovery gave it, and the line that would."""
+    for number, gpu in zip(instances, gpus, strict=False):
+        have = config.for_instance(number).moshi.device
+        if have == gpu.device:
+            report.kept(f"xswarm-voice@{number} runs on {gpu.describe()}")
+            continue
+        report.kept(
+            f"{config.source} keeps xswarm-voice@{number} on device {have!r}, not on "
+            f"{gpu.describe()}; to pin it, add [voice.bridge.instances.{number}] "
+            f'device = "{gpu.device}"'
+        )
+
+
+def write_scrape_targets(
+    layout: Layout, config: config_module.Config, instances: list[int], report: Report
+) -> None:
+    """This host's Prometheus target files, where Prometheus runs beside it; elsewhere, the
+    command that prints them for the Prometheus host."""
+    host = socket.gethostname().split(".")[0]
+    found = scrape_targets.host_targets(config, instances, socket.getfqdn(), host)
+    folder = layout.prometheus_targets
+    if not folder.parent.is_dir():
+        report.kept(
+            f"Prometheus is not on this host ({folder.parent} is absent): on the Prometheus "
+            f"host, put the two files `xswarm targets` prints into {PROMETHEUS_TARGETS}"
+        )
+        return
+    ensure_dir(folder, TARGETS_DIR_MODE, None, report)
+    for name, text in ((found.voice_name, found.voice), (found.dashboard_name, found.dashboard)):
+        if not write_if_changed(folder / name, text, report, mode=scrape_targets.TARGET_MODE):
+            report.kept(f"{folder / name} is up to date")
 
 
 def install_units(layout: Layout, plan: units.UnitPlan, report: Report) -> bool:
@@ -262,7 +326,11 @@ def install(
     keep: int = DEFAULT_KEEP,
     tls: PemPair | None = None,
     tls_port: int = 443,
+    backends: tuple[str, ...] | None = None,
+    gpus: Sequence[Gpu] = (),
 ) -> tuple[Report, str]:
+    """``backends``: ``--backends``, checked, which replaces ``[haproxy] backends``; ``gpus``:
+    with ``--instances auto --gpu``, the GPU of each instance, in order."""
     report = Report()
     if manage_system:
         ensure_user(report)
@@ -274,27 +342,42 @@ def install(
     ensure_dir(layout.dashboard_state, SERVICE_DIR_MODE, ids.service, report)
     ensure_dir(layout.logs, SERVICE_DIR_MODE, ids.service, report)
     move_legacy_database(layout, report)
-    write_if_absent(layout.config, initial_config(instances), CONFIG_MODE, ids.config, report)
+    write_if_absent(
+        layout.config,
+        initial_config(instances, backends or (), gpus),
+        CONFIG_MODE,
+        ids.config,
+        report,
+    )
     write_if_absent(layout.env_file, templates.new_env_file(), ENV_MODE, ids.root, report)
     config = config_module.load(layout.config)
+    if backends is not None:
+        config = dataclasses.replace(
+            config, haproxy=dataclasses.replace(config.haproxy, backends=backends)
+        )
+    check_gpu_pins(config, instances, gpus, report)
     version, built = releases.build(layout, wheel, wheelhouse, python)
     (report.did if built else report.kept)(
         f"release {version} {'built' if built else 'already installed'} in "
         f"{layout.release_dir(version)}"
     )
-    plan = units.render(layout, version, config, instances, profiles, units.resolve_hosts(config))
+    resolved = units.resolve_hosts(config)
+    units.require_resolved(config, resolved)
+    plan = units.render(layout, version, config, instances, profiles, resolved)
     changed = install_units(layout, plan, report)
     if releases.current(layout) != version:
         releases.switch(layout, version)
         report.did(f"{layout.current} -> releases/{version}")
     else:
         report.kept(f"{layout.current} already points at {version}")
-    if instances and haproxy:
+    if haproxy and (instances or config.haproxy.backends):
         public = None
         if tls is not None:
             public = units.PublicTls(install_tls_pem(layout, tls, ids.root, report), tls_port)
         rendered = units.render_haproxy(config, instances, public)
         changed |= haproxy_config(layout, rendered, report)
+        _warn_plain_backends(config, report)
+    write_scrape_targets(layout, config, instances, report)
     if changed and manage_system and systemctl.available():
         systemctl.daemon_reload()
         report.did("systemctl daemon-reload")
@@ -303,23 +386,34 @@ def install(
     return report, version
 
 
-def next_steps(instances: list[int], haproxy: bool) -> str:
+def _warn_plain_backends(config: config_module.Config, report: Report) -> None:
+    if config.haproxy.backends and not config.haproxy.backend_ca_file:
+        report.warn(
+            f"HAProxy reaches {', '.join(config.haproxy.backends)} over plain TCP: calls cross "
+            "the network in clear. Give each bridge [voice.bridge] tls_cert and tls_key, and set "
+            "[haproxy] backend_ca_file in config.toml to the CA that signed them"
+        )
+
+
+def next_steps(instances: list[int], haproxy: bool, backends: bool = False) -> str:
+    lines = []
     if instances:
         names = " ".join(f"xswarm-voice@{n}.socket xswarm-voice@{n}" for n in instances)
-        lines = [
-            f"  sudo systemctl enable --now {names}",
-            "  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard",
+        lines.append(f"  sudo systemctl enable --now {names}")
+    elif not (haproxy and backends):
+        lines.append("  sudo systemctl enable --now xswarm-voice.socket xswarm-voice")
+    lines.append("  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard")
+    if haproxy and (instances or backends):
+        lines += [
+            "  sudo systemctl disable --now xswarm-voice.socket xswarm-voice"
+            "   # HAProxy takes the voice port",
+            "  sudo systemctl restart haproxy",
         ]
-        if haproxy:
-            lines += [
-                "  sudo systemctl disable --now xswarm-voice.socket xswarm-voice"
-                "   # HAProxy takes the voice port",
-                "  sudo systemctl restart haproxy",
-            ]
-    else:
-        lines = [
-            "  sudo systemctl enable --now xswarm-voice.socket xswarm-voice",
-            "  sudo systemctl enable --now xswarm-dashboard.socket xswarm-dashboard",
+    if haproxy and backends:
+        lines += [
+            "  # each backend host: [voice.bridge] host it is reached on, trusted_proxies with",
+            "  #   this host's address, tls_cert and tls_key (see [haproxy] backend_ca_file)",
+            "  sudo xswarm drain --backend HOST:PORT   # before that host upgrades, then undrain",
         ]
     return "\n".join(
         [

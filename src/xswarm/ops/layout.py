@@ -15,6 +15,8 @@ SERVICE_USER = "xswarm"
 OPT = "/opt/xswarm"
 # The supervisor's own state directory (its unit's StateDirectory=): the bridge cannot write it.
 DASHBOARD_STATE = "/var/lib/xswarm-dashboard"
+# Where Prometheus reads its xswarm targets (deploy/prometheus/prometheus.yml).
+PROMETHEUS_TARGETS = "/etc/prometheus/xswarm"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class Layout:
     @property
     def unit_dir(self) -> Path:
         return self._at("/etc/systemd/system")
+
+    @property
+    def prometheus_targets(self) -> Path:
+        return self._at(PROMETHEUS_TARGETS)
 
     @property
     def haproxy_config(self) -> Path:

@@ -1,7 +1,8 @@
 """The one screen of ``xswarm status``: the whole server, probed and laid out as a table.
 
 Each xswarm unit with systemd's view of it (state, main PID, restarts, memory against
-MemoryMax) and the service's own (/healthz, /readyz, active calls), plus the release.
+MemoryMax) and the service's own (/healthz, /readyz, active calls, the device its engine
+runs on), plus the release.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Row:
     healthy: bool | None = None
     ready: str = "-"
     calls: str = "-"
+    # The device the bridge's engine runs on (/readyz), and on a GPU the card itself.
+    device: str = "-"
+    gpu: str = ""
 
 
 def _memory(row: Row) -> str:
@@ -52,6 +56,7 @@ def render(release: str | None, rows: list[Row]) -> str:
         "HEALTH",
         "READY",
         "CALLS",
+        "DEVICE",
     )
     table = [header]
     for row in rows:
@@ -66,6 +71,7 @@ def render(release: str | None, rows: list[Row]) -> str:
                 {True: "ok", False: "DOWN", None: "-"}[row.healthy],
                 row.ready,
                 row.calls,
+                row.device,
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -75,6 +81,9 @@ def render(release: str | None, rows: list[Row]) -> str:
     notes = [f"  {row.unit}: {row.status_text}" for row in rows if row.status_text]
     if notes:
         lines += ["", "Status lines:", *notes]
+    cards = [f"  {row.unit}: {row.device} {row.gpu}" for row in rows if row.gpu]
+    if cards:
+        lines += ["", "GPUs:", *cards]
     return "\n".join(lines)
 
 
@@ -102,7 +111,7 @@ def collect(layout: Layout, config: Config) -> list[Row]:
         props = shown.get(unit, {})
         state = f"{props['ActiveState']}/{props['SubState']}" if props else "unknown"
         alive = health.get(health.url(host, port, "/healthz"), timeout=2)
-        ready, calls = "-", "-"
+        ready, calls, device, gpu = "-", "-", "-", ""
         if path:
             probe = health.get(health.url(host, port, path), timeout=2)
             body = probe.json()
@@ -111,6 +120,9 @@ def collect(layout: Layout, config: Config) -> list[Row]:
             active, limit = body.get("active_calls"), body.get("max_concurrent_calls")
             if active is not None:
                 calls = f"{active}/{limit}" if limit is not None else str(active)
+            named, card = body.get("device"), body.get("gpu")
+            device = named if isinstance(named, str) else device
+            gpu = card if isinstance(card, str) else gpu
         rows.append(
             Row(
                 unit=unit,
@@ -124,6 +136,8 @@ def collect(layout: Layout, config: Config) -> list[Row]:
                 healthy=alive.ok if alive.status or alive.error else None,
                 ready=ready,
                 calls=calls,
+                device=device,
+                gpu=gpu,
             )
         )
     return rows

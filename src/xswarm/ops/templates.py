@@ -82,7 +82,8 @@ def config_example(extra: str = "") -> str:
         if section == "voice.bridge":
             out += [
                 "",
-                "# Per-instance overrides for xswarm-voice@N (host, port, max_concurrent_calls):",
+                "# Per-instance overrides for xswarm-voice@N (host, port, max_concurrent_calls,",
+                '# and device, e.g. "cuda:0": that instance\'s [voice.moshi] device, one per GPU):',
                 "# [voice.bridge.instances.1]",
                 "# port = 10001",
             ]

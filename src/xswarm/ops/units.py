@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from xswarm.config import Config, host_problem
+from xswarm.config import Config, backend_addresses, host_problem
 from xswarm.errors import ConfigError
+from xswarm.ops.haproxy import backend_server
 from xswarm.ops.layout import OPT, Layout
 
 UNIT_TEMPLATES = (
@@ -117,6 +118,21 @@ def resolve_hosts(config: Config, resolver: Resolver = resolve) -> dict[str, lis
         except ValueError:
             out[host] = resolver(host)
     return out
+
+
+def require_resolved(config: Config, resolved: Mapping[str, list[str]]) -> None:
+    """Refuse to install a supervisor unit that could never reach an instance: a hostname
+    that does not resolve now would be left out of IPAddressAllow= (which takes addresses
+    only), and the instance would show unreachable until the next install."""
+    for host, addresses in resolved.items():
+        if not addresses:
+            raise ConfigError(
+                config.source,
+                "[dashboard] instances",
+                f"{host} does not resolve, and the supervisor's unit allows addresses only "
+                "(IPAddressAllow=): fix its DNS or /etc/hosts entry, or write the bridge's "
+                "IP address in the URL (with a certificate for that address), then install again",
+            )
 
 
 def supervised_hosts(config: Config) -> list[str]:
@@ -220,9 +236,29 @@ def render(
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
         body = template(f"systemd/{profile}.conf")
+        if profile == "gpu":
+            body = gpu_nodes(body, highest_gpu(config, list(instances)))
         for unit in VOICE_TEMPLATES:
             files[f"{unit}.d/{profile}.conf"] = _stamp(body, version)
     return UnitPlan(version=version, files=files)
+
+
+def highest_gpu(config: Config, instances: list[int]) -> int:
+    """The highest CUDA index the voice units run an engine on (0 when config names none)."""
+    devices = [config.moshi.device] + [config.for_instance(n).moshi.device for n in instances]
+    indices = [int(d.split(":", 1)[1]) for d in devices if re.fullmatch(r"cuda:[0-9]+", d)]
+    return max(indices, default=0)
+
+
+def gpu_nodes(body: str, highest: int) -> str:
+    """The GPU drop-in with /dev/nvidia0 .. /dev/nvidia<highest> bound and allowed: CUDA
+    numbers only the GPUs whose nodes it can open, so every one up to the highest in use is
+    there, or cuda:N would name another card (or none)."""
+    nodes = [f"/dev/nvidia{n}" for n in range(highest + 1)]
+    body = body.replace("BindPaths=-/dev/nvidia0 ", "BindPaths=" + "".join(f"-{n} " for n in nodes))
+    return body.replace(
+        "DeviceAllow=/dev/nvidia0 rw\n", "".join(f"DeviceAllow={n} rw\n" for n in nodes)
+    )
 
 
 def _stamp(text: str, version: str) -> str:
@@ -297,6 +333,8 @@ class PublicTls:
 
 
 def render_haproxy(config: Config, instances: list[int], tls: PublicTls | None = None) -> str:
+    """One HAProxy in front of this host's template ``instances`` and every bridge in
+    ``[haproxy] backends`` (other hosts), over TLS to those when ``backend_ca_file`` is set."""
     bridge = config.bridge
     if tls is None:
         bind = f"bind {_listen(bridge.host, bridge.port, '[voice.bridge]', config.source)}"
@@ -309,12 +347,61 @@ def render_haproxy(config: Config, instances: list[int], tls: PublicTls | None =
         bind = f"bind {listen_address(host, port)} ssl crt {tls.pem} alpn http/1.1"
         public = "".join(f"    {rule}\n" for rule in PUBLIC_RULES)
     servers = []
+    taken: dict[tuple[str, int], str] = {}
     for number, (host, port) in instance_ports(config, instances).items():
         target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
         address = _listen(target, port, f"[voice.bridge.instances.{number}]", config.source)
+        taken[(target, port)] = f"local instance {number}"
         servers.append(f"server voice{number} {address} check")
+    servers += _backend_servers(config, taken)
+    if not servers:
+        raise ConfigError(
+            config.source,
+            "[haproxy] backends",
+            "HAProxy has no server to send calls to: give xswarm install --instances N (this "
+            "host's instances) and/or --backends host:port,... (or set [haproxy] backends)",
+        )
     text = template("haproxy/haproxy.cfg")
     text = text.replace("    @BIND@", f"    {bind}", 1)
     text = text.replace("    @PUBLIC@\n", public, 1)
     text = text.replace("@MAX_PER_SOURCE@", str(int(bridge.max_calls_per_source)), 1)
     return text.replace("@SERVERS@", "\n    ".join(servers), 1)
+
+
+def _backend_servers(config: Config, taken: Mapping[tuple[str, int], str]) -> list[str]:
+    """``server`` lines of the bridges on other hosts. With ``backend_ca_file`` each is
+    reached over TLS (health checks too), its certificate checked against that CA and the
+    host as written: by SNI for a name, by ``verifyhost`` alone for an IP (no SNI for IPs)."""
+    key = "[haproxy] backends"
+    try:
+        addresses = backend_addresses(config.haproxy.backends)
+    except ValueError as exc:
+        raise ConfigError(config.source, key, str(exc)) from None
+    ca_file = config.haproxy.backend_ca_file
+    if ca_file and (not _PEM_PATH.fullmatch(ca_file) or ".." in ca_file.split("/")):
+        raise ConfigError(
+            config.source, "[haproxy] backend_ca_file", f"unsafe path {ca_file!r} for haproxy.cfg"
+        )
+    lines = []
+    names: set[str] = set()
+    for host, port in addresses:
+        address = _listen(host, port, key, config.source)
+        if (host, port) in taken:
+            raise ConfigError(
+                config.source,
+                key,
+                f"{address} is also {taken[(host, port)]}'s address; list each server once",
+            )
+        name = backend_server(host, port)
+        if name in names:
+            raise ConfigError(config.source, key, f"two backends share the server name {name}")
+        names.add(name)
+        line = f"server {name} {address} check"
+        if ca_file:
+            line += f" ssl verify required ca-file {ca_file} verifyhost {host}"
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                line += f" sni str({host}) check-sni {host}"
+        lines.append(line)
+    return lines

@@ -26,7 +26,7 @@ import enum
 import hmac
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
 SUPERVISOR_TOKEN_ENV = "XSWARM_SUPERVISOR_TOKEN"
@@ -40,6 +40,10 @@ PROXY_HEADERS = (
     "X-Forwarded-Port",
     "X-Real-IP",
 )
+# A header on /control's refusals saying which rule refused (``source``: not in
+# ``control_allow``): a WebSocket client sees the status and headers, not the body, and the
+# supervisor names the fix from it.
+REFUSAL_HEADER = "X-Xswarm-Refusal"
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
 
 
@@ -155,6 +159,42 @@ def browser_refusal(headers: Mapping[str, str], server_names: Collection[str]) -
         shown = origin[:64].encode("ascii", "backslashreplace").decode()
         return f"cross-origin request from {shown!r} refused"
     return None
+
+
+def source_refusal(
+    remote: str | None,
+    headers: Mapping[str, str],
+    allowed: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str | None:
+    """Why ``remote`` may not open ``/control`` under ``[voice.bridge] control_allow``; None
+    when it may. Loopback always may; no networks means any source may (the token is checked
+    either way). A request a proxy forwarded is refused: its real source is not ``remote``,
+    and the supervisor connects to bridges directly.
+    """
+    if not allowed:
+        return None
+    peer = trusted_peer(remote, headers)
+    if is_loopback(peer):
+        return None
+    if peer is None:
+        return (
+            f"a request forwarded by a proxy at {remote} (it carries proxy headers) is not a "
+            "direct source in [voice.bridge] control_allow; connect the supervisor to the "
+            "bridge's own address"
+        )
+    try:
+        ip = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        ip = None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip is not None and any(ip in network for network in allowed):
+        return None
+    networks = ", ".join(map(str, allowed))
+    return (
+        f"source {peer} is not in [voice.bridge] control_allow ({networks}); add the "
+        "supervisor's network there, or connect from an allowed one"
+    )
 
 
 class Decision(enum.Enum):

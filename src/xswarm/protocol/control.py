@@ -140,6 +140,10 @@ class InstanceStatus:
     engine_details: Mapping[str, Any] | None = None
     # Upgrades refused since the bridge started, by reason (bridge.registry.REJECTION_REASONS).
     refused_total: Mapping[str, int] | None = None
+    # Where the engine runs ("cuda:1", "cpu") and, on a GPU, the card itself (model and PCI
+    # bus id); absent for an engine without a device (echo) and from older bridges.
+    device: str | None = None
+    gpu: str | None = None
 
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, **self.body()}
@@ -162,7 +166,12 @@ class InstanceStatus:
             "pid": self.pid,
             "reloads": self.reloads,
             "engine_details": None if self.engine_details is None else dict(self.engine_details),
-        } | ({} if self.refused_total is None else {"refused_total": dict(self.refused_total)})
+        } | _present(
+            {},
+            refused_total=None if self.refused_total is None else dict(self.refused_total),
+            device=self.device,
+            gpu=self.gpu,
+        )
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> InstanceStatus:
@@ -183,6 +192,8 @@ class InstanceStatus:
             reloads=whole_number(data.get("reloads")),
             engine_details=finite_mapping(data.get("engine_details")),
             refused_total=_counts(data.get("refused_total")),
+            device=text(data.get("device")),
+            gpu=text(data.get("gpu")),
         )
 
 

@@ -7,9 +7,10 @@ call_sid, account_sid, from, to, custom_parameters, media_format}``; ``media`` w
 ``dtmf.{digit, duration}``; ``mark`` with ``mark.name``; ``stop`` with ``stop.reason``. Out:
 ``media`` with ``stream_sid`` and ``media.payload``, ``mark`` and ``clear``.
 
-Exotel's audio is raw 16-bit signed little-endian PCM ("slin"), 8 kHz mono, base64 in
-``media.payload``; ``media_format.encoding`` says ``base64``. Exotel can be asked for 16 or
-24 kHz in the stream URL; this bridge takes 8 kHz. The socket is authenticated the way
+Exotel's audio is raw 16-bit signed little-endian PCM ("slin"), mono, base64 in
+``media.payload``; ``media_format.encoding`` says ``base64``. It is 8 kHz unless the applet's
+stream URL asks for 16 or 24 kHz (``?sample-rate=16000``), which ``media_format.sample_rate``
+then names; the bridge serves the rate the start names. The socket is authenticated the way
 Exotel documents for its applet: ``wss://user:token@host/exotel`` (HTTP Basic on the
 upgrade), which the bridge checks against its carrier token (``xswarm.bridge.carriers``).
 """
@@ -26,11 +27,15 @@ from xswarm.protocol import media_stream as ms
 
 CARRIER = "Exotel"
 SAMPLE_RATE = 8000
+SAMPLE_RATES = (8000, 16000, 24000)
 ENCODINGS = ("base64", "raw/slin", "slin", "audio/x-l16")  # every name for the same L16
-MAX_PAYLOAD_BYTES = 16000  # 1 s of 16-bit audio; Exotel's chunks are multiples of 320 bytes
-# Exotel's Voicebot applet plays a chunk cleanly from 3.2 KB (100 ms), in multiples of 320
-# bytes ("Working with the Stream and Voicebot Applet", chunk size requirements).
+MAX_PAYLOAD_BYTES = 48000  # 1 s of 16-bit audio at 24 kHz; Exotel's chunks are far smaller
+# Exotel's Voicebot applet plays a chunk cleanly from 3.2 KB, "100 ms of data", in multiples
+# of 320 bytes ("Working with the Stream and Voicebot Applet", chunk size requirements). 3.2 KB
+# is 200 ms at 8 kHz and 67 ms at 24 kHz, so a chunk is at least both. A 20 ms frame is 320,
+# 640 or 960 bytes at 8, 16 or 24 kHz, so chunks of whole frames are multiples of 320.
 MIN_OUTBOUND_BYTES = 3200
+MIN_OUTBOUND_MS = 100
 
 
 def parse(text: str | bytes) -> ms.Event:
@@ -67,8 +72,11 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
         )
     encoding = media_format.get("encoding", "base64")
     rate = media_format.get("sample_rate", SAMPLE_RATE)
-    if encoding not in ENCODINGS or ms.loose_int(rate) != SAMPLE_RATE:
-        raise ms.unsupported(CARRIER, encoding, rate, "16-bit linear PCM at 8000 Hz")
+    sample_rate = ms.loose_int(rate)
+    if encoding not in ENCODINGS or sample_rate is None or sample_rate not in SAMPLE_RATES:
+        raise ms.unsupported(
+            CARRIER, encoding, rate, "16-bit linear PCM at 8000 Hz, 16000 Hz or 24000 Hz"
+        )
     stream_sid = message.get("stream_sid", start.get("stream_sid"))
     return ms.Start(
         stream_id=ms.identifier({"stream_sid": stream_sid}, "stream_sid", "stream_sid"),
@@ -76,6 +84,7 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
         encoding="L16",
         caller=ms.optional_text(start, "from", "start.from"),
         parameters=ms.parameters(start, "custom_parameters", "start.custom_parameters"),
+        sample_rate=sample_rate,
     )
 
 
@@ -104,7 +113,9 @@ def outbound(start: ms.Start) -> Outbound:
     return Outbound(start.stream_id)
 
 
-DIALECT = ms.Dialect(CARRIER, parse, outbound, MAX_PAYLOAD_BYTES, MIN_OUTBOUND_BYTES)
+DIALECT = ms.Dialect(
+    CARRIER, parse, outbound, MAX_PAYLOAD_BYTES, MIN_OUTBOUND_BYTES, MIN_OUTBOUND_MS
+)
 
 
 def parse_outbound(text: str | bytes) -> ms.OutEvent:
@@ -128,10 +139,14 @@ class Caller:
         encoding: str = "L16",
         caller: str | None = None,
         custom_parameters: Mapping[str, str] | None = None,
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
         if encoding != "L16":
             raise ValueError(f"Exotel streams carry 16-bit linear PCM (L16), not {encoding!r}")
+        if sample_rate not in SAMPLE_RATES:
+            raise ValueError(f"Exotel streams at 8000, 16000 or 24000 Hz, not {sample_rate}")
         self.encoding = encoding
+        self.sample_rate = sample_rate
         self.caller = caller
         self.custom_parameters = dict(custom_parameters or {})
         self.stream_id = uuid.uuid4().hex
@@ -146,7 +161,11 @@ class Caller:
             "from": self.caller or "",
             "to": "",
             "custom_parameters": self.custom_parameters,
-            "media_format": {"encoding": "base64", "sample_rate": "8000", "bit_rate": "128kbps"},
+            "media_format": {
+                "encoding": "base64",
+                "sample_rate": str(self.sample_rate),
+                "bit_rate": f"{self.sample_rate * 16 // 1000}kbps",
+            },
         }
         return [
             '{"event":"connected"}',

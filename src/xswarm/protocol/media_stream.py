@@ -52,6 +52,7 @@ class Start:
     encoding: str  # a name in ``xswarm.audio.wire.CODECS``
     caller: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    sample_rate: int = 8000  # wideband carriers (Exotel, Plivo L16) may ask for more
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +112,11 @@ class Dialect:
     parse: Callable[[str | bytes], Event]
     outbound: Callable[[Start], Outbound]
     max_payload_bytes: int
-    # The smallest media message the carrier plays cleanly: frames are gathered up to it
-    # (Exotel asks for at least 100 ms a message); 0 sends every 20 ms frame as it is due.
+    # The smallest media message the carrier plays cleanly, in bytes and in time: frames are
+    # gathered up to both (Exotel asks for 3.2 KB and 100 ms a message); 0 and 0 send every
+    # 20 ms frame as it is due.
     min_outbound_bytes: int = 0
+    min_outbound_ms: int = 0
 
 
 # What a server sent, as a simulated carrier reads it back.

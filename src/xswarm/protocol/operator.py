@@ -34,7 +34,10 @@ from xswarm.protocol.values import (
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
-INSTANCE_STATES = ("up", "down", "draining", "stale")
+# "down": the host answered but no bridge listens; "unreachable": no answer (host or
+# network); "auth_refused": the bridge refused our token or address, or its certificate was
+# not trusted. ``failure`` on the instance says which, as a short code.
+INSTANCE_STATES = ("up", "down", "draining", "stale", "unreachable", "auth_refused")
 # "unknown": the supervisor lost the call's instance and keeps the call until it knows.
 CALL_STATES = ("active", "unknown")
 
@@ -245,6 +248,14 @@ class InstanceInfo:
     # as the supervisor saw the ``refused_total`` of its ``instance_status`` grow.
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
+    # Where the engine runs ("cuda:1"), the card (model and PCI bus id), the engine's slots.
+    device: str | None = None
+    gpu: str | None = None
+    slots: int | None = None
+    # The host of ``url`` (the fleet's capacity is summed per host), and why the instance
+    # is not connected as a short code (``tls_untrusted``, ``token_refused``…; None when up).
+    host: str | None = None
+    failure: str | None = None
 
     def encode(self) -> dict[str, Any]:
         return {
@@ -267,6 +278,11 @@ class InstanceInfo:
             "bridge_name": self.bridge_name,
             "refusals_total": self.refusals_total,
             "refusals_last_minute": self.refusals_last_minute,
+            "device": self.device,
+            "gpu": self.gpu,
+            "slots": self.slots,
+            "host": self.host,
+            "failure": self.failure,
         }
 
     @classmethod
@@ -292,6 +308,11 @@ class InstanceInfo:
             bridge_name=text(data.get("bridge_name")),
             refusals_total=whole_number(data.get("refusals_total")),
             refusals_last_minute=whole_number(data.get("refusals_last_minute")),
+            device=text(data.get("device")),
+            gpu=text(data.get("gpu")),
+            slots=whole_number(data.get("slots")),
+            host=text(data.get("host")),
+            failure=text(data.get("failure")),
         )
 
 
@@ -405,7 +426,7 @@ def _each(value: object, decode: Any) -> list[Any]:
 
 @dataclass(frozen=True)
 class InstanceState:
-    """An instance changed state (``up``, ``down``, ``stale``, ``draining``) and why."""
+    """An instance changed state (one of ``INSTANCE_STATES``) and why."""
 
     TYPE: ClassVar[str] = "instance_state"
     ts: str

@@ -26,7 +26,10 @@ from xswarm.protocol import media_stream as ms
 CARRIER = "Plivo"
 SAMPLE_RATE = 8000
 CONTENT_TYPES = {"audio/x-mulaw": "PCMU", "audio/x-l16": "L16"}
-MAX_PAYLOAD_BYTES = 3200  # 200 ms of 16-bit audio; anything larger is not a media frame
+# mu-law is 8 kHz only; L16 streams may be asked for at 16 kHz (contentType
+# "audio/x-l16;rate=16000").
+SAMPLE_RATES = {"PCMU": (8000,), "L16": (8000, 16000)}
+MAX_PAYLOAD_BYTES = 6400  # 200 ms of 16-bit audio at 16 kHz; anything larger is not a frame
 
 
 def parse(text: str | bytes) -> ms.Event:
@@ -60,12 +63,19 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
     content_type = media_format.get("encoding")
     rate = media_format.get("sampleRate")
     encoding = CONTENT_TYPES.get(content_type) if isinstance(content_type, str) else None
-    if encoding is None or ms.loose_int(rate) != SAMPLE_RATE:
-        raise ms.unsupported(CARRIER, content_type, rate, "audio/x-mulaw or audio/x-l16 at 8000 Hz")
+    sample_rate = ms.loose_int(rate)
+    if encoding is None or sample_rate is None or sample_rate not in SAMPLE_RATES[encoding]:
+        raise ms.unsupported(
+            CARRIER,
+            content_type,
+            rate,
+            "audio/x-mulaw at 8000 Hz or audio/x-l16 at 8000 or 16000 Hz",
+        )
     return ms.Start(
         stream_id=ms.identifier(start, "streamId", "start.streamId"),
         call_id=ms.identifier(start, "callId", "start.callId"),
         encoding=encoding,
+        sample_rate=sample_rate,
     )
 
 
@@ -74,12 +84,12 @@ class Outbound:
 
     __slots__ = ("_clear", "_media_prefix", "_sid")
 
-    def __init__(self, stream_id: str, encoding: str) -> None:
+    def __init__(self, stream_id: str, encoding: str, sample_rate: int = SAMPLE_RATE) -> None:
         content_type = next(name for name, code in CONTENT_TYPES.items() if code == encoding)
         self._sid = json.dumps(stream_id)
         self._media_prefix = (
             '{"event":"playAudio","media":{"contentType":"'
-            f'{content_type}","sampleRate":{SAMPLE_RATE},"payload":"'
+            f'{content_type}","sampleRate":{sample_rate},"payload":"'
         )
         self._clear = f'{{"event":"clearAudio","streamId":{self._sid}}}'
 
@@ -94,7 +104,7 @@ class Outbound:
 
 
 def outbound(start: ms.Start) -> Outbound:
-    return Outbound(start.stream_id, start.encoding)
+    return Outbound(start.stream_id, start.encoding, start.sample_rate)
 
 
 DIALECT = ms.Dialect(CARRIER, parse, outbound, MAX_PAYLOAD_BYTES)
@@ -120,11 +130,16 @@ def parse_outbound(text: str | bytes) -> ms.OutEvent:
 class Caller:
     """What Plivo sends on one stream, for the simulated callers and the tests."""
 
-    def __init__(self, encoding: str = "PCMU") -> None:
+    def __init__(self, encoding: str = "PCMU", sample_rate: int = SAMPLE_RATE) -> None:
         content_type = next((n for n, code in CONTENT_TYPES.items() if code == encoding), None)
         if content_type is None:
             raise ValueError(f"Plivo streams carry PCMU or L16, not {encoding!r}")
+        if sample_rate not in SAMPLE_RATES[encoding]:
+            raise ValueError(
+                f"Plivo streams {encoding} at {SAMPLE_RATES[encoding]} Hz, not {sample_rate}"
+            )
         self.encoding = encoding
+        self.sample_rate = sample_rate
         self.content_type = content_type
         self.stream_id = str(uuid.uuid4())
         self.call_id = str(uuid.uuid4())
@@ -136,7 +151,7 @@ class Caller:
             "streamId": self.stream_id,
             "accountId": "MA" + "0" * 18,
             "tracks": ["inbound"],
-            "mediaFormat": {"encoding": self.content_type, "sampleRate": SAMPLE_RATE},
+            "mediaFormat": {"encoding": self.content_type, "sampleRate": self.sample_rate},
         }
         return [json.dumps({"event": "start", "sequenceNumber": 0, "start": start})]
 

@@ -31,6 +31,7 @@ from xswarm.protocol.auth import (
     is_loopback,
     trusted_peer,
 )
+from xswarm.protocol.operator import INSTANCE_STATES
 from xswarm.protocol.values import BadMessage
 from xswarm.supervisor.hub import Operator, OperatorHub
 
@@ -180,7 +181,12 @@ async def api_instances(request: web.Request) -> web.Response:
     if (refused := await _http_auth(request)) is not None:
         return refused
     hub = request.app[HUB_KEY]
-    return web.json_response([i.to_dict() for i in hub.fleet.instances.values()])
+    instances = [i.to_dict() for i in hub.fleet.instances.values()]
+    if request.query.get("totals") not in ("1", "true"):
+        return web.json_response(instances)
+    # The list alone stays the default answer (clients read it as a list); with totals=1
+    # it comes wrapped, beside the fleet's capacity per host and in total.
+    return web.json_response({"instances": instances} | hub.fleet.capacity().encode())
 
 
 async def api_calls(request: web.Request) -> web.Response:
@@ -240,9 +246,26 @@ def _instance_metrics(expo: Exposition, hub: OperatorHub) -> None:
         [
             ({"instance": i.name, "state": s}, int(i.state == s))
             for i in instances
-            for s in ("up", "down", "stale", "draining")
+            for s in INSTANCE_STATES
         ],
     )
+    expo.metric(
+        "xswarm_supervisor_instance_failure",
+        "gauge",
+        "1 for why an instance is not connected (tls_untrusted, token_refused, timeout…).",
+        [({"instance": i.name, "failure": i.failure}, 1) for i in instances if i.failure],
+    )
+    capacity = hub.fleet.capacity()
+    for figure, help_text in (
+        ("slots", "Call slots of the instances that are up or draining, per host."),
+        ("free", "Free call slots of the instances that admit calls, per host."),
+    ):
+        expo.metric(
+            f"xswarm_supervisor_host_{figure}",
+            "gauge",
+            help_text,
+            [({"host": h}, getattr(c, figure)) for h, c in capacity.hosts.items()],
+        )
     expo.metric(
         "xswarm_supervisor_instance_restarts_total",
         "counter",

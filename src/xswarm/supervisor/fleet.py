@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xswarm.protocol import control
+from xswarm.protocol.capacity import FleetCapacity, fleet_capacity, host_of
 from xswarm.protocol.control import MemoryLimits
 from xswarm.protocol.operator import (
     CallInfo,
@@ -29,7 +30,7 @@ from xswarm.protocol.operator import (
     InstanceState,
     Snapshot,
 )
-from xswarm.protocol.values import BadMessage
+from xswarm.protocol.values import BadMessage, whole_number
 
 # Bridge events relayed to operators as received (with ``instance`` replaced by our name).
 RELAYED_EVENTS = frozenset(
@@ -52,6 +53,9 @@ RELAYED_EVENTS = frozenset(
 # "Refusals in the last minute" compares an instance's refusal count with its count this long
 # ago (or its first count seen, when the supervisor has watched it for less).
 REFUSAL_WINDOW_S = 60.0
+
+# States of an instance the supervisor cannot reach (see upstream.classify_failure).
+NOT_CONNECTED = ("down", "unreachable", "auth_refused")
 
 # Reasons for ending a call the bridge never reported ending.
 INSTANCE_LOST = "instance_lost"
@@ -134,6 +138,12 @@ class Instance:
     refusals_last_minute: int | None = None
     # (monotonic time, refusals_total) of the last REFUSAL_WINDOW_S and the one just before.
     refusal_counts: deque[tuple[float, int]] = field(default_factory=deque)
+    # Where its engine runs ("cuda:1"), the card (model, PCI bus id), and its engine's slots.
+    device: str | None = None
+    gpu: str | None = None
+    slots: int | None = None
+    # Why it is not connected, as a short code (upstream.Failure.code); None when connected.
+    failure: str | None = None
 
     def info(self) -> InstanceInfo:
         return InstanceInfo(
@@ -156,6 +166,11 @@ class Instance:
             bridge_name=self.bridge_name,
             refusals_total=self.refusals_total,
             refusals_last_minute=self.refusals_last_minute,
+            device=self.device,
+            gpu=self.gpu,
+            slots=self.slots,
+            host=host_of(self.url),
+            failure=self.failure,
         )
 
     def count_refusals(self, total: int, now: float) -> None:
@@ -335,23 +350,28 @@ class Fleet:
         inst.last_message_at = self._monotonic()
         return Outcome()
 
-    def disconnected(self, name: str, reason: str) -> Outcome:
-        """The connection dropped or was refused: down now, its calls unknown until it returns."""
+    def disconnected(
+        self, name: str, reason: str, state: str = "down", failure: str | None = None
+    ) -> Outcome:
+        """The connection dropped or was refused: ``state`` (down, unreachable, auth_refused)
+        now, its calls unknown until it returns. Operators hear of it when the state or the
+        failure changes, not on every retry."""
         inst = self.instances.get(name)
         if inst is None:
             return Outcome()
-        was = inst.state
+        was, failed = inst.state, inst.failure
         inst.connected = False
         inst.awaiting_snapshot = False
         inst.error = reason
-        if was != "down":
+        inst.failure = failure
+        if was not in NOT_CONNECTED:
             inst.down_since = self._monotonic()
             inst.lost_wall = self._wall()
-        inst.state = "down"
+        inst.state = state
         for call in self.calls.values():
             if call.instance == name:
                 call.state = "unknown"
-        if was == "down":
+        if was == state and failed == failure:
             return Outcome()
         return Outcome(events=[self._state_event(inst, reason)])
 
@@ -360,7 +380,7 @@ class Fleet:
         out = Outcome()
         now = self._monotonic()
         for inst in self.instances.values():
-            if not inst.connected or inst.state in ("down", "stale"):
+            if not inst.connected or inst.state in (*NOT_CONNECTED, "stale"):
                 continue
             if inst.last_message_at is not None and now - inst.last_message_at >= self.stale_after:
                 inst.state = "stale"
@@ -481,6 +501,10 @@ class Fleet:
         if status.refused_total is not None:
             inst.count_refusals(sum(status.refused_total.values()), self._monotonic())
         inst.draining = status.state == "draining"
+        inst.device = status.device or inst.device
+        inst.gpu = status.gpu or inst.gpu
+        slots = whole_number((status.engine_details or {}).get("slots"))
+        inst.slots = inst.slots if slots is None else slots
 
     def _snapshot(self, inst: Instance, snapshot: control.Snapshot) -> Outcome:
         """Reconcile: calls the bridge lists are live; known calls it does not list are over."""
@@ -596,11 +620,14 @@ class Fleet:
         old = inst.state
         inst.state = new
         inst.error = None
+        inst.failure = None
         inst.down_since = None
-        reason = {
-            "down": "connected",
-            "stale": "messages resumed",
-        }.get(old, "draining" if new == "draining" else "ready")
+        if old in NOT_CONNECTED:
+            reason = "connected"
+        elif old == "stale":
+            reason = "messages resumed"
+        else:
+            reason = "draining" if new == "draining" else "ready"
         return Outcome(events=[self._state_event(inst, reason)])
 
     def _state_event(self, inst: Instance, reason: str | None) -> dict[str, Any]:
@@ -622,6 +649,10 @@ class Fleet:
             instances=tuple(i.info() for i in self.instances.values()),
             calls=tuple(c.info(now) for c in self.calls.values()),
         ).encode()
+
+    def capacity(self) -> FleetCapacity:
+        """Slots, calls and free slots per host and in total (``/api/instances?totals=1``)."""
+        return fleet_capacity(i.info() for i in self.instances.values())
 
     def active_call_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state == "active")

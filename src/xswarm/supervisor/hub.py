@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -103,9 +104,13 @@ class OperatorHub:
     ) -> None:
         self.store = store
         self.fleet = Fleet(stale_after)
-        # Operators present ``token``; bridges are shown ``control_token``, never the other.
+        # Operators present ``token``; bridges are shown ``control_token``, never the other,
+        # or an instance's own token when it has one (tokens.read_instance_tokens).
         self.token = token
         self.control_token = control_token
+        self.instance_tokens: dict[str, str | None] = {}
+        # How wss:// bridges are checked ([dashboard] ca_file); None: the system's CAs.
+        self.client_tls: ssl.SSLContext | None = None
         self.upstreams: dict[str, Upstream] = {}
         self.operators: set[Operator] = set()
         self.counters = Counters()
@@ -192,14 +197,23 @@ class OperatorHub:
             name,
             url,
             self._session,
-            lambda: self.control_token,
+            lambda: self.instance_tokens.get(name, self.control_token),
             on_connected=lambda n: self._apply(self.fleet.connected(n)),
             on_message=self._upstream_message,
-            on_disconnected=lambda n, why: self._apply(self.fleet.disconnected(n, why)),
+            on_disconnected=self._upstream_lost,
             silence_limit=lambda: max(4 * self.fleet.stale_after, 5.0),
+            tls=lambda: self.client_tls,
         )
         self.upstreams[name] = upstream
         upstream.start()
+
+    def _upstream_lost(self, name: str, reason: str) -> None:
+        upstream = self.upstreams.get(name)
+        failure = upstream.failure if upstream is not None else None
+        if failure is None:
+            self._apply(self.fleet.disconnected(name, reason))
+        else:
+            self._apply(self.fleet.disconnected(name, reason, failure.state, failure.code))
 
     async def _tick(self) -> None:
         """Staleness checks four times per ``stale_after``, so "stale" is never late by much."""

@@ -3,7 +3,8 @@
 Load the config (a bad one exits 78 with one line), open the history, then ``xswarm.runtime``
 runs the supervisor: serve on systemd's socket or ``[dashboard] host:port``, subscribe to
 every instance, READY=1. SIGHUP applies what can change live (the instance list, staleness,
-history limit, log level); a bad file is refused and the old config kept. SIGTERM closes the
+history limit, log level, the CA and the control tokens); a bad file is refused and the
+old config kept. SIGTERM closes the
 operators with 1001 and the upstreams, checkpoints the history and exits 0.
 """
 
@@ -11,22 +12,32 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import ssl
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from aiohttp import web
 
 from xswarm import __version__, logs
 from xswarm import config as config_mod
-from xswarm.errors import XswarmError
-from xswarm.protocol.auth import CONTROL_TOKEN_ENV, SUPERVISOR_TOKEN_ENV
+from xswarm.errors import ConfigError, XswarmError
+from xswarm.protocol.auth import CONTROL_TOKEN_ENV, SUPERVISOR_TOKEN_ENV, is_loopback_bind
 from xswarm.runtime.boundary import run_command
 from xswarm.runtime.daemon import ReloadOutcome, run
 from xswarm.runtime.listen import Address, Endpoint
 from xswarm.supervisor.api import Access, build_app
+from xswarm.supervisor.fleet import instance_names
 from xswarm.supervisor.hub import OperatorHub
 from xswarm.supervisor.store import DB_NAME, Store
-from xswarm.tokens import TokenError, read_token, require_token_off_loopback
+from xswarm.tls import TlsError, client_context
+from xswarm.tokens import (
+    TokenError,
+    read_instance_tokens,
+    read_token,
+    require_token_off_loopback,
+)
 
 log = logging.getLogger("xswarm.supervisor")
 
@@ -61,6 +72,9 @@ class SupervisorDaemon:
             control_token=read_token(CONTROL_TOKEN_ENV),
             batch_interval=cfg.dashboard.operator_batch_ms / 1000,
         )
+        self.hub.instance_tokens = instance_tokens(cfg)
+        self.hub.client_tls = client_tls(cfg)
+        warn_plain_remote(cfg)
         self.access = Access(server_names(cfg))
 
     def app(self) -> web.Application:
@@ -88,6 +102,8 @@ class SupervisorDaemon:
             new = config_mod.load(self.config_path)
             token = read_token(SUPERVISOR_TOKEN_ENV)
             control_token = read_token(CONTROL_TOKEN_ENV)
+            tokens = instance_tokens(new)
+            tls = client_tls(new)
             if token is None and self.hub.token is not None:
                 raise TokenError(
                     f"{SUPERVISOR_TOKEN_ENV} can no longer be read; a running supervisor does "
@@ -100,6 +116,9 @@ class SupervisorDaemon:
             return ReloadOutcome(False, message)
         self.hub.token = token
         self.hub.control_token = control_token
+        self.hub.instance_tokens = tokens
+        self.hub.client_tls = tls
+        warn_plain_remote(new)
         self.access.server_names = server_names(new)
         _, restart = config_mod.reload_changes(self.cfg, new)
         pending = [k for k in restart if k in RESTART_KEYS]
@@ -137,6 +156,36 @@ class SupervisorDaemon:
     async def close(self) -> None:
         self.store.close()
         log.info("stopped")
+
+
+def instance_tokens(cfg: config_mod.Config) -> dict[str, str | None]:
+    """Each supervised instance's control token: its own, or the shared one (TokenError)."""
+    return read_instance_tokens(CONTROL_TOKEN_ENV, instance_names(cfg.control_urls()))
+
+
+def client_tls(cfg: config_mod.Config) -> ssl.SSLContext | None:
+    """The context wss:// bridges are checked with; a bad ca_file is a config error (78)."""
+    ca_file = cfg.dashboard.ca_file
+    if not ca_file and not any(u.startswith("wss:") for u in cfg.control_urls()):
+        return None
+    try:
+        return client_context(Path(ca_file) if ca_file else None)
+    except TlsError as exc:
+        raise ConfigError(cfg.source, "[dashboard] ca_file", str(exc)) from None
+
+
+def warn_plain_remote(cfg: config_mod.Config) -> None:
+    """A ws:// URL beyond loopback sends the control token and every caller's events in
+    clear text: allowed (a private network, a tunnel), but never quietly."""
+    for url in cfg.control_urls():
+        host = urlsplit(url).hostname or ""
+        if url.startswith("ws:") and not is_loopback_bind(host):
+            log.warning(
+                "INSECURE: [dashboard] instances has %s: plain ws:// to a host beyond "
+                "loopback sends the control token and call events unencrypted; give that "
+                "bridge [voice.bridge] tls_cert and use wss:// (docs/SECURITY.md)",
+                url,
+            )
 
 
 def server_names(cfg: config_mod.Config) -> frozenset[str]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from xswarm.protocol.capacity import Capacity, fleet_capacity
 from xswarm.protocol.operator import (
     CALL_STATES,
     INSTANCE_STATES,
@@ -104,10 +105,15 @@ class InstanceView:
     error: str = ""
     refusals_total: int | None = None
     refusals_last_minute: int | None = None
+    device: str = ""
+    gpu: str = ""
+    slots: int | None = None
+    # Why the supervisor cannot reach it, as a short code (tls_untrusted, timeout…).
+    failure: str = ""
 
     def update(self, data: Mapping[str, Any]) -> None:
         """Take every field the message carries with a usable value; keep the rest."""
-        for name in ("url", "engine", "version", "error"):
+        for name in ("url", "engine", "version", "error", "device", "gpu", "failure"):
             if name in data:
                 setattr(self, name, clip_text(data[name]))
         if data.get("state") in INSTANCE_STATES:
@@ -122,6 +128,7 @@ class InstanceView:
             "pid",
             "refusals_total",
             "refusals_last_minute",
+            "slots",
         ):
             if name in data:
                 setattr(self, name, as_int(data[name]))
@@ -415,11 +422,16 @@ class DashboardModel:
             return
         was_live = self.instance_is_live(instance.name)
         fields = {k: v for k, v in message.items() if k != "state"}
+        details = message.get("engine_details")
+        if isinstance(details, Mapping) and "slots" in details:
+            fields["slots"] = details["slots"]
         instance.update(fields)
         if message.get("state") == "draining":
             instance.state = "draining"
-        elif instance.state in ("stale", "down", "draining"):
+        elif instance.state != "up":
+            # A status comes only over a live connection: whatever kept it away is over.
             instance.state = "up"
+            instance.failure = ""
         self._changes.instances = True
         if self.instance_is_live(instance.name) != was_live:
             self._mark_instance_calls(instance.name)
@@ -687,7 +699,8 @@ class FleetTotals:
 
     ``full`` counts instances with no free slot (they refuse every new call); the refusals
     are the upgrades the instances refused, as the supervisor counted them (None when no
-    instance reports them: an older bridge or supervisor).
+    instance reports them: an older bridge or supervisor). ``hosts``: the same sums per host
+    (protocol.capacity, the supervisor's own figures).
     """
 
     instances: int
@@ -697,24 +710,31 @@ class FleetTotals:
     full: int
     refusals_last_minute: int | None = None
     refusals_total: int | None = None
+    slots: int = 0
+    hosts: Mapping[str, Capacity] = field(default_factory=dict)
 
 
 def fleet_totals(model: DashboardModel) -> FleetTotals:
-    calls = free = full = up = 0
-    last_minute: int | None = None
-    total: int | None = None
-    for instance in model.instances.values():
-        up += instance.state in ("up", "draining")
-        calls += instance.active_calls or 0
-        if instance.max_concurrent_calls is not None and instance.state == "up":
-            slots = max(0, instance.max_concurrent_calls - (instance.active_calls or 0))
-            free += slots
-            full += slots == 0
-        if instance.refusals_last_minute is not None:
-            last_minute = (last_minute or 0) + instance.refusals_last_minute
-        if instance.refusals_total is not None:
-            total = (total or 0) + instance.refusals_total
-    return FleetTotals(len(model.instances), up, calls, free, full, last_minute, total)
+    fleet = fleet_capacity(model.instances.values())
+    total = fleet.total
+    return FleetTotals(
+        total.instances,
+        total.up,
+        total.calls,
+        total.free,
+        total.full,
+        total.refusals_last_minute,
+        total.refusals_total,
+        total.slots,
+        fleet.hosts,
+    )
+
+
+def host_totals_line(totals: FleetTotals) -> str:
+    """Free slots per host, when the fleet spans several: where the room is."""
+    if len(totals.hosts) < 2:
+        return ""
+    return " · ".join(f"{host or '?'} {c.free}/{c.slots} free" for host, c in totals.hosts.items())
 
 
 def find_call(model: DashboardModel, text: str) -> str | None:

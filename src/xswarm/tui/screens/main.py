@@ -32,6 +32,7 @@ from xswarm.tui.model import (
     Changes,
     find_call,
     fleet_totals,
+    host_totals_line,
     state_counts,
 )
 from xswarm.tui.screens.live import LiveScreen
@@ -143,6 +144,8 @@ class MainScreen(LiveScreen):
         if totals.refusals_last_minute is not None:
             subtitle += f" · {totals.refusals_last_minute} refused/min"
         instances.border_subtitle = subtitle
+        per_host = host_totals_line(totals)
+        instances.border_title = f"instances · {per_host}" if per_host else "instances"
 
     def _write_events(self, changes: Changes) -> None:
         log = self.query_one("#events", EventsPane)

@@ -24,7 +24,12 @@ STATE_STYLES = {
     "draining": "yellow",
     "stale": "bold yellow",
     "down": "bold red",
+    "unreachable": "bold red",
+    "auth_refused": "bold magenta",
 }
+
+# Within the state column's 8 characters; the events pane and the detail say why in full.
+STATE_LABELS = {"unreachable": "unreach", "auth_refused": "refused"}
 
 
 def _ms(value: float | None) -> str:
@@ -42,6 +47,14 @@ def _memory(instance: InstanceView) -> Text:
     return Text(text, style=style, justify="right")
 
 
+def _engine(instance: InstanceView) -> Text:
+    """The engine, or on a GPU the device it owns ("cuda:1", only MOSHI runs there): one
+    column says both within 80 columns."""
+    if instance.device.startswith("cuda"):
+        return Text(instance.device)
+    return Text(instance.engine or "–")
+
+
 def instance_cells(instance: InstanceView, connected: bool) -> list[Text]:
     state = instance.state if connected else "stale"
     calls = f"{'–' if instance.active_calls is None else instance.active_calls}/" + (
@@ -49,8 +62,8 @@ def instance_cells(instance: InstanceView, connected: bool) -> list[Text]:
     )
     cells = [
         Text(instance.name),
-        Text(state, style=STATE_STYLES.get(state, "")),
-        Text(instance.engine or "–"),
+        Text(STATE_LABELS.get(state, state), style=STATE_STYLES.get(state, "")),
+        _engine(instance),
         Text(calls, justify="right"),
         Text(f"{_ms(instance.tick_p50_ms)}/{_ms(instance.tick_p99_ms)}", justify="right"),
         Text("–" if instance.cpu is None else f"{instance.cpu:.0f}%", justify="right"),

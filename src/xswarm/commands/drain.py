@@ -1,0 +1,30 @@
+"""``xswarm drain --backend HOST:PORT``: no new calls to a bridge on another host, then wait
+for its calls to end, so that host can upgrade without cutting a call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xswarm.commands.options import backend_option, root_option
+from xswarm.ops import haproxy
+from xswarm.ops.layout import Layout
+
+
+@click.command(name="drain")
+@backend_option()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 86400),
+    default=600.0,
+    show_default=True,
+    help="seconds to wait for the backend's calls to end",
+)
+@root_option()
+def command(backend: str, timeout: float, root: Path) -> None:
+    """On the front host: stop sending new calls to a backend and wait until it has none.
+
+    Then upgrade that host (xswarm upgrade there) and put it back with xswarm undrain.
+    """
+    haproxy.drain_backend(Layout(root), backend, timeout, click.echo)

@@ -1,0 +1,23 @@
+"""``xswarm undrain --backend HOST:PORT``: a drained bridge on another host takes calls again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xswarm.commands.options import backend_option, root_option
+from xswarm.ops import haproxy
+from xswarm.ops.layout import Layout
+
+
+@click.command(name="undrain")
+@backend_option()
+@root_option()
+def command(backend: str, root: Path) -> None:
+    """On the front host: put a backend drained by xswarm drain back in rotation.
+
+    HAProxy sends it calls again once its /readyz health check passes.
+    """
+    server = haproxy.set_backend_state(Layout(root), backend, "ready")
+    click.echo(f"{server}: back in rotation; HAProxy sends it calls while /readyz answers 200")
