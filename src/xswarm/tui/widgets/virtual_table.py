@@ -141,6 +141,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._signatures: dict[str, tuple[tuple[str, str, str | None], ...]] = {}
         self._strips: dict[str, Strip] = {}
         self._cursor_key: str | None = None
+        self._drawn_with: tuple[Style, Style] | None = None
         self.rows_built = 0
 
     # -- what the owner calls -------------------------------------------------------------
@@ -359,8 +360,15 @@ class VirtualTable(ScrollView, can_focus=True):
         return strip
 
     def notify_style_update(self) -> None:
+        """Drawn rows are kept unless the styles they were drawn with changed: the focus
+        moving to the filter box restyles only the cursor, which is put on when drawn."""
         super().notify_style_update()
-        self._strips.clear()
+        # Before the component styles are known (at mount) a null style: drawn afresh later.
+        stripe = self.get_component_rich_style("virtual-table--even-row", default=Style.null())
+        drawn_with = (self.rich_style, stripe)
+        if drawn_with != self._drawn_with:
+            self._strips.clear()
+            self._drawn_with = drawn_with
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
