@@ -292,8 +292,10 @@ class Tmux:
             ],
             check=True,
         )
-        # The control-mode client that watches for output must not resize the window.
+        # The control-mode client that watches for output must not resize the window; a
+        # dashboard that dies leaves its last screen to read.
         self._out("set-option", "-g", "window-size", "manual")
+        self._out("set-option", "-g", "remain-on-exit", "on")
         self.pid = int(self._out("display-message", "-p", "#{pane_pid}"))
 
     def _out(self, *args: str) -> str:
@@ -303,6 +305,10 @@ class Tmux:
 
     def screen(self) -> str:
         return self._out("capture-pane", "-p")
+
+    def dead(self) -> bool:
+        """The dashboard exited (its last screen, a traceback, stays: remain-on-exit)."""
+        return self._out("display-message", "-p", "#{pane_dead}").strip() == "1"
 
     def header(self) -> str:
         """The title line, whose subtitle counts the live calls the dashboard holds."""
@@ -504,6 +510,9 @@ async def measure(
         if drops_before is not None and drops_after is not None:
             dropped = drops_after - drops_before
         keys, missed = await key_latency(tmux, key_presses)
+        if tmux.dead():
+            print(tmux.screen())
+            raise SystemExit(f"the dashboard died during the {label} {calls} {size} point")
         per_second = " ".join(f"{c:.0f}" for c in cpu)
         print(
             f"  {label} {calls} calls {size}: CPU % per second [{per_second}], "
