@@ -103,6 +103,15 @@ class BridgeSection:
         "wire frame (MOSHI): audio is held this long after its step so that a late step is "
         "absorbed, then sent one frame every 20 ms; echo's output is sent as it comes",
     )
+    tick_margin_ms: int = setting(
+        20,
+        min=0,
+        max=80,
+        help="for engines whose frame is several wire frames (MOSHI, 80 ms): a call's frames "
+        "are aligned to complete at least this long before the engine's tick, so audio that "
+        "arrives up to this late still makes its step instead of waiting a whole frame; the "
+        "cost is this much latency on every call (set it to the network's jitter)",
+    )
     max_output_age_ms: int = setting(
         100,
         min=20,

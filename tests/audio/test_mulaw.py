@@ -70,3 +70,16 @@ def test_encode_accepts_float64() -> None:
 def test_nan_from_a_broken_engine_is_silence_and_infinities_clip() -> None:
     bad = np.array([np.nan, np.inf, -np.inf, 0.0], dtype=np.float32)
     assert mulaw.encode(bad) == b"\xff\x80\x00\xff"
+
+
+@pytest.mark.filterwarnings("error")
+def test_samples_far_beyond_full_scale_clip_without_overflow() -> None:
+    """A broken engine's 3e38 is the loudest code, with no numpy overflow warning on the way
+    (every codec converts through ``pcm16.to_int16``)."""
+    from xswarm.audio import alaw, wire
+
+    wild = np.array([3e38, -3e38, np.inf, -np.inf, np.nan], dtype=np.float32)
+    edges = np.array([32767 / 32768, -1.0, 32767 / 32768, -1.0, 0.0], dtype=np.float32)
+    assert mulaw.encode(wild) == mulaw.encode(edges)
+    assert alaw.encode(wild) == alaw.encode(edges)
+    assert wire.L16.encode(wild) == np.array([32767, -32768, 32767, -32768, 0], "<i2").tobytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soxr
 
 from xswarm.audio import mulaw
 from xswarm.audio.levels import dbfs
@@ -143,3 +144,17 @@ def test_pad_start_makes_every_telephone_frame_a_whole_engine_frame() -> None:
 def test_pad_start_leaves_a_resampler_without_hold_back_alone() -> None:
     down = StreamResampler(24000, 8000, pad_start=True)
     assert [len(down.process(np.ones(480, dtype=np.float32))) for _ in range(3)] == [160] * 3
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 24000), (24000, 8000)])
+def test_soxr_fed_directly_gives_what_its_own_wrapper_gives(in_rate: int, out_rate: int) -> None:
+    """StreamResampler skips soxr's Python wrapper for speed: the samples must not change."""
+    rng = np.random.default_rng(5)
+    ours = StreamResampler(in_rate, out_rate, "QQ")
+    theirs = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality="QQ")
+    for size in (160, 480, 1, 0, 333, 1920):
+        chunk = (0.3 * rng.standard_normal(size)).astype(np.float32)
+        expected = theirs.resample_chunk(chunk)
+        got = ours.process(chunk)
+        assert got.dtype == np.float32 and got.ndim == 1
+        np.testing.assert_array_equal(got, expected)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from xswarm.protocol.budgets import InputBudget, Limits, call_source, trusted_networks
+from xswarm.protocol.budgets import (
+    InputBudget,
+    Limits,
+    call_source,
+    forwarded_client,
+    trusted_networks,
+)
 
 LIMITS = Limits(
     max_buffered_bytes=1000, audio_speed=1.5, audio_burst_seconds=3.0, messages_per_second=10
@@ -45,3 +51,13 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy_and_from_the_right() -> 
     assert call_source("127.0.0.1", ["2001:db8:1:2::5"], proxies) == "2001:db8:1:2::/64"
     assert call_source("::ffff:127.0.0.1", ["198.51.100.1"], proxies) == "198.51.100.1"
     assert call_source("127.0.0.1", ["not-an-address"], proxies) == "unknown"
+
+
+def test_the_forwarded_client_is_named_only_by_a_trusted_proxy() -> None:
+    proxies = trusted_networks(["127.0.0.1", "10.0.0.0/8"])
+    assert forwarded_client("203.0.113.9", ["198.51.100.1"], proxies) is None
+    assert forwarded_client("127.0.0.1", [], proxies) is None
+    assert forwarded_client("127.0.0.1", ["6.6.6.6, 198.51.100.1", "10.1.2.3"], proxies) == (
+        "198.51.100.1"
+    )
+    assert forwarded_client("127.0.0.1", ["[2001:db8::5]"], proxies) == "2001:db8::5"

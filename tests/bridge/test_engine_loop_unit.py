@@ -338,3 +338,21 @@ async def test_a_burst_served_on_arrival_loses_no_frame() -> None:
         await loop.tick()
     heard = [float(pcm[0]) for pcm, _, _ in sink.delivered if pcm is not None]
     assert heard == pytest.approx(values)
+
+
+def test_a_tick_margin_lets_a_late_chunk_still_make_its_tick() -> None:
+    """With a 20 ms margin the completing chunk arrives 20-40 ms before its tick, so the
+    same chunk arriving 25 ms late (network jitter) is still stepped at that tick."""
+    chunk, frame, period = 480, 1920, 0.08
+    call = Call("twilio", "127.0.0.1:1", frame)
+    call.tick_grid = (1.0, period)
+    call.tick_margin_s = 0.020
+    for arrived in (0.95, 0.97):
+        call.push_audio(np.full(chunk, 0.5, dtype=np.float32), arrived)
+    taken = call.take_frame()
+    assert taken is not None and taken[1] == 0.97  # whole 30 ms before the tick at 1.0
+    late = [0.99, 1.01, 1.03, 1.05 + 0.025]  # the completing chunk of the next frame, late
+    for arrived in late:
+        call.push_audio(np.full(chunk, 0.5, dtype=np.float32), arrived)
+    taken = call.take_frame()
+    assert taken is not None and taken[1] < 1.08  # still before the tick at 1.08

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tests.support.bridge import free_port, running_bridge
+from xswarm.client.bench import Bench, tone
+from xswarm.client.common import call_url
 
 XSWARM = str(Path(sys.executable).parent / "xswarm")
 
@@ -66,3 +71,31 @@ def test_bench_refuses_remote_targets_and_silly_sizes() -> None:
     assert done.returncode != 0 and "--calls" in done.stderr
     done = run_bench("--calls", "100000")
     assert done.returncode != 0 and "--calls" in done.stderr
+
+
+def test_jitter_delays_frames_within_its_span_and_keeps_their_order(tmp_path: Path) -> None:
+    """--jitter-ms: every frame still goes, once and in order (the echo comes back whole,
+    matched by content), and each leaves up to twice the jitter after its 20 ms slot."""
+    config = '[voice.bridge]\nengine = "echo"\n'
+    with running_bridge(tmp_path, config) as bridge:
+        bench = Bench(
+            call_url(bridge.ws_url, "twilio"),
+            2,
+            1.0,
+            tone(),
+            ramp_seconds=0.0,
+            aligned=True,
+            tls=False,
+            jitter_s=0.030,
+        )
+        report = asyncio.run(bench.run())
+    assert report.connected == 2 and report.frames_sent == 2 * 50
+    assert report.content_lost == 0
+    for call in bench.calls:
+        sent = np.asarray(call.sent_at)
+        assert np.all(np.diff(sent) >= 0)
+        behind = sent - sent[0] - np.arange(len(sent)) * 0.020
+        # Late by up to 2 x 30 ms (plus the timer's own lag on a busy machine), never early
+        # by more than the first frame's own delay.
+        assert behind.max() <= 0.060 + 0.050 and behind.min() >= -0.061
+        assert np.ptp(np.diff(sent)) > 0.010  # the gaps really vary

@@ -223,6 +223,14 @@ class Fleet:
     def instances(self) -> dict[str, dict[str, Any]]:
         return {i["name"]: i for i in self.supervisor_api("/api/instances")}
 
+    def supervisor_answers(self) -> bool:
+        """The supervisor listens: its API answers (with anything) rather than refusing."""
+        try:
+            self.supervisor_api("/api/instances")
+        except (aiohttp.ClientError, OSError):
+            return False
+        return True
+
     def haproxy_running(self) -> dict[str, bool]:
         """HAProxy's own verdict on each backend, from its admin socket: passing its checks?"""
         socket_path = self.tmp / "front" / "haproxy-admin.sock"
@@ -388,6 +396,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         start_front_host(fleet, write_front_host(fleet))
         for name in ("voice-a", "voice-b"):
             fleet.wait_voice_ready(name)
+        fleet.wait_until(fleet.supervisor_answers, within=60)  # a loaded CI host starts slowly
         fleet.wait_until(
             lambda: all(i["state"] == "up" for i in fleet.instances().values()),
         )

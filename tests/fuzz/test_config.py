@@ -112,6 +112,8 @@ _LIST_ITEMS = {
     "instances": ["ws://127.0.0.1:9998/control", "wss://voice.example.com/control"],
     "trusted_proxies": ["127.0.0.1", "::1", "10.0.0.0/8"],
     "server_names": ["voice.example.com", "localhost"],
+    "control_allow": ["10.0.0.0/24", "127.0.0.1", "2001:db8::/64"],
+    "backends": ["10.0.0.2:9998", "[2001:db8::2]:9998", "voice-b.example.com:10001"],
 }
 
 
@@ -125,7 +127,7 @@ def _in_bounds(name: str, spec: config.Key) -> Any:
     if spec.type is float:
         return st.floats(spec.min, spec.max, allow_nan=False)
     if spec.type is list:
-        return st.lists(st.sampled_from(_LIST_ITEMS[name]), max_size=2)
+        return st.lists(st.sampled_from(_LIST_ITEMS[name]), max_size=2, unique=True)
     return st.just(spec.default)
 
 

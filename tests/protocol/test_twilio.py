@@ -286,6 +286,7 @@ def test_outbound_messages_are_the_json_twilio_expects() -> None:
     assert json.loads(out.mark("m1")) == {"event": "mark", "streamSid": SID, "mark": {"name": "m1"}}
     assert json.loads(out.clear()) == {"event": "clear", "streamSid": SID}
     assert twilio.media_message(SID, FRAME) == out.media(FRAME)
+    assert out.media_bytes(FRAME) == out.media(FRAME).encode()
     assert twilio.mark_message(SID, "m1") == out.mark("m1")
     assert twilio.clear_message(SID) == out.clear()
 
@@ -294,6 +295,7 @@ def test_hostile_stream_sid_and_mark_name_are_escaped() -> None:
     hostile = 'MZ"},"event":"clear\\\n\u2028'
     out = twilio.Outbound(hostile)
     assert json.loads(out.media(b"\x00"))["streamSid"] == hostile
+    assert json.loads(out.media_bytes(b"\x00"))["streamSid"] == hostile
     assert json.loads(out.mark('"}'))["mark"]["name"] == '"}'
     assert json.loads(out.clear()) == {"event": "clear", "streamSid": hostile}
     with pytest.raises(ValueError, match="non-empty"):

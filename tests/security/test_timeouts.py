@@ -173,4 +173,6 @@ async def test_one_address_holds_at_most_max_calls_per_source(
             lambda: asyncio.to_thread(metric, bridge, "xswarm_active_calls"), (0.0).__eq__
         )
         await genuine_call(bridge, headers=stranger)
+        # The caller behind the proxy is who the call shows, in its log line and its remote.
+        assert "twilio from 198.51.100.7 via 127.0.0.1:" in bridge.log()
         assert (rss_kib(bridge.proc.pid) - rss_before) < 8 * 1024

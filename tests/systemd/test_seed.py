@@ -262,7 +262,7 @@ def test_doctor_and_status_on_a_healthy_server(container: Container) -> None:
     print(status)
     assert re.search(
         r"^xswarm-voice\.service\s+9998\s+active/running\s+\d+\s+\d+\s.*ok\s+ready"
-        r"\s+0/300$",
+        r"\s+0/300\s+-$",  # DEVICE: the echo engine runs on none
         status,
         re.M,
     ), status

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xswarm.audio.pcm16 import to_int16
+
 # The upper bound of each of the 8 segments, in the 13-bit magnitude domain.
 _SEGMENT_ENDS = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
 # A-law inverts the even bits of every code so that idle lines carry transitions.
@@ -65,12 +67,7 @@ def encode(pcm: np.ndarray) -> bytes:
     Samples are rounded to the nearest int16 first, so an input that came from int16 audio
     (``x / 32768``) encodes exactly as ``audioop.lin2alaw`` would have encoded the original.
     """
-    scaled = np.multiply(pcm, 32768.0, dtype=np.float32)
-    np.minimum(scaled, 32767.0, out=scaled)
-    np.maximum(scaled, -32768.0, out=scaled)
-    np.copyto(scaled, 0.0, where=np.isnan(scaled))
-    linear = np.rint(scaled, out=scaled).astype(np.int16)
-    encoded: np.ndarray = ENCODE_UINT16.take(linear.view(np.uint16))
+    encoded: np.ndarray = ENCODE_UINT16.take(to_int16(pcm).view(np.uint16))
     return encoded.tobytes()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xswarm.audio import alaw, mulaw
+from xswarm.audio.pcm16 import to_int16
 
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at SAMPLE_RATE
@@ -33,11 +34,7 @@ def _l16_decode(payload: bytes) -> np.ndarray:
 
 
 def _l16_encode(pcm: np.ndarray) -> bytes:
-    scaled = np.multiply(pcm, 32768.0, dtype=np.float32)
-    np.minimum(scaled, 32767.0, out=scaled)
-    np.maximum(scaled, -32768.0, out=scaled)
-    np.copyto(scaled, 0.0, where=np.isnan(scaled))
-    encoded: bytes = np.rint(scaled, out=scaled).astype("<i2").tobytes()
+    encoded: bytes = to_int16(pcm).astype("<i2", copy=False).tobytes()
     return encoded
 
 

@@ -348,6 +348,7 @@ class Call:
         self.input_wait = LatencyHistogram()
         self.output_wait = LatencyHistogram()
         self.tick_grid: tuple[float, float] | None = None  # (a tick's time, period), at attach
+        self.tick_margin_s = 0.002  # how long before its tick a frame completes, at least
         self._aligned = False
         self.behind_since: float | None = None
         self.latency = LatencyWindow()
@@ -402,14 +403,15 @@ class Call:
         """Lead the call's first frame with silence so that each engine frame completes with
         the last chunk that arrives before a tick: a chunk then waits 0-20 ms for its step,
         not up to a whole engine frame (80 ms for MOSHI). Chunks keep their arrival phase,
-        so the alignment made at the first one holds for the call."""
+        so the alignment made at the first one holds for the call; ``tick_margin_s`` is
+        how late a completing chunk may arrive (network jitter) and still make its tick."""
         if self.tick_grid is None or chunk <= 0 or chunk >= self.frame_samples:
             return
         tick, period = self.tick_grid
         chunk_s = chunk / self.sample_rate
         until_tick = (tick - arrived) % period
-        # Chunks (this one included) that arrive before the next tick, with a 2 ms margin.
-        before = 1 + int(max(0.0, until_tick - 0.002) / chunk_s)
+        # Chunks (this one included) that arrive at least the margin before the next tick.
+        before = 1 + int(max(0.0, until_tick - self.tick_margin_s) / chunk_s)
         lead = (-before * chunk) % self.frame_samples
         if lead:
             self.input.push(np.zeros(lead, dtype=np.float32), arrived)

@@ -16,9 +16,11 @@ See docs/SECURITY.md, "Budgets and timeouts".
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
+from typing import Any
 
 import numpy as np
 from aiohttp import WSMessage, web
@@ -27,7 +29,14 @@ from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.config import BridgeSection
 from xswarm.logs import CallLogger
-from xswarm.protocol.budgets import Exceeded, InputBudget, Limits, call_source, trusted_networks
+from xswarm.protocol.budgets import (
+    Exceeded,
+    InputBudget,
+    Limits,
+    call_source,
+    forwarded_client,
+    trusted_networks,
+)
 
 log = logging.getLogger("xswarm.call")
 
@@ -48,6 +57,8 @@ SLOW_CLIENT_SECONDS = 2.0
 CALL_SNDBUF_BYTES = 32 * 1024
 # What one outbound frame costs in the write buffer, for [voice.bridge] send_queue_frames.
 FRAME_WIRE_BYTES = 256
+# How soon the media deadline is looked at again when it passed while a message was handled.
+DEADLINE_RECHECK_SECONDS = 0.05
 
 
 class CallClosed(Exception):
@@ -78,11 +89,9 @@ class CallSession:
         self.host = host
         self.request = request
         self.ws = ws
-        remote = request.remote or "unknown"
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if peer and len(peer) >= 2:
-            remote = f"{peer[0]}:{peer[1]}"
+        remote, self.via = remote_of(request, host.config.bridge)
         self.call = Call(self.transport_name, remote, host.engine.frame_samples)
+        self.call.tick_margin_s = host.config.bridge.tick_margin_ms / 1000
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge
         # Frames queued in the write buffer wait there: hold no more than max_output_age_ms.
@@ -106,6 +115,10 @@ class CallSession:
         self.inactivity_timeout = settings.inactivity_timeout
         self.first_media_timeout = settings.first_media_timeout
         self._media_deadline = time.monotonic() + settings.first_media_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._receiver: asyncio.Task[Any] | None = None
+        self._receiving = False
+        self._deadline_hit = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,9 +127,10 @@ class CallSession:
         if not self.host.start_call(self):
             return False
         self.log.info(
-            "call started: %s from %s%s",
+            "call started: %s from %s%s%s",
             self.transport_name,
             self.call.remote,
+            f" via {self.via}" if self.via else "",
             f" stream {self.call.stream_sid}" if self.call.stream_sid else "",
         )
         return True
@@ -133,13 +147,56 @@ class CallSession:
 
     def finish(self, end_reason: str) -> None:
         """The receive loop ended: record the end if nothing else already has."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self.host.end_call(self, end_reason)
 
     # -- receiving -------------------------------------------------------------------------
 
     async def receive(self) -> WSMessage:
-        """The peer's next message; TimeoutError once the media deadline has passed."""
-        return await self.ws.receive(timeout=max(0.0, self._media_deadline - time.monotonic()))
+        """The peer's next message; TimeoutError once the media deadline has passed.
+
+        The deadline is watched by one timer per session (``_watch_deadline``), not by a
+        timeout around every receive: at 50 messages a second per call, entering and leaving
+        a timeout context per message cost more than the rest of aiohttp's receive."""
+        if self._deadline_passed():
+            raise TimeoutError
+        if self._watchdog is None:
+            loop = asyncio.get_running_loop()
+            self._receiver = asyncio.current_task()
+            self._watchdog = loop.call_at(self._media_deadline, self._watch_deadline)
+        self._receiving = True
+        try:
+            return await self.ws.receive()
+        except asyncio.CancelledError:
+            task = self._receiver
+            if self._deadline_hit and task is not None and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._receiving = False
+
+    def _deadline_passed(self) -> bool:
+        return self._deadline_hit or time.monotonic() >= self._media_deadline
+
+    def _watch_deadline(self) -> None:
+        """The timer behind ``receive``: re-armed for the deadline as media moved it, or,
+        once it has passed, cancels the waiting receive (which then raises TimeoutError)."""
+        self._watchdog = None
+        if self.call.state in (CallState.ENDING, CallState.ENDED):
+            return
+        loop = asyncio.get_running_loop()
+        if time.monotonic() < self._media_deadline:
+            self._watchdog = loop.call_at(self._media_deadline, self._watch_deadline)
+        elif not self._receiving or self._receiver is None:
+            # Busy with a message (or a send): ``receive`` looks at the deadline next time.
+            self._watchdog = loop.call_at(
+                loop.time() + DEADLINE_RECHECK_SECONDS, self._watch_deadline
+            )
+        else:
+            self._deadline_hit = True
+            self._receiver.cancel()
 
     def inactive(self) -> CallClosed:
         """Why a call whose media deadline passed ends."""
@@ -186,6 +243,24 @@ class CallSession:
             return False
         self._consecutive_drops = 0
         return True
+
+    def write_text_frame(self, data: bytes) -> None:
+        """Send ``data`` (UTF-8 text) as one WebSocket text frame, written straight to the
+        socket: the frame aiohttp's ``send_str`` would write (unmasked, unfragmented,
+        uncompressed, as this server negotiates), without its per-frame coroutine, encode,
+        lock and drain checks. ``writable`` bounds the write buffer, so there is never a
+        drain to wait for; a socket that is closed, or a close already sent, drops it."""
+        transport = self.request.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
+            return
+        size = len(data)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = b"\x81\x7e" + size.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + size.to_bytes(8, "big")
+        transport.write(header + data)
 
     async def send_text(self, data: str) -> None:
         try:
@@ -239,6 +314,25 @@ async def serve_call(request: web.Request, session_type: type[CallSession]) -> w
             session.finish("disconnected")
             session.call.advance(CallState.ENDED)
         host.release(source)
+
+
+def remote_of(request: web.Request, settings: BridgeSection) -> tuple[str, str | None]:
+    """Who is calling, as the call shows it, and the proxy it came through: behind one of
+    ``trusted_proxies`` the caller is the address the proxy names (an IP address, or it is not
+    believed), otherwise the peer itself (``host:port``)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not (isinstance(peer, tuple) and len(peer) >= 2):
+        return request.remote or "unknown", None
+    address = f"{peer[0]}:{peer[1]}"
+    proxies = trusted_networks(settings.trusted_proxies)
+    client = forwarded_client(str(peer[0]), request.headers.getall("X-Forwarded-For", []), proxies)
+    if client is None:
+        return address, None
+    try:
+        ipaddress.ip_address(client)
+    except ValueError:
+        return address, None
+    return client, address
 
 
 def source_of(request: web.Request, settings: BridgeSection) -> str:

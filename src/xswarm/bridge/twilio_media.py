@@ -193,7 +193,7 @@ class TwilioSession(CallSession):
             # the pacer's queue and goes straight to the wire.
             for i in range(0, whole, step):
                 if self.writable():
-                    await self.send_text(self.outbound.media(payload[i : i + step]))
+                    self.write_text_frame(self.outbound.media_bytes(payload[i : i + step]))
                     self.call.frames_out += 1
                     self.call.output_wait.add(0.0)
             return
@@ -214,7 +214,7 @@ class TwilioSession(CallSession):
         for payload, waited in due:
             if not self.writable():
                 continue
-            await self.send_text(self.outbound.media(payload))
+            self.write_text_frame(self.outbound.media_bytes(payload))
             self.call.frames_out += 1
             self.call.output_wait.add(waited)
 

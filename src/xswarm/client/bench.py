@@ -16,6 +16,10 @@ from sending it to the arrival of the reply holding its first sample, and a fram
 its first sample never comes back: a reply that carries silence or someone else's frame does
 not hide a loss, as it would when replies are just counted.
 
+``jitter_s`` models a jittery network path: each frame leaves its caller a random 0 to
+2 x ``jitter_s`` after its 20 ms slot (so +-``jitter_s`` around a fixed delay), never before
+the frame ahead of it, as TCP delivers them. Jittered calls are paced by their own task.
+
 Twilio calls use the prebuilt strings; a Telnyx, Plivo or Exotel call (``carrier``) writes
 each media message with its dialect's ``Caller`` from a prebuilt payload, which is cheap
 enough for the call counts one loopback bench reaches.
@@ -30,6 +34,7 @@ import ipaddress
 import json
 import math
 import os
+import random
 import resource
 import socket
 import ssl
@@ -315,8 +320,10 @@ class Bench:
         aligned: bool = False,
         tls: ssl.SSLContext | bool = True,
         carrier: Carrier | None = None,
+        jitter_s: float = 0.0,
     ) -> None:
         self.url = url
+        self.jitter_s = jitter_s
         self.tls = tls
         self.carrier = carrier
         self.codec = carrier.codec(None) if carrier is not None else wire.PCMU
@@ -394,7 +401,14 @@ class Bench:
                 for opening in call.caller.opening():
                     await ws.send_str(opening)
             call.sending = True
-            await self._receive(call, ws)
+            if self.jitter_s > 0:
+                sender = asyncio.create_task(self._send_jittered(call))
+                try:
+                    await self._receive(call, ws)
+                finally:
+                    sender.cancel()
+            else:
+                await self._receive(call, ws)
         except ConnectionError:
             pass
         finally:
@@ -442,28 +456,40 @@ class Bench:
             self.timer_lags.append(now - deadline)
             group, phase = groups[phase], (phase + 1) % self.phases
             for call in group:
-                if not call.sending:
-                    continue
-                k = call.next_frame
-                if k >= last:
-                    continue
-                ws = call.ws
-                assert ws is not None
-                if call.caller is None:
-                    text = MEDIA_HEAD + middles[k] + call.tail
-                else:
-                    text = call.caller.media(
-                        k + 2, k + 1, k * 20, self.payloads[k % len(self.payloads)]
-                    )
-                try:
-                    await ws.send_str(text)
-                except ConnectionError:
-                    call.sending = False
-                    continue
-                call.sent_at.append(loop.time())
-                call.next_frame = k + 1
-                if k + 1 == last:
-                    asyncio.get_running_loop().call_later(self.grace, self._hang_up, call)
+                if call.sending and call.next_frame < last and not self.jitter_s:
+                    await self._send_next(call, middles)
+
+    async def _send_next(self, call: BenchCall, middles: list[str]) -> None:
+        """The call's next media message, now."""
+        loop = asyncio.get_running_loop()
+        k = call.next_frame
+        ws = call.ws
+        assert ws is not None
+        if call.caller is None:
+            text = MEDIA_HEAD + middles[k] + call.tail
+        else:
+            text = call.caller.media(k + 2, k + 1, k * 20, self.payloads[k % len(self.payloads)])
+        try:
+            await ws.send_str(text)
+        except ConnectionError:
+            call.sending = False
+            return
+        call.sent_at.append(loop.time())
+        call.next_frame = k + 1
+        if k + 1 == self.frames_per_call:
+            loop.call_later(self.grace, self._hang_up, call)
+
+    async def _send_jittered(self, call: BenchCall) -> None:
+        """The call's frames, each a seeded random 0 to 2 x ``jitter_s`` after its slot."""
+        loop = asyncio.get_running_loop()
+        rng = random.Random(call.index)
+        start = due = loop.time()
+        while call.sending and call.next_frame < self.frames_per_call:
+            slot = start + call.next_frame * FRAME_SECONDS
+            due = max(due, slot + rng.uniform(0.0, 2 * self.jitter_s))
+            await sleep_until(due)
+            if call.sending:
+                await self._send_next(call, self.middles)
 
     def _hang_up(self, call: BenchCall) -> None:
         ws = call.ws

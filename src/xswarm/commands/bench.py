@@ -89,6 +89,14 @@ from xswarm.client.common import (
     "each frame's first-sample latency and the frames that never came back (replaces --wav)",
 )
 @click.option(
+    "--jitter-ms",
+    type=click.FloatRange(0, 1000),
+    default=0.0,
+    show_default=True,
+    help="network jitter to inject: each frame leaves 0 to 2 x this after its 20 ms slot "
+    "(+- this around a fixed delay), in order",
+)
+@click.option(
     "--ca-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -105,6 +113,7 @@ def command(
     phases: int,
     wav_path: Path | None,
     aligned: bool,
+    jitter_ms: float,
     ca_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -129,6 +138,7 @@ def command(
         aligned=aligned,
         tls=client_ssl(ca_file),
         carrier=CARRIERS.get(transport),
+        jitter_s=jitter_ms / 1000,
     )
     report = asyncio.run(bench.run())
     if as_json:

@@ -104,17 +104,27 @@ def _is_trusted(address: str, proxies: Sequence[Network]) -> bool:
     return any(ip in network for network in proxies)
 
 
-def call_source(peer: str | None, forwarded_for: Sequence[str], proxies: Sequence[Network]) -> str:
-    """Whom a call counts against for ``max_calls_per_source``: an IPv4 address or IPv6 /64.
+def forwarded_client(
+    peer: str | None, forwarded_for: Sequence[str], proxies: Sequence[Network]
+) -> str | None:
+    """The caller a trusted proxy names in ``X-Forwarded-For``; None when the peer is not
+    one of ``proxies`` or names nobody.
 
-    ``X-Forwarded-For`` is read only when the peer itself is a trusted proxy, and then from
-    the right: each proxy appends the address it saw, so the first entry that is not one of
-    ours is the client (whatever the client wrote further left is its own invention).
+    The header is read from the right: each proxy appends the address it saw, so the first
+    entry that is not one of ours is the client (whatever the client wrote further left is
+    its own invention).
     """
     if peer is None or not _is_trusted(peer, proxies):
-        return throttle_key(peer)
+        return None
     hops = [hop.strip() for header in forwarded_for for hop in header.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, proxies):
-            return throttle_key(hop.strip("[]"))
-    return throttle_key(hops[0].strip("[]") if hops else peer)
+            return hop.strip("[]")
+    return hops[0].strip("[]") if hops else None
+
+
+def call_source(peer: str | None, forwarded_for: Sequence[str], proxies: Sequence[Network]) -> str:
+    """Whom a call counts against for ``max_calls_per_source``: an IPv4 address or IPv6 /64,
+    of the caller behind a trusted proxy (``forwarded_client``), else of the peer."""
+    client = forwarded_client(peer, forwarded_for, proxies)
+    return throttle_key(client if client is not None else peer)

@@ -5,11 +5,12 @@ event is a frozen dataclass whose ``encode()`` gives the exact JSON object the b
 (``type`` first, without the ``ts``/``instance`` envelope, which ``stamp`` adds), and whose
 ``decode`` reads one back.
 
-Decoding events is tolerant by design: a bridge newer or buggier than the supervisor must not
-blind it. Only what identifies an event (its ``type``, the ``call_id`` of a call event) is
-required and refused with :class:`BadMessage`; any other field of the wrong type, or a number
-that is not finite, reads as absent (``None``). Commands are decoded strictly: the sender is
-told precisely what is wrong.
+Decoding events is lenient by design (``values.Lenient``, from each dataclass's annotations):
+a bridge newer or buggier than the supervisor must not blind it. Only what identifies an event
+(its ``type``, the ``call_id`` of a call event) is required and refused with
+:class:`BadMessage`; any other field of the wrong type, or a number that is not finite, reads
+as absent (``None``). Commands are decoded strictly: the sender is told precisely what is
+wrong.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, ClassVar
 
 from xswarm.protocol.values import (
     BadMessage,
-    finite_mapping,
+    Lenient,
     finite_number,
+    identifier,
     kind,
     load_object,
     mapping,
@@ -29,7 +31,6 @@ from xswarm.protocol.values import (
     optional_text,
     required_text,
     text,
-    whole_number,
 )
 
 # Operator suggestions: the limits every hop (TUI, supervisor, bridge) applies.
@@ -60,10 +61,6 @@ def suggestion_problem(text_value: str, priority: str) -> str | None:
     return None
 
 
-def _call_id(data: Mapping[str, Any], where: str) -> str:
-    return required_text(data, "call_id", where)
-
-
 def _present(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
     """``body`` plus the optional fields that have a value (the bridge omits absent ones)."""
     body.update({k: v for k, v in optional.items() if v is not None})
@@ -76,7 +73,7 @@ def _present(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Hello:
+class Hello(Lenient):
     TYPE: ClassVar[str] = "hello"
     version: str | None
     pid: int | None
@@ -92,18 +89,9 @@ class Hello:
             "max_concurrent_calls": self.max_concurrent_calls,
         }
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> Hello:
-        return cls(
-            version=text(data.get("version")),
-            pid=whole_number(data.get("pid")),
-            engine=text(data.get("engine")),
-            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
-        )
-
 
 @dataclass(frozen=True)
-class MemoryLimits:
+class MemoryLimits(Lenient):
     """The cgroup's MemoryHigh/MemoryMax in bytes; None where unlimited or unknown."""
 
     memory_high: int | None = None
@@ -112,16 +100,9 @@ class MemoryLimits:
     def encode(self) -> dict[str, Any]:
         return {"memory_high": self.memory_high, "memory_max": self.memory_max}
 
-    @classmethod
-    def decode(cls, value: object) -> MemoryLimits | None:
-        data = mapping(value)
-        if data is None:
-            return None
-        return cls(whole_number(data.get("memory_high")), whole_number(data.get("memory_max")))
-
 
 @dataclass(frozen=True)
-class InstanceStatus:
+class InstanceStatus(Lenient):
     TYPE: ClassVar[str] = "instance_status"
     active_calls: int | None = None
     max_concurrent_calls: int | None = None
@@ -173,44 +154,9 @@ class InstanceStatus:
             gpu=self.gpu,
         )
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> InstanceStatus:
-        return cls(
-            active_calls=whole_number(data.get("active_calls")),
-            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
-            engine=text(data.get("engine")),
-            state=text(data.get("state")),
-            cpu=finite_number(data.get("cpu")),
-            rss=whole_number(data.get("rss")),
-            limits=MemoryLimits.decode(data.get("limits")),
-            tick_p50_ms=finite_number(data.get("tick_p50_ms")),
-            tick_p99_ms=finite_number(data.get("tick_p99_ms")),
-            late_frames=whole_number(data.get("late_frames")),
-            uptime_s=finite_number(data.get("uptime_s")),
-            version=text(data.get("version")),
-            pid=whole_number(data.get("pid")),
-            reloads=whole_number(data.get("reloads")),
-            engine_details=finite_mapping(data.get("engine_details")),
-            refused_total=_counts(data.get("refused_total")),
-            device=text(data.get("device")),
-            gpu=text(data.get("gpu")),
-        )
-
-
-def _counts(value: object) -> dict[str, int] | None:
-    """Counts by name; entries that are not a name and a whole number are left out."""
-    if not isinstance(value, Mapping):
-        return None
-    out = {}
-    for name, count in value.items():
-        number = whole_number(count)
-        if isinstance(name, str) and number is not None:
-            out[name] = number
-    return out
-
 
 @dataclass(frozen=True)
-class CallStarted:
+class CallStarted(Lenient):
     TYPE: ClassVar[str] = "call_started"
     call_id: str
     transport: str | None = None
@@ -232,21 +178,9 @@ class CallStarted:
             callee=self.callee,
         )
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> CallStarted:
-        return cls(
-            call_id=_call_id(data, cls.TYPE),
-            transport=text(data.get("transport")),
-            remote=text(data.get("remote")),
-            stream_sid=text(data.get("stream_sid")),
-            call_sid=text(data.get("call_sid")),
-            caller=text(data.get("caller")),
-            callee=text(data.get("callee")),
-        )
-
 
 @dataclass(frozen=True)
-class Counters:
+class Counters(Lenient):
     """Frames a call has received, sent, and seen late (engine tick past its deadline)."""
 
     frames_in: int | None = None
@@ -260,17 +194,9 @@ class Counters:
             "late_frames": self.late_frames,
         }
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> Counters:
-        return cls(
-            whole_number(data.get("frames_in")),
-            whole_number(data.get("frames_out")),
-            whole_number(data.get("late_frames")),
-        )
-
 
 @dataclass(frozen=True)
-class RealTime:
+class RealTime(Lenient):
     """What the bridge did to keep one call real time, as its ``call_ended`` reports it:
     wire underruns, late engine steps, frames thrown away (in 20 ms frames, by reason), and
     the latency the bridge added each way (caller frame -> engine input, engine output ->
@@ -301,26 +227,9 @@ class RealTime:
         }
         return {k: v for k, v in fields.items() if v is not None}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> RealTime:
-        raw = data.get("dropped")
-        dropped = None
-        if isinstance(raw, Mapping):
-            dropped = {str(k): n for k, v in raw.items() if (n := whole_number(v)) is not None}
-        return cls(
-            underruns=whole_number(data.get("underruns")),
-            late_steps=whole_number(data.get("late_steps")),
-            dropped_frames=whole_number(data.get("dropped_frames")),
-            dropped=dropped,
-            input_wait_p50_ms=finite_number(data.get("input_wait_p50_ms")),
-            input_wait_p99_ms=finite_number(data.get("input_wait_p99_ms")),
-            output_wait_p50_ms=finite_number(data.get("output_wait_p50_ms")),
-            output_wait_p99_ms=finite_number(data.get("output_wait_p99_ms")),
-        )
-
 
 @dataclass(frozen=True)
-class CallStats:
+class CallStats(Lenient):
     TYPE: ClassVar[str] = "call_stats"
     call_id: str
     level_in_dbfs: float | None = None
@@ -343,18 +252,6 @@ class CallStats:
             "duration_s": self.duration_s,
             **self.counters.encode(),
         }
-
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> CallStats:
-        return cls(
-            call_id=_call_id(data, cls.TYPE),
-            level_in_dbfs=finite_number(data.get("level_in_dbfs")),
-            level_out_dbfs=finite_number(data.get("level_out_dbfs")),
-            latency_p50_ms=finite_number(data.get("latency_p50_ms")),
-            latency_p99_ms=finite_number(data.get("latency_p99_ms")),
-            duration_s=finite_number(data.get("duration_s")),
-            counters=Counters.decode(data),
-        )
 
 
 @dataclass(frozen=True)
@@ -416,7 +313,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class CallEnded:
+class CallEnded(Lenient):
     TYPE: ClassVar[str] = "call_ended"
     call_id: str
     duration_s: float | None = None
@@ -434,19 +331,9 @@ class CallEnded:
             **self.real_time.encode(),
         }
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> CallEnded:
-        return cls(
-            call_id=_call_id(data, cls.TYPE),
-            duration_s=finite_number(data.get("duration_s")),
-            reason=text(data.get("reason")),
-            counters=Counters.decode(data),
-            real_time=RealTime.decode(data),
-        )
-
 
 @dataclass(frozen=True)
-class UserSpeech:
+class UserSpeech(Lenient):
     TYPE: ClassVar[str] = "user_speech"
     call_id: str
     duration_ms: int | None = None
@@ -454,13 +341,9 @@ class UserSpeech:
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, "call_id": self.call_id, "duration_ms": self.duration_ms}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> UserSpeech:
-        return cls(_call_id(data, cls.TYPE), whole_number(data.get("duration_ms")))
-
 
 @dataclass(frozen=True)
-class Text:
+class Text(Lenient):
     """The model's own words on a call."""
 
     TYPE: ClassVar[str] = "text"
@@ -470,13 +353,9 @@ class Text:
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, "call_id": self.call_id, "text": self.text}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> Text:
-        return cls(_call_id(data, cls.TYPE), text(data.get("text")))
-
 
 @dataclass(frozen=True)
-class Dtmf:
+class Dtmf(Lenient):
     TYPE: ClassVar[str] = "dtmf"
     call_id: str
     digit: str | None = None
@@ -484,19 +363,9 @@ class Dtmf:
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, "call_id": self.call_id, "digit": self.digit}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> Dtmf:
-        return cls(_call_id(data, cls.TYPE), text(data.get("digit")))
-
-
-def _request_id(value: object) -> str | int | None:
-    if isinstance(value, str) or whole_number(value) is not None:
-        return value  # type: ignore[return-value]
-    return None
-
 
 @dataclass(frozen=True)
-class SuggestionApplied:
+class SuggestionApplied(Lenient):
     TYPE: ClassVar[str] = "suggestion_applied"
     call_id: str
     text: str | None = None
@@ -508,15 +377,9 @@ class SuggestionApplied:
             request_id=self.request_id,
         ) | {"text": self.text}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> SuggestionApplied:
-        return cls(
-            _call_id(data, cls.TYPE), text(data.get("text")), _request_id(data.get("request_id"))
-        )
-
 
 @dataclass(frozen=True)
-class SuggestionRejected:
+class SuggestionRejected(Lenient):
     """A refused suggestion; ``call_id`` is None when the sender named no call."""
 
     TYPE: ClassVar[str] = "suggestion_rejected"
@@ -530,15 +393,9 @@ class SuggestionRejected:
             request_id=self.request_id,
         )
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> SuggestionRejected:
-        return cls(
-            text(data.get("call_id")), text(data.get("reason")), _request_id(data.get("request_id"))
-        )
-
 
 @dataclass(frozen=True)
-class SuggestionStarted:
+class SuggestionStarted(Lenient):
     """The call began to speak a suggestion (its first word); ``request_id`` as applied."""
 
     TYPE: ClassVar[str] = "suggestion_started"
@@ -548,13 +405,9 @@ class SuggestionStarted:
     def encode(self) -> dict[str, Any]:
         return _present({"type": self.TYPE, "call_id": self.call_id}, request_id=self.request_id)
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> SuggestionStarted:
-        return cls(_call_id(data, cls.TYPE), _request_id(data.get("request_id")))
-
 
 @dataclass(frozen=True)
-class SuggestionFinished:
+class SuggestionFinished(Lenient):
     """A suggestion was spoken to its end, or (``cancelled``) dropped before its end."""
 
     TYPE: ClassVar[str] = "suggestion_finished"
@@ -568,17 +421,9 @@ class SuggestionFinished:
             request_id=self.request_id,
         )
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> SuggestionFinished:
-        return cls(
-            _call_id(data, cls.TYPE),
-            _request_id(data.get("request_id")),
-            data.get("cancelled") is True,
-        )
-
 
 @dataclass(frozen=True)
-class ContextExceeded:
+class ContextExceeded(Lenient):
     """The call outlived the model's context: it goes on, beyond what the model trained on."""
 
     TYPE: ClassVar[str] = "context_exceeded"
@@ -587,13 +432,9 @@ class ContextExceeded:
     def encode(self) -> dict[str, Any]:
         return {"type": self.TYPE, "call_id": self.call_id}
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> ContextExceeded:
-        return cls(_call_id(data, cls.TYPE))
-
 
 @dataclass(frozen=True)
-class CarrierStatus:
+class CarrierStatus(Lenient):
     """The carrier's view of a call, from its webhooks (Twilio's voice URL and status
     callback): ``status`` as the carrier words it (ringing, in-progress, completed, busy,
     failed, no-answer), ``answer`` what the bridge told the carrier to do (``stream``, or
@@ -621,31 +462,14 @@ class CarrierStatus:
             answer=self.answer,
         )
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> CarrierStatus:
-        return cls(
-            call_sid=text(data.get("call_sid")),
-            carrier=text(data.get("carrier")),
-            status=text(data.get("status")),
-            caller=text(data.get("caller")),
-            callee=text(data.get("callee")),
-            direction=text(data.get("direction")),
-            duration_s=whole_number(data.get("duration_s")),
-            answer=text(data.get("answer")),
-        )
-
 
 @dataclass(frozen=True)
-class Pong:
+class Pong(Lenient):
     TYPE: ClassVar[str] = "pong"
     id: str | int | None = None
 
     def encode(self) -> dict[str, Any]:
         return _present({"type": self.TYPE}, id=self.id)
-
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> Pong:
-        return cls(_request_id(data.get("id")))
 
 
 @dataclass(frozen=True)
@@ -772,7 +596,7 @@ class InjectSuggestion:
             text=required_text(data, "text", cls.TYPE, allow_empty=True),
             call_id=call_id,
             priority=priority,
-            request_id=_request_id(data.get("request_id")),
+            request_id=identifier(data.get("request_id")),
         )
 
 

@@ -299,7 +299,7 @@ class InstanceInfo:
             tick_p99_ms=finite_number(data.get("tick_p99_ms")),
             cpu=finite_number(data.get("cpu")),
             rss=whole_number(data.get("rss")),
-            limits=MemoryLimits.decode(data.get("limits")) or MemoryLimits(),
+            limits=MemoryLimits.decode_optional(data.get("limits")) or MemoryLimits(),
             restarts=whole_number(data.get("restarts")),
             last_seen=text(data.get("last_seen")),
             version=text(data.get("version")),

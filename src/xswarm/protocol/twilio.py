@@ -348,7 +348,7 @@ class Outbound:
     prebuilt strings; no ``json.dumps`` on the hot path.
     """
 
-    __slots__ = ("_clear", "_mark_prefix", "_media_prefix", "stream_sid")
+    __slots__ = ("_clear", "_mark_prefix", "_media_prefix", "_media_prefix_bytes", "stream_sid")
 
     def __init__(self, stream_sid: str) -> None:
         if not isinstance(stream_sid, str) or not stream_sid:
@@ -358,9 +358,14 @@ class Outbound:
         self._media_prefix = f'{{"event":"media","streamSid":{sid},"media":{{"payload":"'
         self._mark_prefix = f'{{"event":"mark","streamSid":{sid},"mark":{{"name":'
         self._clear = f'{{"event":"clear","streamSid":{sid}}}'
+        self._media_prefix_bytes = self._media_prefix.encode()
 
     def media(self, payload: bytes) -> str:
         return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
+
+    def media_bytes(self, payload: bytes) -> bytes:
+        """``media`` as the UTF-8 bytes a WebSocket text frame carries (JSON here is ASCII)."""
+        return self._media_prefix_bytes + binascii.b2a_base64(payload, newline=False) + b'"}}'
 
     def mark(self, name: str) -> str:
         return self._mark_prefix + json.dumps(name) + "}}"

@@ -9,10 +9,12 @@ poison every sort, sum and chart downstream. Booleans are not numbers, though JS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 from xswarm.errors import ProtocolError
 
@@ -166,3 +168,93 @@ def _finite(value: object, depth: int) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item, depth - 1) for item in value]
     return value
+
+
+def identifier(value: object) -> str | int | None:
+    """A correlation id as a peer sent it (a string or an integer), else None."""
+    if isinstance(value, str) or whole_number(value) is not None:
+        return value  # type: ignore[return-value]
+    return None
+
+
+def counts(value: object) -> dict[str, int] | None:
+    """Counts by name; entries that are not a name and a whole number are left out."""
+    if not isinstance(value, Mapping):
+        return None
+    out = {}
+    for name, count in value.items():
+        number = whole_number(count)
+        if isinstance(name, str) and number is not None:
+            out[name] = number
+    return out
+
+
+def _flag(value: object) -> bool:
+    return value is True
+
+
+# How a field of each declared type is read from a peer, leniently: a value of another type
+# reads as absent, never as an error.
+_LENIENT: dict[object, Callable[[object], object]] = {
+    str | None: text,
+    int | None: whole_number,
+    float | None: finite_number,
+    bool: _flag,
+    str | int | None: identifier,
+    Mapping[str, Any] | None: finite_mapping,
+    Mapping[str, int] | None: counts,
+}
+
+Reader = Callable[[Mapping[str, Any]], object]
+
+
+class Lenient:
+    """A message read field by field from its dataclass annotations, the way every event of
+    the two wires is read: a field of the wrong type, or a number that is not finite, reads
+    as absent, so a peer newer or buggier than us does not blind us. A required ``str`` field
+    (an event's ``call_id``) is the exception: without it the message means nothing, and
+    :class:`BadMessage` says so. A field typed as another ``Lenient`` class is read from the
+    same object (its fields sit beside ours on the wire); one typed ``Lenient | None`` from
+    the object under its own key.
+    """
+
+    @classmethod
+    def decode(cls, data: Mapping[str, Any]) -> Self:
+        return cls(**{name: read(data) for name, read in _readers(cls)})
+
+    @classmethod
+    def decode_optional(cls, value: object) -> Self | None:
+        """The object under a key, or None when the peer sent no object there."""
+        return cls.decode(value) if isinstance(value, Mapping) else None
+
+
+_READERS: dict[type[Lenient], tuple[tuple[str, Reader], ...]] = {}
+
+
+def _readers(cls: type[Lenient]) -> tuple[tuple[str, Reader], ...]:
+    """Each field's reader, worked out once per class from its annotations."""
+    found = _READERS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        where = str(getattr(cls, "TYPE", cls.__name__))
+        found = _READERS[cls] = tuple(
+            (spec.name, _reader(spec.name, hints[spec.name], where))
+            for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if spec.init
+        )
+    return found
+
+
+def _reader(name: str, hint: object, where: str) -> Reader:
+    if hint is str:
+        return lambda data: required_text(data, name, where)
+    if isinstance(hint, type) and issubclass(hint, Lenient):
+        return hint.decode
+    nested = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if len(nested) == 1 and isinstance(nested[0], type) and issubclass(nested[0], Lenient):
+        inner = nested[0]
+        return lambda data: inner.decode_optional(data.get(name))
+    lenient = _LENIENT.get(hint)
+    if lenient is None:
+        raise TypeError(f"{where}.{name}: no lenient reader for {hint!r}")
+    return lambda data: lenient(data.get(name))
