@@ -252,6 +252,23 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
+def start_profilers(
+    folder: Path, stem: str, pids: dict[str, int], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each process for ``seconds``: collapsed stacks in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+            + ["--format", "raw", "--duration", str(int(seconds))]
+            + ["--output", str(folder / f"{who}-{stem}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for who, pid in pids.items()
+    ]
+
+
 class Tmux:
     """A private tmux server with one window running the dashboard."""
 
@@ -275,6 +292,10 @@ class Tmux:
             ],
             check=True,
         )
+        # The control-mode client that watches for output must not resize the window; a
+        # dashboard that dies leaves its last screen to read.
+        self._out("set-option", "-g", "window-size", "manual")
+        self._out("set-option", "-g", "remain-on-exit", "on")
         self.pid = int(self._out("display-message", "-p", "#{pane_pid}"))
 
     def _out(self, *args: str) -> str:
@@ -284,6 +305,10 @@ class Tmux:
 
     def screen(self) -> str:
         return self._out("capture-pane", "-p")
+
+    def dead(self) -> bool:
+        """The dashboard exited (its last screen, a traceback, stays: remain-on-exit)."""
+        return self._out("display-message", "-p", "#{pane_dead}").strip() == "1"
 
     def header(self) -> str:
         """The title line, whose subtitle counts the live calls the dashboard holds."""
@@ -298,37 +323,108 @@ class Tmux:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
 
 
-async def wait_for(predicate: Any, limit: float) -> float | None:
-    """Seconds until ``predicate()`` held (polling every 2 ms), or None after ``limit`` s."""
+async def wait_for(predicate: Any, limit: float, every: float = 0.05) -> float | None:
+    """Seconds until ``predicate()`` held (polling every ``every`` s), or None after ``limit``."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit:
         if await asyncio.to_thread(predicate):
             return time.perf_counter() - started
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(every)
     return None
+
+
+def shows_about(header: str, calls: int) -> bool:
+    """The title counts within 2% of ``calls`` live calls (calls come and go meanwhile)."""
+    words = header.split()
+    for before, word in zip(words, words[1:], strict=False):
+        if word == "live" and before.isdigit():
+            return abs(int(before) - calls) <= max(2, calls // 50)
+    return False
+
+
+class PaneOutput:
+    """Tells when the dashboard wrote to its terminal: a tmux control-mode client's ``%output``.
+
+    Polling ``capture-pane`` every few milliseconds starts a tmux client each time: on a
+    2-core host that took a good part of a core from the niced dashboard being measured.
+    Here the screen is read only after the dashboard has written something.
+    """
+
+    def __init__(self, tmux: Tmux) -> None:
+        self.tmux = tmux
+        self.wrote = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PaneOutput:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.tmux.base,
+            "-C",
+            "attach-session",
+            "-r",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            limit=1 << 24,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            if line.startswith(b"%output"):
+                self.wrote.set()
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
+    async def until(self, predicate: Any, limit: float, started: float) -> float | None:
+        """Seconds from ``started`` until ``predicate()`` held, checked after each write."""
+        while True:
+            if await asyncio.to_thread(predicate):
+                return time.perf_counter() - started
+            left = started + limit - time.perf_counter()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self.wrote.wait(), left)
+            except TimeoutError:
+                return None
+            self.wrote.clear()
 
 
 async def key_latency(tmux: Tmux, presses: int) -> tuple[list[float], int]:
     """Seconds from each key sent to the screen showing it, and how many never showed (2 s).
 
-    The keys alternate: ``/`` opens the filter box, Escape closes it (and clears the filter,
-    which rebuilds the calls table), so each press must change what ``capture-pane`` shows.
+    The keys alternate: ``/`` opens the filter box, Escape closes it (and clears the filter),
+    so each press must change what ``capture-pane`` shows. The clock starts before
+    ``tmux send-keys``; the screen is read after each write of the dashboard to its terminal.
     """
     keys: list[float] = []
     missed = 0
     is_open = False
-    for _ in range(presses):
-        key, want_open = ("Escape", False) if is_open else ("/", True)
-        tmux.send(key)
-        took = await wait_for(
-            lambda want=want_open: (FILTER_PLACEHOLDER in tmux.screen()) == want, 2.0
-        )
-        if took is None:
-            missed += 1
-        else:
-            keys.append(took)
-            is_open = want_open
-        await asyncio.sleep(0.2)
+    async with PaneOutput(tmux) as output:
+        for _ in range(presses):
+            key, want_open = ("Escape", False) if is_open else ("/", True)
+            output.wrote.clear()
+            started = time.perf_counter()
+            await asyncio.to_thread(tmux.send, key)
+            took = await output.until(
+                lambda want=want_open: (FILTER_PLACEHOLDER in tmux.screen()) == want,
+                2.0,
+                started,
+            )
+            if took is None:
+                missed += 1
+            else:
+                keys.append(took)
+                is_open = want_open
+            await asyncio.sleep(0.2)
     return keys, missed
 
 
@@ -368,6 +464,7 @@ async def measure(
     warmup: float,
     key_presses: int,
     extra: list[str],
+    profile: Path | None = None,
 ) -> Point:
     width, height = (int(v) for v in size.split("x"))
     home = tmp / f"home-{label}-{calls}-{size}"
@@ -381,7 +478,7 @@ async def measure(
     command = [str(VENV_BIN / "xswarm"), "dashboard", "--url", sup.ws_url, *extra]
     tmux = Tmux(home, width, height, command, env)
     try:
-        loaded = await wait_for(lambda: f"{calls // 10}" in tmux.header(), 60)
+        loaded = await wait_for(lambda: shows_about(tmux.header(), calls), 60)
         if loaded is None:
             print(tmux.screen())
             raise SystemExit(f"the dashboard did not show {calls} calls in 60 s")
@@ -390,6 +487,11 @@ async def measure(
         rss: list[float] = []
         sup_before = proc_cpu_rss(sup.proc.pid)[0]
         drops_before = await asyncio.to_thread(slow_drops, sup)
+        spies = []
+        if profile is not None:
+            stem = f"{label}-{calls}-{size}"
+            pids = {"dashboard": tmux.pid, "supervisor": sup.proc.pid}
+            spies = await asyncio.to_thread(start_profilers, profile, stem, pids, seconds)
         before, _ = proc_cpu_rss(tmux.pid)
         started = last = time.perf_counter()
         while time.perf_counter() - started < seconds:
@@ -400,12 +502,17 @@ async def measure(
             rss.append(resident)
             before, last = used, now
         sup_cpu = (proc_cpu_rss(sup.proc.pid)[0] - sup_before) / (last - started)
+        for spy in spies:
+            await asyncio.to_thread(spy.wait)
         header = tmux.header()
         drops_after = await asyncio.to_thread(slow_drops, sup)
         dropped = None
         if drops_before is not None and drops_after is not None:
             dropped = drops_after - drops_before
         keys, missed = await key_latency(tmux, key_presses)
+        if tmux.dead():
+            print(tmux.screen())
+            raise SystemExit(f"the dashboard died during the {label} {calls} {size} point")
         per_second = " ".join(f"{c:.0f}" for c in cpu)
         print(
             f"  {label} {calls} calls {size}: CPU % per second [{per_second}], "
@@ -442,7 +549,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Point]:
             for size in args.sizes:
                 for label, src, extra in sources:
                     timing = (args.seconds, args.warmup, args.keys)
-                    points.append(await measure(tmp, label, src, sup, calls, size, *timing, extra))
+                    points.append(
+                        await measure(
+                            tmp, label, src, sup, calls, size, *timing, extra, args.profile
+                        )
+                    )
             rate = (sum(b.published for b in bridges) - rate_before) / (time.monotonic() - t0)
             print(f"  fleet of {calls} calls on {len(bridges)} fake bridges: {rate:.0f} events/s")
         finally:
@@ -465,6 +576,11 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="also run the dashboard from this src tree")
     parser.add_argument(
         "--dashboard-args", default="", help="extra options for this tree's dashboard: --no-nice"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each dashboard with py-spy over the idle window, collapsed stacks to DIR",
     )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]

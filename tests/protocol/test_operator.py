@@ -23,6 +23,9 @@ COMMANDS: list[operator.Command] = [
     operator.InjectSuggestion(""),
     operator.Hangup("c1"),
     operator.Hangup("c1", "voice-b"),
+    operator.Watch(("c1", "c2")),
+    operator.Watch(()),
+    operator.Watch(),
 ]
 
 
@@ -78,12 +81,27 @@ def test_the_tuis_inject_command_is_the_documented_shape() -> None:
         ),
         ('{"type": "ping", "id": true}', "got a boolean", "id"),
         ('{"type": "subscribe", "batch": 1}', '"batch" must be true or false', "batch"),
+        ('{"type": "watch", "call_ids": "c1"}', '"call_ids" must be a list', "call_ids"),
+        ('{"type": "watch", "call_ids": [1]}', '"call_ids" must be a list', "call_ids"),
+        (
+            json.dumps({"type": "watch", "call_ids": ["c"] * 1001}),
+            "names 1001 calls; at most 1000",
+            "call_ids",
+        ),
     ],
 )
 def test_bad_commands_name_the_field(raw: str, reason: str, field: str | None) -> None:
     with pytest.raises(BadMessage, match=reason) as caught:
         operator.decode_command(raw)
     assert caught.value.field == field
+
+
+def test_batches_say_how_slowly_unwatched_calls_come() -> None:
+    batch = operator.Batch("t", ({"type": "call_stats", "call_id": "c1"},), background_s=5.0)
+    assert batch.encode()["background_s"] == 5.0
+    assert operator.Batch.decode(batch.encode()) == batch
+    old = operator.Batch.decode({"type": "batch", "ts": "t", "events": []})
+    assert old.background_s is None, "a supervisor without watch"
 
 
 def test_oversize_and_binary_messages_are_refused() -> None:

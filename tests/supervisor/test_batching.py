@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xswarm.protocol.operator import Watch
 from xswarm.supervisor.batching import Coalescer
-from xswarm.supervisor.hub import MAX_BATCH_EVENTS, Operator, OperatorHub
+from xswarm.supervisor.hub import BACKGROUND_FLUSHES, MAX_BATCH_EVENTS, Operator, OperatorHub
 from xswarm.supervisor.store import Store
 
 
@@ -96,6 +97,34 @@ async def test_plain_subscribers_still_get_every_event_as_it_happens(tmp_path: P
     assert sent(plain) == [stats("c1", 0), stats("c1", 1), stats("c1", 2), ended("c1")]
     (batch,) = sent(batching)
     assert batch["events"] == [stats("c1", 2), ended("c1")]
+
+
+async def test_calls_nobody_watches_come_every_few_flushes_merged(tmp_path: Path) -> None:
+    hub, (op,) = await hub_with(tmp_path, True)
+    hub.watch(op, Watch(("c1",)))
+    flushes = []
+    for n in range(BACKGROUND_FLUSHES):
+        hub.broadcast(stats("c1", n))
+        hub.broadcast(stats("c2", n))
+        hub.flush_batches()
+        flushes.append([e for b in sent(op) for e in b["events"]])
+    last = BACKGROUND_FLUSHES - 1
+    assert flushes[:last] == [[stats("c1", n)] for n in range(last)], "watched: every flush"
+    assert flushes[last] == [stats("c2", last), stats("c1", last)], "the rest: merged, later"
+
+
+async def test_one_operator_watching_everything_gets_every_call_every_flush(
+    tmp_path: Path,
+) -> None:
+    hub, (narrow, everything) = await hub_with(tmp_path, True, True)
+    hub.watch(narrow, Watch(("c1",)))
+    hub.broadcast(stats("c1", 1))
+    hub.broadcast(stats("c2", 1))
+    hub.flush_batches()
+    for op in (narrow, everything):
+        (batch,) = sent(op)
+        assert batch["events"] == [stats("c1", 1), stats("c2", 1)]
+        assert batch["background_s"] == hub.background_s
 
 
 async def test_a_large_flush_is_split_into_bounded_batches(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ async def test_operator_sees_steers_and_hangs_up_a_call(tmp_path: Path) -> None:
                 call_id = ids[0]
                 await until(pilot, lambda: table_ids(app) == [call_id])
                 await until(pilot, lambda: app.model.calls[call_id].frames_in)
+                # The supervisor's batches offer watch; the row on screen is watched.
+                await until(pilot, lambda: app.watch_sent == [call_id])
                 assert app.model.calls[call_id].transport == "twilio"
 
                 await pilot.press("i")
@@ -84,6 +86,7 @@ async def test_operator_sees_steers_and_hangs_up_a_call(tmp_path: Path) -> None:
         row = next(r for r in history if r["call_id"] == call_id)
         assert row["reason"] == "operator_hangup"
         assert row["suggestions"] >= 1
+        assert not [n for n in notices(app) if "watch" in n], "the supervisor took watch"
 
 
 async def test_bridge_restart_shows_down_then_recovers(tmp_path: Path) -> None:

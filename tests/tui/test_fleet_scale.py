@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from tests.tui.data import FakeClock, call, instance, stats
 from xswarm.tui.app import XswarmDashboard
 from xswarm.tui.messages import SupervisorMessage
 from xswarm.tui.model import (
+    LOG_EVENTS_KEPT,
     RESORT_S,
     TOP_N,
     CallOrder,
@@ -20,8 +23,10 @@ from xswarm.tui.model import (
     fleet_totals,
     state_counts,
 )
-from xswarm.tui.screens.main import MainScreen
+from xswarm.tui.screens.main import INSTANCES_EVERY_S, MainScreen
 from xswarm.tui.widgets.calls import CallsTable
+from xswarm.tui.widgets.events import EventsPane
+from xswarm.tui.widgets.instances import InstancesTable
 from xswarm.tui.widgets.summary import SummaryLine
 
 FLEET = 2000
@@ -265,3 +270,72 @@ async def test_instances_panel_shows_refusals_in_the_last_minute() -> None:
         subtitle = str(app.screen.query_one("#instances").border_subtitle)
         assert subtitle.endswith("· 6 refused/min")
     assert fleet_totals(fleet_model(calls=2)).refusals_last_minute is None
+
+
+def status(name: str, cpu: float, **overrides: Any) -> dict[str, Any]:
+    return {"type": "instance_status", "instance": name, "cpu": cpu, **overrides}
+
+
+def test_status_reports_redraw_calls_only_when_their_instance_changes_liveness() -> None:
+    model = fleet_model()
+    for n in range(20):
+        model.apply(status("a", float(n)))
+    changes = model.take_changes()
+    assert changes.instances and changes.calls == set(), "figures changed, no call row did"
+    model.apply({"type": "instance_state", "instance": "a", "state": "stale"})
+    changes = model.take_changes()
+    assert len(changes.calls) == FLEET // 2, "a's calls now draw as stale"
+    model.apply(status("a", 1.0))
+    assert len(model.take_changes().calls) == FLEET // 2, "and live again"
+
+
+def test_the_same_filter_again_rebuilds_nothing() -> None:
+    model = fleet_model()
+    model.set_filter("")
+    assert not model.take_changes()
+    model.set_filter("c-0001")
+    assert model.take_changes().reset
+    model.set_filter(" C-0001 ")
+    assert not model.take_changes()
+
+
+async def test_instances_panel_follows_reports_at_most_once_per_interval(monkeypatch: Any) -> None:
+    clock = FakeClock()
+    app = XswarmDashboard(url=None, model=fleet_model(clock=clock))
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        shows: list[float] = []
+        table = app.screen.query_one("#instances", InstancesTable)
+        original = table.show
+
+        def record(model: DashboardModel) -> None:
+            shows.append(clock())
+            original(model)
+
+        monkeypatch.setattr(table, "show", record)
+        clock.advance(INSTANCES_EVERY_S)
+        for step in range(12):  # three seconds of repaints, reports from both instances
+            app.model.apply(status("a", float(step)))
+            app.model.apply(status("b", float(step)))
+            app.repaint()
+            clock.advance(INSTANCES_EVERY_S / 4)
+        assert len(shows) <= 3 + 1, shows
+        assert all(b - a >= INSTANCES_EVERY_S for a, b in zip(shows, shows[1:], strict=False))
+        app.model.apply(status("a", 99.0))
+        app.repaint()
+        await pilot.pause(INSTANCES_EVERY_S + 0.2)
+        assert table.get_row("a")[5].plain == "99%", "the last report is shown, if late"
+
+
+async def test_events_pane_wraps_only_the_events_it_draws() -> None:
+    app = XswarmDashboard(url=None, model=fleet_model())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        pane = app.screen.query_one("#events", EventsPane)
+        before = pane.wrapped
+        for n in range(LOG_EVENTS_KEPT):
+            pane.write(Text(f"event {n}"))
+        await pilot.pause()
+        height = pane.scrollable_content_region.height
+        assert 0 < pane.wrapped - before <= height
+        assert [s.text for s in pane.lines][-1] == f"event {LOG_EVENTS_KEPT - 1}"

@@ -45,7 +45,9 @@ CALL_STATES = ("active", "unknown")
 # Operator -> supervisor
 # ---------------------------------------------------------------------------------------
 
-COMMAND_TYPES = ("auth", "subscribe", "ping", "inject_suggestion", "hangup")
+COMMAND_TYPES = ("auth", "subscribe", "ping", "inject_suggestion", "hangup", "watch")
+# Call ids one ``watch`` may name: more than any screen shows.
+MAX_WATCHED = 1000
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,25 @@ class Hangup:
         return message
 
 
-Command = Auth | Subscribe | Ping | InjectSuggestion | Hangup
+@dataclass(frozen=True)
+class Watch:
+    """The calls a batching subscriber is looking at (the rows on its screen, an open call).
+
+    Their updates keep coming every batch interval; the other calls' come every
+    ``Batch.background_s``, still merged. ``None`` (the default before any ``watch``) means
+    every call at the full rate. Sent only to a supervisor whose batches carry
+    ``background_s``; an older one would answer an unknown-type error.
+    """
+
+    TYPE: ClassVar[str] = "watch"
+    call_ids: tuple[str, ...] | None = None
+
+    def encode(self) -> dict[str, Any]:
+        ids = None if self.call_ids is None else list(self.call_ids)
+        return {"type": self.TYPE, "call_ids": ids}
+
+
+Command = Auth | Subscribe | Ping | InjectSuggestion | Hangup | Watch
 
 
 def decode_command(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
@@ -146,7 +166,22 @@ def decode_command(raw: str | bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Comm
             call_id=required_text(data, "call_id", kind),
             instance=optional_text(data, "instance", kind),
         )
+    if kind == "watch":
+        return Watch(call_ids=_watched(data.get("call_ids")))
     raise unknown_type(kind, COMMAND_TYPES)
+
+
+def _watched(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadMessage('"call_ids" must be a list of call id strings, or null', "call_ids")
+    if len(value) > MAX_WATCHED:
+        raise BadMessage(
+            f'"call_ids" names {len(value)} calls; at most {MAX_WATCHED} (the rows on screen)',
+            "call_ids",
+        )
+    return tuple(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -440,15 +475,23 @@ class Batch:
     TYPE: ClassVar[str] = "batch"
     ts: str
     events: tuple[Mapping[str, Any], ...] = ()
+    # Seconds between updates of calls a ``watch`` leaves out; None from a supervisor that
+    # does not take ``watch``.
+    background_s: float | None = None
 
     def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "ts": self.ts, "events": list(self.events)}
+        message: dict[str, Any] = {"type": self.TYPE, "ts": self.ts, "events": list(self.events)}
+        if self.background_s is not None:
+            message["background_s"] = self.background_s
+        return message
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Batch:
         """Tolerant: entries that are not objects with a string ``type`` are skipped."""
         events = data.get("events")
+        background = finite_number(data.get("background_s"))
         return cls(
+            background_s=None if background is None else float(background),
             ts=text(data.get("ts")) or "",
             events=tuple(
                 event

@@ -504,6 +504,8 @@ async def _dispatch(hub: OperatorHub, op: Operator, command: operator.Command) -
         hub.send_to(op, hub.fleet.snapshot())
     elif isinstance(command, operator.Ping):
         hub.send_to(op, operator.Pong(command.id).encode())
+    elif isinstance(command, operator.Watch):
+        hub.watch(op, command)
     elif isinstance(command, operator.InjectSuggestion):
         await hub.inject_suggestion(op, command)
     elif isinstance(command, operator.Hangup):

@@ -69,6 +69,11 @@ class Coalescer:
         kinds = self._held.pop(key, None)
         return [] if kinds is None else list(kinds.values())
 
+    def take_calls(self, call_ids: frozenset[str]) -> list[dict[str, Any]]:
+        """The updates held for the calls with these ids (on any instance), oldest first."""
+        due = [key for key in self._held if key[1] in call_ids]
+        return [event for key in due for event in self._held.pop(key).values()]
+
     def take_all(self) -> list[dict[str, Any]]:
         held, self._held = self._held, {}
         return [event for kinds in held.values() for event in kinds.values()]

@@ -1,9 +1,11 @@
 """Call history in SQLite: one file in the state directory, WAL, versioned migrations.
 
-Durability rule: a call's end is written in its own committed transaction before operators are
-told about it, with ``synchronous=FULL``, so neither a ``kill -9`` of the supervisor nor a power
-cut loses a finished call that anyone has seen. Calls are also written when they start (with
-``ended_at`` NULL), so a supervisor that restarts knows which calls it never saw end.
+Durability rule: a call's end is in a committed transaction before operators are told about
+it, with ``synchronous=FULL``, so neither a ``kill -9`` of the supervisor nor a power cut loses
+a finished call that anyone has seen. Calls are also written when they start (with ``ended_at``
+NULL), so a supervisor that restarts knows which calls it never saw end. A fleet starts and
+ends calls many times a second, and each commit waits for the disk: ``record_calls`` writes a
+group of them in one transaction (the hub holds their events until it returns).
 
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS`` is an ordered list and each
 step runs in one transaction with the version bump, so a crash mid-migration leaves the old
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +141,16 @@ def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
 
 
 class Store:
-    """The history database. All methods run on the caller's thread and commit before returning."""
+    """The history database. All methods run on the caller's thread and commit before returning.
+
+    ``commits`` counts the transactions that wrote calls: what grouping saves is countable.
+    """
 
     def __init__(self, path: Path, history_limit: int) -> None:
         self.path = path
         self.history_limit = history_limit
         self._db = self._open(path)
+        self.commits = 0
         self._finished = int(
             self._db.execute("SELECT COUNT(*) FROM calls WHERE ended_at IS NOT NULL").fetchone()[0]
         )
@@ -179,6 +185,59 @@ class Store:
 
     def call_started(self, call: LiveCall) -> None:
         """Remember a live call so a restarted supervisor knows to look for its end."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._insert_start(call)
+        self.commits += 1
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Write one finished call in its own committed transaction, then trim the history."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._write_end(record)
+        self.commits += 1
+
+    def record_calls(
+        self, changes: Sequence[LiveCall | CallRecord]
+    ) -> list[tuple[LiveCall | CallRecord, Exception]]:
+        """Write starts (``LiveCall``) and ends (``CallRecord``) in order, in one transaction.
+
+        Returns the ones that could not be written, with why. One bad record must not cost the
+        others: when the group fails it is rolled back and each is written on its own.
+        """
+        if not changes:
+            return []
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for change in changes:
+                    self._write(change)
+            self.commits += 1
+            return []
+        except sqlite3.Error:
+            self._finished = int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM calls WHERE ended_at IS NOT NULL"
+                ).fetchone()[0]
+            )
+        failed: list[tuple[LiveCall | CallRecord, Exception]] = []
+        for change in changes:
+            try:
+                if isinstance(change, LiveCall):
+                    self.call_started(change)
+                else:
+                    self.call_ended(change)
+            except sqlite3.Error as exc:
+                failed.append((change, exc))
+        return failed
+
+    def _write(self, change: LiveCall | CallRecord) -> None:
+        if isinstance(change, LiveCall):
+            self._insert_start(change)
+        else:
+            self._write_end(change)
+
+    def _insert_start(self, call: LiveCall) -> None:
         self._db.execute(
             """INSERT INTO calls (call_id, instance, transport, remote, caller, started_at,
                    stream_sid, call_sid)
@@ -196,8 +255,8 @@ class Store:
             ),
         )
 
-    def call_ended(self, record: CallRecord) -> None:
-        """Write one finished call in its own committed transaction, then trim the history."""
+    def _write_end(self, record: CallRecord) -> None:
+        """The call's row gets its end (or a row of its own); the history is trimmed."""
         values = (
             record.transport,
             record.remote,
@@ -213,29 +272,27 @@ class Store:
             record.stream_sid,
             record.call_sid,
         )
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
-                """UPDATE calls SET transport = COALESCE(?, transport),
-                       remote = COALESCE(?, remote), caller = COALESCE(?, caller),
-                       started_at = COALESCE(?, started_at), ended_at = ?, duration_s = ?,
-                       reason = ?, frames_in = ?, frames_out = ?, late_frames = ?,
-                       suggestions = ?, stream_sid = COALESCE(?, stream_sid),
-                       call_sid = COALESCE(?, call_sid)
-                   WHERE instance = ? AND call_id = ? AND ended_at IS NULL""",
+        cur = self._db.execute(
+            """UPDATE calls SET transport = COALESCE(?, transport),
+                   remote = COALESCE(?, remote), caller = COALESCE(?, caller),
+                   started_at = COALESCE(?, started_at), ended_at = ?, duration_s = ?,
+                   reason = ?, frames_in = ?, frames_out = ?, late_frames = ?,
+                   suggestions = ?, stream_sid = COALESCE(?, stream_sid),
+                   call_sid = COALESCE(?, call_sid)
+               WHERE instance = ? AND call_id = ? AND ended_at IS NULL""",
+            (*values, record.instance, record.call_id),
+        )
+        if cur.rowcount == 0:
+            # Its start was never seen (it began while nobody watched): a row of its own.
+            self._db.execute(
+                """INSERT INTO calls (transport, remote, caller, started_at, ended_at,
+                       duration_s, reason, frames_in, frames_out, late_frames, suggestions,
+                       stream_sid, call_sid, instance, call_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (*values, record.instance, record.call_id),
             )
-            if cur.rowcount == 0:
-                # Its start was never seen (it began while nobody watched): a row of its own.
-                self._db.execute(
-                    """INSERT INTO calls (transport, remote, caller, started_at, ended_at,
-                           duration_s, reason, frames_in, frames_out, late_frames, suggestions,
-                           stream_sid, call_sid, instance, call_id)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (*values, record.instance, record.call_id),
-                )
-            self._finished += 1
-            self._trim()
+        self._finished += 1
+        self._trim()
 
     def carrier_status(self, instance: str, message: Mapping[str, Any]) -> None:
         """Record one ``carrier_status`` message from ``instance``; trims the oldest beyond

@@ -10,6 +10,7 @@ connects, which is how the tests and the snapshots drive it from a prepared mode
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +23,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from xswarm.protocol.operator import Batch
+from xswarm.protocol.operator import BATCHED_EVENTS, Batch
 from xswarm.tui import settings
-from xswarm.tui.client import SupervisorLink, hangup_message, inject_message
+from xswarm.tui.client import SupervisorLink, hangup_message, inject_message, watch_message
 from xswarm.tui.messages import (
     BadSupervisorMessage,
     ConnectionChanged,
@@ -87,6 +88,11 @@ class XswarmDashboard(App[None]):
                 self.model.note("settings", problem)
         self.link = SupervisorLink(url, token, self._from_link) if url else None
         self.requests = OwnRequests(f"tui-{os.getpid()}")
+        # Whether this supervisor takes ``watch`` (its batches say how slow the rest go), and
+        # the call ids last sent with it.
+        self.watch_supported = False
+        self.watch_sent: list[str] | None = None
+        self._sending: set[asyncio.Task[bool]] = set()
 
     def _from_link(self, message: Message) -> bool:
         """The link's messages: the supervisor's data goes straight into the model."""
@@ -129,11 +135,21 @@ class XswarmDashboard(App[None]):
         """Hand the model's changes since the last repaint down to every screen showing it."""
         self.model.prune()
         changes = self.model.take_changes()
-        if not changes:
-            return
-        for screen in self.screen_stack:
-            if screen.is_mounted and isinstance(screen, LiveScreen):
+        live = [s for s in self.screen_stack if s.is_mounted and isinstance(s, LiveScreen)]
+        if changes:
+            for screen in live:
                 screen.show(changes)
+        if self.watch_supported:
+            self._watch(sorted({call_id for screen in live for call_id in screen.watched()}))
+
+    def _watch(self, call_ids: list[str]) -> None:
+        """Tell the supervisor which calls are on screen, when that changed."""
+        if call_ids == self.watch_sent or self.link is None:
+            return
+        self.watch_sent = call_ids
+        task = asyncio.get_running_loop().create_task(self.link.send(watch_message(call_ids)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
         self.model.set_connection(message.state, message.detail)
@@ -143,6 +159,8 @@ class XswarmDashboard(App[None]):
             )
         elif message.state == "up":
             self.model.note("connected", message.detail)
+            self.watch_supported = False
+            self.watch_sent = None
         elif message.state == "down":
             self.model.note("disconnected", message.detail)
         self.repaint()
@@ -160,10 +178,12 @@ class XswarmDashboard(App[None]):
         if kind in ("auth_result", "pong"):
             return
         if kind == "batch":
-            events = Batch.decode(data).events
-            for event in events:
-                self._notice(event)
-            self.model.apply_batch(events)
+            batch = Batch.decode(data)
+            self.watch_supported = batch.background_s is not None
+            for event in batch.events:
+                if event["type"] not in BATCHED_EVENTS:
+                    self._notice(event)
+            self.model.apply_batch(batch.events)
             return
         self._notice(data)
         self.model.apply(data)
@@ -202,7 +222,7 @@ class XswarmDashboard(App[None]):
 
     def on_filter_changed(self, message: FilterChanged) -> None:
         self.model.set_filter(message.text)
-        self.repaint()
+        self.repaint_after_key()
 
     def on_sort_requested(self, message: SortRequested) -> None:
         if message.column is not None:
@@ -211,7 +231,12 @@ class XswarmDashboard(App[None]):
             self.model.reverse_sort()
         else:
             self.model.next_sort()
-        self.repaint()
+        self.repaint_after_key()
+
+    def repaint_after_key(self) -> None:
+        """Repaint once the key's own effect (a box opening or closing, the typed letter) is
+        on screen: re-sorting a fleet must not stand between a key and its echo."""
+        self.call_after_refresh(self.repaint)
 
     async def inject(self, call_id: str, text: str, priority: str = "normal") -> str | None:
         """Send a suggestion for ``call_id``; the request id, or None when it could not go."""

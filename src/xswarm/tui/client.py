@@ -68,6 +68,11 @@ def subscribe_message() -> dict[str, Any]:
     return operator.Subscribe(batch=True).encode()
 
 
+def watch_message(call_ids: list[str]) -> dict[str, Any]:
+    """The calls on the operator's screens: their updates come every batch, the rest slower."""
+    return operator.Watch(tuple(call_ids[: operator.MAX_WATCHED])).encode()
+
+
 def inject_message(
     call_id: str, text: str, request_id: str, priority: str = "normal"
 ) -> dict[str, Any]:

@@ -6,12 +6,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Label, RichLog, Sparkline, Static
+from textual.widgets import Header, Label, RichLog, Sparkline, Static
 
 from xswarm.tui.messages import HangupRequested, WriteSuggestion
 from xswarm.tui.model import CallView, Changes, DashboardModel, format_duration
 from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.events import event_text
+from xswarm.tui.widgets.footer import KeysFooter
 
 SPARKS = (
     ("latency_p50_history", "latency p50 ms", "latency_p50_ms"),
@@ -68,6 +69,9 @@ class CallDetailScreen(LiveScreen):
         self._events_written = 0
         self._transcript = ""
 
+    def watched(self) -> list[str]:
+        return [self.call_id]
+
     def compose(self) -> ComposeResult:
         yield Header(icon="☎")
         yield Static(id="summary")
@@ -80,7 +84,7 @@ class CallDetailScreen(LiveScreen):
             with VerticalScroll(id="words-box"):
                 yield Static(id="words")
             yield RichLog(id="call-events", max_lines=200, markup=False, wrap=True)
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.sub_title = f"call {self.call_id}"

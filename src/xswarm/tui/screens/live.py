@@ -18,3 +18,8 @@ class LiveScreen(Screen[None]):
     def show(self, changes: Changes) -> None:
         """Bring the screen in line with the model after ``changes`` (it must be composed)."""
         raise NotImplementedError
+
+    def watched(self) -> list[str]:
+        """The call ids whose figures this screen shows now (the supervisor sends the others'
+        less often)."""
+        return []

@@ -15,7 +15,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.events import Resize
-from textual.widgets import Footer, Header, Input
+from textual.timer import Timer
+from textual.widgets import Header, Input
 
 from xswarm.tui.messages import (
     FilterChanged,
@@ -38,13 +39,15 @@ from xswarm.tui.screens.live import LiveScreen
 from xswarm.tui.widgets.banner import ConnectionBanner
 from xswarm.tui.widgets.calls import CallsTable
 from xswarm.tui.widgets.events import EventsPane, event_text
+from xswarm.tui.widgets.footer import KeysFooter
 from xswarm.tui.widgets.instances import InstancesTable
 from xswarm.tui.widgets.summary import SummaryLine
 from xswarm.tui.widgets.virtual_table import VirtualTable
 
 WIDE_AT = 120
 EVENT_LINES_PER_PAINT = 20
-TITLE_EVERY_S = 2.0
+TITLE_EVERY_S = 10.0
+INSTANCES_EVERY_S = 1.0
 VIEW_CYCLE: tuple[str | None, ...] = (*TOP_VIEWS, None)
 
 
@@ -53,6 +56,8 @@ class MainScreen(LiveScreen):
     _jump_to: str | None = None
     _titled_at = -math.inf
     _titled_filter = ""
+    _instances_at = -math.inf
+    _instances_timer: Timer | None = None
 
     BINDINGS = [
         Binding("enter", "open_call", "Detail", show=True),
@@ -76,7 +81,7 @@ class MainScreen(LiveScreen):
             yield EventsPane(LOG_EVENTS_KEPT, id="events")
         yield SummaryLine(id="calls-summary")
         yield CallsTable(self.model, id="calls")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
@@ -103,24 +108,44 @@ class MainScreen(LiveScreen):
         if changes.connection or changes.reset:
             self.query_one("#banner", ConnectionBanner).show(model)
             calls.set_class(not model.connected, "-stale")
-        instances = self.query_one("#instances", InstancesTable)
-        if changes.instances or changes.connection or changes.reset:
-            instances.show(model)
-            totals = fleet_totals(model)
-            subtitle = (
-                f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
-                f"{totals.free_slots} free slots · {totals.full} full"
-            )
-            if totals.refusals_last_minute is not None:
-                subtitle += f" · {totals.refusals_last_minute} refused/min"
-            instances.border_subtitle = subtitle
-            per_host = host_totals_line(totals)
-            instances.border_title = f"instances · {per_host}" if per_host else "instances"
+        if changes.connection or changes.reset:
+            self._show_instances()
+        elif changes.instances:
+            wait = self._instances_at + INSTANCES_EVERY_S - model.clock()
+            if wait <= 0:
+                self._show_instances()
+            elif self._instances_timer is None:
+                self._instances_timer = self.set_timer(wait, self._show_instances)
         if changes:
             keep, self._jump_to = self._jump_to, None
             calls.show(model, changes, keep)
         self._write_events(changes)
         self._summarise()
+
+    def _show_instances(self) -> None:
+        """The instances panel and its fleet totals.
+
+        Every instance reports once a second, out of step with the others: shown as they
+        come, a fleet of ten redrew the panel at every repaint. It follows at most every
+        ``INSTANCES_EVERY_S``; a change of connection or a rebuild shows at once.
+        """
+        if self._instances_timer is not None:
+            self._instances_timer.stop()
+            self._instances_timer = None
+        model = self.model
+        self._instances_at = model.clock()
+        instances = self.query_one("#instances", InstancesTable)
+        instances.show(model)
+        totals = fleet_totals(model)
+        subtitle = (
+            f"{totals.up}/{totals.instances} up · {totals.calls} calls · "
+            f"{totals.free_slots} free slots · {totals.full} full"
+        )
+        if totals.refusals_last_minute is not None:
+            subtitle += f" · {totals.refusals_last_minute} refused/min"
+        instances.border_subtitle = subtitle
+        per_host = host_totals_line(totals)
+        instances.border_title = f"instances · {per_host}" if per_host else "instances"
 
     def _write_events(self, changes: Changes) -> None:
         log = self.query_one("#events", EventsPane)
@@ -158,6 +183,9 @@ class MainScreen(LiveScreen):
             self.sub_title = sub_title
             self._titled_at = now
             self._titled_filter = model.filter_text
+
+    def watched(self) -> list[str]:
+        return self.query_one("#calls", CallsTable).visible_keys()
 
     def selected_call(self) -> str | None:
         return self.query_one("#calls", CallsTable).selected_key()

@@ -14,6 +14,7 @@ follows its row.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -26,9 +27,20 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from xswarm.tui.widgets.keyed_table import ColumnSpec, signature
-
 CELL_PADDING = 1
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int
+    numeric: bool = False
+
+
+def signature(cell: Text) -> tuple[str, str, str | None]:
+    """What makes two cells look the same (rich's Text equality ignores the base style)."""
+    return cell.plain, str(cell.style), cell.justify
 
 
 def fit(text: str, width: int, right: bool) -> str:
@@ -42,6 +54,13 @@ def fit(text: str, width: int, right: bool) -> str:
 
 class VirtualTable(ScrollView, can_focus=True):
     """Rows by key in a given order; cells are ``rich.text.Text`` (never markup)."""
+
+    # False: the cursor still follows a row, but is not drawn (a table only to read).
+    show_cursor = True
+    # Which rows are striped: 1 puts the stripe on the first row (as DataTable does).
+    stripe_offset = 0
+    # The header's background across the whole width, not only over the columns.
+    header_fills_width = False
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "virtual-table--header",
@@ -115,11 +134,14 @@ class VirtualTable(ScrollView, can_focus=True):
         self.build_row = build_row
         self.columns: dict[str, ColumnSpec] = {}
         self.order: list[str] = []
-        self._index: dict[str, int] = {}
+        # Where each key is in ``order``: built when first asked after the order changed
+        # (a fleet's order changes at every repaint; the positions are rarely needed).
+        self._positions: dict[str, int] | None = {}
         self._cells: dict[str, list[Text]] = {}
-        self._shown: dict[str, tuple[tuple[str, str, str | None], ...]] = {}
+        self._signatures: dict[str, tuple[tuple[str, str, str | None], ...]] = {}
         self._strips: dict[str, Strip] = {}
         self._cursor_key: str | None = None
+        self._drawn_with: tuple[Style, Style] | None = None
         self.rows_built = 0
 
     # -- what the owner calls -------------------------------------------------------------
@@ -135,12 +157,19 @@ class VirtualTable(ScrollView, can_focus=True):
     @property
     def cursor_row(self) -> int:
         key = self._cursor_key
-        return self._index.get(key, 0) if key is not None else 0
+        return self._position(key) or 0
 
     @property
     def body_height(self) -> int:
         """Rows that fit under the header."""
         return max(1, self.scrollable_content_region.height - 1)
+
+    def _position(self, key: str | None) -> int | None:
+        if key is None:
+            return None
+        if self._positions is None:
+            self._positions = {k: n for n, k in enumerate(self.order)}
+        return self._positions.get(key)
 
     def visible_keys(self) -> list[str]:
         top = round(self.scroll_y)
@@ -163,7 +192,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def forget_rows(self) -> None:
         """Drop every built row; they are built again as they are drawn."""
         self._cells.clear()
-        self._shown.clear()
+        self._signatures.clear()
         self._strips.clear()
         self.refresh()
 
@@ -173,14 +202,19 @@ class VirtualTable(ScrollView, can_focus=True):
         was_at = self.cursor_row
         new_order = list(order)
         if new_order != self.order:
+            shown = self.visible_keys()
             self.order = new_order
-            self._index = {key: n for n, key in enumerate(new_order)}
-            self._strips.clear()
-            for key in [k for k in self._cells if k not in self._index]:
-                self._drop(key)
+            self._positions = None
             self._resize()
-            self.refresh()
-        if keep is not None and keep in self._index:
+            # Calls come and go off screen at every repaint: the lines on screen are drawn
+            # again only when what they show moved.
+            if self.visible_keys() != shown:
+                self._strips.clear()
+                self.refresh()
+            still = set(self.visible_keys())
+            for key in [k for k in self._cells if k not in still]:
+                self._drop(key)
+        if keep is not None and self._position(keep) is not None:
             self._cursor_key = keep
         elif self.order:
             # The cursor's row is gone: the cursor stays where it was on screen.
@@ -207,7 +241,7 @@ class VirtualTable(ScrollView, can_focus=True):
             return
         cells[list(self.columns).index(column_key)] = value
         self._strips.pop(row_key, None)
-        index = self._index.get(row_key)
+        index = self._position(row_key)
         if index is not None:
             self.refresh_lines(index + 1)
 
@@ -232,13 +266,13 @@ class VirtualTable(ScrollView, can_focus=True):
             cells = list(self.build_row(key))
             self.rows_built += 1
             self._cells[key] = cells
-            self._shown[key] = tuple(signature(cell) for cell in cells)
+            self._signatures[key] = tuple(signature(cell) for cell in cells)
         return cells
 
     def _rebuild(self, key: str) -> None:
         if key not in self._cells:
             self._row(key)
-            index = self._index.get(key)
+            index = self._position(key)
             if index is not None:
                 self.refresh_lines(index + 1)
             return
@@ -246,15 +280,15 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows_built += 1
         new = tuple(signature(cell) for cell in cells)
         for column, cell, before, after in zip(
-            list(self.columns), cells, self._shown[key], new, strict=True
+            list(self.columns), cells, self._signatures[key], new, strict=True
         ):
             if before != after:
                 self.update_cell(key, column, cell)
-        self._shown[key] = new
+        self._signatures[key] = new
 
     def _drop(self, key: str) -> None:
         self._cells.pop(key, None)
-        self._shown.pop(key, None)
+        self._signatures.pop(key, None)
         self._strips.pop(key, None)
 
     # -- drawing --------------------------------------------------------------------------
@@ -281,7 +315,6 @@ class VirtualTable(ScrollView, can_focus=True):
         self.vertical_scrollbar.window_virtual_size = new.height
         self.vertical_scrollbar.refresh()
         self.scroll_y = self.validate_scroll_y(self.scroll_y)
-        self.refresh()
 
     def _segments(self, cells: Sequence[Text | str], base: Style) -> list[Segment]:
         segments = []
@@ -303,6 +336,8 @@ class VirtualTable(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("virtual-table--header")
             labels = [spec.label for spec in self.columns.values()]
             strip = Strip(self._segments(labels, style))
+            if self.header_fills_width:
+                return strip.crop_extend(scroll_x, scroll_x + width, style)
         else:
             index = round(self.scroll_y) + y - 1
             # Lines under a horizontal scrollbar are asked for too, never seen.
@@ -310,7 +345,7 @@ class VirtualTable(ScrollView, can_focus=True):
                 return Strip.blank(width, base)
             key = self.order[index]
             strip = self._strips.get(key) or self._draw_row(key, index, base)
-            if key == self._cursor_key:
+            if key == self._cursor_key and self.show_cursor:
                 # On top of the cells' own colours, as DataTable draws its cursor.
                 cursor = self.get_component_rich_style("virtual-table--cursor")
                 strip = Strip(Segment.apply_style(strip, post_style=cursor), strip.cell_length)
@@ -318,15 +353,22 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _draw_row(self, key: str, index: int, base: Style) -> Strip:
         style = base
-        if index % 2:
+        if (index + self.stripe_offset) % 2:
             style = base + self.get_component_rich_style("virtual-table--even-row")
         strip = Strip(self._segments(self._row(key), style))
         self._strips[key] = strip
         return strip
 
     def notify_style_update(self) -> None:
+        """Drawn rows are kept unless the styles they were drawn with changed: the focus
+        moving to the filter box restyles only the cursor, which is put on when drawn."""
         super().notify_style_update()
-        self._strips.clear()
+        # Before the component styles are known (at mount) a null style: drawn afresh later.
+        stripe = self.get_component_rich_style("virtual-table--even-row", default=Style.null())
+        drawn_with = (self.rich_style, stripe)
+        if drawn_with != self._drawn_with:
+            self._strips.clear()
+            self._drawn_with = drawn_with
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
