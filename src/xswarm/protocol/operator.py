@@ -14,22 +14,23 @@ events of :mod:`xswarm.protocol.control` relayed under the supervisor's instance
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xswarm.protocol.control import PRIORITIES, MemoryLimits
 from xswarm.protocol.values import (
     BadMessage,
+    Lenient,
     finite_number,
     load_object,
     mapping,
     message_type,
+    nested,
     optional_id,
     optional_text,
     required_text,
     text,
     unknown_type,
-    whole_number,
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -224,7 +225,7 @@ class Error:
 
 
 @dataclass(frozen=True)
-class InstanceInfo:
+class InstanceInfo(Lenient):
     """One supervised voice instance as operators see it (``snapshot``, ``instance_state``)."""
 
     name: str
@@ -237,7 +238,7 @@ class InstanceInfo:
     tick_p99_ms: float | None = None
     cpu: float | None = None
     rss: int | None = None
-    limits: MemoryLimits = field(default_factory=MemoryLimits)
+    limits: MemoryLimits = nested(MemoryLimits)
     restarts: int | None = None
     last_seen: str | None = None
     version: str | None = None
@@ -285,39 +286,9 @@ class InstanceInfo:
             "failure": self.failure,
         }
 
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> InstanceInfo:
-        """Tolerant like bridge events: only ``name`` is required; bad fields read as absent."""
-        return cls(
-            name=required_text(data, "name", "instance"),
-            url=text(data.get("url")),
-            state=text(data.get("state")),
-            engine=text(data.get("engine")),
-            active_calls=whole_number(data.get("active_calls")),
-            max_concurrent_calls=whole_number(data.get("max_concurrent_calls")),
-            tick_p50_ms=finite_number(data.get("tick_p50_ms")),
-            tick_p99_ms=finite_number(data.get("tick_p99_ms")),
-            cpu=finite_number(data.get("cpu")),
-            rss=whole_number(data.get("rss")),
-            limits=MemoryLimits.decode_optional(data.get("limits")) or MemoryLimits(),
-            restarts=whole_number(data.get("restarts")),
-            last_seen=text(data.get("last_seen")),
-            version=text(data.get("version")),
-            pid=whole_number(data.get("pid")),
-            error=text(data.get("error")),
-            bridge_name=text(data.get("bridge_name")),
-            refusals_total=whole_number(data.get("refusals_total")),
-            refusals_last_minute=whole_number(data.get("refusals_last_minute")),
-            device=text(data.get("device")),
-            gpu=text(data.get("gpu")),
-            slots=whole_number(data.get("slots")),
-            host=text(data.get("host")),
-            failure=text(data.get("failure")),
-        )
-
 
 @dataclass(frozen=True)
-class CallInfo:
+class CallInfo(Lenient):
     """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC)."""
 
     call_id: str
@@ -360,30 +331,6 @@ class CallInfo:
             "suggestions": self.suggestions,
             "state": self.state,
         }
-
-    @classmethod
-    def decode(cls, data: Mapping[str, Any]) -> CallInfo:
-        """Tolerant: only ``call_id`` is required; bad fields read as absent."""
-        return cls(
-            call_id=required_text(data, "call_id", "call"),
-            instance=text(data.get("instance")),
-            transport=text(data.get("transport")),
-            remote=text(data.get("remote")),
-            caller=text(data.get("caller")),
-            stream_sid=text(data.get("stream_sid")),
-            call_sid=text(data.get("call_sid")),
-            started_at=text(data.get("started_at")),
-            duration_s=finite_number(data.get("duration_s")),
-            level_in_dbfs=finite_number(data.get("level_in_dbfs")),
-            level_out_dbfs=finite_number(data.get("level_out_dbfs")),
-            latency_p50_ms=finite_number(data.get("latency_p50_ms")),
-            latency_p99_ms=finite_number(data.get("latency_p99_ms")),
-            frames_in=whole_number(data.get("frames_in")),
-            frames_out=whole_number(data.get("frames_out")),
-            late_frames=whole_number(data.get("late_frames")),
-            suggestions=whole_number(data.get("suggestions")),
-            state=text(data.get("state")),
-        )
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,14 @@ _LENIENT: dict[object, Callable[[object], object]] = {
 
 Reader = Callable[[Mapping[str, Any]], object]
 
+_NESTED = "xswarm.nested"
+
+
+def nested(kind: type[Lenient]) -> Any:
+    """A ``Lenient`` field read from the object under its own key, its defaults where the peer
+    sent none: ``limits: MemoryLimits = nested(MemoryLimits)``."""
+    return dataclasses.field(default_factory=kind, metadata={_NESTED: True})
+
 
 class Lenient:
     """A message read field by field from its dataclass annotations, the way every event of
@@ -214,8 +222,8 @@ class Lenient:
     as absent, so a peer newer or buggier than us does not blind us. A required ``str`` field
     (an event's ``call_id``) is the exception: without it the message means nothing, and
     :class:`BadMessage` says so. A field typed as another ``Lenient`` class is read from the
-    same object (its fields sit beside ours on the wire); one typed ``Lenient | None`` from
-    the object under its own key.
+    same object (its fields sit beside ours on the wire); one typed ``Lenient | None``, or
+    declared with ``nested()``, from the object under its own key.
     """
 
     @classmethod
@@ -238,17 +246,20 @@ def _readers(cls: type[Lenient]) -> tuple[tuple[str, Reader], ...]:
         hints = typing.get_type_hints(cls)
         where = str(getattr(cls, "TYPE", cls.__name__))
         found = _READERS[cls] = tuple(
-            (spec.name, _reader(spec.name, hints[spec.name], where))
+            (spec.name, _reader(spec.name, hints[spec.name], where, _NESTED in spec.metadata))
             for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
             if spec.init
         )
     return found
 
 
-def _reader(name: str, hint: object, where: str) -> Reader:
+def _reader(name: str, hint: object, where: str, under_key: bool = False) -> Reader:
     if hint is str:
         return lambda data: required_text(data, name, where)
     if isinstance(hint, type) and issubclass(hint, Lenient):
+        if under_key:
+            kind = hint
+            return lambda data: kind.decode_optional(data.get(name)) or kind()
         return hint.decode
     nested = [arg for arg in typing.get_args(hint) if arg is not type(None)]
     if len(nested) == 1 and isinstance(nested[0], type) and issubclass(nested[0], Lenient):
