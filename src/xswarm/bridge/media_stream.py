@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm.audio import wire
 from xswarm.audio.resample import StreamResampler
-from xswarm.bridge.call import CallState, LateFrameFilter
+from xswarm.bridge.call import CallState
 from xswarm.bridge.host import CallHost
 from xswarm.bridge.session import (
     CLOSE_POLICY,
@@ -31,7 +31,6 @@ from xswarm.bridge.session import (
     CallSession,
 )
 from xswarm.bridge.twilio_media import (
-    MAX_INPUT_LAG,
     MAX_UNKNOWN_LOGGED,
     PACE_SLACK_SECONDS,
     resampler_quality,
@@ -54,8 +53,6 @@ class MediaStreamSession(CallSession):
         self._upsample: StreamResampler | None = None
         self._downsample: StreamResampler | None = None
         self._pending = np.zeros(0, dtype=np.float32)
-        self._late = LateFrameFilter(MAX_INPUT_LAG)
-        self.stale_frames = 0
         self.codec: wire.WireCodec | None = None
         self.outbound: ms.Outbound | None = None
         # Due frames held until the carrier's smallest clean message is reached (Exotel).
@@ -115,7 +112,7 @@ class MediaStreamSession(CallSession):
                 return False  # the call is ending, or the carrier echoes our own track
             arrived = time.monotonic()
             self.note_media()
-            if event.timestamp_ms is not None and self._is_stale(event.timestamp_ms, arrived):
+            if event.timestamp_ms is not None and self.is_stale(event.timestamp_ms, arrived):
                 self.spend_audio(0.0)
                 return False
             codec = self.codec
@@ -172,20 +169,6 @@ class MediaStreamSession(CallSession):
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
         self.note_media()
         return False
-
-    def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
-        if not self._late.is_stale(timestamp_ms, arrived):
-            return False
-        self.stale_frames += 1
-        self.call.frames_in += 1
-        self.call.drop("input_stale")
-        if self.stale_frames == 1:
-            self.log.warning(
-                "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
-                "or network stall)",
-                MAX_INPUT_LAG * 1000,
-            )
-        return True
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMessage, WSMsgType, web
 
-from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, OutputPacer
+from xswarm.bridge.call import WIRE_FRAME_SECONDS, Call, CallState, LateFrameFilter, OutputPacer
 from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.config import BridgeSection
 from xswarm.logs import CallLogger
@@ -57,6 +57,8 @@ SLOW_CLIENT_SECONDS = 2.0
 CALL_SNDBUF_BYTES = 32 * 1024
 # What one outbound frame costs in the write buffer, for [voice.bridge] send_queue_frames.
 FRAME_WIRE_BYTES = 256
+# Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
+MAX_INPUT_LAG = 0.2
 # How soon the media deadline is looked at again when it passed while a message was handled.
 DEADLINE_RECHECK_SECONDS = 0.05
 
@@ -112,6 +114,8 @@ class CallSession:
         self._max_drops = max(1, int(SLOW_CLIENT_SECONDS / host.engine.frame_seconds))
         settings = host.config.bridge
         self.budget = InputBudget(input_limits(settings))
+        self._late = LateFrameFilter(MAX_INPUT_LAG)
+        self.stale_frames = 0
         self.inactivity_timeout = settings.inactivity_timeout
         self.first_media_timeout = settings.first_media_timeout
         self._media_deadline = time.monotonic() + settings.first_media_timeout
@@ -217,6 +221,22 @@ class CallSession:
     def note_media(self) -> None:
         """The peer sent caller audio: it has ``inactivity_timeout`` for the next."""
         self._media_deadline = time.monotonic() + self.inactivity_timeout
+
+    def is_stale(self, timestamp_ms: int, arrived: float) -> bool:
+        """True when the caller's frame stamped ``timestamp_ms`` is too late to play; it is
+        then counted (``input_stale``) and must be dropped before any decoding."""
+        if not self._late.is_stale(timestamp_ms, arrived):
+            return False
+        self.stale_frames += 1
+        self.call.frames_in += 1
+        self.call.drop("input_stale")
+        if self.stale_frames == 1:
+            self.log.warning(
+                "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
+                "or network stall)",
+                MAX_INPUT_LAG * 1000,
+            )
+        return True
 
     def spend_message(self, size: int) -> None:
         """Charge one received message to the budget; CallClosed (abuse) when it is spent."""

@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm.audio import mulaw
 from xswarm.audio.resample import StreamResampler
-from xswarm.bridge.call import CallState, LateFrameFilter
+from xswarm.bridge.call import CallState
 from xswarm.bridge.host import CALL_HOST, CallHost
 from xswarm.bridge.session import (
     CLOSE_POLICY,
@@ -32,8 +32,6 @@ from xswarm.errors import ProtocolError
 from xswarm.protocol import control, twilio
 
 TELEPHONE_RATE = 8000
-# Caller audio that arrives later than this behind its own timeline is dropped unprocessed.
-MAX_INPUT_LAG = 0.2
 # How early a paced frame may go: half the pacer's period, so it is never a whole one late.
 PACE_SLACK_SECONDS = 0.0025
 # Distinct unknown event names logged per call; the rest are only counted (a flood of
@@ -53,8 +51,6 @@ class TwilioSession(CallSession):
         self._upsample = StreamResampler(TELEPHONE_RATE, rate, quality, pad_start=True)
         self._downsample = StreamResampler(rate, TELEPHONE_RATE, quality, pad_start=True)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._late = LateFrameFilter(MAX_INPUT_LAG)
-        self.stale_frames = 0
         self.outbound: twilio.Outbound | None = None
         self._unknown_logged: set[str] = set()
 
@@ -110,7 +106,7 @@ class TwilioSession(CallSession):
                 return False  # the call is ending: its counters are final
             arrived = time.monotonic()
             self.note_media()
-            if self._is_stale(event.timestamp_ms, arrived):
+            if self.is_stale(event.timestamp_ms, arrived):
                 self.spend_audio(0.0)
                 return False
             self.spend_audio(len(event.payload) / TELEPHONE_RATE)
@@ -158,20 +154,6 @@ class TwilioSession(CallSession):
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
         self.note_media()
         return False
-
-    def _is_stale(self, timestamp_ms: int, arrived: float) -> bool:
-        if not self._late.is_stale(timestamp_ms, arrived):
-            return False
-        self.stale_frames += 1
-        self.call.frames_in += 1
-        self.call.drop("input_stale")
-        if self.stale_frames == 1:
-            self.log.warning(
-                "dropping frames that arrive in a burst over %.0f ms late (bridge overloaded "
-                "or network stall)",
-                MAX_INPUT_LAG * 1000,
-            )
-        return True
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
