@@ -862,27 +862,16 @@ def _check_public_url(config: Config) -> None:
         raise ConfigError(config.source, where, f"expected wss://HOST[/PREFIX], got {url!r}")
 
 
-def _check_trusted_proxies(config: Config) -> None:
-    for entry in config.bridge.trusted_proxies:
+def _check_networks(config: Config, key: str, entries: tuple[str, ...], example: str) -> None:
+    """Each entry of a list of addresses or CIDRs parses, or the key is named with an example."""
+    for entry in entries:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise ConfigError(
                 config.source,
-                "[voice.bridge] trusted_proxies",
-                f"expected IP addresses or CIDRs such as 127.0.0.1 or 10.0.0.0/8, got {entry!r}",
-            ) from None
-
-
-def _check_control_allow(config: Config) -> None:
-    for entry in config.bridge.control_allow:
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ConfigError(
-                config.source,
-                "[voice.bridge] control_allow",
-                f"expected IP addresses or CIDRs such as 10.77.0.0/24, got {entry!r}",
+                key,
+                f"expected IP addresses or CIDRs such as {example}, got {entry!r}",
             ) from None
 
 
@@ -899,9 +888,16 @@ def _check_cross(config: Config) -> None:
     _check_hosts(config)
     _check_tls(config)
     _check_public_url(config)
-    _check_trusted_proxies(config)
+    _check_networks(
+        config,
+        "[voice.bridge] trusted_proxies",
+        config.bridge.trusted_proxies,
+        "127.0.0.1 or 10.0.0.0/8",
+    )
     _check_haproxy(config)
-    _check_control_allow(config)
+    _check_networks(
+        config, "[voice.bridge] control_allow", config.bridge.control_allow, "10.77.0.0/24"
+    )
     bridge, dash_port = config.bridge, config.dashboard.port
     if bridge.port == dash_port:
         raise ConfigError(
