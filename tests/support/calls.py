@@ -49,6 +49,10 @@ class TwilioCaller:
         assert self.ws is not None
         await self.ws.send_str(text)
 
+    async def ping(self, data: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.ping(data)
+
     async def send_audio(self, pcm8k: np.ndarray, pace: bool = True) -> int:
         """Send 20 ms media frames, paced in real time; returns how many were sent."""
         payload = mulaw.encode(pcm8k)
