@@ -10,12 +10,9 @@ token_refused), nothing listening (down), a socket that accepts but never speaks
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import ssl
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +20,9 @@ import aiohttp
 import pytest
 
 from tests.supervisor.support import running_supervisor
-from tests.support.bridge import VENV_BIN, free_port
-from tests.support.certs import Leaf, PrivateCa, https_get, make_ca
+from tests.support import certs
+from tests.support.bridge import free_port
+from tests.support.certs import Leaf, PrivateCa, TlsBridge, https_get, make_ca
 from tests.support.waiting import eventually_sync
 from xswarm.protocol.auth import REFUSAL_HEADER
 from xswarm.supervisor.upstream import classify_failure
@@ -33,52 +31,11 @@ TOKEN = "remote-control-token-0123456789"
 OPERATOR = "operator-token-0123456789"
 
 
-@contextlib.contextmanager
 def tls_bridge(
     folder: Path, leaf: Leaf, ca: PrivateCa, host: str = "127.0.0.1", extra: str = ""
-) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+) -> contextlib.AbstractContextManager[TlsBridge]:
     """xswarm-voice serving wss:// itself, with the shared control token."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = folder / "config.toml"
-    config.write_text(
-        f'[voice.bridge]\nhost = "{host}"\nport = {port}\nengine = "echo"\n'
-        f'tls_cert = "{leaf.cert}"\ntls_key = "{leaf.key}"\n{extra}'
-        f'[paths]\nstate_dir = "{folder / "state"}"\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XSWARM_", "LISTEN_"))}
-    env.pop("NOTIFY_SOCKET", None)
-    env |= {"XSWARM_RUNTIME_DIR": str(folder / "run"), "XSWARM_CONTROL_TOKEN": TOKEN}
-    log = folder / "stderr.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "xswarm-voice"), "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=env,
-            cwd=folder,
-        )
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"xswarm-voice exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            return "ready" in https_get(port, "/readyz", ca)
-        except OSError:
-            return False
-
-    try:
-        eventually_sync(ready, within=60, detail=log.read_text)
-        yield proc, port, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    return certs.tls_bridge(folder, leaf, ca, host, extra, {"XSWARM_CONTROL_TOKEN": TOKEN})
 
 
 def by_name(instances: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -112,9 +69,9 @@ def test_wss_instances_show_why_they_are_away(tmp_path: Path) -> None:
     sup_port = free_port()
     with contextlib.ExitStack() as stack:
         stack.callback(silent.close)
-        _, port, _ = stack.enter_context(
+        port = stack.enter_context(
             tls_bridge(tmp_path / "bridge", leaf, ca, extra='control_allow = ["10.77.0.0/24"]\n')
-        )
+        ).port
         instances = [
             f"wss://127.0.0.1:{port}/control#good",
             f"wss://localhost:{port}/control#wrong-token",
@@ -176,7 +133,8 @@ def test_a_ca_that_did_not_sign_the_bridge_is_refused_as_untrusted(tmp_path: Pat
     stranger = make_ca(tmp_path / "other-pki")
     leaf = ca.leaf("bridge", 8)
     env = {"XSWARM_CONTROL_TOKEN": TOKEN, "XSWARM_SUPERVISOR_TOKEN": OPERATOR}
-    with tls_bridge(tmp_path / "bridge", leaf, ca) as (proc, port, _):
+    with tls_bridge(tmp_path / "bridge", leaf, ca) as bridge:
+        proc, port = bridge.proc, bridge.port
         url = f"wss://127.0.0.1:{port}/control#b"
         with running_supervisor(
             tmp_path, [url], env=env, extra_toml=f'ca_file = "{stranger.cert}"\n'
@@ -215,7 +173,8 @@ async def test_the_bridge_refuses_control_from_outside_control_allow(tmp_path: P
     extra = 'control_allow = ["10.77.0.0/24"]\n'
     if address.startswith("10.77.0."):
         extra = 'control_allow = ["192.0.2.0/24"]\n'
-    with tls_bridge(tmp_path / "bridge", leaf, ca, host="0.0.0.0", extra=extra) as (_, port, log):
+    with tls_bridge(tmp_path / "bridge", leaf, ca, host="0.0.0.0", extra=extra) as bridge:
+        port = bridge.port
         context = ssl.create_default_context(cafile=str(ca.cert))
         context.check_hostname = False  # the certificate names 127.0.0.1, not this address
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -235,6 +194,6 @@ async def test_the_bridge_refuses_control_from_outside_control_allow(tmp_path: P
         failure = classify_failure(f"wss://{address}:{port}/control", refused.value)
         assert (failure.state, failure.code) == ("auth_refused", "source_refused")
         assert "control_allow" in failure.reason
-        assert f"source {address} is not in [voice.bridge] control_allow" in log.read_text()
+        assert f"source {address} is not in [voice.bridge] control_allow" in bridge.log()
         metrics = https_get(port, "/metrics", ca)
         assert 'xswarm_control_refused_total{reason="source"} 1' in metrics

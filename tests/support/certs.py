@@ -124,14 +124,20 @@ class TlsBridge:
 
 
 def start_tls_bridge(
-    folder: Path, leaf: Leaf, ca: PrivateCa
+    folder: Path,
+    leaf: Leaf,
+    ca: PrivateCa,
+    host: str = "127.0.0.1",
+    extra: str = "",
+    env_extra: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """xswarm-voice serving wss:// itself; ``extra``: more ``[voice.bridge]`` lines."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = folder / "config.toml"
     config.write_text(
-        f'[voice.bridge]\nport = {port}\nengine = "echo"\n'
-        f'tls_cert = "{leaf.cert}"\ntls_key = "{leaf.key}"\n'
+        f'[voice.bridge]\nhost = "{host}"\nport = {port}\nengine = "echo"\n'
+        f'tls_cert = "{leaf.cert}"\ntls_key = "{leaf.key}"\n{extra}'
         f'[paths]\nstate_dir = "{folder / "state"}"\n'
     )
     env = {
@@ -139,6 +145,7 @@ def start_tls_bridge(
     }
     env["XSWARM_RUNTIME_DIR"] = str(folder / "run")
     env.pop("NOTIFY_SOCKET", None)
+    env |= env_extra or {}
     with (folder / "stderr.log").open("wb") as log:
         proc = subprocess.Popen(
             [str(VENV_BIN / "xswarm-voice"), "--config", str(config)],
@@ -152,8 +159,15 @@ def start_tls_bridge(
 
 
 @contextlib.contextmanager
-def tls_bridge(folder: Path, leaf: Leaf, ca: PrivateCa) -> Iterator[TlsBridge]:
-    proc, port = start_tls_bridge(folder, leaf, ca)
+def tls_bridge(
+    folder: Path,
+    leaf: Leaf,
+    ca: PrivateCa,
+    host: str = "127.0.0.1",
+    extra: str = "",
+    env_extra: dict[str, str] | None = None,
+) -> Iterator[TlsBridge]:
+    proc, port = start_tls_bridge(folder, leaf, ca, host, extra, env_extra)
     bridge = TlsBridge(proc, port, folder)
 
     def ready() -> bool:
