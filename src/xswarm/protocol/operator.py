@@ -234,9 +234,14 @@ class InstanceInfo(Lenient):
     failure: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallInfo(Lenient):
-    """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC)."""
+    """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC).
+
+    The one field list of a live call: the supervisor's ``LiveCall`` and the dashboard's
+    ``CallView`` are CallInfos that they update in place as the bridge reports, which is why
+    this record, unlike the others, is not frozen.
+    """
 
     call_id: str
     instance: str | None = None
