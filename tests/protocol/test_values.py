@@ -281,7 +281,7 @@ ROUND_TRIPS: dict[type[Encodable], tuple[Any, Callable[[Any], object]]] = {
         )
     },
 }
-WRITTEN_ONLY = {operator.Pong, operator.Error, operator.InstanceState, operator.InstanceRemoved}
+WRITTEN_ONLY = {operator.InstanceState, operator.InstanceRemoved}
 
 
 def _wire_records() -> list[type[Encodable]]:

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xswarm.protocol.control import PRIORITIES, MemoryLimits
+
+# The supervisor answers a ``ping`` and refuses a message with the bridge's own two replies.
+from xswarm.protocol.control import Error as Error
+from xswarm.protocol.control import Pong as Pong
 from xswarm.protocol.values import (
     BadMessage,
     Encodable,
@@ -185,18 +189,6 @@ class AuthResult(Encodable):
         """Only ``success: true`` is success; a missing message reads as empty."""
         message = data.get("message")
         return cls(data.get("success") is True, "" if message is None else str(message))
-
-
-@dataclass(frozen=True)
-class Pong(Encodable):
-    TYPE: ClassVar[str] = "pong"
-    id: str | int | None = omit_default()
-
-
-@dataclass(frozen=True)
-class Error(Encodable):
-    TYPE: ClassVar[str] = "error"
-    message: str
 
 
 @dataclass(frozen=True)
