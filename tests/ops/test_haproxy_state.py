@@ -27,11 +27,13 @@ from xswarm import config as config_module
 from xswarm.commands import drain, undrain
 from xswarm.commands import haproxy as haproxy_command
 from xswarm.errors import XswarmError
-from xswarm.ops import haproxy, haproxy_state, units
+from xswarm.ops import haproxy, haproxy_state, install, units
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+DEBIAN_UNIT = Path("/lib/systemd/system/haproxy.service")
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "haproxy"
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +321,17 @@ def test_a_server_moved_or_gone_in_the_new_config_is_left_out() -> None:
 def test_an_unexpected_answer_is_refused_by_name(text: str, words: str) -> None:
     with pytest.raises(haproxy.HaproxyError, match=words):
         haproxy_state.parse(text)
+
+
+def test_the_drop_in_repeats_debians_reload_lines_around_the_dump() -> None:
+    """The drop-in empties ExecReload= and lists it again: it must keep Debian's own lines,
+    in order, with the dump between the config check and the signal."""
+    if not DEBIAN_UNIT.exists():
+        pytest.skip(f"{DEBIAN_UNIT} is not here (Debian's haproxy package)")
+    debian = units.parse(DEBIAN_UNIT.read_text())["Service"]["ExecReload"]
+    ours = units.parse((DEPLOY / "server-state.conf").read_text())["Service"]
+    dump = "-/opt/xswarm/current/venv/bin/xswarm haproxy save-state --haproxy-config ${CONFIG}"
+    assert ours["ExecReload"] == ["", debian[0], dump, *debian[1:]]
+    assert debian[-1] == "/bin/kill -USR2 $MAINPID"
+    assert ours["ExecStop"] == [dump]
+    assert install.HAPROXY_DROPINS["server-state.conf"] == "xswarm-server-state.conf"
