@@ -208,6 +208,7 @@ def test_install_with_backends_renders_them_and_warns_of_plain_tcp(
     # doctor knows the backends are HAProxy's servers, not strays.
     checked = CliRunner().invoke(doctor.command, ["--root", str(root), "--service-user", "nobody"])
     assert "HAProxy routes to all 3 instances" in checked.output, checked.output
+    assert "a reload of HAProxy keeps drained servers drained" in checked.output
 
 
 # -- a real HAProxy in front of real bridges ------------------------------------------------

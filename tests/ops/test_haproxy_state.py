@@ -32,7 +32,7 @@ from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
-DEBIAN_UNIT = Path("/lib/systemd/system/haproxy.service")
+DEBIAN_UNIT = Path(haproxy_state.DEBIAN_UNIT)
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "haproxy"
 
 
@@ -334,4 +334,4 @@ def test_the_drop_in_repeats_debians_reload_lines_around_the_dump() -> None:
     assert ours["ExecReload"] == ["", debian[0], dump, *debian[1:]]
     assert debian[-1] == "/bin/kill -USR2 $MAINPID"
     assert ours["ExecStop"] == [dump]
-    assert install.HAPROXY_DROPINS["server-state.conf"] == "xswarm-server-state.conf"
+    assert install.HAPROXY_DROPINS["server-state.conf"] == haproxy_state.DROPIN

@@ -35,6 +35,10 @@ from xswarm.ops.layout import Layout
 # the service account cannot plant or change what a new HAProxy will load.
 SERVER_STATE = "/var/lib/haproxy/xswarm-server-state"
 STATE_MODE = 0o644
+# The haproxy.service drop-in that runs save-state (deploy/haproxy/server-state.conf), and
+# the Debian unit whose ExecReload= lines it repeats.
+DROPIN = "haproxy.service.d/xswarm-server-state.conf"
+DEBIAN_UNIT = "/lib/systemd/system/haproxy.service"
 FORMAT_VERSION = "1"
 # srv_admin_state bits (HAProxy's management guide, "show servers state").
 FORCED_MAINT = 0x01

@@ -21,7 +21,15 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
-from xswarm.ops import files, releases, scrape_targets, systemctl, templates, units
+from xswarm.ops import (
+    files,
+    haproxy_state,
+    releases,
+    scrape_targets,
+    systemctl,
+    templates,
+    units,
+)
 from xswarm.ops.gpus import Gpu
 from xswarm.ops.haproxy import TLS_PEM, tls_pem
 from xswarm.ops.layout import PROMETHEUS_TARGETS, SERVICE_USER, Layout
@@ -82,8 +90,8 @@ TARGETS_DIR_MODE = 0o755
 # Drop-ins for Debian's haproxy.service (deploy/haproxy/ -> haproxy.service.d/): its file
 # descriptor limit, and the server-state dump before a reload or stop.
 HAPROXY_DROPINS = {
-    "limits.conf": "xswarm-limits.conf",
-    "server-state.conf": "xswarm-server-state.conf",
+    "limits.conf": "haproxy.service.d/xswarm-limits.conf",
+    "server-state.conf": haproxy_state.DROPIN,
 }
 
 
@@ -318,7 +326,7 @@ def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
     write_if_changed(target, text, report)
     changed = False
     for template, name in HAPROXY_DROPINS.items():
-        dropin = layout.unit_dir / "haproxy.service.d" / name
+        dropin = layout.unit_dir / name
         changed |= write_if_changed(dropin, units.template(f"haproxy/{template}"), report)
     return changed
 
