@@ -430,12 +430,11 @@ class Fleet:
 
     @staticmethod
     def _relayed(inst: Instance, envelope: control.Envelope) -> dict[str, Any]:
-        body = envelope.event.encode()
-        head: dict[str, Any] = {"type": body.pop("type")}
+        head: dict[str, Any] = {"type": envelope.event.TYPE}
         if envelope.ts is not None:
             head["ts"] = envelope.ts
         head["instance"] = inst.name
-        return head | body
+        return head | envelope.event.body()
 
     def _hello(self, inst: Instance, hello: control.Hello, bridge_name: str | None) -> None:
         if hello.pid is not None and inst.pid is not None and hello.pid != inst.pid:
