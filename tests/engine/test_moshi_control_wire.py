@@ -65,7 +65,9 @@ async def talking(
         yield caller, call_id
     finally:
         speech.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # A call the bridge ended (max_duration) closes the caller's socket; a frame the
+        # caller was still sending then meets a closing transport, which is no failure.
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientConnectionResetError):
             await speech
         await caller.close()
 
