@@ -39,3 +39,8 @@ def test_call_detail(snap_compare: Any, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_hangup_modal(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(app(), terminal_size=size, press=["down", "h"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_filter_typed_on_the_summary_line(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(app(), terminal_size=size, press=["slash", "t", "w"])

@@ -74,12 +74,21 @@ class MainScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header(icon="☎")
         yield ConnectionBanner(id="banner")
-        yield Input(placeholder="filter by id, caller, instance, transport", id="filter")
-        yield Input(placeholder="go to call: its id or part of it, enter to jump", id="jump")
         with Horizontal(id="top"):
             yield InstancesTable(id="instances", cursor_type="none")
             yield EventsPane(LOG_EVENTS_KEPT, id="events")
-        yield SummaryLine(id="calls-summary")
+        # The boxes share the summary's line: opening one resizes nothing but that line, where
+        # a box of its own pushed every panel down and redrew the whole screen per key.
+        with Horizontal(id="calls-bar"):
+            yield SummaryLine(id="calls-summary")
+            yield Input(
+                placeholder="filter by id, caller, instance, transport", id="filter", compact=True
+            )
+            yield Input(
+                placeholder="go to call: its id or part of it, enter to jump",
+                id="jump",
+                compact=True,
+            )
         yield CallsTable(self.model, id="calls")
         yield KeysFooter()
 
