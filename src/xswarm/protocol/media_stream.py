@@ -1,11 +1,11 @@
 """What the carriers' media-stream protocols share, sans-I/O: events, limits, JSON readers.
 
-Telnyx, Plivo and Exotel each speak a dialect of the same idea as Twilio Media Streams: JSON
-text messages with an ``event`` field, a ``start`` naming the stream and its audio format,
-base64 audio in ``media.payload``, ``dtmf``, ``stop``, and the server answering with media,
-marks (checkpoints) and a clear. Each carrier's module (``telnyx``, ``plivo``, ``exotel``)
-turns its dialect into the carrier-neutral events here and back, so one bridge transport
-(``xswarm.bridge.media_stream``) serves all three.
+Twilio, Telnyx, Plivo and Exotel each speak a dialect of the same idea: JSON text messages
+with an ``event`` field, a ``start`` naming the stream and its audio format, base64 audio in
+``media.payload``, ``dtmf``, ``stop``, and the server answering with media, marks
+(checkpoints) and a clear. Each carrier's module (``twilio``, ``telnyx``, ``plivo``,
+``exotel``) turns its dialect into the carrier-neutral events here and back, so one bridge
+transport (``xswarm.bridge.media_stream``) serves all four.
 
 As for Twilio: events we do not know come back as :class:`Unknown` (carriers add events);
 anything malformed raises :class:`ProtocolError` with the close code, 1007 for a malformed
@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from xswarm.errors import ProtocolError
 
@@ -53,6 +53,7 @@ class Start:
     caller: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     sample_rate: int = 8000  # wideband carriers (Exotel, Plivo L16) may ask for more
+    callee: str | None = None  # the number called, when the carrier says (Twilio's "To")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +95,38 @@ class Unknown:
 Event = Connected | Start | Media | Dtmf | Mark | Cleared | Stop | Unknown
 
 
-class Outbound(Protocol):
-    """The messages a server sends on one stream (each carrier writes its own)."""
+class Outbound:
+    """The messages a server sends on one stream, from pieces each carrier builds once per
+    stream (its ids JSON-escaped there).
 
-    def media(self, payload: bytes) -> str: ...
+    ``media`` runs 50 times a second per call, so it only glues base64 between prebuilt
+    strings: no ``json.dumps`` on the hot path. ``media_bytes`` is the same message as the
+    UTF-8 bytes a WebSocket text frame carries (the JSON is ASCII), so the bridge can write
+    it pre-framed without an encode. Every carrier's media message ends ``"}}``.
+    """
 
-    def mark(self, name: str) -> str: ...
+    __slots__ = ("_clear", "_mark_prefix", "_mark_suffix", "_media_prefix", "_media_prefix_bytes")
 
-    def clear(self) -> str: ...
+    def __init__(
+        self, media_prefix: str, mark_prefix: str, clear: str, mark_suffix: str = "}}"
+    ) -> None:
+        self._media_prefix = media_prefix
+        self._media_prefix_bytes = media_prefix.encode()
+        self._mark_prefix = mark_prefix
+        self._mark_suffix = mark_suffix
+        self._clear = clear
+
+    def media(self, payload: bytes) -> str:
+        return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
+
+    def media_bytes(self, payload: bytes) -> bytes:
+        return self._media_prefix_bytes + binascii.b2a_base64(payload, newline=False) + b'"}}'
+
+    def mark(self, name: str) -> str:
+        return self._mark_prefix + json.dumps(name) + self._mark_suffix
+
+    def clear(self) -> str:
+        return self._clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +142,8 @@ class Dialect:
     # 20 ms frame as it is due.
     min_outbound_bytes: int = 0
     min_outbound_ms: int = 0
+    # What people call the stream, in errors; empty: "<carrier>'s media stream".
+    stream_name: str = ""
 
 
 # What a server sent, as a simulated carrier reads it back.

@@ -79,19 +79,17 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
     )
 
 
-class Outbound:
+class Outbound(ms.Outbound):
     """What the bridge sends on one Telnyx stream; the socket is the stream, so no id."""
 
     __slots__ = ()
 
-    def media(self, payload: bytes) -> str:
-        return '{"event":"media","media":{"payload":"' + ms.b64(payload) + '"}}'
-
-    def mark(self, name: str) -> str:
-        return '{"event":"mark","mark":{"name":' + json.dumps(name) + "}}"
-
-    def clear(self) -> str:
-        return '{"event":"clear"}'
+    def __init__(self) -> None:
+        super().__init__(
+            '{"event":"media","media":{"payload":"',
+            '{"event":"mark","mark":{"name":',
+            '{"event":"clear"}',
+        )
 
 
 def outbound(start: ms.Start) -> Outbound:

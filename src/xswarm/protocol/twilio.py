@@ -30,12 +30,13 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from xswarm.errors import ProtocolError
+from xswarm.protocol import media_stream as ms
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law, what Twilio sends per media message
 MAX_PAYLOAD_BYTES = 1600  # 200 ms; anything larger is not a media frame
@@ -71,36 +72,38 @@ class Start:
     channels: int
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
-    payload: bytes
+@dataclass(frozen=True, slots=True, init=False)
+class Media(ms.Media):
+    """The carrier-neutral media event, which the bridge takes as it is (this is the hot
+    path: no second event per message), plus Twilio's own numbering of the frame."""
+
+    _: KW_ONLY  # after the inherited fields, whatever their defaults; __init__ is Twilio's
     track: str
     chunk: int
-    timestamp_ms: int
     sequence: int
 
+    def __init__(
+        self, payload: bytes, track: str, chunk: int, timestamp_ms: int, sequence: int
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "payload", payload)
+        setattr_(self, "timestamp_ms", timestamp_ms)
+        # Twilio's "outbound" track echoes what we played, as the other carriers' do.
+        setattr_(self, "inbound", track != "outbound")
+        setattr_(self, "track", track)
+        setattr_(self, "chunk", chunk)
+        setattr_(self, "sequence", sequence)
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    name: str
 
-
-@dataclass(frozen=True, slots=True)
-class Dtmf:
-    digit: str
+Mark = ms.Mark
+Dtmf = ms.Dtmf
+Unknown = ms.Unknown
 
 
 @dataclass(frozen=True, slots=True)
 class Stop:
     call_sid: str
     account_sid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """An event this version does not know; the server logs it once and carries on."""
-
-    event: str
 
 
 Event = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
@@ -341,37 +344,55 @@ def _kind(value: object) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-class Outbound:
-    """The messages a server sends on one stream, with the ``streamSid`` escaped once.
+class Outbound(ms.Outbound):
+    """The messages a server sends on one stream, every one naming its ``streamSid``."""
 
-    ``media`` is called 50 times a second per call, so it only glues base64 into two
-    prebuilt strings; no ``json.dumps`` on the hot path.
-    """
-
-    __slots__ = ("_clear", "_mark_prefix", "_media_prefix", "_media_prefix_bytes", "stream_sid")
+    __slots__ = ("stream_sid",)
 
     def __init__(self, stream_sid: str) -> None:
         if not isinstance(stream_sid, str) or not stream_sid:
             raise ValueError("streamSid must be a non-empty string")
         self.stream_sid = stream_sid
         sid = json.dumps(stream_sid)
-        self._media_prefix = f'{{"event":"media","streamSid":{sid},"media":{{"payload":"'
-        self._mark_prefix = f'{{"event":"mark","streamSid":{sid},"mark":{{"name":'
-        self._clear = f'{{"event":"clear","streamSid":{sid}}}'
-        self._media_prefix_bytes = self._media_prefix.encode()
+        super().__init__(
+            f'{{"event":"media","streamSid":{sid},"media":{{"payload":"',
+            f'{{"event":"mark","streamSid":{sid},"mark":{{"name":',
+            f'{{"event":"clear","streamSid":{sid}}}',
+        )
 
-    def media(self, payload: bytes) -> str:
-        return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
 
-    def media_bytes(self, payload: bytes) -> bytes:
-        """``media`` as the UTF-8 bytes a WebSocket text frame carries (JSON here is ASCII)."""
-        return self._media_prefix_bytes + binascii.b2a_base64(payload, newline=False) + b'"}}'
+def outbound(start: ms.Start) -> Outbound:
+    return Outbound(start.stream_id)
 
-    def mark(self, name: str) -> str:
-        return self._mark_prefix + json.dumps(name) + "}}"
 
-    def clear(self) -> str:
-        return self._clear
+def parse_stream(text: str | bytes) -> ms.Event:
+    """``parse`` as the carrier-neutral events of ``media_stream``, for the bridge's one
+    media-stream transport. Media, Mark, Dtmf and Unknown already are such events (media is
+    the hot path), so only the once-a-call start, stop and connected are translated."""
+    event = parse(text)
+    if type(event) is Media:
+        return event
+    if isinstance(event, Start):
+        custom = event.custom_parameters
+        return ms.Start(
+            stream_id=event.stream_sid,
+            call_id=event.call_sid,
+            encoding="PCMU",
+            caller=custom.get("caller") or custom.get("From") or None,
+            parameters=custom,
+            sample_rate=SAMPLE_RATE,
+            callee=custom.get("To") or None,
+        )
+    if isinstance(event, Stop):
+        return ms.Stop()
+    if isinstance(event, Connected):
+        return ms.Connected()
+    return event
+
+
+DIALECT = ms.Dialect(
+    "Twilio", parse_stream, outbound, MAX_PAYLOAD_BYTES, stream_name="Twilio Media Streams"
+)
 
 
 def media_message(stream_sid: str, payload: bytes) -> str:
@@ -574,14 +595,22 @@ def stream_token(secret: str, call_sid: str, expires: int) -> str:
 
 def stream_token_problem(secret: str, start: Start, now: float) -> str | None:
     """Why ``start`` does not carry a valid stream token for its call; None when it does."""
-    given = start.custom_parameters.get(STREAM_TOKEN_PARAMETER)
+    return token_problem(secret, start.call_sid, start.custom_parameters, now)
+
+
+def token_problem(
+    secret: str, call_sid: str, parameters: Mapping[str, str], now: float
+) -> str | None:
+    """Why a stream of call ``call_sid`` with these custom ``parameters`` does not carry a
+    valid stream token; None when it does."""
+    given = parameters.get(STREAM_TOKEN_PARAMETER)
     if not given:
         return f'the stream has no "{STREAM_TOKEN_PARAMETER}" parameter'
     expires_text, _, _ = given.partition(".")
     if not (expires_text.isascii() and expires_text.isdigit() and len(expires_text) <= 12):
         return f'"{STREAM_TOKEN_PARAMETER}" is malformed'
     expires = int(expires_text)
-    expected = stream_token(secret, start.call_sid, expires)
+    expected = stream_token(secret, call_sid, expires)
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
         return f'"{STREAM_TOKEN_PARAMETER}" does not match this call'
     if expires < now:
