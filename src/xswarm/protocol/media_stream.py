@@ -37,7 +37,7 @@ MAX_PARAMETER_CHARS = 1024
 INVALID = 1007  # WebSocket close code: invalid frame payload data
 UNSUPPORTED = 1003  # WebSocket close code: unsupported data
 
-_MAX_NUMBER = (1 << 63) - 1
+MAX_NUMBER = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +245,7 @@ def number(owner: dict[str, Any], key: str, label: str, optional: bool = False) 
     else:
         what = "missing" if key not in owner else kind(value)
         raise ProtocolError(f'"{label}" must be a non-negative integer, got {what}', INVALID)
-    if not 0 <= result <= _MAX_NUMBER:
+    if not 0 <= result <= MAX_NUMBER:
         raise ProtocolError(f'"{label}" is out of range', INVALID)
     return result
 
