@@ -146,22 +146,25 @@ class Dialect:
     stream_name: str = ""
 
 
-# What a server sent, as a simulated carrier reads it back.
+# What a server sent, as a simulated carrier reads it back; ``stream_sid`` is the stream the
+# message names, for dialects whose messages name one (Twilio's), else empty.
 
 
 @dataclass(frozen=True, slots=True)
 class OutMedia:
     payload: bytes
+    stream_sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class OutMark:
     name: str
+    stream_sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class OutClear:
-    pass
+    stream_sid: str = ""
 
 
 OutEvent = OutMedia | OutMark | OutClear

@@ -318,24 +318,12 @@ def clear_message(stream_sid: str) -> str:
     return Outbound(stream_sid).clear()
 
 
-@dataclass(frozen=True, slots=True)
-class OutMedia:
-    payload: bytes
-    stream_sid: str = ""
+OutMedia = ms.OutMedia
+OutMark = ms.OutMark
+OutClear = ms.OutClear
 
 
-@dataclass(frozen=True, slots=True)
-class OutMark:
-    name: str
-    stream_sid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OutClear:
-    stream_sid: str = ""
-
-
-def parse_outbound(text: str | bytes) -> OutMedia | OutMark | OutClear:
+def parse_outbound(text: str | bytes) -> ms.OutEvent:
     """One message a server sent to Twilio (what a simulated Twilio reads back)."""
     message = ms.load(text)
     event = message["event"]
@@ -455,6 +443,31 @@ def stop_message(stream_sid: str, sequence: int, call_sid: str, account_sid: str
             "stop": {"accountSid": account_sid, "callSid": call_sid},
         }
     )
+
+
+class Caller:
+    """What Twilio sends on one stream, for the simulated callers (``client.carriers``)."""
+
+    def __init__(self, account_sid: str = "AC" + "0" * 32) -> None:
+        self.stream_id = new_stream_sid()
+        self.call_id = new_call_sid()
+        self.account_sid = account_sid
+        self._media = InboundMedia(self.stream_id)
+
+    def opening(self) -> list[str]:
+        return [connected_message(), start_message(self.stream_id, self.call_id, self.account_sid)]
+
+    def media(self, sequence: int, chunk: int, timestamp_ms: int, payload: bytes) -> str:
+        return self._media.message(sequence, chunk, timestamp_ms, payload)
+
+    def dtmf(self, sequence: int, digit: str) -> str:
+        return dtmf_message(self.stream_id, sequence, digit)
+
+    def played(self, sequence: int, name: str) -> str:
+        return mark_in_message(self.stream_id, sequence, name)
+
+    def stop(self, sequence: int) -> str:
+        return stop_message(self.stream_id, sequence, self.call_id, self.account_sid)
 
 
 # ---------------------------------------------------------------------------------------
