@@ -398,14 +398,14 @@ class PaneOutput:
             self.wrote.clear()
 
 
-async def key_latency(tmux: Tmux, presses: int) -> tuple[list[float], int]:
+async def key_latency(tmux: Tmux, presses: int) -> tuple[dict[str, list[float]], int]:
     """Seconds from each key sent to the screen showing it, and how many never showed (2 s).
 
     The keys alternate: ``/`` opens the filter box, Escape closes it (and clears the filter),
     so each press must change what ``capture-pane`` shows. The clock starts before
     ``tmux send-keys``; the screen is read after each write of the dashboard to its terminal.
     """
-    keys: list[float] = []
+    keys: dict[str, list[float]] = {"/": [], "Escape": []}
     missed = 0
     is_open = False
     async with PaneOutput(tmux) as output:
@@ -422,10 +422,19 @@ async def key_latency(tmux: Tmux, presses: int) -> tuple[list[float], int]:
             if took is None:
                 missed += 1
             else:
-                keys.append(took)
+                keys[key].append(took)
                 is_open = want_open
             await asyncio.sleep(0.2)
     return keys, missed
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds (NaN when nothing was measured)."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return float("nan"), float("nan")
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1000, p99 * 1000
 
 
 @dataclass
@@ -435,19 +444,21 @@ class Point:
     size: str
     cpu: list[float]
     rss: list[float]
-    keys: list[float]
+    keys: dict[str, list[float]]
     missed: int
     supervisor_cpu: float
     dropped: int | None
 
     def row(self) -> str:
-        keys = sorted(self.keys)
-        p50 = statistics.median(keys) * 1000 if keys else float("nan")
-        p99 = keys[min(len(keys) - 1, int(len(keys) * 0.99))] * 1000 if keys else float("nan")
+        shown = [took for times in self.keys.values() for took in times]
+        per_key = " ".join(
+            "{} {:.0f}/{:.0f}".format(key, *percentiles(times)) for key, times in self.keys.items()
+        )
         return (
             f"| {self.label} | {self.calls} | {self.size} | {statistics.mean(self.cpu):.1f}% "
-            f"| {max(self.cpu):.1f}% | {self.rss[-1]:.0f} MiB | {p50:.0f} | {p99:.0f} "
-            f"| {len(keys)}/{len(keys) + self.missed} "
+            f"| {max(self.cpu):.1f}% | {self.rss[-1]:.0f} MiB "
+            "| {:.0f} | {:.0f} ".format(*percentiles(shown))
+            + f"| {per_key} | {len(shown)}/{len(shown) + self.missed} "
             f"| {'?' if self.dropped is None else self.dropped} "
             f"| {self.supervisor_cpu:.0f}% |"
         )
@@ -601,9 +612,10 @@ def main() -> None:
     print(f"load average after {os.getloadavg()[0]:.2f}")
     print(
         "| code | calls | terminal | CPU mean (one core) | CPU max 1 s | RSS "
-        "| key p50 ms | key p99 ms | keys shown | dropped as too slow | supervisor CPU |"
+        "| key p50 ms | key p99 ms | per key p50/p99 ms | keys shown | dropped as too slow "
+        "| supervisor CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for point in points:
         print(point.row())
 

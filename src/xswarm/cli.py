@@ -21,6 +21,7 @@ SUBCOMMANDS = (
     "dashboard",
     "doctor",
     "drain",
+    "haproxy",
     "install",
     "models",
     "reloadctl",

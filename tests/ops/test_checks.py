@@ -246,3 +246,41 @@ def test_haproxy_must_route_to_where_the_instances_listen() -> None:
 def test_haproxy_server_lines_are_read() -> None:
     text = "backend b\n    server voice1 127.0.0.1:10001 check\n    server-template x 3 a:1\n"
     assert checks.haproxy_servers(text) == {"voice1": "127.0.0.1:10001"}
+
+
+DEBIAN_RELOAD = ["/usr/sbin/haproxy -Ws -f $CONFIG -c -q $EXTRAOPTS", "/bin/kill -USR2 $MAINPID"]
+SAVE = "-/opt/xswarm/current/venv/bin/xswarm haproxy save-state --haproxy-config ${CONFIG}"
+
+
+def state_findings(facts: Facts) -> list[checks.Finding]:
+    return [f for f in checks.diagnose(facts) if "reload" in f.message]
+
+
+def test_a_reload_that_would_undrain_servers_is_reported() -> None:
+    dropin = ["", DEBIAN_RELOAD[0], SAVE, DEBIAN_RELOAD[1]]
+    kept = healthy(haproxy_state_reload=dropin, haproxy_debian_reload=DEBIAN_RELOAD)
+    [ok] = state_findings(kept)
+    assert ok.level == checks.OK and "keeps drained servers drained" in ok.message
+    # No haproxy.cfg loading states (no HAProxy here): nothing to say.
+    assert not state_findings(healthy())
+    # haproxy.cfg loads the file but nothing saves it before a reload.
+    [missing] = state_findings(healthy(haproxy_state_reload=[]))
+    assert missing.level == checks.WARN
+    assert "puts every drained server back in service" in missing.message
+    assert "xswarm-server-state.conf" in missing.fix and "daemon-reload" in missing.fix
+    # Debian changed its ExecReload= lines: the drop-in's copy no longer matches them.
+    changed = ["/usr/sbin/haproxy -c -f $CONFIG", "/bin/kill -USR2 $MAINPID"]
+    [stale] = state_findings(healthy(haproxy_state_reload=dropin, haproxy_debian_reload=changed))
+    assert stale.level == checks.WARN and "runs the drop-in's copy" in stale.message
+
+
+def test_the_saved_states_must_be_roots_alone() -> None:
+    path = "/var/lib/haproxy/xswarm-server-state"
+    planted = FileFacts(path, True, "xswarm", 0o644, "xswarm", role="haproxy state")
+    assert only_failure(healthy(paths=[planted])).fix == f"sudo chown root:root {path}"
+    writable = FileFacts(path, True, "root", 0o666, "root", role="haproxy state")
+    assert "someone besides root can change what HAProxy loads" in (
+        only_failure(healthy(paths=[writable])).message
+    )
+    folder = FileFacts("/var/lib/haproxy", True, "root", 0o777, "root", "dir", "haproxy state dir")
+    assert only_failure(healthy(paths=[folder])).fix == "sudo chmod 755 /var/lib/haproxy"

@@ -30,7 +30,7 @@ from tests.support.waiting import eventually, eventually_sync
 from xswarm import config as config_module
 from xswarm.commands import doctor, drain, install, undrain
 from xswarm.errors import ConfigError
-from xswarm.ops import haproxy, units
+from xswarm.ops import haproxy, haproxy_state, units
 from xswarm.ops.layout import Layout
 
 
@@ -194,6 +194,10 @@ def test_install_with_backends_renders_them_and_warns_of_plain_tcp(
     assert "server voice1 127.0.0.1:10001 check" in text
     assert "server 127.0.0.1:9001 127.0.0.1:9001 check" in text
     assert "server localhost:9002 localhost:9002 check" in text
+    # A reload keeps the servers' states (drained ones stay drained): the dump before it.
+    dropins = layout.unit_dir / "haproxy.service.d"
+    assert "xswarm haproxy save-state" in (dropins / "xswarm-server-state.conf").read_text()
+    assert (dropins / "xswarm-limits.conf").exists()
     assert "WARNING: HAProxy reaches 127.0.0.1:9001, localhost:9002 over plain TCP" in result.output
     assert "backend_ca_file" in result.output and "xswarm drain --backend" in result.output
     # The new config.toml keeps the list, so that the next install renders it again.
@@ -204,6 +208,7 @@ def test_install_with_backends_renders_them_and_warns_of_plain_tcp(
     # doctor knows the backends are HAProxy's servers, not strays.
     checked = CliRunner().invoke(doctor.command, ["--root", str(root), "--service-user", "nobody"])
     assert "HAProxy routes to all 3 instances" in checked.output, checked.output
+    assert "a reload of HAProxy keeps drained servers drained" in checked.output
 
 
 # -- a real HAProxy in front of real bridges ------------------------------------------------
@@ -265,8 +270,10 @@ def run_haproxy(
     root = tmp_path / "front"
     socket_path = haproxy.admin_socket(Layout(root))
     socket_path.parent.mkdir(parents=True)
-    # A plain process of the test's own: its socket in the staging root, no syslog.
+    # A plain process of the test's own: its socket and state file in the staging root, no
+    # syslog.
     text = text.replace(haproxy.ADMIN_SOCKET, str(socket_path))
+    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(Layout(root))))
     text = text.replace("log /dev/log local0 warning", "log stderr local0 warning")
     text = text.replace("maxconn 8000", "maxconn 200")
     cfg = tmp_path / "haproxy.cfg"

@@ -11,7 +11,7 @@ import pytest
 from tests.support.bridge import free_port
 from tests.support.waiting import eventually_sync
 from xswarm import config as config_module
-from xswarm.ops import haproxy, units
+from xswarm.ops import haproxy, haproxy_state, units
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
@@ -32,6 +32,7 @@ def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
     text = text.replace(haproxy.ADMIN_SOCKET, str(path)).replace(
         "log /dev/log local0 warning\n", ""
     )
+    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(layout)))
     (tmp_path / "haproxy.cfg").write_text(text)
     proc = subprocess.Popen(
         ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],

@@ -136,6 +136,40 @@ def test_haproxy_accepts_the_rendered_config(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_haproxy_keeps_server_states_across_a_reload() -> None:
+    """A reload starts HAProxy from haproxy.cfg: it must load the states saved before it
+    (global file, every backend) and resolve a named server afresh, not from that file."""
+    text = units.render_haproxy(CONFIG, [1])
+    global_section = text.split("\nglobal\n", 1)[1].split("\ndefaults\n", 1)[0]
+    defaults = text.split("\ndefaults\n", 1)[1].split("\nfrontend ", 1)[0]
+    assert "    server-state-file /var/lib/haproxy/xswarm-server-state\n" in global_section
+    assert "    load-server-state-from-file global\n" in defaults
+    default_server = next(line for line in text.splitlines() if "default-server" in line)
+    assert default_server.endswith(" init-addr libc")
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_accepts_the_config_with_a_saved_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "server-state"
+    state.write_text(
+        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+        "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+        "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+        "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
+        "srv_agent_port\n"
+        "3 xswarm_voice_instances 1 voice1 127.0.0.1 2 8 1 1 7 15 3 4 6 0 0 0 - 10001 - 0 0 - - 0\n"
+    )
+    path = tmp_path / "haproxy.cfg"
+    text = units.render_haproxy(CONFIG, [1, 2])
+    path.write_text(text.replace("/var/lib/haproxy/xswarm-server-state", str(state)))
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Server xswarm_voice_instances/voice1 remains in forced drain mode" in done.stderr
+    assert "corrupted" not in done.stderr and "server-state" not in done.stderr
+
+
 @needs_analyze
 def test_systemd_analyze_verify_prints_nothing(tmp_path: Path) -> None:
     unit_dir = rendered_tree(tmp_path, [1, 3], ["gpu", "latency", "throughput"])

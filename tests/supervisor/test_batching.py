@@ -102,15 +102,37 @@ async def test_plain_subscribers_still_get_every_event_as_it_happens(tmp_path: P
 async def test_calls_nobody_watches_come_every_few_flushes_merged(tmp_path: Path) -> None:
     hub, (op,) = await hub_with(tmp_path, True)
     hub.watch(op, Watch(("c1",)))
+    others = [f"other-{n}" for n in range(100)]
     flushes = []
-    for n in range(BACKGROUND_FLUSHES):
-        hub.broadcast(stats("c1", n))
-        hub.broadcast(stats("c2", n))
+    for n in range(2 * BACKGROUND_FLUSHES):
+        for call_id in ("c1", *others):
+            hub.broadcast(stats(call_id, n))
         hub.flush_batches()
         flushes.append([e for b in sent(op) for e in b["events"]])
-    last = BACKGROUND_FLUSHES - 1
-    assert flushes[:last] == [[stats("c1", n)] for n in range(last)], "watched: every flush"
-    assert flushes[last] == [stats("c2", last), stats("c1", last)], "the rest: merged, later"
+    assert [[e for e in f if e["call_id"] == "c1"] for f in flushes] == [
+        [stats("c1", n)] for n in range(2 * BACKGROUND_FLUSHES)
+    ], "watched: every flush"
+    for call_id in others:
+        went = [n for n, f in enumerate(flushes) for e in f if e["call_id"] == call_id]
+        assert len(went) == 2 and went[1] - went[0] == BACKGROUND_FLUSHES, call_id
+        first = next(e for e in flushes[went[0]] if e["call_id"] == call_id)
+        assert first == stats(call_id, went[0]), "merged: the last values when it went"
+    sizes = [len(f) - 1 for f in flushes]
+    assert sum(sizes) == 2 * len(others)
+    assert max(sizes) < len(others) / 2, f"spread over the flushes, not all at once: {sizes}"
+
+
+async def test_a_call_nobody_watches_waits_at_most_the_background_interval(
+    tmp_path: Path,
+) -> None:
+    hub, (op,) = await hub_with(tmp_path, True)
+    hub.watch(op, Watch(()))
+    hub.broadcast(stats("c2", 0))
+    went = []
+    for flush in range(1, 2 * BACKGROUND_FLUSHES + 1):
+        hub.flush_batches()
+        went += [flush for _ in sent(op)]
+    assert len(went) == 1 and went[0] <= BACKGROUND_FLUSHES, went
 
 
 async def test_one_operator_watching_everything_gets_every_call_every_flush(

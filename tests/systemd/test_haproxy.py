@@ -3,7 +3,8 @@
 ``xswarm install --instances 3`` writes the instance sockets and /etc/haproxy/haproxy.cfg;
 HAProxy spreads calls by least connections and health-checks /readyz. While one instance is
 SIGKILLed (and comes back 10 s later), a caller placing calls back to back through HAProxy
-must see every call served, and calls on the other instances must go on.
+must see every call served, and calls on the other instances must go on. A drained instance
+stays drained across `systemctl reload haproxy` (the drop-in saves the server states first).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from tests.systemd.conftest import (
+    PY,
     TEST_CONFIG,
     WH,
     XSWARM,
@@ -133,3 +135,70 @@ def test_rolling_upgrade_behind_haproxy_serves_every_call(
     print(f"calls through HAProxy during a rolling upgrade of 3 instances: {outcome}")
     assert outcome["calls"] >= 5
     assert outcome["failed"] == 0, outcome
+
+
+ADMIN = (
+    "import sys\nfrom pathlib import Path\nfrom xswarm.ops import haproxy\n"
+    "print(haproxy.send(Path(haproxy.ADMIN_SOCKET), sys.argv[1] + '\\n'))"
+)
+STATE_FILE = "/var/lib/haproxy/xswarm-server-state"
+
+
+def haproxy_admin(box: Container, line: str) -> str:
+    """One command on HAProxy's admin socket, through the release's own client; "" while
+    the socket does not answer (a reload moves it to the new worker)."""
+    done = box.run([PY, "-c", ADMIN, line], check=False)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def admin_state(box: Container, server: str) -> int | None:
+    """srv_admin_state in `show servers state` (8: drained, 0: ready)."""
+    for line in haproxy_admin(box, "show servers state xswarm_voice_instances").splitlines():
+        fields = line.split()
+        if len(fields) > 6 and fields[3] == server:
+            return int(fields[6])
+    return None
+
+
+def worker(box: Container) -> str:
+    for line in haproxy_admin(box, "show info").splitlines():
+        if line.startswith("Pid:"):
+            return line.split()[1]
+    return ""
+
+
+def reload_haproxy(box: Container) -> None:
+    before = worker(box)
+    box.run(["systemctl", "reload", "haproxy"])
+    wait_until(lambda: worker(box) not in ("", before), 30, "HAProxy's new worker")
+
+
+def test_a_drained_instance_stays_drained_across_a_reload(fleet: Container) -> None:
+    # What a rolling upgrade does before it restarts an instance.
+    haproxy_admin(fleet, "set server xswarm_voice_instances/voice2 state drain")
+    try:
+        assert admin_state(fleet, "voice2") == 8
+        reload_haproxy(fleet)
+        assert admin_state(fleet, "voice2") == 8
+        journal = fleet.run(["journalctl", "-u", "haproxy", "--no-pager", "-n", "100"]).stdout
+        assert f"saved HAProxy's server states to {STATE_FILE}:" in journal, journal
+        assert "voice2 drain" in journal
+        owner = fleet.run(["stat", "-c", "%U %a", STATE_FILE]).stdout.split()
+        assert owner == ["root", "644"]
+        # The new worker sends the drained instance no new call.
+        held = [start_call(fleet, f"after-reload-{i}", 9998, seconds=10) for i in range(3)]
+        for out in held:
+            fleet.wait_for(out.replace(".json", ".started"), 30)
+        wait_until(
+            lambda: active_calls(fleet, 1) + active_calls(fleet, 3) == 3,
+            10,
+            "instances 1 and 3 to count the 3 calls",
+        )
+        assert active_calls(fleet, 2) == 0
+        for out in held:
+            assert call_result(fleet, out, 60)["ok"]
+    finally:
+        haproxy_admin(fleet, "set server xswarm_voice_instances/voice2 state ready")
+    # Back to ready, it stays ready across the next reload.
+    reload_haproxy(fleet)
+    assert admin_state(fleet, "voice2") == 0

@@ -152,3 +152,26 @@ def test_help_says_the_dashboard_runs_niced() -> None:
     assert result.returncode == 0
     assert "--nice" in result.stdout and "--no-nice" in result.stdout
     assert "lower CPU priority" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(("operator_says", "seconds"), [(None, 0.05), ("200", 0.2)])
+def test_escape_waits_less_than_textuals_input_poll_unless_the_operator_says(
+    operator_says: str | None, seconds: float
+) -> None:
+    program = (
+        "import sys\n"
+        "import xswarm.cli\n"
+        "assert 'textual' not in sys.modules, 'Textual read ESCDELAY before the command set it'\n"
+        "from xswarm.commands import dashboard\n"
+        "dashboard.quicker_escape()\n"
+        "import textual.constants\n"
+        "print(textual.constants.ESCAPE_DELAY)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ESCDELAY"}
+    if operator_says is not None:
+        env["ESCDELAY"] = operator_says
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", program], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == seconds

@@ -71,6 +71,12 @@ PATH_RULES = {
     ),
     "state": PathRule("dir", "service", None, 0o750, 0o002, "any user can write it"),
     "logs": PathRule("dir", "service", None, 0o750, 0o002, "any user can write it"),
+    "haproxy state": PathRule(
+        "file", "root", None, 0o644, 0o022, "someone besides root can change what HAProxy loads"
+    ),
+    "haproxy state dir": PathRule(
+        "dir", "root", None, 0o755, 0o022, "someone besides root can plant what HAProxy loads"
+    ),
 }
 
 
@@ -142,6 +148,11 @@ class Facts:
     # when there is no haproxy.cfg of ours, and where the instances really listen.
     haproxy_servers: dict[str, str] | None = None
     instance_targets: dict[str, str] = field(default_factory=dict)
+    # When our haproxy.cfg loads a server-state file: the ExecReload= lines of the drop-in
+    # that saves it ([] without the drop-in), and those of Debian's haproxy.service, which
+    # the drop-in repeats (None: no such unit here). None: no state file to keep.
+    haproxy_state_reload: list[str] | None = None
+    haproxy_debian_reload: list[str] | None = None
     ours: set[int] = field(default_factory=set)
     engine: str = "auto"
     device: str = "cuda"
@@ -177,6 +188,7 @@ def diagnose(facts: Facts) -> list[Finding]:
     findings += _config(facts)
     findings += _ports(facts)
     findings += _haproxy(facts)
+    findings += _haproxy_state(facts)
     findings += _certificates(facts)
     findings += _engine(facts)
     findings += _database(facts)
@@ -444,6 +456,45 @@ def _haproxy(facts: Facts) -> list[Finding]:
         )
     return out or [
         Finding(OK, "haproxy", f"HAProxy routes to all {len(facts.instance_targets)} instances")
+    ]
+
+
+def _haproxy_state(facts: Facts) -> list[Finding]:
+    """Whether a reload of HAProxy keeps drained servers drained (see ops.haproxy_state)."""
+    ours = facts.haproxy_state_reload
+    if ours is None:
+        return []
+    reinstall = (
+        "sudo xswarm install with the same --instances/--backends (writes "
+        "/etc/systemd/system/haproxy.service.d/xswarm-server-state.conf), then sudo "
+        "systemctl daemon-reload"
+    )
+    if not any("haproxy save-state" in line for line in ours):
+        return [
+            Finding(
+                WARN,
+                "haproxy",
+                "haproxy.cfg loads saved server states, but haproxy.service does not save them "
+                "before a reload: a reload puts every drained server back in service",
+                reinstall,
+            )
+        ]
+    repeated = [line for line in ours if line and "haproxy save-state" not in line]
+    debian = facts.haproxy_debian_reload
+    if debian is not None and repeated != debian:
+        return [
+            Finding(
+                WARN,
+                "haproxy",
+                f"haproxy.service's own ExecReload= is now {debian}, but "
+                f"xswarm-server-state.conf replaces it with {repeated}: a reload runs the "
+                "drop-in's copy",
+                "install an xswarm release whose deploy/haproxy/server-state.conf repeats the "
+                "packaged lines, or copy them into the drop-in around the save-state line",
+            )
+        ]
+    return [
+        Finding(OK, "haproxy", "a reload of HAProxy keeps drained servers drained (states saved)")
     ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from xswarm import config as config_module
 from xswarm.config import Config, backend_addresses
 from xswarm.errors import ConfigError, XswarmError
-from xswarm.ops import checks, health, releases, templates, units
+from xswarm.ops import checks, haproxy_state, health, releases, templates, units
 from xswarm.ops.checks import Facts, FileFacts, TokenFacts
 from xswarm.ops.files import UntrustedPathError, read_trusted
 from xswarm.ops.haproxy import backend_server, tls_pem
@@ -185,6 +185,8 @@ def gather(layout: Layout, config_path: Path) -> Facts:
                 facts.instance_targets[backend_server(host, port)] = units.listen_address(
                     host, port
                 )
+            if "server-state-file" in text:
+                _haproxy_state(layout, facts)
     if bridge.tls_cert:
         facts.certificates.append(certificate(Path(bridge.tls_cert), "[voice.bridge] tls_cert"))
     if tls_pem(layout).exists():
@@ -213,6 +215,21 @@ def gather(layout: Layout, config_path: Path) -> Facts:
         facts.stale_units = units.stale(files, plan)
         facts.units_release = units.stamped_release(files.get("xswarm-voice.service", ""))
     return facts
+
+
+def _haproxy_state(layout: Layout, facts: Facts) -> None:
+    """The drop-in that saves HAProxy's server states before a reload, the unit it amends,
+    and the saved file (root's alone: a reloading HAProxy loads it)."""
+    dropin = layout.unit_dir / haproxy_state.DROPIN
+    text = dropin.read_text() if dropin.is_file() else ""
+    facts.haproxy_state_reload = units.parse(text).get("Service", {}).get("ExecReload", [])
+    debian = layout.root / haproxy_state.DEBIAN_UNIT.lstrip("/")
+    if debian.is_file():
+        service = units.parse(debian.read_text()).get("Service", {})
+        facts.haproxy_debian_reload = service.get("ExecReload", [])
+    state = haproxy_state.state_file(layout)
+    facts.paths.append(path_facts(state.parent, "haproxy state dir"))
+    facts.paths.append(path_facts(state, "haproxy state"))
 
 
 def _probe_models(config: Config, files: dict[str, str], layout: Layout) -> str | None:

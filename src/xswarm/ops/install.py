@@ -21,7 +21,15 @@ from pathlib import Path
 
 from xswarm import config as config_module
 from xswarm.errors import XswarmError
-from xswarm.ops import files, releases, scrape_targets, systemctl, templates, units
+from xswarm.ops import (
+    files,
+    haproxy_state,
+    releases,
+    scrape_targets,
+    systemctl,
+    templates,
+    units,
+)
 from xswarm.ops.gpus import Gpu
 from xswarm.ops.haproxy import TLS_PEM, tls_pem
 from xswarm.ops.layout import PROMETHEUS_TARGETS, SERVICE_USER, Layout
@@ -79,6 +87,12 @@ UNIT_MODE = 0o644
 TLS_DIR_MODE = 0o700
 TLS_PEM_MODE = 0o600
 TARGETS_DIR_MODE = 0o755
+# Drop-ins for Debian's haproxy.service (deploy/haproxy/ -> haproxy.service.d/): its file
+# descriptor limit, and the server-state dump before a reload or stop.
+HAPROXY_DROPINS = {
+    "limits.conf": "haproxy.service.d/xswarm-limits.conf",
+    "server-state.conf": haproxy_state.DROPIN,
+}
 
 
 @dataclass(frozen=True)
@@ -288,7 +302,7 @@ def install_tls_pem(
 
 
 def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
-    """Validate and write haproxy.cfg and its service drop-in; True when the drop-in changed."""
+    """Validate and write haproxy.cfg and its service drop-ins; True when a drop-in changed."""
     binary = shutil.which("haproxy")
     if binary is not None:
         # A staging tree's certificate is not yet where the rendered config names it.
@@ -310,8 +324,11 @@ def haproxy_config(layout: Layout, text: str, report: Report) -> bool:
             shutil.copy2(target, original)
             report.did(f"saved the previous {target} as {original}")
     write_if_changed(target, text, report)
-    dropin = layout.unit_dir / "haproxy.service.d" / "xswarm-limits.conf"
-    return write_if_changed(dropin, units.template("haproxy/limits.conf"), report)
+    changed = False
+    for template, name in HAPROXY_DROPINS.items():
+        dropin = layout.unit_dir / name
+        changed |= write_if_changed(dropin, units.template(f"haproxy/{template}"), report)
+    return changed
 
 
 def install(

@@ -11,6 +11,7 @@ is told what arrives and what it decoded to; the first budget exceeded is return
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,7 +91,16 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def trusted_networks(entries: Sequence[str]) -> tuple[Network, ...]:
-    """``[voice.bridge] trusted_proxies`` as networks (the config has checked each entry)."""
+    """``[voice.bridge] trusted_proxies`` as networks (the config has checked each entry).
+
+    Kept per list: every upgrade asks twice (the caller's source and its shown address),
+    and the list only changes on reload.
+    """
+    return _networks(tuple(entries))
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 

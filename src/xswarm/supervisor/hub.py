@@ -349,9 +349,10 @@ class OperatorHub:
     def flush_batches(self) -> None:
         """Send what is held to the subscribers that asked for batches.
 
-        Updates of calls that some batching subscriber watches go every time; the others
-        every ``BACKGROUND_FLUSHES`` times (merged meanwhile), unless a subscriber watches
-        everything. A fleet's dashboard shows a few dozen rows of thousands of calls.
+        Updates of calls that some batching subscriber watches go every time; each of the
+        others every ``BACKGROUND_FLUSHES`` times (merged meanwhile), a share of them at each
+        flush, unless a subscriber watches everything. A fleet's dashboard shows a few dozen
+        rows of thousands of calls.
         """
         if not len(self.held):
             return
@@ -359,10 +360,11 @@ class OperatorHub:
         receivers = [op for op in self.operators if op.subscribed and op.batched]
         every = any(op.watching is None for op in receivers)
         watched = frozenset().union(*(op.watching or () for op in receivers))
-        if not receivers or every or self._flushes % BACKGROUND_FLUSHES == 0:
+        if not receivers or every:
             events = self.held.take_all()
         else:
-            events = self.held.take_calls(watched)
+            share = self._flushes % BACKGROUND_FLUSHES
+            events = self.held.take_share(watched, share, BACKGROUND_FLUSHES)
         if not receivers or not events:
             return
         ts = iso(time.time())

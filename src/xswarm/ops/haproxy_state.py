@@ -1,0 +1,207 @@
+"""HAProxy's server states carried across its own reload or restart.
+
+A reload (``systemctl reload haproxy``: ``xswarm install`` after re-rendering, a package
+upgrade) starts new workers from haproxy.cfg alone: a server drained through the admin socket
+(``xswarm drain --backend``, a rolling upgrade) would be back in service and take new calls
+while its host upgrades, and a dead one would be tried as healthy. haproxy.cfg names a
+``server-state-file`` that HAProxy loads when it starts (``load-server-state-from-file
+global``); :func:`save` writes it from the admin socket's ``show servers state``, as root, right
+before the reload signal and before a stop (deploy/haproxy/server-state.conf).
+
+The file carries how each server is (drain/maint, up/down, weight), not where it is: HAProxy
+would also restore the recorded port, and the recorded address of a server named by host
+(haproxy.cfg's ``init-addr libc`` stops that one). So a server whose port in the haproxy.cfg
+about to be loaded is not the recorded one, or that is gone from it, is left out: it is
+another endpoint now, and starts as the config says.
+
+A dump that fails removes the previous file instead of leaving it: its states are those of an
+earlier reload, and loading them would silently undo every undrain since. Without the file
+HAProxy starts every server from the config, as it did before this file existed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from xswarm.errors import XswarmError
+from xswarm.ops import files
+from xswarm.ops.checks import haproxy_servers
+from xswarm.ops.haproxy import BACKEND, HaproxyError, admin_socket, send
+from xswarm.ops.layout import Layout
+
+# Named by haproxy.cfg's server-state-file. /var/lib/haproxy is Debian's, root's, mode 0755:
+# the service account cannot plant or change what a new HAProxy will load.
+SERVER_STATE = "/var/lib/haproxy/xswarm-server-state"
+STATE_MODE = 0o644
+# The haproxy.service drop-in that runs save-state (deploy/haproxy/server-state.conf), and
+# the Debian unit whose ExecReload= lines it repeats.
+DROPIN = "haproxy.service.d/xswarm-server-state.conf"
+DEBIAN_UNIT = "/lib/systemd/system/haproxy.service"
+FORMAT_VERSION = "1"
+# srv_admin_state bits (HAProxy's management guide, "show servers state").
+FORCED_MAINT = 0x01
+FORCED_DRAIN = 0x08
+# srv_op_state values.
+OP_STATES = {0: "down", 1: "starting", 2: "up", 3: "stopping"}
+
+
+def state_file(layout: Layout) -> Path:
+    return layout.root / SERVER_STATE.lstrip("/")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """One server's line of ``show servers state``, kept verbatim for the file."""
+
+    backend: str
+    server: str
+    port: int | None
+    op_state: int
+    admin_state: int
+    line: str
+
+    @property
+    def summary(self) -> str:
+        if self.admin_state & FORCED_MAINT:
+            return "maint"
+        if self.admin_state & FORCED_DRAIN:
+            return "drain"
+        return OP_STATES.get(self.op_state, f"op_state {self.op_state}")
+
+
+@dataclass(frozen=True)
+class Dump:
+    header: str
+    servers: list[ServerState]
+
+
+def parse(text: str) -> Dump:
+    """``show servers state`` as HAProxy answers it: the version, a ``#`` header naming the
+    fields, one line per server. Anything else is refused (it would not load either)."""
+    lines = text.strip("\n").split("\n")
+    if len(lines) < 2 or lines[0].strip() != FORMAT_VERSION or not lines[1].startswith("# "):
+        first = lines[0][:80] if lines else ""
+        raise HaproxyError(
+            f"HAProxy answered 'show servers state' with {first!r}, not a version "
+            f"{FORMAT_VERSION} state dump"
+        )
+    names = lines[1][2:].split()
+    needed = ("be_name", "srv_name", "srv_op_state", "srv_admin_state", "srv_port")
+    missing = [name for name in needed if name not in names]
+    if missing:
+        raise HaproxyError(f"HAProxy's state dump has no {', '.join(missing)} column")
+    servers = []
+    for line in lines[2:]:
+        if not line.strip() or line.startswith("#"):
+            continue
+        values = line.split()
+        if len(values) != len(names):
+            raise HaproxyError(f"HAProxy's state dump has a torn line: {line[:120]!r}")
+        fields = dict(zip(names, values, strict=True))
+        try:
+            servers.append(
+                ServerState(
+                    backend=fields["be_name"],
+                    server=fields["srv_name"],
+                    port=int(fields["srv_port"]) if fields["srv_port"] != "-" else None,
+                    op_state=int(fields["srv_op_state"]),
+                    admin_state=int(fields["srv_admin_state"]),
+                    line=line,
+                )
+            )
+        except ValueError:
+            raise HaproxyError(f"HAProxy's state dump has a bad number: {line[:120]!r}") from None
+    return Dump(lines[1], servers)
+
+
+def configured_ports(config_text: str) -> dict[str, int]:
+    """{server name: port} of haproxy.cfg's ``server`` lines (``host:port``, IPv6 in [])."""
+    ports = {}
+    for name, address in haproxy_servers(config_text).items():
+        _, _, port = address.rpartition(":")
+        if port.isdigit():
+            ports[name] = int(port)
+    return ports
+
+
+def carried(dump: Dump, ports: dict[str, int]) -> tuple[list[ServerState], list[str]]:
+    """The servers whose state the new HAProxy may load, and the names of those left out."""
+    kept, left = [], []
+    for state in dump.servers:
+        if state.backend == BACKEND and ports.get(state.server) == state.port:
+            kept.append(state)
+        else:
+            left.append(f"{state.backend}/{state.server}")
+    return kept, left
+
+
+@dataclass(frozen=True)
+class Saved:
+    path: Path
+    servers: list[ServerState]
+    left_out: list[str]
+
+    def report(self) -> str:
+        states = ", ".join(f"{s.server} {s.summary}" for s in self.servers) or "no servers"
+        text = f"saved HAProxy's server states to {self.path}: {states}"
+        if self.left_out:
+            text += (
+                f"; left out (moved or gone in haproxy.cfg, they start from it): "
+                f"{', '.join(self.left_out)}"
+            )
+        return text
+
+
+def save(layout: Layout, haproxy_config: Path) -> Saved:
+    """Dump the running HAProxy's server states into :data:`SERVER_STATE`, atomically, for
+    the HAProxy that ``haproxy_config`` (the file about to be loaded) will start."""
+    try:
+        config_text = haproxy_config.read_text()
+    except OSError as exc:
+        raise HaproxyError(f"cannot read {haproxy_config}: {exc.strerror}") from None
+    path = admin_socket(layout)
+    try:
+        answer = send(path, "show servers state\n")
+    except OSError as exc:
+        raise HaproxyError(f"HAProxy admin socket {path}: {exc} (is HAProxy running?)") from None
+    dump = parse(answer)
+    kept, left = carried(dump, configured_ports(config_text))
+    target = state_file(layout)
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    files.check_trusted(target.parent, layout.root)
+    text = "".join(f"{line}\n" for line in [FORMAT_VERSION, dump.header, *(s.line for s in kept)])
+    files.write_file(target, text, STATE_MODE)
+    return Saved(target, kept, left)
+
+
+def forget(layout: Layout) -> bool:
+    """Remove the state file; True when there was one."""
+    try:
+        os.unlink(state_file(layout))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def save_or_forget(layout: Layout, haproxy_config: Path) -> Saved:
+    """:func:`save`; when it fails, remove the old file (its states are an earlier reload's)
+    and raise, saying what the reload will do without it."""
+    try:
+        return save(layout, haproxy_config)
+    except (XswarmError, OSError) as exc:
+        cause = str(exc) if isinstance(exc, XswarmError) else f"{exc.filename}: {exc.strerror}"
+        try:
+            removed = forget(layout)
+        except OSError as gone:
+            raise HaproxyError(
+                f"server states not saved ({cause}), and the previous {state_file(layout)} "
+                f"could not be removed ({gone.strerror}): HAProxy may load stale states; "
+                "check `show servers state` after the reload"
+            ) from None
+        what = f"removed the previous {state_file(layout)}" if removed else "no state file"
+        raise HaproxyError(
+            f"server states not saved ({cause}); {what}: HAProxy starts every server as "
+            f"{haproxy_config} says, so drain again any server that must stay drained"
+        ) from None

@@ -1,0 +1,357 @@
+"""A drained server stays drained across an HAProxy reload: the server-state file.
+
+A real HAProxy in master-worker mode (as Debian's haproxy.service runs it, reloaded with
+SIGUSR2 as its ExecReload does) in front of two real bridges (echo engine) on loopback; the
+state is saved with the real ``xswarm haproxy save-state`` through the admin socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, start_bridge
+from tests.support.waiting import eventually_sync
+from xswarm import config as config_module
+from xswarm.commands import drain, undrain
+from xswarm.commands import haproxy as haproxy_command
+from xswarm.errors import XswarmError
+from xswarm.ops import haproxy, haproxy_state, install, units
+from xswarm.ops.files import UntrustedPathError
+from xswarm.ops.layout import OPT, Layout
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+DEBIAN_UNIT = Path(haproxy_state.DEBIAN_UNIT)
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "haproxy"
+
+
+@pytest.fixture(scope="module")
+def bridges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BridgeProcess]]:
+    """Two bridges standing in for two hosts behind the front door."""
+    folder = tmp_path_factory.mktemp("bridges")
+    started: list[BridgeProcess] = []
+    try:
+        for n in (1, 2):
+            started.append(start_bridge(folder, '[voice.bridge]\nengine = "echo"\n', name=f"h{n}"))
+        yield started
+    finally:
+        for bridge in started:
+            bridge.stop()
+
+
+@dataclass
+class FrontDoor:
+    """HAProxy as haproxy.service runs it (-W), its config and admin socket in a staging root."""
+
+    proc: subprocess.Popen[bytes]
+    root: Path
+    config: Path
+    port: int
+    log: Path
+    exec_output: str = ""
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    def ask(self, line: str) -> str:
+        return haproxy.send(haproxy.admin_socket(self.layout), line)
+
+    def worker(self) -> str:
+        """The pid of the worker answering the admin socket (a reload starts a new one)."""
+        for line in self.ask("show info\n").splitlines():
+            if line.startswith("Pid:"):
+                return line.split()[1]
+        raise AssertionError("no Pid in show info")
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """{server: its `show stat` row} for the voice backend."""
+        rows = csv.DictReader(self.ask("show stat\n").lstrip("# ").splitlines())
+        return {
+            row["svname"]: row
+            for row in rows
+            if row["pxname"] == haproxy.BACKEND and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def states(self) -> dict[str, haproxy_state.ServerState]:
+        dump = haproxy_state.parse(self.ask("show servers state\n"))
+        return {state.server: state for state in dump.servers}
+
+    def reload(self) -> None:
+        """What ExecReload's `kill -USR2 $MAINPID` does; returns once the new worker answers."""
+        old = self.worker()
+        self.proc.send_signal(signal.SIGUSR2)
+        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
+                        detail=self.log.read_text)  # fmt: skip
+
+    def reload_as_systemd(self) -> None:
+        """Run the drop-in's ExecReload= lines as systemd would: the config check, the dump
+        (its failure ignored, "-"), the signal; with this test's paths and executables."""
+        lines = units.parse((DEPLOY / "server-state.conf").read_text())["Service"]["ExecReload"]
+        assert lines[0] == "", "the drop-in must reset Debian's ExecReload= first"
+        old = self.worker()
+        for line in lines[1:]:
+            text = line.replace("${CONFIG}", str(self.config)).replace("$CONFIG", str(self.config))
+            text = text.replace("$EXTRAOPTS", "").replace("$MAINPID", str(self.proc.pid))
+            text = text.replace(f"{OPT}/current/venv/bin/", f"{VENV_BIN}/")
+            argv = shlex.split(text.removeprefix("-"))
+            if argv[1:3] == ["haproxy", "save-state"]:
+                argv += ["--root", str(self.root)]
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+            assert done.returncode == 0 or text.startswith("-"), done.stderr
+            self.exec_output += done.stdout + done.stderr
+        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
+                        detail=self.log.read_text)  # fmt: skip
+
+    def _worker_or_none(self) -> str | None:
+        try:
+            return self.worker()
+        except OSError:
+            return None
+
+    def requests(self, count: int) -> None:
+        for _ in range(count):
+            url = f"http://127.0.0.1:{self.port}/healthz"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.status == 200
+
+    def save_state(self) -> Result:
+        args = ["save-state", "--root", str(self.root), "--haproxy-config", str(self.config)]
+        return CliRunner().invoke(haproxy_command.command, args)
+
+
+def entry(bridge: BridgeProcess) -> str:
+    return f"127.0.0.1:{bridge.port}"
+
+
+@contextlib.contextmanager
+def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDoor]:
+    port = free_port()
+    config = config_module.from_mapping(
+        {"voice.bridge": {"port": port}, "haproxy": {"backends": [entry(b) for b in bridges]}}
+    )
+    root = tmp_path / "front"
+    layout = Layout(root)
+    socket_path = haproxy.admin_socket(layout)
+    socket_path.parent.mkdir(parents=True)
+    text = units.render_haproxy(config, [])
+    # A process of the test's own: socket and state file in the staging root, no syslog.
+    text = text.replace(haproxy.ADMIN_SOCKET, str(socket_path))
+    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(layout)))
+    text = text.replace("log /dev/log local0 warning", "log stderr local0 notice")
+    text = text.replace("maxconn 8000", "maxconn 200")
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    log = tmp_path / "haproxy.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["haproxy", "-W", "-db", "-f", str(cfg)], stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    door = FrontDoor(proc, root, cfg, port, log)
+    try:
+        eventually_sync(door._worker_or_none, within=10, detail=log.read_text)
+        eventually_sync(
+            lambda: [row["status"] for row in door.stats().values()],
+            lambda statuses: statuses == ["UP"] * len(bridges),
+            within=30,
+            detail=log.read_text,
+        )
+        yield door
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        root = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*root, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+
+        # systemctl reload haproxy: the drop-in's ExecReload= lines.
+        door.reload_as_systemd()
+        assert f"{one} drain, {two} up" in door.exec_output
+        path = haproxy_state.state_file(door.layout)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        assert door.states()[one].summary == "drain"
+        assert door.stats()[one]["status"] == "DRAIN"
+        assert "remains in forced drain mode" in door.log.read_text()
+        # The new workers send it nothing: every request goes to the other server.
+        door.requests(6)
+        counts = {name: int(row["stot"]) for name, row in door.stats().items()}
+        assert counts == {one: 0, two: 6}
+
+        # Back to ready, saved, reloaded: it stays ready and takes requests again.
+        back = CliRunner().invoke(undrain.command, root)
+        assert back.exit_code == 0, back.output
+        saved = door.save_state()
+        assert f"{one} up, {two} up" in saved.output, saved.output
+        door.reload()
+        assert door.states()[one].summary == "up"
+        assert door.stats()[one]["status"] == "UP"
+        door.requests(6)
+        assert int(door.stats()[one]["stot"]) > 0
+
+
+def test_a_dead_server_is_not_retried_as_healthy_after_a_reload(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """Up/down carries over too: a new worker does not send the first calls to a server its
+    predecessor knew was down (a fresh one starts it up until checks fail)."""
+    standin = start_bridge(tmp_path, '[voice.bridge]\nengine = "echo"\n', name="dying")
+    try:
+        with front_door(tmp_path, [bridges[0], standin]) as door:
+            dead = entry(standin)
+            standin.stop()
+            eventually_sync(lambda: door.stats()[dead]["status"], lambda s: s == "DOWN",
+                            within=20, detail=door.log.read_text)  # fmt: skip
+            saved = door.save_state()
+            assert f"{dead} down" in saved.output, saved.output
+            door.reload()
+            assert door.states()[dead].op_state == 0
+            assert door.stats()[dead]["status"].startswith("DOWN")
+            door.requests(4)
+            assert int(door.stats()[dead]["stot"]) == 0
+    finally:
+        standin.stop()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, "garbage\n", "1\n# be_id be_name\n3 xswarm_voice_instances 1 torn", ""],
+    ids=["missing", "no-version", "corrupt-line", "empty"],
+)
+def test_without_a_usable_state_file_every_server_starts_from_the_config(
+    tmp_path: Path, bridges: list[BridgeProcess], content: str | None
+) -> None:
+    one = entry(bridges[0])
+    with front_door(tmp_path, bridges) as door:
+        assert haproxy.set_backend_state(door.layout, one, "drain") == one
+        path = haproxy_state.state_file(door.layout)
+        if content is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+        door.reload()
+        assert door.proc.poll() is None, door.log.read_text()
+        assert {name: s.summary for name, s in door.states().items()} == {
+            one: "up",
+            entry(bridges[1]): "up",
+        }
+
+
+def test_a_failed_dump_removes_the_old_file_and_says_so(tmp_path: Path) -> None:
+    """No HAProxy answering (a stop after a crash): the earlier states must not be loaded."""
+    layout = Layout(tmp_path)
+    path = haproxy_state.state_file(layout)
+    path.parent.mkdir(parents=True)
+    path.write_text("1\n# old\n")
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("backend xswarm_voice_instances\n    server voice1 127.0.0.1:10001 check\n")
+    args = ["save-state", "--root", str(tmp_path), "--haproxy-config", str(cfg)]
+    result = CliRunner().invoke(haproxy_command.command, args)
+    assert isinstance(result.exception, haproxy.HaproxyError), result.output
+    message = str(result.exception)
+    assert message.startswith("server states not saved (HAProxy admin socket")
+    assert f"removed the previous {path}" in message
+    assert "every server as" in message and "drain again" in message
+    assert not path.exists()
+    again = CliRunner().invoke(haproxy_command.command, args)
+    assert "; no state file:" in str(again.exception)
+
+
+def test_a_state_directory_others_can_write_is_refused(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    with front_door(tmp_path, bridges) as door:
+        folder = haproxy_state.state_file(door.layout).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o777)
+        with pytest.raises(UntrustedPathError, match="writable by group or others"):
+            haproxy_state.save(door.layout, door.config)
+        saved = door.save_state()
+        assert isinstance(saved.exception, XswarmError)
+        assert "writable by group or others" in str(saved.exception)
+        assert not haproxy_state.state_file(door.layout).exists()
+
+
+# A dump as HAProxy 2.6 writes it: voice1 up, voice2 drained, a backend down.
+DUMP = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 xswarm_voice_instances 1 voice1 127.0.0.1 2 0 1 1 7 15 3 4 6 0 0 0 - 10001 - 0 0 - - 0
+3 xswarm_voice_instances 2 voice2 127.0.0.1 2 8 1 1 9 15 3 4 6 0 0 0 - 10002 - 0 0 - - 0
+3 xswarm_voice_instances 3 10.0.0.2:9998 10.0.0.2 0 0 1 1 2 8 2 0 6 0 0 0 - 9998 - 0 0 - - 0
+"""  # noqa: E501
+
+
+def test_a_server_moved_or_gone_in_the_new_config_is_left_out() -> None:
+    """HAProxy would restore the recorded port; a server whose port changed is another
+    endpoint and starts from the config."""
+    dump = haproxy_state.parse(DUMP)
+    assert [(s.server, s.summary) for s in dump.servers] == [
+        ("voice1", "up"),
+        ("voice2", "drain"),
+        ("10.0.0.2:9998", "down"),
+    ]
+    config = units.render_haproxy(
+        config_module.from_mapping(
+            {
+                "voice.bridge.instances.2": {"port": 12002},
+                "haproxy": {"backends": ["[fd00::3]:9998"]},
+            }
+        ),
+        [1, 2],
+    )
+    ports = haproxy_state.configured_ports(config)
+    assert ports == {"voice1": 10001, "voice2": 12002, "fd00::3:9998": 9998}
+    kept, left = haproxy_state.carried(dump, ports)
+    assert [s.server for s in kept] == ["voice1"]
+    assert left == ["xswarm_voice_instances/voice2", "xswarm_voice_instances/10.0.0.2:9998"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Unknown command.\n", "not a version 1 state dump"),
+        ("2\n# be_id be_name\n", "not a version 1 state dump"),
+        ("1\n# be_id be_name srv_id srv_name\n", "no srv_op_state, srv_admin_state, srv_port"),
+        (DUMP.replace(" - - 0\n3 xswarm", "\n3 xswarm", 1), "torn line"),
+        (DUMP.replace(" 2 8 1 1", " 2 x 1 1"), "bad number"),
+    ],
+)
+def test_an_unexpected_answer_is_refused_by_name(text: str, words: str) -> None:
+    with pytest.raises(haproxy.HaproxyError, match=words):
+        haproxy_state.parse(text)
+
+
+def test_the_drop_in_repeats_debians_reload_lines_around_the_dump() -> None:
+    """The drop-in empties ExecReload= and lists it again: it must keep Debian's own lines,
+    in order, with the dump between the config check and the signal."""
+    if not DEBIAN_UNIT.exists():
+        pytest.skip(f"{DEBIAN_UNIT} is not here (Debian's haproxy package)")
+    debian = units.parse(DEBIAN_UNIT.read_text())["Service"]["ExecReload"]
+    ours = units.parse((DEPLOY / "server-state.conf").read_text())["Service"]
+    dump = "-/opt/xswarm/current/venv/bin/xswarm haproxy save-state --haproxy-config ${CONFIG}"
+    assert ours["ExecReload"] == ["", debian[0], dump, *debian[1:]]
+    assert debian[-1] == "/bin/kill -USR2 $MAINPID"
+    assert ours["ExecStop"] == [dump]
+    assert install.HAPROXY_DROPINS["server-state.conf"] == haproxy_state.DROPIN
