@@ -18,7 +18,7 @@ import numpy as np
 
 from xswarm.audio import wire
 from xswarm.client.carriers import CallerSide, Carrier
-from xswarm.client.common import ClientError, describe_failure, sleep_until
+from xswarm.client.common import ClientError, FrameTimes, describe_failure, sleep_until
 from xswarm.errors import ProtocolError
 from xswarm.protocol import media_stream as ms
 
@@ -26,7 +26,7 @@ FRAME_SECONDS = 0.020
 
 
 @dataclass
-class CallResult:
+class CallResult(FrameTimes):
     """What came back and when; the reply decoded with the stream's own codec, at the
     stream's rate."""
 
@@ -44,15 +44,6 @@ class CallResult:
 
     def reply_pcm(self) -> np.ndarray:
         return self.codec.decode(b"".join(self.payloads))
-
-    def round_trips(self) -> list[float]:
-        """The k-th frame back against the k-th frame sent (exact with the echo engine)."""
-        return [back - out for out, back in zip(self.sent_at, self.received_at, strict=False)]
-
-    def time_to_first_audio(self) -> float | None:
-        if not self.sent_at or not self.received_at:
-            return None
-        return self.received_at[0] - self.sent_at[0]
 
 
 def wire_frames(
