@@ -113,15 +113,7 @@ DIALECT = ms.Dialect(
 
 def parse_outbound(text: str | bytes) -> ms.OutEvent:
     """One message a server sent to Exotel (what a simulated Exotel reads back)."""
-    message = ms.load(text)
-    event = message["event"]
-    if event == "media":
-        return ms.OutMedia(ms.payload(ms.obj(message, "media"), MAX_PAYLOAD_BYTES))
-    if event == "mark":
-        return ms.OutMark(ms.text(ms.obj(message, "mark"), "name", "mark.name"))
-    if event == "clear":
-        return ms.OutClear()
-    raise ms.not_server_event(CARRIER, event, "media, mark, clear")
+    return ms.read_outbound(text, CARRIER, MAX_PAYLOAD_BYTES)
 
 
 class Caller:

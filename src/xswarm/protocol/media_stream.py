@@ -283,6 +283,32 @@ def payload(media: dict[str, Any], max_bytes: int, label: str = "media.payload")
     return decoded
 
 
+def media(message: dict[str, Any], max_bytes: int) -> Media:
+    """A ``media`` event's ``media``: payload, optional timestamp, and its track: inbound
+    unless the carrier names another (an echo of what we played)."""
+    media = obj(message, "media")
+    track = optional_text(media, "track", "media.track") or "inbound"
+    return Media(
+        payload(media, max_bytes),
+        number(media, "timestamp", "media.timestamp", optional=True),
+        inbound=track.startswith("inbound"),
+    )
+
+
+def read_outbound(raw: str | bytes, carrier: str, max_payload_bytes: int) -> OutEvent:
+    """One message a server sent in the ``media``/``mark``/``clear`` shape Telnyx and Exotel
+    share (what a simulated carrier reads back); any stream id in it is not checked."""
+    message = load(raw)
+    event = message["event"]
+    if event == "media":
+        return OutMedia(payload(obj(message, "media"), max_payload_bytes))
+    if event == "mark":
+        return OutMark(text(obj(message, "mark"), "name", "mark.name"))
+    if event == "clear":
+        return OutClear()
+    raise not_server_event(carrier, event, "media, mark, clear")
+
+
 def digit(dtmf: dict[str, Any], label: str = "dtmf.digit") -> str:
     value = text(dtmf, "digit", label)
     if len(value) != 1 or value not in DTMF_DIGITS:

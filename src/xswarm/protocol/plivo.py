@@ -37,13 +37,7 @@ def parse(text: str | bytes) -> ms.Event:
     message = ms.load(text)
     event = message["event"]
     if event == "media":
-        media = ms.obj(message, "media")
-        track = ms.optional_text(media, "track", "media.track") or "inbound"
-        return ms.Media(
-            ms.payload(media, MAX_PAYLOAD_BYTES),
-            ms.number(media, "timestamp", "media.timestamp", optional=True),
-            inbound=track.startswith("inbound"),
-        )
+        return ms.media(message, MAX_PAYLOAD_BYTES)
     if event == "start":
         return _parse_start(message)
     if event == "dtmf":
