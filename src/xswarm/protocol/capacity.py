@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from xswarm.protocol.values import Encodable
+
 SERVING_STATES = ("up", "draining")
 
 
@@ -49,7 +51,7 @@ def host_of(url: str | None) -> str:
 
 
 @dataclass
-class Capacity:
+class Capacity(Encodable):
     """The sum over a group of instances: one host, or the whole fleet."""
 
     instances: int = 0
@@ -79,18 +81,6 @@ class Capacity:
             ) + instance.refusals_last_minute
         if instance.refusals_total is not None:
             self.refusals_total = (self.refusals_total or 0) + instance.refusals_total
-
-    def encode(self) -> dict[str, Any]:
-        return {
-            "instances": self.instances,
-            "up": self.up,
-            "slots": self.slots,
-            "calls": self.calls,
-            "free": self.free,
-            "full": self.full,
-            "refusals_last_minute": self.refusals_last_minute,
-            "refusals_total": self.refusals_total,
-        }
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from xswarm.protocol.values import (
     BadMessage,
+    Encodable,
     Lenient,
     finite_number,
     identifier,
@@ -28,6 +29,7 @@ from xswarm.protocol.values import (
     load_object,
     mapping,
     message_type,
+    omit_default,
     optional_text,
     required_text,
     text,
@@ -61,12 +63,6 @@ def suggestion_problem(text_value: str, priority: str) -> str | None:
     return None
 
 
-def _present(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
-    """``body`` plus the optional fields that have a value (the bridge omits absent ones)."""
-    body.update({k: v for k, v in optional.items() if v is not None})
-    return body
-
-
 # ---------------------------------------------------------------------------------------
 # Bridge -> supervisor
 # ---------------------------------------------------------------------------------------
@@ -80,15 +76,6 @@ class Hello(Lenient):
     engine: str | None
     max_concurrent_calls: int | None
 
-    def encode(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "version": self.version,
-            "pid": self.pid,
-            "engine": self.engine,
-            "max_concurrent_calls": self.max_concurrent_calls,
-        }
-
 
 @dataclass(frozen=True)
 class MemoryLimits(Lenient):
@@ -96,9 +83,6 @@ class MemoryLimits(Lenient):
 
     memory_high: int | None = None
     memory_max: int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"memory_high": self.memory_high, "memory_max": self.memory_max}
 
 
 @dataclass(frozen=True)
@@ -120,39 +104,11 @@ class InstanceStatus(Lenient):
     reloads: int | None = None
     engine_details: Mapping[str, Any] | None = None
     # Upgrades refused since the bridge started, by reason (bridge.registry.REJECTION_REASONS).
-    refused_total: Mapping[str, int] | None = None
+    refused_total: Mapping[str, int] | None = omit_default()
     # Where the engine runs ("cuda:1", "cpu") and, on a GPU, the card itself (model and PCI
     # bus id); absent for an engine without a device (echo) and from older bridges.
-    device: str | None = None
-    gpu: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, **self.body()}
-
-    def body(self) -> dict[str, Any]:
-        """The fields without ``type``: a snapshot carries them as its ``status``."""
-        return {
-            "active_calls": self.active_calls,
-            "max_concurrent_calls": self.max_concurrent_calls,
-            "engine": self.engine,
-            "state": self.state,
-            "cpu": self.cpu,
-            "rss": self.rss,
-            "limits": None if self.limits is None else self.limits.encode(),
-            "tick_p50_ms": self.tick_p50_ms,
-            "tick_p99_ms": self.tick_p99_ms,
-            "late_frames": self.late_frames,
-            "uptime_s": self.uptime_s,
-            "version": self.version,
-            "pid": self.pid,
-            "reloads": self.reloads,
-            "engine_details": None if self.engine_details is None else dict(self.engine_details),
-        } | _present(
-            {},
-            refused_total=None if self.refused_total is None else dict(self.refused_total),
-            device=self.device,
-            gpu=self.gpu,
-        )
+    device: str | None = omit_default()
+    gpu: str | None = omit_default()
 
 
 @dataclass(frozen=True)
@@ -161,22 +117,10 @@ class CallStarted(Lenient):
     call_id: str
     transport: str | None = None
     remote: str | None = None
-    stream_sid: str | None = None
-    call_sid: str | None = None
-    caller: str | None = None
-    callee: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, **self.body()}
-
-    def body(self) -> dict[str, Any]:
-        return _present(
-            {"call_id": self.call_id, "transport": self.transport, "remote": self.remote},
-            stream_sid=self.stream_sid,
-            call_sid=self.call_sid,
-            caller=self.caller,
-            callee=self.callee,
-        )
+    stream_sid: str | None = omit_default()
+    call_sid: str | None = omit_default()
+    caller: str | None = omit_default()
+    callee: str | None = omit_default()
 
 
 @dataclass(frozen=True)
@@ -187,13 +131,6 @@ class Counters(Lenient):
     frames_out: int | None = None
     late_frames: int | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return {
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "late_frames": self.late_frames,
-        }
-
 
 @dataclass(frozen=True)
 class RealTime(Lenient):
@@ -201,31 +138,17 @@ class RealTime(Lenient):
     wire underruns, late engine steps, frames thrown away (in 20 ms frames, by reason), and
     the latency the bridge added each way (caller frame -> engine input, engine output ->
     wire; absent when no frame went that way). Every field is optional: a bridge before
-    these fields sends none of them."""
+    these fields sends none of them, and only the known ones are written: such a
+    ``call_ended`` decodes and encodes back to the same bytes."""
 
-    underruns: int | None = None
-    late_steps: int | None = None
-    dropped_frames: int | None = None
-    dropped: Mapping[str, int] | None = None
-    input_wait_p50_ms: float | None = None
-    input_wait_p99_ms: float | None = None
-    output_wait_p50_ms: float | None = None
-    output_wait_p99_ms: float | None = None
-
-    def encode(self) -> dict[str, Any]:
-        """Only the fields that are known: a ``call_ended`` from a bridge without them
-        decodes and encodes back to the same bytes."""
-        fields = {
-            "underruns": self.underruns,
-            "late_steps": self.late_steps,
-            "dropped_frames": self.dropped_frames,
-            "dropped": None if self.dropped is None else dict(self.dropped),
-            "input_wait_p50_ms": self.input_wait_p50_ms,
-            "input_wait_p99_ms": self.input_wait_p99_ms,
-            "output_wait_p50_ms": self.output_wait_p50_ms,
-            "output_wait_p99_ms": self.output_wait_p99_ms,
-        }
-        return {k: v for k, v in fields.items() if v is not None}
+    underruns: int | None = omit_default()
+    late_steps: int | None = omit_default()
+    dropped_frames: int | None = omit_default()
+    dropped: Mapping[str, int] | None = omit_default()
+    input_wait_p50_ms: float | None = omit_default()
+    input_wait_p99_ms: float | None = omit_default()
+    output_wait_p50_ms: float | None = omit_default()
+    output_wait_p99_ms: float | None = omit_default()
 
 
 @dataclass(frozen=True)
@@ -239,23 +162,9 @@ class CallStats(Lenient):
     duration_s: float | None = None
     counters: Counters = field(default_factory=Counters)
 
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, **self.body()}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id,
-            "level_in_dbfs": self.level_in_dbfs,
-            "level_out_dbfs": self.level_out_dbfs,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p99_ms": self.latency_p99_ms,
-            "duration_s": self.duration_s,
-            **self.counters.encode(),
-        }
-
 
 @dataclass(frozen=True)
-class SnapshotCall:
+class SnapshotCall(Encodable):
     """One live call in a bridge's ``snapshot``: its ``call_started`` fields, start and stats.
 
     ``started_at`` is what the sender wrote: the bridge sends epoch seconds (a number); an ISO
@@ -270,7 +179,9 @@ class SnapshotCall:
     def call_id(self) -> str:
         return self.started.call_id
 
-    def encode(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Any]:
+        """Hand-written: two records share one object and its ``call_id``, with
+        ``started_at`` between them, which no field order can say."""
         entry = self.started.body()
         entry["started_at"] = self.started_at
         entry.update(self.stats.body())
@@ -287,19 +198,12 @@ class SnapshotCall:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Encodable):
     """The bridge's live calls and status; entries without a usable ``call_id`` are skipped."""
 
     TYPE: ClassVar[str] = "snapshot"
     calls: tuple[SnapshotCall, ...] = ()
     status: InstanceStatus | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "calls": [c.encode() for c in self.calls],
-            "status": None if self.status is None else self.status.body(),
-        }
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Snapshot:
@@ -321,25 +225,12 @@ class CallEnded(Lenient):
     counters: Counters = field(default_factory=Counters)
     real_time: RealTime = field(default_factory=RealTime)
 
-    def encode(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "call_id": self.call_id,
-            "duration_s": self.duration_s,
-            "reason": self.reason,
-            **self.counters.encode(),
-            **self.real_time.encode(),
-        }
-
 
 @dataclass(frozen=True)
 class UserSpeech(Lenient):
     TYPE: ClassVar[str] = "user_speech"
     call_id: str
     duration_ms: int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "call_id": self.call_id, "duration_ms": self.duration_ms}
 
 
 @dataclass(frozen=True)
@@ -350,18 +241,12 @@ class Text(Lenient):
     call_id: str
     text: str | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "call_id": self.call_id, "text": self.text}
-
 
 @dataclass(frozen=True)
 class Dtmf(Lenient):
     TYPE: ClassVar[str] = "dtmf"
     call_id: str
     digit: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "call_id": self.call_id, "digit": self.digit}
 
 
 @dataclass(frozen=True)
@@ -371,11 +256,14 @@ class SuggestionApplied(Lenient):
     text: str | None = None
     request_id: str | int | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return _present(
-            {"type": self.TYPE, "call_id": self.call_id},
-            request_id=self.request_id,
-        ) | {"text": self.text}
+    def body(self) -> dict[str, Any]:
+        """Hand-written for its key order: ``request_id`` (left out when None) comes before
+        ``text`` on the wire, but after it in the constructor that bridges call by position."""
+        fields: dict[str, Any] = {"call_id": self.call_id}
+        if self.request_id is not None:
+            fields["request_id"] = self.request_id
+        fields["text"] = self.text
+        return fields
 
 
 @dataclass(frozen=True)
@@ -385,13 +273,7 @@ class SuggestionRejected(Lenient):
     TYPE: ClassVar[str] = "suggestion_rejected"
     call_id: str | None
     reason: str | None = None
-    request_id: str | int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present(
-            {"type": self.TYPE, "call_id": self.call_id, "reason": self.reason},
-            request_id=self.request_id,
-        )
+    request_id: str | int | None = omit_default()
 
 
 @dataclass(frozen=True)
@@ -400,10 +282,7 @@ class SuggestionStarted(Lenient):
 
     TYPE: ClassVar[str] = "suggestion_started"
     call_id: str
-    request_id: str | int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present({"type": self.TYPE, "call_id": self.call_id}, request_id=self.request_id)
+    request_id: str | int | None = omit_default()
 
 
 @dataclass(frozen=True)
@@ -415,11 +294,14 @@ class SuggestionFinished(Lenient):
     request_id: str | int | None = None
     cancelled: bool = False
 
-    def encode(self) -> dict[str, Any]:
-        return _present(
-            {"type": self.TYPE, "call_id": self.call_id, "cancelled": self.cancelled},
-            request_id=self.request_id,
-        )
+    def body(self) -> dict[str, Any]:
+        """Hand-written for its key order: ``request_id`` (left out when None) comes after
+        ``cancelled`` on the wire, but before it in the constructor that bridges call by
+        position."""
+        fields: dict[str, Any] = {"call_id": self.call_id, "cancelled": self.cancelled}
+        if self.request_id is not None:
+            fields["request_id"] = self.request_id
+        return fields
 
 
 @dataclass(frozen=True)
@@ -428,9 +310,6 @@ class ContextExceeded(Lenient):
 
     TYPE: ClassVar[str] = "context_exceeded"
     call_id: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "call_id": self.call_id}
 
 
 @dataclass(frozen=True)
@@ -444,43 +323,26 @@ class CarrierStatus(Lenient):
     TYPE: ClassVar[str] = "carrier_status"
     call_sid: str | None = None
     carrier: str | None = None
-    status: str | None = None
-    caller: str | None = None
-    callee: str | None = None
-    direction: str | None = None
-    duration_s: int | None = None
-    answer: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present(
-            {"type": self.TYPE, "call_sid": self.call_sid, "carrier": self.carrier},
-            status=self.status,
-            caller=self.caller,
-            callee=self.callee,
-            direction=self.direction,
-            duration_s=self.duration_s,
-            answer=self.answer,
-        )
+    status: str | None = omit_default()
+    caller: str | None = omit_default()
+    callee: str | None = omit_default()
+    direction: str | None = omit_default()
+    duration_s: int | None = omit_default()
+    answer: str | None = omit_default()
 
 
 @dataclass(frozen=True)
 class Pong(Lenient):
     TYPE: ClassVar[str] = "pong"
-    id: str | int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present({"type": self.TYPE}, id=self.id)
+    id: str | int | None = omit_default()
 
 
 @dataclass(frozen=True)
-class Error:
+class Error(Encodable):
     """The bridge refused a command; the connection stays open."""
 
     TYPE: ClassVar[str] = "error"
     message: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "message": self.message}
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Error:
@@ -544,8 +406,7 @@ class Envelope:
 
 def stamp(event: Event, ts: str, instance: str) -> dict[str, Any]:
     """The message as the bridge sends it: ``type``, ``ts``, ``instance``, then the fields."""
-    body = event.encode()
-    return {"type": body.pop("type"), "ts": ts, "instance": instance, **body}
+    return {"type": event.TYPE, "ts": ts, "instance": instance, **event.body()}
 
 
 def decode_event(data: Mapping[str, Any]) -> Envelope:
@@ -566,7 +427,7 @@ COMMAND_TYPES = ("inject_suggestion", "hangup", "snapshot", "ping", "cancel_sugg
 
 
 @dataclass(frozen=True)
-class InjectSuggestion:
+class InjectSuggestion(Encodable):
     """Queue ``text`` for a call; without ``call_id`` the bridge's only live call is meant.
 
     The decoder checks types only: the bridge answers a text or priority beyond the limits
@@ -579,10 +440,17 @@ class InjectSuggestion:
     priority: str = "normal"
     request_id: str | int | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return _present(
-            {"type": self.TYPE, "call_id": self.call_id, "text": self.text},
-        ) | _present({"priority": self.priority}, request_id=self.request_id)
+    def body(self) -> dict[str, Any]:
+        """Hand-written for its key order: ``call_id`` comes before ``text`` on the wire, but
+        ``text`` is required, so the constructor takes it first."""
+        fields: dict[str, Any] = {
+            "call_id": self.call_id,
+            "text": self.text,
+            "priority": self.priority,
+        }
+        if self.request_id is not None:
+            fields["request_id"] = self.request_id
+        return fields
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> InjectSuggestion:
@@ -601,13 +469,10 @@ class InjectSuggestion:
 
 
 @dataclass(frozen=True)
-class Hangup:
+class Hangup(Encodable):
     TYPE: ClassVar[str] = "hangup"
     call_id: str
-    reason: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present({"type": self.TYPE, "call_id": self.call_id}, reason=self.reason)
+    reason: str | None = omit_default()
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Hangup:
@@ -618,14 +483,11 @@ class Hangup:
 
 
 @dataclass(frozen=True)
-class CancelSuggestion:
+class CancelSuggestion(Encodable):
     """Drop what a call has not yet said of its suggestions, queued or being spoken."""
 
     TYPE: ClassVar[str] = "cancel_suggestion"
-    call_id: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present({"type": self.TYPE}, call_id=self.call_id)
+    call_id: str | None = omit_default()
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> CancelSuggestion:
@@ -636,20 +498,14 @@ class CancelSuggestion:
 
 
 @dataclass(frozen=True)
-class RequestSnapshot:
+class RequestSnapshot(Encodable):
     TYPE: ClassVar[str] = "snapshot"
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE}
 
 
 @dataclass(frozen=True)
-class Ping:
+class Ping(Encodable):
     TYPE: ClassVar[str] = "ping"
-    id: Any = None
-
-    def encode(self) -> dict[str, Any]:
-        return _present({"type": self.TYPE}, id=self.id)
+    id: Any = omit_default()
 
 
 Command = InjectSuggestion | Hangup | RequestSnapshot | Ping | CancelSuggestion

@@ -18,14 +18,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xswarm.protocol.control import PRIORITIES, MemoryLimits
+
+# The supervisor answers a ``ping`` and refuses a message with the bridge's own two replies.
+from xswarm.protocol.control import Error as Error
+from xswarm.protocol.control import Pong as Pong
 from xswarm.protocol.values import (
     BadMessage,
+    Encodable,
     Lenient,
     finite_number,
     load_object,
     mapping,
     message_type,
     nested,
+    omit_default,
     optional_id,
     optional_text,
     required_text,
@@ -52,37 +58,28 @@ MAX_WATCHED = 1000
 
 
 @dataclass(frozen=True)
-class Auth:
+class Auth(Encodable):
     TYPE: ClassVar[str] = "auth"
     token: str
 
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "token": self.token}
-
 
 @dataclass(frozen=True)
-class Subscribe:
+class Subscribe(Encodable):
     """Live events after a snapshot; ``batch`` asks for per-call updates coalesced in
     :class:`Batch` messages (a plain ``subscribe`` gets every event as it happens)."""
 
     TYPE: ClassVar[str] = "subscribe"
-    batch: bool = False
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "batch": True} if self.batch else {"type": self.TYPE}
+    batch: bool = omit_default(False)
 
 
 @dataclass(frozen=True)
-class Ping:
+class Ping(Encodable):
     TYPE: ClassVar[str] = "ping"
-    id: str | int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE} if self.id is None else {"type": self.TYPE, "id": self.id}
+    id: str | int | None = omit_default()
 
 
 @dataclass(frozen=True)
-class InjectSuggestion:
+class InjectSuggestion(Encodable):
     TYPE: ClassVar[str] = "inject_suggestion"
     text: str
     priority: str = "normal"
@@ -90,33 +87,28 @@ class InjectSuggestion:
     request_id: str | int | None = None
     instance: str | None = None
 
-    def encode(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": self.TYPE}
-        if self.call_id is not None:
-            message["call_id"] = self.call_id
-        message.update(text=self.text, priority=self.priority)
+    def body(self) -> dict[str, Any]:
+        """Hand-written for its key order: ``call_id`` (left out when None) comes before
+        ``text`` on the wire, but ``text`` is required, so the constructor takes it first."""
+        fields: dict[str, Any] = {} if self.call_id is None else {"call_id": self.call_id}
+        fields["text"] = self.text
+        fields["priority"] = self.priority
         if self.request_id is not None:
-            message["request_id"] = self.request_id
+            fields["request_id"] = self.request_id
         if self.instance is not None:
-            message["instance"] = self.instance
-        return message
+            fields["instance"] = self.instance
+        return fields
 
 
 @dataclass(frozen=True)
-class Hangup:
+class Hangup(Encodable):
     TYPE: ClassVar[str] = "hangup"
     call_id: str
-    instance: str | None = None
-
-    def encode(self) -> dict[str, Any]:
-        message = {"type": self.TYPE, "call_id": self.call_id}
-        if self.instance is not None:
-            message["instance"] = self.instance
-        return message
+    instance: str | None = omit_default()
 
 
 @dataclass(frozen=True)
-class Watch:
+class Watch(Encodable):
     """The calls a batching subscriber is looking at (the rows on its screen, an open call).
 
     Their updates keep coming every batch interval; the other calls' come every
@@ -127,10 +119,6 @@ class Watch:
 
     TYPE: ClassVar[str] = "watch"
     call_ids: tuple[str, ...] | None = None
-
-    def encode(self) -> dict[str, Any]:
-        ids = None if self.call_ids is None else list(self.call_ids)
-        return {"type": self.TYPE, "call_ids": ids}
 
 
 Command = Auth | Subscribe | Ping | InjectSuggestion | Hangup | Watch
@@ -191,37 +179,16 @@ def _watched(value: object) -> tuple[str, ...] | None:
 
 
 @dataclass(frozen=True)
-class AuthResult:
+class AuthResult(Encodable):
     TYPE: ClassVar[str] = "auth_result"
     success: bool
     message: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "success": self.success, "message": self.message}
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> AuthResult:
         """Only ``success: true`` is success; a missing message reads as empty."""
         message = data.get("message")
         return cls(data.get("success") is True, "" if message is None else str(message))
-
-
-@dataclass(frozen=True)
-class Pong:
-    TYPE: ClassVar[str] = "pong"
-    id: str | int | None = None
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE} if self.id is None else {"type": self.TYPE, "id": self.id}
-
-
-@dataclass(frozen=True)
-class Error:
-    TYPE: ClassVar[str] = "error"
-    message: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -258,38 +225,15 @@ class InstanceInfo(Lenient):
     host: str | None = None
     failure: str | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "state": self.state,
-            "engine": self.engine,
-            "active_calls": self.active_calls,
-            "max_concurrent_calls": self.max_concurrent_calls,
-            "tick_p50_ms": self.tick_p50_ms,
-            "tick_p99_ms": self.tick_p99_ms,
-            "cpu": self.cpu,
-            "rss": self.rss,
-            "limits": self.limits.encode(),
-            "restarts": self.restarts,
-            "last_seen": self.last_seen,
-            "version": self.version,
-            "pid": self.pid,
-            "error": self.error,
-            "bridge_name": self.bridge_name,
-            "refusals_total": self.refusals_total,
-            "refusals_last_minute": self.refusals_last_minute,
-            "device": self.device,
-            "gpu": self.gpu,
-            "slots": self.slots,
-            "host": self.host,
-            "failure": self.failure,
-        }
 
-
-@dataclass(frozen=True)
+@dataclass
 class CallInfo(Lenient):
-    """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC)."""
+    """One live call as operators see it (``snapshot``; ``started_at`` is ISO 8601 UTC).
+
+    The one field list of a live call: the supervisor's ``LiveCall`` and the dashboard's
+    ``CallView`` are CallInfos that they update in place as the bridge reports, which is why
+    this record, unlike the others, is not frozen.
+    """
 
     call_id: str
     instance: str | None = None
@@ -310,45 +254,15 @@ class CallInfo(Lenient):
     suggestions: int | None = None
     state: str | None = None
 
-    def encode(self) -> dict[str, Any]:
-        return {
-            "call_id": self.call_id,
-            "instance": self.instance,
-            "transport": self.transport,
-            "remote": self.remote,
-            "caller": self.caller,
-            "stream_sid": self.stream_sid,
-            "call_sid": self.call_sid,
-            "started_at": self.started_at,
-            "duration_s": self.duration_s,
-            "level_in_dbfs": self.level_in_dbfs,
-            "level_out_dbfs": self.level_out_dbfs,
-            "latency_p50_ms": self.latency_p50_ms,
-            "latency_p99_ms": self.latency_p99_ms,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "late_frames": self.late_frames,
-            "suggestions": self.suggestions,
-            "state": self.state,
-        }
-
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Encodable):
     """Everything the supervisor knows now; entries without a usable name or id are skipped."""
 
     TYPE: ClassVar[str] = "snapshot"
     ts: str
     instances: tuple[InstanceInfo, ...] = ()
     calls: tuple[CallInfo, ...] = ()
-
-    def encode(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "ts": self.ts,
-            "instances": [i.encode() for i in self.instances],
-            "calls": [c.encode() for c in self.calls],
-        }
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Snapshot:
@@ -372,7 +286,7 @@ def _each(value: object, decode: Any) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class InstanceState:
+class InstanceState(Encodable):
     """An instance changed state (one of ``INSTANCE_STATES``) and why."""
 
     TYPE: ClassVar[str] = "instance_state"
@@ -380,27 +294,14 @@ class InstanceState:
     instance: str
     state: str
     reason: str | None
-    info: InstanceInfo
-
-    def encode(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "ts": self.ts,
-            "instance": self.instance,
-            "state": self.state,
-            "reason": self.reason,
-            "info": self.info.encode(),
-        }
+    info: InstanceInfo = nested()
 
 
 @dataclass(frozen=True)
-class InstanceRemoved:
+class InstanceRemoved(Encodable):
     TYPE: ClassVar[str] = "instance_removed"
     instance: str
     ts: str
-
-    def encode(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "instance": self.instance, "ts": self.ts}
 
 
 # Per-call events a batching subscriber gets coalesced, at most one of each kind per call per
@@ -410,7 +311,7 @@ BATCHED_EVENTS = frozenset({"call_stats", "user_speech", "text"})
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(Encodable):
     """Events for a subscriber that asked for batches, to be applied in the order listed.
 
     A flush carries the coalesced per-call updates of one interval; an event that cannot
@@ -424,13 +325,7 @@ class Batch:
     events: tuple[Mapping[str, Any], ...] = ()
     # Seconds between updates of calls a ``watch`` leaves out; None from a supervisor that
     # does not take ``watch``.
-    background_s: float | None = None
-
-    def encode(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"type": self.TYPE, "ts": self.ts, "events": list(self.events)}
-        if self.background_s is not None:
-            message["background_s"] = self.background_s
-        return message
+    background_s: float | None = omit_default()
 
     @classmethod
     def decode(cls, data: Mapping[str, Any]) -> Batch:

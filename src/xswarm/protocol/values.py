@@ -1,10 +1,12 @@
-"""Reading JSON values from a peer: the one place that decides what counts as a number or text.
+"""Reading JSON values from a peer, and writing our records: the one place that decides what
+counts as a number or text, and how a dataclass becomes a JSON object.
 
 Both wires (bridge ⇄ supervisor in ``control``, supervisor ⇄ TUI in ``operator``) read their
 fields through these functions, so the three processes agree on what a peer may send. Numbers
 must be finite: a NaN or an infinity from a peer is treated as absent, because it would
 poison every sort, sum and chart downstream. Booleans are not numbers, though JSON's
-``true`` is an ``int`` to Python.
+``true`` is an ``int`` to Python. Writing (:class:`Encodable`) mirrors reading
+(:class:`Lenient`): what one writes from a dataclass's fields, the other reads back.
 """
 
 from __future__ import annotations
@@ -208,22 +210,187 @@ _LENIENT: dict[object, Callable[[object], object]] = {
 Reader = Callable[[Mapping[str, Any]], object]
 
 _NESTED = "xswarm.nested"
+_OMIT_DEFAULT = "xswarm.omit_default"
 
 
-def nested(kind: type[Lenient]) -> Any:
-    """A ``Lenient`` field read from the object under its own key, its defaults where the peer
-    sent none: ``limits: MemoryLimits = nested(MemoryLimits)``."""
+def nested(kind: type[Lenient] | None = None) -> Any:
+    """A record field written under its own key and read from the object there, its defaults
+    where the peer sent none: ``limits: MemoryLimits = nested(MemoryLimits)``. Without
+    ``kind`` the field is required (a record we only write: ``info: InstanceInfo = nested()``).
+    """
+    if kind is None:
+        return dataclasses.field(metadata={_NESTED: True})
     return dataclasses.field(default_factory=kind, metadata={_NESTED: True})
 
 
-class Lenient:
+def omit_default(default: bool | None = None) -> Any:
+    """A field the wire leaves out while it holds its default, and writes in its declared
+    place otherwise: ``caller: str | None = omit_default()``. For fields a message added
+    later, or that mean nothing in most messages: a peer that predates them gets the bytes it
+    always got. The default is compared by identity, hence None or a boolean."""
+    return dataclasses.field(default=default, metadata={_OMIT_DEFAULT: True})
+
+
+class Encodable:
+    """A record written as the JSON object of its dataclass fields, the way every message of
+    the two wires is written: ``type`` first when the class has a ``TYPE``, then each field
+    under its own name in declaration order, None written as null, except that
+
+    - a field declared with :func:`omit_default` is left out while it holds its default;
+    - a field typed as another ``Encodable`` class is written beside ours (its fields in our
+      object); one typed ``Encodable | None``, or declared with :func:`nested`, under its own
+      key (null when None). A record inside another is written without its ``type``;
+    - a tuple is written as a list (records in it as objects), a ``Mapping`` as a copy.
+
+    These are the mirror of :class:`Lenient`'s rules, so ``decode(encode(x)) == x``. A class
+    whose wire order its constructor cannot follow overrides :meth:`body` and says why.
+
+    Encoding is on the per-event path of both services (a ``call_stats`` a second per call, a
+    ``text`` per word), so each class's ``encode`` and ``body`` are compiled on first use
+    into the dict display a hand-written one would be (as ``dataclasses`` compiles
+    ``__init__``), and installed on the class: the rules cost nothing per message.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each class holds its own compiling methods (those below), so that it never runs
+        a base class's compiled ones, whose fields may differ; hand-written ones are kept,
+        inherited or not."""
+        super().__init_subclass__(**kwargs)
+        for name in ("encode", "body"):
+            if name not in cls.__dict__ and _generic(getattr(cls, name)):
+                setattr(cls, name, getattr(Encodable, name))
+
+    def encode(self) -> dict[str, Any]:
+        """The message as sent: ``type`` (when the class has one), then the fields."""
+        return _compile(type(self)).encode(self)
+
+    def body(self) -> dict[str, Any]:
+        """The fields without ``type``: how a record is written inside another."""
+        return _compile(type(self)).body(self)
+
+
+_COMPILED = "_xswarm_compiled"
+
+
+def _generic(method: object) -> bool:
+    """Whether a method is Encodable's compiling one or one compiled from it."""
+    return method in (Encodable.encode, Encodable.body) or getattr(method, _COMPILED, False)
+
+
+def _compile(cls: type[Encodable]) -> type[Encodable]:
+    """Install on ``cls`` its ``encode`` and ``body`` generated from its fields' rules, where
+    it still holds the compiling ones (a caller that bound one before finds them installed).
+    """
+    message_type = getattr(cls, "TYPE", None)
+    head = [] if message_type is None else [f"'type': {message_type!r}"]
+    sources = {}
+    hand_written_body = cls.body is not Encodable.body and not _generic(cls.body)
+    if cls.body is Encodable.body:
+        sources["body"] = _writer_source(cls, [])
+    if cls.encode is Encodable.encode:
+        sources["encode"] = (
+            "return {" + ", ".join([*head, "**self.body()"]) + "}"
+            if hand_written_body
+            else _writer_source(cls, head)
+        )
+    namespace = dict(_CONVERTERS)
+    for name, source in sources.items():
+        exec(f"def {name}(self):\n    " + source.replace("\n", "\n    "), namespace)
+        method = namespace[name]
+        method.__qualname__ = f"{cls.__qualname__}.{name}"
+        setattr(method, _COMPILED, True)
+        setattr(cls, name, method)
+    return cls
+
+
+def _writer_source(cls: type[Encodable], head: list[str]) -> str:
+    """The body of a generated writer: one dict display while no field may be left out, then
+    a statement a field."""
+    hints = typing.get_type_hints(cls)
+    where = str(getattr(cls, "TYPE", cls.__name__))
+    display, lines = list(head), []
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not spec.init:
+            continue
+        name, hint, value = spec.name, hints[spec.name], f"self.{spec.name}"
+        if _is_record(hint) and _NESTED not in spec.metadata:
+            if _OMIT_DEFAULT in spec.metadata:
+                raise TypeError(f"{where}.{name}: a record written beside ours is never left out")
+            item, statement = f"**{value}.body()", f"out.update({value}.body())"
+        else:
+            convert = _converter(hint)
+            if _OMIT_DEFAULT in spec.metadata:
+                if spec.default is not None and not isinstance(spec.default, bool):
+                    raise TypeError(f"{where}.{name}: omit_default() takes None or a boolean")
+                written = "value" if convert is None else f"{convert}(value)"
+                lines.append(
+                    f"value = {value}\nif value is not {spec.default!r}:\n"
+                    f"    out[{name!r}] = {written}"
+                )
+                continue
+            written = value if convert is None else f"{convert}({value})"
+            item, statement = f"{name!r}: {written}", f"out[{name!r}] = {written}"
+        if lines:
+            lines.append(statement)
+        else:
+            display.append(item)
+    if not lines:
+        return "return {" + ", ".join(display) + "}"
+    return "\n".join(["out = {" + ", ".join(display) + "}", *lines, "return out"])
+
+
+def _is_record(hint: object) -> bool:
+    return isinstance(hint, type) and issubclass(hint, Encodable)
+
+
+def _converter(hint: object) -> str | None:
+    """The name (in ``_CONVERTERS``) of how a value of the declared type becomes JSON; None
+    where it already is. Every conversion keeps None."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    inner = args[0] if len(args) == 1 else hint
+    if _is_record(inner):
+        return "_record_body"
+    origin = typing.get_origin(inner)
+    if origin is tuple:
+        items = typing.get_args(inner)
+        return "_records_list" if items and _is_record(items[0]) else "_list"
+    if origin is Mapping:
+        return "_dict"
+    return None
+
+
+def _record_body(value: Encodable | None) -> dict[str, Any] | None:
+    return None if value is None else value.body()
+
+
+def _records_list(value: tuple[Encodable, ...] | None) -> list[dict[str, Any]] | None:
+    return None if value is None else [item.body() for item in value]
+
+
+def _list(value: tuple[object, ...] | None) -> list[object] | None:
+    return None if value is None else list(value)
+
+
+def _dict(value: Mapping[str, object] | None) -> dict[str, object] | None:
+    return None if value is None else dict(value)
+
+
+_CONVERTERS: dict[str, Any] = {
+    "_record_body": _record_body,
+    "_records_list": _records_list,
+    "_list": _list,
+    "_dict": _dict,
+}
+
+
+class Lenient(Encodable):
     """A message read field by field from its dataclass annotations, the way every event of
     the two wires is read: a field of the wrong type, or a number that is not finite, reads
     as absent, so a peer newer or buggier than us does not blind us. A required ``str`` field
     (an event's ``call_id``) is the exception: without it the message means nothing, and
     :class:`BadMessage` says so. A field typed as another ``Lenient`` class is read from the
     same object (its fields sit beside ours on the wire); one typed ``Lenient | None``, or
-    declared with ``nested()``, from the object under its own key.
+    declared with ``nested()``, from the object under its own key: where ``encode`` wrote it.
     """
 
     @classmethod

@@ -190,55 +190,24 @@ class Instance:
 
 
 @dataclass
-class LiveCall:
-    """One call the supervisor believes is live on an instance."""
+class LiveCall(CallInfo):
+    """One call the supervisor believes is live on an instance: the record operators get,
+    kept up to date as the bridge reports the call."""
 
-    call_id: str
     instance: str
-    transport: str | None = None
-    remote: str | None = None
-    caller: str | None = None
-    stream_sid: str | None = None
-    call_sid: str | None = None
-    started_at: str | None = None
-    duration_s: float | None = None
-    level_in_dbfs: float | None = None
-    level_out_dbfs: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    frames_in: int | None = None
-    frames_out: int | None = None
-    late_frames: int | None = None
     suggestions: int = 0
     # "active" while its instance is connected; "unknown" while the instance is unreachable.
     state: str = "active"
 
     def info(self, wall_now: float | None = None) -> CallInfo:
-        """The call as operators see it; with ``wall_now``, an active call's duration is live."""
+        """The call as operators see it now (a copy); with ``wall_now``, an active call's
+        duration is live."""
         duration = self.duration_s
         started = parse_iso(self.started_at)
         if wall_now is not None and started is not None and self.state == "active":
             duration = round(max(0.0, wall_now - started), 3)
-        return CallInfo(
-            call_id=self.call_id,
-            instance=self.instance,
-            transport=self.transport,
-            remote=self.remote,
-            caller=self.caller,
-            stream_sid=self.stream_sid,
-            call_sid=self.call_sid,
-            started_at=self.started_at,
-            duration_s=duration,
-            level_in_dbfs=self.level_in_dbfs,
-            level_out_dbfs=self.level_out_dbfs,
-            latency_p50_ms=self.latency_p50_ms,
-            latency_p99_ms=self.latency_p99_ms,
-            frames_in=self.frames_in,
-            frames_out=self.frames_out,
-            late_frames=self.late_frames,
-            suggestions=self.suggestions,
-            state=self.state,
-        )
+        # A LiveCall's attributes are CallInfo's fields: its __dict__ is a CallInfo's keywords.
+        return CallInfo(**(vars(self) | {"duration_s": duration}))
 
     def to_dict(self, wall_now: float | None = None) -> dict[str, Any]:
         return self.info(wall_now).encode()
@@ -461,12 +430,11 @@ class Fleet:
 
     @staticmethod
     def _relayed(inst: Instance, envelope: control.Envelope) -> dict[str, Any]:
-        body = envelope.event.encode()
-        head: dict[str, Any] = {"type": body.pop("type")}
+        head: dict[str, Any] = {"type": envelope.event.TYPE}
         if envelope.ts is not None:
             head["ts"] = envelope.ts
         head["instance"] = inst.name
-        return head | body
+        return head | envelope.event.body()
 
     def _hello(self, inst: Instance, hello: control.Hello, bridge_name: str | None) -> None:
         if hello.pid is not None and inst.pid is not None and hello.pid != inst.pid:

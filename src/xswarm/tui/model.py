@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import time
+import typing
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -145,22 +146,16 @@ class InstanceView:
 
 
 @dataclass
-class CallView:
-    call_id: str
+class CallView(CallInfo):
+    """A call as the dashboard keeps it: the operators' record of a live call, updated field
+    by field as messages come (never read or written whole), its text never None because it
+    is shown and searched as it is, plus what the screens draw over time."""
+
     instance: str = ""
     transport: str = ""
     remote: str = ""
     caller: str = ""
     started_at: str = ""
-    duration_s: float | None = None
-    level_in_dbfs: float | None = None
-    level_out_dbfs: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    frames_in: int | None = None
-    frames_out: int | None = None
-    late_frames: int | None = None
-    suggestions: int | None = None
     state: str = "active"
     end_reason: str = ""
     ended_at: float | None = None
@@ -215,14 +210,17 @@ class CallView:
         return f"{self.call_id}\n{self.caller}\n{self.instance}\n{self.transport}\n{self.remote}"
 
 
-# The fields ``CallView.update`` takes from a message, and how each is read.
+# The fields ``CallView.update`` takes from a message (every field of a call but its identity
+# and its state, which only takes known states), each read by its type.
+_READ_BY_TYPE: dict[object, Callable[[Any], Any]] = {
+    str | None: clip_text,
+    float | None: as_number,
+    int | None: as_int,
+}
 _CALL_FIELDS: dict[str, Callable[[Any], Any]] = {
-    **dict.fromkeys(("instance", "transport", "remote", "caller", "started_at"), clip_text),
-    **dict.fromkeys(
-        ("duration_s", "level_in_dbfs", "level_out_dbfs", "latency_p50_ms", "latency_p99_ms"),
-        as_number,
-    ),
-    **dict.fromkeys(("frames_in", "frames_out", "late_frames", "suggestions"), as_int),
+    name: _READ_BY_TYPE[hint]
+    for name, hint in typing.get_type_hints(CallInfo).items()
+    if name not in ("call_id", "state")
 }
 
 
