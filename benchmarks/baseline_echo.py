@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 
 from xswarm.audio import mulaw
 from xswarm.audio.resample import StreamResampler
-from xswarm.bridge.twilio_media import resampler_quality
+from xswarm.bridge.media_stream import resampler_quality
 
 QUALITY = resampler_quality("auto", "echo")
 

@@ -195,7 +195,7 @@ async def test_frames_arriving_far_behind_their_timeline_are_dropped_unprocessed
 
 
 def test_auto_resampling_band_limits_model_audio_and_keeps_echo_cheap() -> None:
-    from xswarm.bridge.twilio_media import resampler_quality
+    from xswarm.bridge.media_stream import resampler_quality
 
     assert resampler_quality("auto", "moshi") == "FIR"
     assert resampler_quality("auto", "echo") == "QQ"

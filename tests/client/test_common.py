@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xswarm.client.bench import frame_middles, require_loopback
+from xswarm.client.carrier_call import dtmf_schedule
 from xswarm.client.common import (
     ClientError,
     Latency,
@@ -17,7 +18,7 @@ from xswarm.client.common import (
     percentile,
 )
 from xswarm.client.moshi_call import FRAME_SAMPLES, opus_frames
-from xswarm.client.twilio_call import dtmf_schedule, mulaw_frames
+from xswarm.client.twilio_call import mulaw_frames
 from xswarm.protocol import twilio
 
 

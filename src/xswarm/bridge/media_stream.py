@@ -1,14 +1,15 @@
-"""A carrier's JSON media stream as a call: the transport every carrier but Twilio shares.
+"""A carrier's JSON media stream as a call: the one transport every carrier shares.
 
-Telnyx, Plivo and Exotel send what Twilio does in their own dialect (``xswarm.protocol``
-``telnyx``, ``plivo``, ``exotel``, each a ``media_stream.Dialect``): a start naming the
-stream and its audio format, 20 ms-ish frames of telephone audio (8 kHz, or the 16 or 24 kHz
-a wideband stream names), DTMF, a stop. This session does the rest once for all of them,
-exactly as ``/twilio`` does it: the start is admitted to the engine, caller audio is decoded
-by its ``xswarm.audio.wire`` codec, resampled to the engine's rate and dropped when it arrives
-stale; engine output is resampled to the stream's rate, cut into 20 ms frames, paced and
-sent with the write-buffer check of ``CallSession``. A carrier transport is then a dialect, a
-name and the upgrade's auth (``xswarm.bridge.carriers``).
+Twilio, Telnyx, Plivo and Exotel each send the same things in their own dialect
+(``xswarm.protocol`` ``twilio``, ``telnyx``, ``plivo``, ``exotel``, each a
+``media_stream.Dialect``): a start naming the stream and its audio format, 20 ms-ish frames of
+telephone audio (8 kHz, or the 16 or 24 kHz a wideband stream names), DTMF, a stop. This
+session does the rest once for all of them: the start is admitted to the engine, caller audio
+is decoded by its ``xswarm.audio.wire`` codec, resampled to the engine's rate and dropped when
+it arrives stale; engine output is resampled to the stream's rate, cut into 20 ms frames,
+paced and written pre-framed (``write_text_frame``) with the write-buffer check of
+``CallSession``. A carrier transport is then a dialect, a name and the upgrade's auth
+(``xswarm.bridge.twilio_media``, ``xswarm.bridge.carriers``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from xswarm.bridge.session import (
     CallClosed,
     CallSession,
 )
-from xswarm.bridge.twilio_media import (
-    MAX_UNKNOWN_LOGGED,
-    PACE_SLACK_SECONDS,
-    resampler_quality,
-)
 from xswarm.errors import ProtocolError
 from xswarm.protocol import control
 from xswarm.protocol import media_stream as ms
+
+# How early a paced frame may go: half the pacer's period, so it is never a whole one late.
+PACE_SLACK_SECONDS = 0.0025
+# Distinct unknown event names logged per call; the rest are only counted (a flood of
+# invented names must not drown the journal, whose rate limit would drop real messages).
+MAX_UNKNOWN_LOGGED = 4
 
 
 class MediaStreamSession(CallSession):
@@ -54,6 +56,8 @@ class MediaStreamSession(CallSession):
         self._downsample: StreamResampler | None = None
         self._pending = np.zeros(0, dtype=np.float32)
         self.codec: wire.WireCodec | None = None
+        self._frame_samples = wire.FRAME_SAMPLES
+        self._frame_bytes = wire.FRAME_SAMPLES
         self.outbound: ms.Outbound | None = None
         # Due frames held until the carrier's smallest clean message is reached (Exotel).
         self._gathered = bytearray()
@@ -76,7 +80,7 @@ class MediaStreamSession(CallSession):
             self.finish(reason)
 
     async def _receive(self) -> str:
-        carrier = self.dialect.carrier
+        stream_name = self.dialect.stream_name or f"{self.dialect.carrier}'s media stream"
         while True:
             try:
                 message = await self.receive()
@@ -93,7 +97,7 @@ class MediaStreamSession(CallSession):
                     return "caller_hangup"
             elif message.type == WSMsgType.BINARY:
                 raise ProtocolError(
-                    f"binary message: {carrier}'s media stream sends JSON text", CLOSE_UNSUPPORTED
+                    f"binary message: {stream_name} sends JSON text", CLOSE_UNSUPPORTED
                 )
             elif message.type == WSMsgType.ERROR:
                 exc = self.ws.exception()
@@ -101,6 +105,7 @@ class MediaStreamSession(CallSession):
                     return "protocol_error"
                 return "disconnected"
             else:
+                # CLOSE/CLOSING/CLOSED: a clean close after stop is a hang-up, else a vanish.
                 return "caller_hangup" if message.type == WSMsgType.CLOSE else "disconnected"
 
     async def _handle(self, event: ms.Event) -> bool:
@@ -146,14 +151,18 @@ class MediaStreamSession(CallSession):
     def _start(self, event: ms.Start) -> bool:
         if self.call.state is not CallState.ADMITTED:
             raise ProtocolError("a second start event on one stream", CLOSE_POLICY)
+        self.check_start(event)
         self.codec = wire.CODECS[event.encoding]
         self.sample_rate = event.sample_rate
+        self._frame_samples = wire.frame_samples(event.sample_rate)
+        self._frame_bytes = self._frame_samples * self.codec.sample_bytes
         min_samples = self.dialect.min_outbound_ms * event.sample_rate // 1000
         self._min_outbound_bytes = max(
             self.dialect.min_outbound_bytes, min_samples * self.codec.sample_bytes
         )
         engine_rate = self.host.engine.sample_rate
-        # Padded starts keep chunk and frame boundaries aligned (see twilio_media).
+        # Padded starts keep chunk and frame boundaries aligned: otherwise the resampler's
+        # hold-back makes every frame wait for the next 20 ms chunk, each way.
         self._upsample = StreamResampler(
             event.sample_rate, engine_rate, self._quality, pad_start=True
         )
@@ -164,11 +173,16 @@ class MediaStreamSession(CallSession):
         self.call.call_sid = event.call_id
         caller = event.caller or event.parameters.get("caller") or None
         self.call.caller = caller[:128] if caller else None
+        self.call.callee = event.callee[:128] if event.callee else None
         self.outbound = self.dialect.outbound(event)
         if not self.begin():
             raise ProtocolError("no engine slot free; try again", CLOSE_TRY_AGAIN)
         self.note_media()
         return False
+
+    def check_start(self, event: ms.Start) -> None:
+        """Raise ProtocolError when the carrier's start must not open a call (Twilio checks
+        its stream token here); every start is taken by default."""
 
     async def deliver(self, pcm: np.ndarray | None, text: str, latency_s: float | None) -> None:
         if text:
@@ -177,16 +191,26 @@ class MediaStreamSession(CallSession):
             return
         telephone = self._downsample.process(pcm)
         pending = np.concatenate((self._pending, telephone)) if len(self._pending) else telephone
-        frame = wire.frame_samples(self.sample_rate)
-        whole = len(pending) - len(pending) % frame
+        whole = len(pending) - len(pending) % self._frame_samples
         self._pending = pending[whole:]
         self.call.note_output(pcm, latency_s)
         if whole == 0:
             return
         payload = self.codec.encode(pending[:whole])
-        step = frame * self.codec.sample_bytes
+        step = self._frame_bytes
+        output = self.call.output
+        if not output.paced and not len(output) and not self._min_outbound_bytes:
+            # Unpaced and nothing queued: every frame is due now (waited 0), so it skips
+            # the pacer's queue and goes straight to the wire.
+            outbound = self.outbound
+            for i in range(0, len(payload), step):
+                if self.writable():
+                    self.write_text_frame(outbound.media_bytes(payload[i : i + step]))
+                    self.call.frames_out += 1
+                    self.call.output_wait.add(0.0)
+            return
         now = time.monotonic()
-        self.call.output.push([payload[i : i + step] for i in range(0, len(payload), step)], now)
+        output.push([payload[i : i + step] for i in range(0, len(payload), step)], now)
         await self.flush(now)
 
     async def flush(self, now: float) -> None:
@@ -206,9 +230,18 @@ class MediaStreamSession(CallSession):
             if least:
                 self._gathered += payload
                 if len(self._gathered) >= least:
-                    await self.send_text(self.outbound.media(bytes(self._gathered)))
+                    self.write_text_frame(self.outbound.media_bytes(bytes(self._gathered)))
                     self._gathered.clear()
             else:
-                await self.send_text(self.outbound.media(payload))
+                self.write_text_frame(self.outbound.media_bytes(payload))
             self.call.frames_out += 1
             self.call.output_wait.add(waited)
+
+
+def resampler_quality(configured: str, engine: str) -> str:
+    """``auto``: a band-limiting FIR (1.5 ms each way) for a model's full-band voice, which
+    would otherwise alias into the phone band; the cheaper QQ (0.2 ms) for echo, whose audio
+    came from the phone band in the first place."""
+    if configured != "auto":
+        return configured
+    return "QQ" if engine == "echo" else "FIR"

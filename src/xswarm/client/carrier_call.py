@@ -1,33 +1,44 @@
-"""One simulated Telnyx, Plivo or Exotel call: ``twilio_call``'s caller, in another dialect.
+"""One simulated carrier call (Twilio, Telnyx, Plivo or Exotel), paced in real time.
 
 It sends what the carrier sends (its opening, a 20 ms media frame every 20 ms, DTMF, stop)
 and reads what a server may send back (media, marks, clears), answering each mark as the
-carrier does once the audio before it has played (here: once it has arrived).
+carrier does once the audio before it has played (here: once it has arrived). What differs
+between carriers is only their dialect and their upgrade's auth, both in ``carriers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
 
 from xswarm.audio import wire
 from xswarm.client.carriers import CallerSide, Carrier
-from xswarm.client.common import ClientError, describe_failure, sleep_until
-from xswarm.client.twilio_call import FRAME_SECONDS, TwilioCallResult, dtmf_schedule
+from xswarm.client.common import ClientError, FrameTimes, describe_failure, sleep_until
 from xswarm.errors import ProtocolError
 from xswarm.protocol import media_stream as ms
 
+FRAME_SECONDS = 0.020
+
 
 @dataclass
-class CarrierCallResult(TwilioCallResult):
-    """What came back, as for Twilio; the reply decoded with the stream's own codec, at the
+class CallResult(FrameTimes):
+    """What came back and when; the reply decoded with the stream's own codec, at the
     stream's rate."""
 
+    stream_sid: str
+    sent_at: list[float] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)
+    clears: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    errors: list[str] = field(default_factory=list)
     codec: wire.WireCodec = wire.PCMU
     sample_rate: int = wire.SAMPLE_RATE
 
@@ -46,10 +57,10 @@ def wire_frames(
     return [encoded[i : i + size] for i in range(0, len(encoded), size)]
 
 
-def auth_headers() -> dict[str, str]:
-    """``XSWARM_CARRIER_TOKEN`` as a Bearer token (the bridge takes Telnyx's own header too)."""
-    token = os.environ.get(ms.CARRIER_TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def dtmf_schedule(digits: str, frame_count: int) -> dict[int, str]:
+    """Spread the digits evenly through the call: frame index -> digit."""
+    step = frame_count // (len(digits) + 1) if digits else 0
+    return {step * (i + 1): digit for i, digit in enumerate(digits)}
 
 
 async def place_carrier_call(
@@ -61,20 +72,24 @@ async def place_carrier_call(
     encoding: str | None = None,
     connect_timeout: float = 10.0,
     sample_rate: int = wire.SAMPLE_RATE,
-) -> CarrierCallResult:
-    """Play ``pcm`` (at ``sample_rate``) as the caller; return what came back and when."""
+    signed_url: str | None = None,
+    tls: ssl.SSLContext | bool = True,
+) -> CallResult:
+    """Play ``pcm`` (at ``sample_rate``) as the caller; return what came back and when.
+    ``signed_url``: the URL the bridge sees, when a carrier signs it and it is not ``url``."""
     codec = carrier.codec(encoding)
     carrier.check_rate(codec.name, sample_rate)
     frames = wire_frames(pcm, codec, sample_rate)
     digits = dtmf_schedule(dtmf, len(frames))
     caller = carrier.caller(codec.name, sample_rate)
-    result = CarrierCallResult(caller.stream_id, codec=codec, sample_rate=sample_rate)
+    result = CallResult(caller.stream_id, codec=codec, sample_rate=sample_rate)
+    headers = carrier.headers(signed_url or url)
     loop = asyncio.get_running_loop()
     timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
     async with aiohttp.ClientSession() as session:
         try:
             ws = await asyncio.wait_for(
-                session.ws_connect(url, headers=auth_headers(), timeout=timeout),
+                session.ws_connect(url, headers=headers, timeout=timeout, ssl=tls),
                 connect_timeout,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -96,7 +111,9 @@ async def place_carrier_call(
                     if index in digits:
                         sequence += 1
                         await ws.send_str(caller.dtmf(sequence, digits[index]))
-                await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
+                # A call the bridge ended early is over: no tail to wait out.
+                if not ws.closed:
+                    await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
                 if not ws.closed:
                     await ws.send_str(caller.stop(sequence + 1))
                     await ws.close()
@@ -111,7 +128,7 @@ async def _receive(
     ws: aiohttp.ClientWebSocketResponse,
     carrier: Carrier,
     caller: CallerSide,
-    result: CarrierCallResult,
+    result: CallResult,
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     while True:
@@ -123,6 +140,8 @@ async def _receive(
             except ProtocolError as exc:
                 result.errors.append(f"bad message from the bridge: {exc}")
                 continue
+            if event.stream_sid and event.stream_sid != caller.stream_id:
+                result.errors.append(f"message for stream {event.stream_sid!r}, not ours")
             if isinstance(event, ms.OutMedia):
                 result.received_at.append(now)
                 result.payloads.append(event.payload)

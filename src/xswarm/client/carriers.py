@@ -1,19 +1,21 @@
-"""The carriers a simulated caller can be, as one table: how each one's stream is spoken.
+"""The carriers a simulated caller can be: how each one's stream is spoken and signed.
 
 ``xswarm call`` and ``xswarm bench`` play Telnyx, Plivo or Exotel by looking the carrier up
-here: its caller side (``Caller`` in its ``xswarm.protocol`` module: the start, media, DTMF,
-mark and stop it sends), how to read what the bridge sends back, and its audio codec.
-Twilio keeps its own hand-tuned client (``twilio_call``); the rest share ``carrier_call``.
+in ``CARRIERS``, and ``twilio_call`` plays ``TWILIO``: its caller side (``Caller`` in its
+``xswarm.protocol`` module: the start, media, DTMF, mark and stop it sends), how to read what
+the bridge sends back, its audio codec and the headers its upgrade carries. One caller,
+``carrier_call``, places them all. (``xswarm bench`` keeps its own hand-tuned Twilio load.)
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from xswarm.audio import wire
-from xswarm.protocol import exotel, plivo, telnyx
+from xswarm.protocol import exotel, plivo, telnyx, twilio
 from xswarm.protocol import media_stream as ms
 
 
@@ -40,6 +42,18 @@ class CallerFactory(Protocol):
     def __call__(self, encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide: ...
 
 
+def carrier_token_headers(url: str) -> dict[str, str]:
+    """``XSWARM_CARRIER_TOKEN`` as a Bearer token (the bridge takes Telnyx's own header too)."""
+    token = os.environ.get(ms.CARRIER_TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def twilio_headers(url: str) -> dict[str, str]:
+    """X-Twilio-Signature over ``url`` (the URL as the bridge sees it) with TWILIO_AUTH_TOKEN."""
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    return {"X-Twilio-Signature": twilio.expected_signature(token, url, {})} if token else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Carrier:
     name: str
@@ -47,6 +61,8 @@ class Carrier:
     parse_outbound: Callable[[str | bytes], ms.OutEvent]
     encodings: tuple[str, ...]  # the first is the default
     sample_rates: Mapping[str, tuple[int, ...]]  # encoding -> the rates a stream may ask for
+    # The upgrade's auth headers, given the URL a carrier that signs it signs.
+    headers: Callable[[str], dict[str, str]] = carrier_token_headers
 
     def codec(self, encoding: str | None) -> wire.WireCodec:
         chosen = encoding or self.encodings[0]
@@ -61,6 +77,10 @@ class Carrier:
         if sample_rate not in rates:
             offered = " or ".join(str(rate) for rate in rates)
             raise ValueError(f"{self.name} streams {encoding} at {offered} Hz, not {sample_rate}")
+
+
+def _twilio(encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide:
+    return twilio.Caller()
 
 
 def _telnyx(encoding: str, sample_rate: int = wire.SAMPLE_RATE) -> CallerSide:
@@ -86,3 +106,7 @@ CARRIERS = {
         "exotel", _exotel, exotel.parse_outbound, ("L16",), {"L16": exotel.SAMPLE_RATES}
     ),
 }
+
+TWILIO = Carrier(
+    "twilio", _twilio, twilio.parse_outbound, ("PCMU",), {"PCMU": (8000,)}, twilio_headers
+)

@@ -33,6 +33,23 @@ TRANSPORT_PATHS = {
 }
 
 
+class FrameTimes:
+    """When each frame went out and when its reply came back, for a call result that keeps
+    ``sent_at`` and ``received_at``: the round trips and the first audio's delay."""
+
+    sent_at: list[float]
+    received_at: list[float]
+
+    def round_trips(self) -> list[float]:
+        """The k-th frame back against the k-th frame sent (exact with the echo engine)."""
+        return [back - out for out, back in zip(self.sent_at, self.received_at, strict=False)]
+
+    def time_to_first_audio(self) -> float | None:
+        if not self.sent_at or not self.received_at:
+            return None
+        return self.received_at[0] - self.sent_at[0]
+
+
 class ClientError(XswarmError):
     """The simulated caller could not do its job; the message says why and what to do."""
 

@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import sphn
 
-from xswarm.client.common import ClientError, describe_failure, sleep_until
+from xswarm.client.common import ClientError, FrameTimes, describe_failure, sleep_until
 from xswarm.errors import ProtocolError
 from xswarm.protocol import moshi
 
@@ -26,7 +26,7 @@ FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 
 
 @dataclass
-class MoshiCallResult:
+class MoshiCallResult(FrameTimes):
     sent_at: list[float] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)  # when each 1920-sample frame was whole
     pcm: list[np.ndarray] = field(default_factory=list)
@@ -38,14 +38,6 @@ class MoshiCallResult:
 
     def reply_pcm(self) -> np.ndarray:
         return np.concatenate(self.pcm) if self.pcm else np.zeros(0, dtype=np.float32)
-
-    def round_trips(self) -> list[float]:
-        return [back - out for out, back in zip(self.sent_at, self.received_at, strict=False)]
-
-    def time_to_first_audio(self) -> float | None:
-        if not self.sent_at or not self.received_at:
-            return None
-        return self.received_at[0] - self.sent_at[0]
 
 
 def opus_frames(pcm_24k: np.ndarray) -> list[np.ndarray]:

@@ -88,25 +88,18 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
     )
 
 
-class Outbound:
+class Outbound(ms.Outbound):
     """What the bridge sends on one Exotel stream, every message naming its ``stream_sid``."""
 
-    __slots__ = ("_clear", "_mark_prefix", "_media_prefix")
+    __slots__ = ()
 
     def __init__(self, stream_sid: str) -> None:
         sid = json.dumps(stream_sid)
-        self._media_prefix = f'{{"event":"media","stream_sid":{sid},"media":{{"payload":"'
-        self._mark_prefix = f'{{"event":"mark","stream_sid":{sid},"mark":{{"name":'
-        self._clear = f'{{"event":"clear","stream_sid":{sid}}}'
-
-    def media(self, payload: bytes) -> str:
-        return self._media_prefix + ms.b64(payload) + '"}}'
-
-    def mark(self, name: str) -> str:
-        return self._mark_prefix + json.dumps(name) + "}}"
-
-    def clear(self) -> str:
-        return self._clear
+        super().__init__(
+            f'{{"event":"media","stream_sid":{sid},"media":{{"payload":"',
+            f'{{"event":"mark","stream_sid":{sid},"mark":{{"name":',
+            f'{{"event":"clear","stream_sid":{sid}}}',
+        )
 
 
 def outbound(start: ms.Start) -> Outbound:
@@ -120,15 +113,7 @@ DIALECT = ms.Dialect(
 
 def parse_outbound(text: str | bytes) -> ms.OutEvent:
     """One message a server sent to Exotel (what a simulated Exotel reads back)."""
-    message = ms.load(text)
-    event = message["event"]
-    if event == "media":
-        return ms.OutMedia(ms.payload(ms.obj(message, "media"), MAX_PAYLOAD_BYTES))
-    if event == "mark":
-        return ms.OutMark(ms.text(ms.obj(message, "mark"), "name", "mark.name"))
-    if event == "clear":
-        return ms.OutClear()
-    raise ms.not_server_event(CARRIER, event, "media, mark, clear")
+    return ms.read_outbound(text, CARRIER, MAX_PAYLOAD_BYTES)
 
 
 class Caller:

@@ -1,11 +1,11 @@
 """What the carriers' media-stream protocols share, sans-I/O: events, limits, JSON readers.
 
-Telnyx, Plivo and Exotel each speak a dialect of the same idea as Twilio Media Streams: JSON
-text messages with an ``event`` field, a ``start`` naming the stream and its audio format,
-base64 audio in ``media.payload``, ``dtmf``, ``stop``, and the server answering with media,
-marks (checkpoints) and a clear. Each carrier's module (``telnyx``, ``plivo``, ``exotel``)
-turns its dialect into the carrier-neutral events here and back, so one bridge transport
-(``xswarm.bridge.media_stream``) serves all three.
+Twilio, Telnyx, Plivo and Exotel each speak a dialect of the same idea: JSON text messages
+with an ``event`` field, a ``start`` naming the stream and its audio format, base64 audio in
+``media.payload``, ``dtmf``, ``stop``, and the server answering with media, marks
+(checkpoints) and a clear. Each carrier's module (``twilio``, ``telnyx``, ``plivo``,
+``exotel``) turns its dialect into the carrier-neutral events here and back, so one bridge
+transport (``xswarm.bridge.media_stream``) serves all four.
 
 As for Twilio: events we do not know come back as :class:`Unknown` (carriers add events);
 anything malformed raises :class:`ProtocolError` with the close code, 1007 for a malformed
@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from xswarm.errors import ProtocolError
 
@@ -37,7 +37,7 @@ MAX_PARAMETER_CHARS = 1024
 INVALID = 1007  # WebSocket close code: invalid frame payload data
 UNSUPPORTED = 1003  # WebSocket close code: unsupported data
 
-_MAX_NUMBER = (1 << 63) - 1
+MAX_NUMBER = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,7 @@ class Start:
     caller: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     sample_rate: int = 8000  # wideband carriers (Exotel, Plivo L16) may ask for more
+    callee: str | None = None  # the number called, when the carrier says (Twilio's "To")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +95,38 @@ class Unknown:
 Event = Connected | Start | Media | Dtmf | Mark | Cleared | Stop | Unknown
 
 
-class Outbound(Protocol):
-    """The messages a server sends on one stream (each carrier writes its own)."""
+class Outbound:
+    """The messages a server sends on one stream, from pieces each carrier builds once per
+    stream (its ids JSON-escaped there).
 
-    def media(self, payload: bytes) -> str: ...
+    ``media`` runs 50 times a second per call, so it only glues base64 between prebuilt
+    strings: no ``json.dumps`` on the hot path. ``media_bytes`` is the same message as the
+    UTF-8 bytes a WebSocket text frame carries (the JSON is ASCII), so the bridge can write
+    it pre-framed without an encode. Every carrier's media message ends ``"}}``.
+    """
 
-    def mark(self, name: str) -> str: ...
+    __slots__ = ("_clear", "_mark_prefix", "_mark_suffix", "_media_prefix", "_media_prefix_bytes")
 
-    def clear(self) -> str: ...
+    def __init__(
+        self, media_prefix: str, mark_prefix: str, clear: str, mark_suffix: str = "}}"
+    ) -> None:
+        self._media_prefix = media_prefix
+        self._media_prefix_bytes = media_prefix.encode()
+        self._mark_prefix = mark_prefix
+        self._mark_suffix = mark_suffix
+        self._clear = clear
+
+    def media(self, payload: bytes) -> str:
+        return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
+
+    def media_bytes(self, payload: bytes) -> bytes:
+        return self._media_prefix_bytes + binascii.b2a_base64(payload, newline=False) + b'"}}'
+
+    def mark(self, name: str) -> str:
+        return self._mark_prefix + json.dumps(name) + self._mark_suffix
+
+    def clear(self) -> str:
+        return self._clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,24 +142,29 @@ class Dialect:
     # 20 ms frame as it is due.
     min_outbound_bytes: int = 0
     min_outbound_ms: int = 0
+    # What people call the stream, in errors; empty: "<carrier>'s media stream".
+    stream_name: str = ""
 
 
-# What a server sent, as a simulated carrier reads it back.
+# What a server sent, as a simulated carrier reads it back; ``stream_sid`` is the stream the
+# message names, for dialects whose messages name one (Twilio's), else empty.
 
 
 @dataclass(frozen=True, slots=True)
 class OutMedia:
     payload: bytes
+    stream_sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class OutMark:
     name: str
+    stream_sid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class OutClear:
-    pass
+    stream_sid: str = ""
 
 
 OutEvent = OutMedia | OutMark | OutClear
@@ -218,7 +248,7 @@ def number(owner: dict[str, Any], key: str, label: str, optional: bool = False) 
     else:
         what = "missing" if key not in owner else kind(value)
         raise ProtocolError(f'"{label}" must be a non-negative integer, got {what}', INVALID)
-    if not 0 <= result <= _MAX_NUMBER:
+    if not 0 <= result <= MAX_NUMBER:
         raise ProtocolError(f'"{label}" is out of range', INVALID)
     return result
 
@@ -251,6 +281,32 @@ def payload(media: dict[str, Any], max_bytes: int, label: str = "media.payload")
     if len(decoded) > max_bytes:
         raise ProtocolError(f'"{label}" is more than {max_bytes} bytes', INVALID)
     return decoded
+
+
+def media(message: dict[str, Any], max_bytes: int) -> Media:
+    """A ``media`` event's ``media``: payload, optional timestamp, and its track: inbound
+    unless the carrier names another (an echo of what we played)."""
+    media = obj(message, "media")
+    track = optional_text(media, "track", "media.track") or "inbound"
+    return Media(
+        payload(media, max_bytes),
+        number(media, "timestamp", "media.timestamp", optional=True),
+        inbound=track.startswith("inbound"),
+    )
+
+
+def read_outbound(raw: str | bytes, carrier: str, max_payload_bytes: int) -> OutEvent:
+    """One message a server sent in the ``media``/``mark``/``clear`` shape Telnyx and Exotel
+    share (what a simulated carrier reads back); any stream id in it is not checked."""
+    message = load(raw)
+    event = message["event"]
+    if event == "media":
+        return OutMedia(payload(obj(message, "media"), max_payload_bytes))
+    if event == "mark":
+        return OutMark(text(obj(message, "mark"), "name", "mark.name"))
+    if event == "clear":
+        return OutClear()
+    raise not_server_event(carrier, event, "media, mark, clear")
 
 
 def digit(dtmf: dict[str, Any], label: str = "dtmf.digit") -> str:

@@ -37,13 +37,7 @@ def parse(text: str | bytes) -> ms.Event:
     message = ms.load(text)
     event = message["event"]
     if event == "media":
-        media = ms.obj(message, "media")
-        track = ms.optional_text(media, "track", "media.track") or "inbound"
-        return ms.Media(
-            ms.payload(media, MAX_PAYLOAD_BYTES),
-            ms.number(media, "timestamp", "media.timestamp", optional=True),
-            inbound=track.startswith("inbound"),
-        )
+        return ms.media(message, MAX_PAYLOAD_BYTES)
     if event == "start":
         return _parse_start(message)
     if event == "dtmf":
@@ -79,28 +73,21 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
     )
 
 
-class Outbound:
+class Outbound(ms.Outbound):
     """What the bridge sends on one Plivo stream, in the stream's own content type."""
 
-    __slots__ = ("_clear", "_media_prefix", "_sid")
+    __slots__ = ()
 
     def __init__(self, stream_id: str, encoding: str, sample_rate: int = SAMPLE_RATE) -> None:
         content_type = next(name for name, code in CONTENT_TYPES.items() if code == encoding)
-        self._sid = json.dumps(stream_id)
-        self._media_prefix = (
+        sid = json.dumps(stream_id)
+        super().__init__(
             '{"event":"playAudio","media":{"contentType":"'
-            f'{content_type}","sampleRate":{sample_rate},"payload":"'
+            f'{content_type}","sampleRate":{sample_rate},"payload":"',
+            f'{{"event":"checkpoint","streamId":{sid},"name":',
+            f'{{"event":"clearAudio","streamId":{sid}}}',
+            mark_suffix="}",
         )
-        self._clear = f'{{"event":"clearAudio","streamId":{self._sid}}}'
-
-    def media(self, payload: bytes) -> str:
-        return self._media_prefix + ms.b64(payload) + '"}}'
-
-    def mark(self, name: str) -> str:
-        return f'{{"event":"checkpoint","streamId":{self._sid},"name":{json.dumps(name)}}}'
-
-    def clear(self) -> str:
-        return self._clear
 
 
 def outbound(start: ms.Start) -> Outbound:

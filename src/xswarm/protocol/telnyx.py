@@ -37,13 +37,7 @@ def parse(text: str | bytes) -> ms.Event:
     message = ms.load(text)
     event = message["event"]
     if event == "media":
-        media = ms.obj(message, "media")
-        track = ms.optional_text(media, "track", "media.track") or "inbound"
-        return ms.Media(
-            ms.payload(media, MAX_PAYLOAD_BYTES),
-            ms.number(media, "timestamp", "media.timestamp", optional=True),
-            inbound=track.startswith("inbound"),
-        )
+        return ms.media(message, MAX_PAYLOAD_BYTES)
     if event == "start":
         return _parse_start(message)
     if event == "connected":
@@ -79,19 +73,17 @@ def _parse_start(message: dict[str, Any]) -> ms.Start:
     )
 
 
-class Outbound:
+class Outbound(ms.Outbound):
     """What the bridge sends on one Telnyx stream; the socket is the stream, so no id."""
 
     __slots__ = ()
 
-    def media(self, payload: bytes) -> str:
-        return '{"event":"media","media":{"payload":"' + ms.b64(payload) + '"}}'
-
-    def mark(self, name: str) -> str:
-        return '{"event":"mark","mark":{"name":' + json.dumps(name) + "}}"
-
-    def clear(self) -> str:
-        return '{"event":"clear"}'
+    def __init__(self) -> None:
+        super().__init__(
+            '{"event":"media","media":{"payload":"',
+            '{"event":"mark","mark":{"name":',
+            '{"event":"clear"}',
+        )
 
 
 def outbound(start: ms.Start) -> Outbound:
@@ -103,15 +95,7 @@ DIALECT = ms.Dialect(CARRIER, parse, outbound, MAX_PAYLOAD_BYTES)
 
 def parse_outbound(text: str | bytes) -> ms.OutEvent:
     """One message a server sent to Telnyx (what a simulated Telnyx reads back)."""
-    message = ms.load(text)
-    event = message["event"]
-    if event == "media":
-        return ms.OutMedia(ms.payload(ms.obj(message, "media"), MAX_PAYLOAD_BYTES))
-    if event == "mark":
-        return ms.OutMark(ms.text(ms.obj(message, "mark"), "name", "mark.name"))
-    if event == "clear":
-        return ms.OutClear()
-    raise ms.not_server_event(CARRIER, event, "media, mark, clear")
+    return ms.read_outbound(text, CARRIER, MAX_PAYLOAD_BYTES)
 
 
 class Caller:

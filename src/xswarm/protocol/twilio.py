@@ -30,27 +30,27 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
 from xswarm.errors import ProtocolError
+from xswarm.protocol import media_stream as ms
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law, what Twilio sends per media message
 MAX_PAYLOAD_BYTES = 1600  # 200 ms; anything larger is not a media frame
-MAX_MESSAGE_BYTES = 64 * 1024  # a start with many custom parameters still fits
+MAX_MESSAGE_BYTES = ms.MAX_MESSAGE_BYTES
 SAMPLE_RATE = 8000
 ENCODING = "audio/x-mulaw"
 
 MAX_SID_CHARS = 64
 _SID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SID_CHARS}}}")
 
-INVALID = 1007  # WebSocket close code: invalid frame payload data
-UNSUPPORTED = 1003  # WebSocket close code: unsupported data
+INVALID = ms.INVALID
+UNSUPPORTED = ms.UNSUPPORTED
 
 _MAX_B64_CHARS = (MAX_PAYLOAD_BYTES + 2) // 3 * 4
-_MAX_NUMBER = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,36 +71,38 @@ class Start:
     channels: int
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
-    payload: bytes
+@dataclass(frozen=True, slots=True, init=False)
+class Media(ms.Media):
+    """The carrier-neutral media event, which the bridge takes as it is (this is the hot
+    path: no second event per message), plus Twilio's own numbering of the frame."""
+
+    _: KW_ONLY  # after the inherited fields, whatever their defaults; __init__ is Twilio's
     track: str
     chunk: int
-    timestamp_ms: int
     sequence: int
 
+    def __init__(
+        self, payload: bytes, track: str, chunk: int, timestamp_ms: int, sequence: int
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "payload", payload)
+        setattr_(self, "timestamp_ms", timestamp_ms)
+        # Twilio's "outbound" track echoes what we played, as the other carriers' do.
+        setattr_(self, "inbound", track != "outbound")
+        setattr_(self, "track", track)
+        setattr_(self, "chunk", chunk)
+        setattr_(self, "sequence", sequence)
 
-@dataclass(frozen=True, slots=True)
-class Mark:
-    name: str
 
-
-@dataclass(frozen=True, slots=True)
-class Dtmf:
-    digit: str
+Mark = ms.Mark
+Dtmf = ms.Dtmf
+Unknown = ms.Unknown
 
 
 @dataclass(frozen=True, slots=True)
 class Stop:
     call_sid: str
     account_sid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """An event this version does not know; the server logs it once and carries on."""
-
-    event: str
 
 
 Event = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
@@ -113,7 +115,7 @@ Event = Connected | Start | Media | Mark | Dtmf | Stop | Unknown
 
 def parse(text: str | bytes) -> Event:
     """One message from Twilio as an event; ProtocolError(message, close_code) if malformed."""
-    message = _load(text)
+    message = ms.load(text)
     try:
         event = message["event"]
         if event == "media":
@@ -134,18 +136,16 @@ def parse(text: str | bytes) -> Event:
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
         pass
     else:
-        if type(event) is not str:
-            raise ProtocolError(f'"event" must be a string, got {_kind(event)}', INVALID)
         if event == "start":
             return _parse_start(message)
         if event == "connected":
-            return Connected(_text(message, "protocol"), _text(message, "version"))
+            return Connected(ms.text(message, "protocol"), ms.text(message, "version"))
         if event == "mark":
-            return Mark(_text(_object(message, "mark"), "name", "mark.name"))
+            return Mark(ms.text(ms.obj(message, "mark"), "name", "mark.name"))
         if event == "dtmf":
-            return Dtmf(_parse_digit(message))
+            return Dtmf(ms.digit(ms.obj(message, "dtmf")))
         if event == "stop":
-            stop = _object(message, "stop")
+            stop = ms.obj(message, "stop")
             return Stop(
                 _sid(stop, "callSid", "stop.callSid"),
                 _sid(stop, "accountSid", "stop.accountSid", optional=True),
@@ -156,36 +156,12 @@ def parse(text: str | bytes) -> Event:
     raise AssertionError("unreachable: _diagnose_media always raises")  # pragma: no cover
 
 
-def _load(text: str | bytes) -> dict[str, Any]:
-    if len(text) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(
-            f"message of {len(text)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", INVALID
-        )
-    try:
-        message = json.loads(text)
-    except UnicodeDecodeError:
-        raise ProtocolError("message is not UTF-8 text", INVALID) from None
-    except RecursionError:
-        raise ProtocolError("message is not JSON: nested too deeply", INVALID) from None
-    except ValueError as exc:
-        reason = str(exc).split(":")[0]
-        raise ProtocolError(f"message is not JSON: {reason}", INVALID) from None
-    if type(message) is not dict:
-        raise ProtocolError(f"message must be a JSON object, got {_kind(message)}", INVALID)
-    if "event" not in message:
-        raise ProtocolError('message has no "event" field', INVALID)
-    return message
-
-
 def _diagnose_media(message: dict[str, Any]) -> None:
     """The fast path failed: say exactly why, then raise."""
-    event = message["event"]
-    if type(event) is not str:
-        raise ProtocolError(f'"event" must be a string, got {_kind(event)}', INVALID)
-    media = _object(message, "media")
+    media = ms.obj(message, "media")
     encoded = media.get("payload")
     if type(encoded) is not str:
-        raise ProtocolError(f'"media.payload" must be a string, got {_kind(encoded)}', INVALID)
+        raise ProtocolError(f'"media.payload" must be a string, got {ms.kind(encoded)}', INVALID)
     if not encoded:
         raise ProtocolError('"media.payload" is empty', INVALID)
     too_long = ProtocolError(
@@ -203,7 +179,7 @@ def _diagnose_media(message: dict[str, Any]) -> None:
         raise too_long
     track = media.get("track", "inbound")
     if type(track) is not str:
-        raise ProtocolError(f'"media.track" must be a string, got {_kind(track)}', INVALID)
+        raise ProtocolError(f'"media.track" must be a string, got {ms.kind(track)}', INVALID)
     for owner, key, label in (
         (media, "chunk", "media.chunk"),
         (media, "timestamp", "media.timestamp"),
@@ -211,17 +187,17 @@ def _diagnose_media(message: dict[str, Any]) -> None:
     ):
         if key not in owner:
             raise ProtocolError(f'media message has no "{label}"', INVALID)
-        _number(owner[key], label)
+        ms.number(owner, key, label)
     raise ProtocolError("media message is malformed", INVALID)  # pragma: no cover
 
 
 def _parse_start(message: dict[str, Any]) -> Start:
-    start = _object(message, "start")
-    media_format = _object(start, "mediaFormat", "start.mediaFormat")
+    start = ms.obj(message, "start")
+    media_format = ms.obj(start, "mediaFormat", "start.mediaFormat")
     encoding = media_format.get("encoding")
     rate = media_format.get("sampleRate")
     channels = media_format.get("channels")
-    if encoding != ENCODING or _loose_int(rate) != SAMPLE_RATE or _loose_int(channels) != 1:
+    if encoding != ENCODING or ms.loose_int(rate) != SAMPLE_RATE or ms.loose_int(channels) != 1:
         raise ProtocolError(
             f"start asks for {encoding!r} at {rate!r} Hz with {channels!r} channels; only "
             f"{ENCODING} at {SAMPLE_RATE} Hz mono is supported",
@@ -247,37 +223,14 @@ def _parse_start(message: dict[str, Any]) -> Start:
     )
 
 
-def _parse_digit(message: dict[str, Any]) -> str:
-    digit = _text(_object(message, "dtmf"), "digit", "dtmf.digit")
-    if len(digit) != 1 or digit not in "0123456789*#ABCDabcd":
-        raise ProtocolError(f'"dtmf.digit" {digit[:16]!r} is not a DTMF digit', INVALID)
-    return digit
-
-
-def _object(owner: dict[str, Any], key: str, label: str | None = None) -> dict[str, Any]:
-    value = owner.get(key)
-    if type(value) is not dict:
-        what = "missing" if value is None else _kind(value)
-        raise ProtocolError(f'"{label or key}" must be an object, got {what}', INVALID)
-    return value
-
-
-def _text(owner: dict[str, Any], key: str, label: str | None = None) -> str:
-    value = owner.get(key)
-    if type(value) is not str:
-        what = "missing" if key not in owner else _kind(value)
-        raise ProtocolError(f'"{label or key}" must be a string, got {what}', INVALID)
-    return value
-
-
 def _sid(owner: dict[str, Any], key: str, label: str, optional: bool = False) -> str:
     """A Twilio identifier: letters, digits, ``-``, ``_``; 1 to MAX_SID_CHARS of them."""
     if optional and owner.get(key) in (None, ""):
         return ""
-    value = _text(owner, key, label)
+    value = ms.text(owner, key, label)
     if _SID.fullmatch(value) is None:
         raise ProtocolError(
-            f'"{label}" must be 1 to {MAX_SID_CHARS} letters or digits, got {_kind(value)}'
+            f'"{label}" must be 1 to {MAX_SID_CHARS} letters or digits, got {ms.kind(value)}'
             f"{' of ' + str(len(value)) + ' characters' if len(value) > 24 else ''}",
             INVALID,
         )
@@ -285,55 +238,16 @@ def _sid(owner: dict[str, Any], key: str, label: str, optional: bool = False) ->
 
 
 def _fast_number(value: object) -> int:
-    """``_number`` for the hot path: ValueError instead of a worded error."""
+    """``ms.number`` for the hot path: ValueError instead of a worded error."""
     if type(value) is str and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
         number = int(value)
     elif type(value) is int:
         number = value
     else:
         raise ValueError(value)
-    if not 0 <= number <= _MAX_NUMBER:
+    if not 0 <= number <= ms.MAX_NUMBER:
         raise ValueError(value)
     return number
-
-
-def _number(value: object, label: str) -> int:
-    """A non-negative integer sent as a JSON number or, as Twilio does, a decimal string."""
-    if type(value) is int:
-        number = value
-    elif type(value) is str and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
-        number = int(value)
-    else:
-        raise ProtocolError(
-            f'"{label}" must be a non-negative integer, got {_kind(value)}', INVALID
-        )
-    if not 0 <= number <= _MAX_NUMBER:
-        raise ProtocolError(f'"{label}" is out of range', INVALID)
-    return number
-
-
-def _loose_int(value: object) -> int | None:
-    if type(value) is int:
-        return value
-    if type(value) is str and value.isascii() and value.isdigit() and len(value) < 10:
-        return int(value)
-    return None
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"the number {str(value)[:24]}"
-    if isinstance(value, str):
-        return f"the string {value[:24]!r}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,37 +255,55 @@ def _kind(value: object) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-class Outbound:
-    """The messages a server sends on one stream, with the ``streamSid`` escaped once.
+class Outbound(ms.Outbound):
+    """The messages a server sends on one stream, every one naming its ``streamSid``."""
 
-    ``media`` is called 50 times a second per call, so it only glues base64 into two
-    prebuilt strings; no ``json.dumps`` on the hot path.
-    """
-
-    __slots__ = ("_clear", "_mark_prefix", "_media_prefix", "_media_prefix_bytes", "stream_sid")
+    __slots__ = ("stream_sid",)
 
     def __init__(self, stream_sid: str) -> None:
         if not isinstance(stream_sid, str) or not stream_sid:
             raise ValueError("streamSid must be a non-empty string")
         self.stream_sid = stream_sid
         sid = json.dumps(stream_sid)
-        self._media_prefix = f'{{"event":"media","streamSid":{sid},"media":{{"payload":"'
-        self._mark_prefix = f'{{"event":"mark","streamSid":{sid},"mark":{{"name":'
-        self._clear = f'{{"event":"clear","streamSid":{sid}}}'
-        self._media_prefix_bytes = self._media_prefix.encode()
+        super().__init__(
+            f'{{"event":"media","streamSid":{sid},"media":{{"payload":"',
+            f'{{"event":"mark","streamSid":{sid},"mark":{{"name":',
+            f'{{"event":"clear","streamSid":{sid}}}',
+        )
 
-    def media(self, payload: bytes) -> str:
-        return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode() + '"}}'
 
-    def media_bytes(self, payload: bytes) -> bytes:
-        """``media`` as the UTF-8 bytes a WebSocket text frame carries (JSON here is ASCII)."""
-        return self._media_prefix_bytes + binascii.b2a_base64(payload, newline=False) + b'"}}'
+def outbound(start: ms.Start) -> Outbound:
+    return Outbound(start.stream_id)
 
-    def mark(self, name: str) -> str:
-        return self._mark_prefix + json.dumps(name) + "}}"
 
-    def clear(self) -> str:
-        return self._clear
+def parse_stream(text: str | bytes) -> ms.Event:
+    """``parse`` as the carrier-neutral events of ``media_stream``, for the bridge's one
+    media-stream transport. Media, Mark, Dtmf and Unknown already are such events (media is
+    the hot path), so only the once-a-call start, stop and connected are translated."""
+    event = parse(text)
+    if type(event) is Media:
+        return event
+    if isinstance(event, Start):
+        custom = event.custom_parameters
+        return ms.Start(
+            stream_id=event.stream_sid,
+            call_id=event.call_sid,
+            encoding="PCMU",
+            caller=custom.get("caller") or custom.get("From") or None,
+            parameters=custom,
+            sample_rate=SAMPLE_RATE,
+            callee=custom.get("To") or None,
+        )
+    if isinstance(event, Stop):
+        return ms.Stop()
+    if isinstance(event, Connected):
+        return ms.Connected()
+    return event
+
+
+DIALECT = ms.Dialect(
+    "Twilio", parse_stream, outbound, MAX_PAYLOAD_BYTES, stream_name="Twilio Media Streams"
+)
 
 
 def media_message(stream_sid: str, payload: bytes) -> str:
@@ -386,30 +318,18 @@ def clear_message(stream_sid: str) -> str:
     return Outbound(stream_sid).clear()
 
 
-@dataclass(frozen=True, slots=True)
-class OutMedia:
-    payload: bytes
-    stream_sid: str = ""
+OutMedia = ms.OutMedia
+OutMark = ms.OutMark
+OutClear = ms.OutClear
 
 
-@dataclass(frozen=True, slots=True)
-class OutMark:
-    name: str
-    stream_sid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OutClear:
-    stream_sid: str = ""
-
-
-def parse_outbound(text: str | bytes) -> OutMedia | OutMark | OutClear:
+def parse_outbound(text: str | bytes) -> ms.OutEvent:
     """One message a server sent to Twilio (what a simulated Twilio reads back)."""
-    message = _load(text)
+    message = ms.load(text)
     event = message["event"]
-    stream_sid = _text(message, "streamSid")
+    stream_sid = ms.text(message, "streamSid")
     if event == "media":
-        encoded = _text(_object(message, "media"), "payload", "media.payload")
+        encoded = ms.text(ms.obj(message, "media"), "payload", "media.payload")
         if not encoded or len(encoded) > _MAX_B64_CHARS:
             raise ProtocolError(
                 f'"media.payload" must hold 1 to {MAX_PAYLOAD_BYTES} bytes', INVALID
@@ -422,13 +342,10 @@ def parse_outbound(text: str | bytes) -> OutMedia | OutMark | OutClear:
             raise ProtocolError(f'"media.payload" is more than {MAX_PAYLOAD_BYTES} bytes', INVALID)
         return OutMedia(payload, stream_sid)
     if event == "mark":
-        return OutMark(_text(_object(message, "mark"), "name", "mark.name"), stream_sid)
+        return OutMark(ms.text(ms.obj(message, "mark"), "name", "mark.name"), stream_sid)
     if event == "clear":
         return OutClear(stream_sid)
-    raise ProtocolError(
-        f"{_kind(event)} is not an event a server may send to Twilio (media, mark, clear)",
-        INVALID,
-    )
+    raise ms.not_server_event("Twilio", event, "media, mark, clear")
 
 
 # ---------------------------------------------------------------------------------------
@@ -528,6 +445,31 @@ def stop_message(stream_sid: str, sequence: int, call_sid: str, account_sid: str
     )
 
 
+class Caller:
+    """What Twilio sends on one stream, for the simulated callers (``client.carriers``)."""
+
+    def __init__(self, account_sid: str = "AC" + "0" * 32) -> None:
+        self.stream_id = new_stream_sid()
+        self.call_id = new_call_sid()
+        self.account_sid = account_sid
+        self._media = InboundMedia(self.stream_id)
+
+    def opening(self) -> list[str]:
+        return [connected_message(), start_message(self.stream_id, self.call_id, self.account_sid)]
+
+    def media(self, sequence: int, chunk: int, timestamp_ms: int, payload: bytes) -> str:
+        return self._media.message(sequence, chunk, timestamp_ms, payload)
+
+    def dtmf(self, sequence: int, digit: str) -> str:
+        return dtmf_message(self.stream_id, sequence, digit)
+
+    def played(self, sequence: int, name: str) -> str:
+        return mark_in_message(self.stream_id, sequence, name)
+
+    def stop(self, sequence: int) -> str:
+        return stop_message(self.stream_id, sequence, self.call_id, self.account_sid)
+
+
 # ---------------------------------------------------------------------------------------
 # X-Twilio-Signature
 # ---------------------------------------------------------------------------------------
@@ -574,14 +516,22 @@ def stream_token(secret: str, call_sid: str, expires: int) -> str:
 
 def stream_token_problem(secret: str, start: Start, now: float) -> str | None:
     """Why ``start`` does not carry a valid stream token for its call; None when it does."""
-    given = start.custom_parameters.get(STREAM_TOKEN_PARAMETER)
+    return token_problem(secret, start.call_sid, start.custom_parameters, now)
+
+
+def token_problem(
+    secret: str, call_sid: str, parameters: Mapping[str, str], now: float
+) -> str | None:
+    """Why a stream of call ``call_sid`` with these custom ``parameters`` does not carry a
+    valid stream token; None when it does."""
+    given = parameters.get(STREAM_TOKEN_PARAMETER)
     if not given:
         return f'the stream has no "{STREAM_TOKEN_PARAMETER}" parameter'
     expires_text, _, _ = given.partition(".")
     if not (expires_text.isascii() and expires_text.isdigit() and len(expires_text) <= 12):
         return f'"{STREAM_TOKEN_PARAMETER}" is malformed'
     expires = int(expires_text)
-    expected = stream_token(secret, start.call_sid, expires)
+    expected = stream_token(secret, call_sid, expires)
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
         return f'"{STREAM_TOKEN_PARAMETER}" does not match this call'
     if expires < now:
