@@ -26,6 +26,7 @@ from xswarm.tui.model import (
 from xswarm.tui.screens.main import INSTANCES_EVERY_S, MainScreen
 from xswarm.tui.widgets.calls import CallsTable
 from xswarm.tui.widgets.events import EventsPane
+from xswarm.tui.widgets.footer import KeysFooter
 from xswarm.tui.widgets.instances import InstancesTable
 from xswarm.tui.widgets.summary import SummaryLine
 
@@ -339,3 +340,23 @@ async def test_events_pane_wraps_only_the_events_it_draws() -> None:
         height = pane.scrollable_content_region.height
         assert 0 < pane.wrapped - before <= height
         assert [s.text for s in pane.lines][-1] == f"event {LOG_EVENTS_KEPT - 1}"
+
+
+async def test_the_key_bar_redraws_its_line_and_a_click_on_a_key_presses_it() -> None:
+    app = XswarmDashboard(url=None, model=fleet_model(20))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        bar = app.screen.query_one(KeysFooter)
+        browsing = bar.keys
+        assert "Filter" in [k.description for k in browsing]
+        await pilot.press("slash")
+        await pilot.pause()
+        assert bar.keys != browsing, "typing into the box: its letters are no keys"
+        assert not bar.children, "one line of text, no widget per key"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert bar.keys == browsing
+        filter_at = next(start for start, _, key in bar.spans if key == "slash")
+        await pilot.click(KeysFooter, offset=(filter_at + 1, 0))
+        await pilot.pause()
+        assert app.screen.query_one("#filter").has_focus
