@@ -46,8 +46,9 @@ from tests.support.calls import tone
 from tests.support.certs import PrivateCa, make_ca
 from tests.support.waiting import eventually_sync
 from xswarm import config as xswarm_config
+from xswarm.client.carrier_call import CallResult
 from xswarm.client.common import client_ssl
-from xswarm.client.twilio_call import TwilioCallResult, place_twilio_call
+from xswarm.client.twilio_call import place_twilio_call
 from xswarm.ops import haproxy, units
 from xswarm.ops.scrape_targets import host_targets
 
@@ -270,7 +271,7 @@ class Fleet:
 
     # calls through the front door ---------------------------------------------------------
 
-    def place_call(self, seconds: float) -> concurrent.futures.Future[TwilioCallResult]:
+    def place_call(self, seconds: float) -> concurrent.futures.Future[CallResult]:
         """A Twilio call from the caller host to the front door, by the project's client."""
         url = f"wss://{ADDRESSES['front']}:{PUBLIC_PORT}/twilio"
         call = place_twilio_call(url, tone(seconds), tail_seconds=0.5, tls=self.tls)
@@ -513,7 +514,7 @@ def test_a_voice_host_dies_and_comes_back(fleet: Fleet) -> None:
     fleet.wait_until(lambda: fleet.haproxy_running() == {a: False, b: True}, within=15)
 
     # The callers on voice-a: their calls ended (the bridge went away), after echoing audio.
-    def ended_calls() -> list[TwilioCallResult]:
+    def ended_calls() -> list[CallResult]:
         done = [c.result() for c in long_calls if c.done()]
         return done if len(done) == spread[a] else []
 

@@ -15,8 +15,6 @@ from xswarm.audio import wire
 from xswarm.client.carrier_call import CallResult, place_carrier_call, wire_frames
 from xswarm.client.carriers import TWILIO
 
-TwilioCallResult = CallResult
-
 
 def mulaw_frames(pcm_8k: np.ndarray) -> list[bytes]:
     """The caller's audio as 160-byte frames; the last one padded with silence."""

@@ -17,7 +17,7 @@ from xswarm import config as config_module
 from xswarm.audio.levels import dbfs
 from xswarm.audio.wav import write_wav
 from xswarm.client import dial
-from xswarm.client.carrier_call import place_carrier_call
+from xswarm.client.carrier_call import CallResult, place_carrier_call
 from xswarm.client.carriers import CARRIERS
 from xswarm.client.common import (
     DEFAULT_URL,
@@ -30,7 +30,7 @@ from xswarm.client.common import (
     format_ms,
 )
 from xswarm.client.moshi_call import MoshiCallResult, place_moshi_call
-from xswarm.client.twilio_call import TwilioCallResult, place_twilio_call
+from xswarm.client.twilio_call import place_twilio_call
 from xswarm.commands.options import server_config_option
 from xswarm.ops import twilio_console
 from xswarm.protocol import twilio
@@ -176,7 +176,7 @@ def command(
     rate = 24000 if transport == "moshi" else stream_rate
     voice = caller_voice(wav_path, rate)
     click.echo(f"calling {target} ({transport}) with {wav_path} ({len(voice) / rate:.2f} s)")
-    result: TwilioCallResult | MoshiCallResult
+    result: CallResult | MoshiCallResult
     if transport == "twilio":
         result = asyncio.run(place_twilio_call(target, voice, tail, dtmf, signed, tls=tls))
         unit = "frames of 20 ms"
@@ -205,7 +205,7 @@ def _print_words(words: str) -> None:
 
 
 def _report(
-    result: TwilioCallResult | MoshiCallResult,
+    result: CallResult | MoshiCallResult,
     unit: str,
     reply: np.ndarray,
     voice: np.ndarray,
@@ -216,7 +216,7 @@ def _report(
     latency = Latency.of(result.round_trips())
     click.echo(f"frames sent:      {len(result.sent_at)} {unit}")
     click.echo(f"frames received:  {len(result.received_at)} {unit}")
-    if isinstance(result, TwilioCallResult):
+    if isinstance(result, CallResult):
         click.echo(f"marks / clears:   {len(result.marks)} / {result.clears}")
     click.echo(f"first audio after {format_ms(first * 1000) if first is not None else 'n/a'}")
     click.echo(
