@@ -40,6 +40,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.support import haproxy as staged_haproxy
 from tests.support import netns
 from tests.support.bridge import VENV_BIN
 from tests.support.calls import tone
@@ -49,7 +50,7 @@ from xswarm import config as xswarm_config
 from xswarm.client.carrier_call import CallResult
 from xswarm.client.common import client_ssl
 from xswarm.client.twilio_call import place_twilio_call
-from xswarm.ops import haproxy, units
+from xswarm.ops import haproxy, haproxy_state, units
 from xswarm.ops.scrape_targets import host_targets
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -322,7 +323,9 @@ def write_front_host(fleet: Fleet) -> Path:
     text = units.render_haproxy(xswarm_config.load(config_path), [], tls)
     # The machine's syslog and /run are not the test's: the admin socket goes in our folder.
     text = text.replace(haproxy.ADMIN_SOCKET, str(folder / "haproxy-admin.sock"))
-    (folder / "haproxy.cfg").write_text(text.replace("log /dev/log local0 warning\n", ""))
+    # Nor is its server-state file: one left by a real install would decide what is drained.
+    text = text.replace(haproxy_state.SERVER_STATE, str(folder / "haproxy-server-state"))
+    (folder / "haproxy.cfg").write_text(text.replace(staged_haproxy.SYSLOG_LINE + "\n", ""))
     write_prometheus_config(fleet, folder)
     return folder
 

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
+from tests.support import haproxy as staged_haproxy
 from tests.support.bridge import free_port, start_bridge
 from tests.support.calls import TwilioCaller, tone
 from tests.support.certs import PrivateCa, make_ca, start_tls_bridge
@@ -30,7 +31,7 @@ from tests.support.waiting import eventually, eventually_sync
 from xswarm import config as config_module
 from xswarm.commands import doctor, drain, install, undrain
 from xswarm.errors import ConfigError
-from xswarm.ops import haproxy, haproxy_state, units
+from xswarm.ops import haproxy, units
 from xswarm.ops.layout import Layout
 
 
@@ -269,13 +270,7 @@ def run_haproxy(
     text = units.render_haproxy(config, [])
     root = tmp_path / "front"
     socket_path = haproxy.admin_socket(Layout(root))
-    socket_path.parent.mkdir(parents=True)
-    # A plain process of the test's own: its socket and state file in the staging root, no
-    # syslog.
-    text = text.replace(haproxy.ADMIN_SOCKET, str(socket_path))
-    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(Layout(root))))
-    text = text.replace("log /dev/log local0 warning", "log stderr local0 warning")
-    text = text.replace("maxconn 8000", "maxconn 200")
+    text = staged_haproxy.for_test(text, Layout(root))
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(text)
     log_path = tmp_path / "haproxy.log"

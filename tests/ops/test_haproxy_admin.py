@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import haproxy as staged_haproxy
 from tests.support.bridge import free_port
 from tests.support.waiting import eventually_sync
 from xswarm import config as config_module
-from xswarm.ops import haproxy, haproxy_state, units
+from xswarm.ops import haproxy, units
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
@@ -26,13 +27,8 @@ def admin_states(layout: Layout) -> dict[str, int]:
 def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     path = haproxy.admin_socket(layout)
-    path.parent.mkdir(parents=True)
     config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
-    text = units.render_haproxy(config, [1, 2])
-    text = text.replace(haproxy.ADMIN_SOCKET, str(path)).replace(
-        "log /dev/log local0 warning\n", ""
-    )
-    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(layout)))
+    text = staged_haproxy.for_test(units.render_haproxy(config, [1, 2]), layout)
     (tmp_path / "haproxy.cfg").write_text(text)
     proc = subprocess.Popen(
         ["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],

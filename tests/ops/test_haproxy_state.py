@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.support import haproxy as staged_haproxy
 from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, start_bridge
 from tests.support.waiting import eventually_sync
 from xswarm import config as config_module
@@ -144,14 +145,8 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
     )
     root = tmp_path / "front"
     layout = Layout(root)
-    socket_path = haproxy.admin_socket(layout)
-    socket_path.parent.mkdir(parents=True)
-    text = units.render_haproxy(config, [])
-    # A process of the test's own: socket and state file in the staging root, no syslog.
-    text = text.replace(haproxy.ADMIN_SOCKET, str(socket_path))
-    text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(layout)))
-    text = text.replace("log /dev/log local0 warning", "log stderr local0 notice")
-    text = text.replace("maxconn 8000", "maxconn 200")
+    # notice: the test reads HAProxy's word on the states it loaded.
+    text = staged_haproxy.for_test(units.render_haproxy(config, []), layout, "notice")
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(text)
     log = tmp_path / "haproxy.log"

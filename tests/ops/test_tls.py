@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import haproxy as staged_haproxy
 from tests.support.bridge import BridgeProcess, free_port, running_bridge
 from tests.support.certs import Leaf, PrivateCa, make_ca
 from tests.support.waiting import eventually_sync
@@ -178,10 +179,7 @@ def fronted(ca: PrivateCa, tmp_path: Path) -> Iterator[tuple[int, BridgeProcess]
         tls_port = free_port()
         pem = combined(ca.leaf("public", 1), tmp_path)
         text = render(bridge.config_path, pem, tls_port, "127.0.0.1")
-        # A plain process of the test's own: no root socket, no syslog.
-        text = text.replace("/run/haproxy-xswarm.sock", str(tmp_path / "haproxy.sock"))
-        text = text.replace("log /dev/log local0 warning", "log stderr local0 warning")
-        text = text.replace("maxconn 8000", "maxconn 200")
+        text = staged_haproxy.for_test(text, Layout(tmp_path / "front"))
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(text)
         log = (tmp_path / "haproxy.log").open("wb")
