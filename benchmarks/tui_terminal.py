@@ -28,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -253,14 +254,16 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
 
 
 def start_profilers(
-    folder: Path, stem: str, pids: dict[str, int], seconds: float
+    folder: Path, stem: str, pids: dict[str, int], seconds: float | None
 ) -> list[subprocess.Popen[bytes]]:
-    """py-spy recording each process for ``seconds``: collapsed stacks in ``folder``."""
+    """py-spy recording each process for ``seconds`` (until SIGINT when None): collapsed
+    stacks in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
+    duration = [] if seconds is None else ["--duration", str(int(seconds))]
     return [
         subprocess.Popen(
-            [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
-            + ["--format", "raw", "--duration", str(int(seconds))]
+            [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "200"]
+            + ["--format", "raw", *duration]
             + ["--output", str(folder / f"{who}-{stem}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -520,7 +523,22 @@ async def measure(
         dropped = None
         if drops_before is not None and drops_after is not None:
             dropped = drops_after - drops_before
+        key_spies = []
+        if profile is not None:
+            stem = f"{label}-{calls}-{size}-keys"
+            key_spies = await asyncio.to_thread(
+                start_profilers, profile, stem, {"dashboard": tmux.pid}, None
+            )
+        keys_started = time.perf_counter()
         keys, missed = await key_latency(tmux, key_presses)
+        for spy in key_spies:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait)
+            print(
+                f"  profiled the keys for {time.perf_counter() - keys_started:.1f} s "
+                f"(against the idle {seconds:g} s: benchmarks/profile_delta.py)",
+                flush=True,
+            )
         if tmux.dead():
             print(tmux.screen())
             raise SystemExit(f"the dashboard died during the {label} {calls} {size} point")
@@ -591,7 +609,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="record each dashboard with py-spy over the idle window, collapsed stacks to DIR",
+        help="record each dashboard with py-spy over the idle window and, apart, over the key "
+        "presses: collapsed stacks to DIR (compare them with benchmarks/profile_delta.py)",
     )
     args = parser.parse_args()
     args.calls = [int(n) for n in args.calls.split(",")]
