@@ -323,6 +323,7 @@ class Call:
         frame_samples: int,
         sample_rate: int = 24_000,
         buffer_seconds: float = 2.0,
+        tick_margin_s: float = 0.002,
     ) -> None:
         self.call_id = new_call_id()
         self.transport = transport
@@ -348,7 +349,7 @@ class Call:
         self.input_wait = LatencyHistogram()
         self.output_wait = LatencyHistogram()
         self.tick_grid: tuple[float, float] | None = None  # (a tick's time, period), at attach
-        self.tick_margin_s = 0.002  # how long before its tick a frame completes, at least
+        self.tick_margin_s = tick_margin_s  # how long before its tick a frame completes, at least
         self._aligned = False
         self.behind_since: float | None = None
         self.latency = LatencyWindow()

@@ -92,8 +92,12 @@ class CallSession:
         self.request = request
         self.ws = ws
         remote, self.via = remote_of(request, host.config.bridge)
-        self.call = Call(self.transport_name, remote, host.engine.frame_samples)
-        self.call.tick_margin_s = host.config.bridge.tick_margin_ms / 1000
+        self.call = Call(
+            self.transport_name,
+            remote,
+            host.engine.frame_samples,
+            tick_margin_s=host.config.bridge.tick_margin_ms / 1000,
+        )
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge
         # Frames queued in the write buffer wait there: hold no more than max_output_age_ms.
