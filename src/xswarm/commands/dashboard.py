@@ -26,7 +26,7 @@ ESCAPE_DELAY_MS = "50"
 
 
 def quicker_escape() -> None:
-    """Let Escape land on Textual's first input poll (every 100 ms), not its second.
+    """Let Escape land 50 ms after its byte (``xswarm.tui.driver`` polls just after it).
 
     With Textual's own 100 ms wait, Escape took 100 or 200 ms to close the filter box. A
     terminal sends a key's whole escape sequence in one write, so 50 ms still tells arrow

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.driver import Driver
 from textual.message import Message
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -26,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from xswarm.protocol.operator import BATCHED_EVENTS, Batch
 from xswarm.tui import settings
 from xswarm.tui.client import SupervisorLink, hangup_message, inject_message, watch_message
+from xswarm.tui.driver import prompt_escape_driver
 from xswarm.tui.messages import (
     BadSupervisorMessage,
     ConnectionChanged,
@@ -100,6 +102,9 @@ class XswarmDashboard(App[None]):
             self.on_supervisor_message(message)
             return True
         return self.post_message(message)
+
+    def get_driver_class(self) -> type[Driver]:
+        return prompt_escape_driver(super().get_driver_class())
 
     def get_default_screen(self) -> Screen[Any]:
         return MainScreen(self.model)
