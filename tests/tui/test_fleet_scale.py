@@ -360,3 +360,30 @@ async def test_the_key_bar_redraws_its_line_and_a_click_on_a_key_presses_it() ->
         await pilot.click(KeysFooter, offset=(filter_at + 1, 0))
         await pilot.pause()
         assert app.screen.query_one("#filter").has_focus
+
+
+async def test_moving_the_focus_repaints_the_widgets_it_moves_between_not_the_screen(
+    monkeypatch: Any,
+) -> None:
+    """``/`` and Escape move the focus: Textual alone would redraw every cell of the screen."""
+    app = XswarmDashboard(url=None, model=fleet_model())
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        compositor = app.screen._compositor
+        updates: list[str] = []
+        for kind in ("render_full_update", "render_partial_update"):
+            original = getattr(compositor, kind)
+
+            def record(*args: Any, _kind: str = kind, _original: Any = original) -> Any:
+                updates.append(_kind)
+                return _original(*args)
+
+            monkeypatch.setattr(compositor, kind, record)
+        await pilot.press("slash")
+        await pilot.pause()
+        assert app.screen.query_one("#filter").has_focus
+        await pilot.press("escape")
+        await pilot.pause()
+        assert calls_table(app).has_focus
+        assert "render_partial_update" in updates
+        assert "render_full_update" not in updates
