@@ -8,7 +8,7 @@ import pytest
 
 from tests.tui.data import FakeClock, call, instance, sample_model, sample_snapshot, stats
 from xswarm.tui import model as model_module
-from xswarm.tui.model import DashboardModel, format_bytes, format_duration
+from xswarm.tui.model import HISTORY_POINTS, DashboardModel, format_bytes, format_duration
 
 
 def fresh(clock: FakeClock | None = None) -> DashboardModel:
@@ -32,6 +32,15 @@ def test_snapshot_replaces_state_instead_of_merging() -> None:
     assert list(model.calls) == ["c-9"]
     assert list(model.instances) == ["other"]
     assert model.take_changes().reset
+
+
+def test_a_call_keeps_the_last_history_points_of_each_figure() -> None:
+    model = fresh(FakeClock())
+    model.apply_snapshot({"type": "snapshot", "instances": [instance()], "calls": [call("c-1")]})
+    for step in range(1, HISTORY_POINTS + 11):
+        model.apply(stats("c-1", step) | {"latency_p99_ms": float(step)})
+    history = model.calls["c-1"].latency_p99_history
+    assert list(history) == [float(step) for step in range(11, HISTORY_POINTS + 11)]
 
 
 def test_call_lifecycle_stats_history_and_linger() -> None:

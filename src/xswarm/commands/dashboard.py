@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import click
@@ -34,6 +35,15 @@ def quicker_escape() -> None:
     Textual is imported: Textual reads the variable once.
     """
     os.environ.setdefault("ESCDELAY", ESCAPE_DELAY_MS)
+
+
+def keep_startup_objects_out_of_collections() -> None:
+    """Leave what the imports made (Textual's and our classes, functions, stylesheets) out of
+    every later garbage collection: it lives as long as the process, and each full collection
+    walked it again while a key pressed at that moment waited. Collected once first, so that
+    nothing left for garbage is kept for good."""
+    gc.collect()
+    gc.freeze()
 
 
 def lower_priority(increment: int) -> None:
@@ -84,4 +94,6 @@ def command(
     target = check_url(url) if url else endpoint.default_url(config_path)
     secret = endpoint.token(token_file)
     lower_priority(0 if no_nice else niceness)
-    XswarmDashboard(url=target, token=secret, settings_path=settings.default_path()).run()
+    app = XswarmDashboard(url=target, token=secret, settings_path=settings.default_path())
+    keep_startup_objects_out_of_collections()
+    app.run()
