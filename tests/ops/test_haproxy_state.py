@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import shlex
 import shutil
 import signal
@@ -29,7 +30,7 @@ from xswarm import config as config_module
 from xswarm.commands import drain, undrain
 from xswarm.commands import haproxy as haproxy_command
 from xswarm.errors import XswarmError
-from xswarm.ops import haproxy, haproxy_state, install, units
+from xswarm.ops import haproxy, haproxy_state, install, rolling, units
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import OPT, Layout
 
@@ -116,6 +117,14 @@ class FrontDoor:
         eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
                         detail=self.log.read_text)  # fmt: skip
 
+    def power_loss(self) -> None:
+        """Every HAProxy process killed at once (no ExecStop, no dump), then a new HAProxy
+        started from the same config, as the front host's boot starts it."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = start_haproxy(self.config, self.log)
+        eventually_sync(self._worker_or_none, within=10, detail=self.log.read_text)
+
     def _worker_or_none(self) -> str | None:
         try:
             return self.worker()
@@ -137,6 +146,15 @@ def entry(bridge: BridgeProcess) -> str:
     return f"127.0.0.1:{bridge.port}"
 
 
+def start_haproxy(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """HAProxy in master-worker mode, in a process group of its own (a power loss kills it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            ["haproxy", "-W", "-db", "-f", str(config)], stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+
 @contextlib.contextmanager
 def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDoor]:
     port = free_port()
@@ -147,15 +165,12 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
     layout = Layout(root)
     # notice: the test reads HAProxy's word on the states it loaded.
     text = staged_haproxy.for_test(units.render_haproxy(config, []), layout, "notice")
-    cfg = tmp_path / "haproxy.cfg"
+    # Where install puts it: drain and undrain save the states for the config found there.
+    cfg = layout.haproxy_config
+    cfg.parent.mkdir(parents=True)
     cfg.write_text(text)
     log = tmp_path / "haproxy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["haproxy", "-W", "-db", "-f", str(cfg)], stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    door = FrontDoor(proc, root, cfg, port, log)
+    door = FrontDoor(start_haproxy(cfg, log), root, cfg, port, log)
     try:
         eventually_sync(door._worker_or_none, within=10, detail=log.read_text)
         eventually_sync(
@@ -166,12 +181,12 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
         )
         yield door
     finally:
-        proc.terminate()
+        door.proc.terminate()
         try:
-            proc.wait(10)
+            door.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            os.killpg(door.proc.pid, signal.SIGKILL)
+            door.proc.wait(5)
 
 
 def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
@@ -208,6 +223,124 @@ def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
         assert int(door.stats()[one]["stot"]) > 0
 
 
+def saved_states(layout: Layout) -> dict[str, str]:
+    """{server: drain/maint/up/down} as the state file says."""
+    dump = haproxy_state.parse(haproxy_state.state_file(layout).read_text())
+    return {state.server: state.summary for state in dump.servers}
+
+
+def test_the_operators_last_drain_or_undrain_survives_a_power_loss(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """No stop and no dump before the next start: HAProxy loads what drain/undrain saved."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert drained.stderr == ""
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        # The reload saves it drained too; the undrain after it must not leave that file.
+        door.reload_as_systemd()
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert back.stderr == ""
+        assert saved_states(door.layout) == {one: "up", two: "up"}
+
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+        # The reverse: drained for an upgrade of its host, it stays drained after a power loss.
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        eventually_sync(lambda: door.stats()[one]["status"], lambda s: s == "DRAIN",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        door.requests(4)
+        assert {name: int(row["stot"]) for name, row in door.stats().items()} == {one: 0, two: 4}
+
+
+def test_a_drain_whose_save_fails_still_holds_and_warns_in_one_line(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """The state file's directory is a regular file: no user, root included, can write it."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        path = haproxy_state.state_file(door.layout)
+        path.parent.parent.mkdir(parents=True)
+        path.parent.write_text("not a directory\n")
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert f"{one}: no calls left" in drained.stdout
+        assert drained.stderr == (
+            f"warning: {one} is drained in HAProxy now, but not saved for a start after a "
+            f"power loss: could not write {path} ({path.parent}: File exists); there is no "
+            f"file, so such a start puts every server as {door.config} says; fix that, then "
+            "`sudo xswarm haproxy save-state` saves what HAProxy holds now\n"
+        )
+        assert door.states()[one].summary == "drain"
+
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert back.stderr.startswith(f"warning: {one} is back in rotation in HAProxy now, but")
+        assert back.stderr.count("\n") == 1
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+
+def test_a_drain_whose_save_is_refused_removes_the_file_it_would_contradict(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """The file says drained (the last reload's); the undrain cannot save (a directory others
+    could write, refused for root as for anyone): the old file must go, or a start after a
+    power loss would bring the server back drained."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        path = haproxy_state.state_file(door.layout)
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        path.parent.chmod(0o777)
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert "writable by group or others" in back.stderr
+        assert "; removed the previous file, so such a start puts every server as" in back.stderr
+        assert not path.exists()
+        path.parent.chmod(0o755)
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+
+def test_a_rolling_restart_saves_the_ready_that_ends_its_drain(tmp_path: Path) -> None:
+    """A reload while an instance restarts saves it drained; its return to ready is saved
+    too, so a start after a power loss does not leave a local instance drained."""
+    layout = Layout(tmp_path / "front")
+    config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
+    cfg = layout.haproxy_config
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text(staged_haproxy.for_test(units.render_haproxy(config, [1, 2]), layout))
+    log = tmp_path / "haproxy.log"
+    proc = start_haproxy(cfg, log)
+    try:
+        eventually_sync(haproxy.admin_socket(layout).exists, within=10, detail=log.read_text)
+        assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
+        haproxy_state.save(layout, cfg)
+        assert saved_states(layout)["voice2"] == "drain"
+        said: list[str] = []
+        rolling._back_in_rotation(layout, "xswarm-voice@2.service", said.append)
+        assert said == []
+        assert saved_states(layout)["voice2"] not in ("drain", "maint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def test_a_dead_server_is_not_retried_as_healthy_after_a_reload(
     tmp_path: Path, bridges: list[BridgeProcess]
 ) -> None:
@@ -241,10 +374,11 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
 ) -> None:
     one = entry(bridges[0])
     with front_door(tmp_path, bridges) as door:
-        assert haproxy.set_backend_state(door.layout, one, "drain") == one
+        assert haproxy.set_backend_state(door.layout, one, "drain", pytest.fail) == one
         path = haproxy_state.state_file(door.layout)
-        if content is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.unlink()
+        else:
             path.write_text(content)
         door.reload()
         assert door.proc.poll() is None, door.log.read_text()

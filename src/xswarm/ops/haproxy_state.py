@@ -1,4 +1,4 @@
-"""HAProxy's server states carried across its own reload or restart.
+"""HAProxy's server states carried across its own reload or restart, and across a power loss.
 
 A reload (``systemctl reload haproxy``: ``xswarm install`` after re-rendering, a package
 upgrade) starts new workers from haproxy.cfg alone: a server drained through the admin socket
@@ -8,19 +8,31 @@ while its host upgrades, and a dead one would be tried as healthy. haproxy.cfg n
 global``); :func:`save` writes it from the admin socket's ``show servers state``, as root, right
 before the reload signal and before a stop (deploy/haproxy/server-state.conf).
 
+A start with no stop before it (a power loss of the front host) runs no ExecStop: HAProxy
+loads what the file last said. So the file also follows every operator's change:
+``xswarm drain``/``undrain --backend`` save it right after HAProxy took the change
+(:func:`save_after_change`), else a power loss would bring back the drain of the last reload
+(a server that silently takes no calls) or undo the drain of a host being upgraded. A
+rolling restart's drain of a local instance lasts seconds and is not saved (a power loss in
+those seconds must not leave the instance drained); its return to ready is.
+
 The file carries how each server is (drain/maint, up/down, weight), not where it is: HAProxy
 would also restore the recorded port, and the recorded address of a server named by host
 (haproxy.cfg's ``init-addr libc`` stops that one). So a server whose port in the haproxy.cfg
 about to be loaded is not the recorded one, or that is gone from it, is left out: it is
 another endpoint now, and starts as the config says.
 
-A dump that fails removes the previous file instead of leaving it: its states are those of an
-earlier reload, and loading them would silently undo every undrain since. Without the file
-HAProxy starts every server from the config, as it did before this file existed.
+A dump that fails removes the previous file instead of leaving it: its states are older than
+what HAProxy holds, and loading them would silently undo every change since. Without the file
+HAProxy starts every server from the config, as it did before this file existed. A change
+whose save fails still holds in the running HAProxy (the drain is what the operator needs
+right now, and the next reload or stop saves it): the command succeeds and warns, in one line,
+what a start after a power loss would do and how to save the states.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,9 +192,19 @@ def forget(layout: Layout) -> bool:
     """Remove the state file; True when there was one."""
     try:
         os.unlink(state_file(layout))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     return True
+
+
+def _why_not_saved(exc: XswarmError | OSError, target: Path) -> str:
+    """Why a save failed, in words that name the path."""
+    if isinstance(exc, XswarmError):
+        return str(exc)
+    where = Path(exc.filename) if exc.filename else target
+    if where.parent == target.parent:
+        return f"could not write {target} ({exc.strerror})"
+    return f"could not write {target} ({where}: {exc.strerror})"
 
 
 def save_or_forget(layout: Layout, haproxy_config: Path) -> Saved:
@@ -191,7 +213,7 @@ def save_or_forget(layout: Layout, haproxy_config: Path) -> Saved:
     try:
         return save(layout, haproxy_config)
     except (XswarmError, OSError) as exc:
-        cause = str(exc) if isinstance(exc, XswarmError) else f"{exc.filename}: {exc.strerror}"
+        cause = _why_not_saved(exc, state_file(layout))
         try:
             removed = forget(layout)
         except OSError as gone:
@@ -205,3 +227,38 @@ def save_or_forget(layout: Layout, haproxy_config: Path) -> Saved:
             f"server states not saved ({cause}); {what}: HAProxy starts every server as "
             f"{haproxy_config} says, so drain again any server that must stay drained"
         ) from None
+
+
+def save_after_change(layout: Layout, change: str) -> str | None:
+    """Save the states right after an operator's change through the admin socket, for a start
+    with no stop before it; None when saved, else a one-line warning (``change`` says what
+    HAProxy holds now, e.g. "10.0.0.2:9998 is drained").
+
+    On failure the previous file goes, as when a dump before a reload fails: it may say the
+    opposite of this change. The change itself stays in force, so this warns and never raises.
+    """
+    target = state_file(layout)
+    try:
+        save(layout, layout.haproxy_config)
+    except (XswarmError, OSError) as exc:
+        cause = _why_not_saved(exc, target)
+        denied = isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
+    else:
+        return None
+    such = f"such a start puts every server as {layout.haproxy_config} says"
+    try:
+        consequence = (
+            f"removed the previous file, so {such}"
+            if forget(layout)
+            else f"there is no file, so {such}"
+        )
+    except OSError as gone:
+        consequence = (
+            f"the previous file stays ({gone.strerror}), so such a start may load older states"
+        )
+    fix = "run as root" if denied else "fix that"
+    return (
+        f"warning: {change} in HAProxy now, but not saved for a start after a power loss: "
+        f"{cause}; {consequence}; {fix}, then `sudo xswarm haproxy save-state` saves what "
+        "HAProxy holds now"
+    )
