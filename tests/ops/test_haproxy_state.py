@@ -164,11 +164,7 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
     root = tmp_path / "front"
     layout = Layout(root)
     # notice: the test reads HAProxy's word on the states it loaded.
-    text = staged_haproxy.for_test(units.render_haproxy(config, []), layout, "notice")
-    # Where install puts it: drain and undrain save the states for the config found there.
-    cfg = layout.haproxy_config
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(text)
+    cfg = staged_haproxy.install_config(units.render_haproxy(config, []), layout, "notice")
     log = tmp_path / "haproxy.log"
     door = FrontDoor(start_haproxy(cfg, log), root, cfg, port, log)
     try:
@@ -322,9 +318,7 @@ def test_a_rolling_restart_saves_the_ready_that_ends_its_drain(tmp_path: Path) -
     too, so a start after a power loss does not leave a local instance drained."""
     layout = Layout(tmp_path / "front")
     config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
-    cfg = layout.haproxy_config
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text(staged_haproxy.for_test(units.render_haproxy(config, [1, 2]), layout))
+    cfg = staged_haproxy.install_config(units.render_haproxy(config, [1, 2]), layout)
     log = tmp_path / "haproxy.log"
     proc = start_haproxy(cfg, log)
     try:
