@@ -13,8 +13,10 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,12 +101,24 @@ class FrontDoor:
                         detail=self.log.read_text)  # fmt: skip
 
     def reload_as_systemd(self) -> None:
-        """Run the drop-in's ExecReload= lines as systemd would: the config check, the dump
-        (its failure ignored, "-"), the signal; with this test's paths and executables."""
-        lines = units.parse((DEPLOY / "server-state.conf").read_text())["Service"]["ExecReload"]
+        """``systemctl reload haproxy``: the drop-in's ExecReload= lines, the config check, the
+        dump, the signal; returns once the new worker answers."""
+        lines = dropin_lines("ExecReload")
         assert lines[0] == "", "the drop-in must reset Debian's ExecReload= first"
         old = self.worker()
-        for line in lines[1:]:
+        self._run_as_systemd(lines[1:])
+        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
+                        detail=self.log.read_text)  # fmt: skip
+
+    def stop_as_systemd(self) -> None:
+        """The drop-in's ExecStop= lines, which systemd runs even when HAProxy's processes
+        died on their own or were killed (systemd.service(5))."""
+        self._run_as_systemd(dropin_lines("ExecStop"))
+
+    def _run_as_systemd(self, lines: list[str]) -> None:
+        """Run unit command lines as systemd would, with this test's paths and executables: a
+        line's failure fails the test unless it starts with "-"."""
+        for line in lines:
             text = line.replace("${CONFIG}", str(self.config)).replace("$CONFIG", str(self.config))
             text = text.replace("$EXTRAOPTS", "").replace("$MAINPID", str(self.proc.pid))
             text = text.replace(f"{OPT}/current/venv/bin/", f"{VENV_BIN}/")
@@ -114,16 +128,22 @@ class FrontDoor:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             assert done.returncode == 0 or text.startswith("-"), done.stderr
             self.exec_output += done.stdout + done.stderr
-        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
-                        detail=self.log.read_text)  # fmt: skip
 
-    def power_loss(self) -> None:
-        """Every HAProxy process killed at once (no ExecStop, no dump), then a new HAProxy
-        started from the same config, as the front host's boot starts it."""
+    def crash(self) -> None:
+        """Every HAProxy process killed at once (kill -9): no ExecStop ran, no dump; the admin
+        socket's file stays behind."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    def start(self) -> None:
+        """A new HAProxy from the same config, as a boot or systemd's Restart= starts it."""
         self.proc = start_haproxy(self.config, self.log)
         eventually_sync(self._worker_or_none, within=10, detail=self.log.read_text)
+
+    def power_loss(self) -> None:
+        """Killed, then started again at the boot, with no stop and no dump in between."""
+        self.crash()
+        self.start()
 
     def _worker_or_none(self) -> str | None:
         try:
@@ -140,6 +160,11 @@ class FrontDoor:
     def save_state(self) -> Result:
         args = ["save-state", "--root", str(self.root), "--haproxy-config", str(self.config)]
         return CliRunner().invoke(haproxy_command.command, args)
+
+
+def dropin_lines(setting: str) -> list[str]:
+    """``setting``'s lines in the haproxy.service drop-in xswarm installs."""
+    return units.parse((DEPLOY / "server-state.conf").read_text())["Service"][setting]
 
 
 def entry(bridge: BridgeProcess) -> str:
@@ -257,6 +282,39 @@ def test_the_operators_last_drain_or_undrain_survives_a_power_loss(
                         within=20, detail=door.log.read_text)  # fmt: skip
         eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
                         within=20, detail=door.log.read_text)  # fmt: skip
+        door.requests(4)
+        assert {name: int(row["stot"]) for name, row in door.stats().items()} == {one: 0, two: 4}
+
+
+def test_a_drain_survives_a_crash_of_haproxy_and_its_restart_by_systemd(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """kill -9: systemd runs ExecStop= against the dead socket, then Restart=always starts
+    HAProxy again. The dump fails; the file drain saved must still be there for that start."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one, "--timeout", "10"]
+        drained = CliRunner().invoke(drain.command, args)
+        assert drained.exit_code == 0, drained.output
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        path = haproxy_state.state_file(door.layout)
+        saved = path.read_text()
+
+        door.crash()
+        door.stop_as_systemd()
+        assert door.exec_output.count("\n") == 1, door.exec_output
+        assert "Connection refused" in door.exec_output
+        assert (
+            f"HAProxy is dead or hung, so kept {path} as xswarm last saved it, for the next "
+            f"start: {one} drain, {two} up; a state set by hand" in door.exec_output
+        )
+        assert path.read_text() == saved
+
+        door.start()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        assert door.stats()[one]["status"] == "DRAIN"
         door.requests(4)
         assert {name: int(row["stot"]) for name, row in door.stats().items()} == {one: 0, two: 4}
 
@@ -382,23 +440,111 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
         }
 
 
-def test_a_failed_dump_removes_the_old_file_and_says_so(tmp_path: Path) -> None:
-    """No HAProxy answering (a stop after a crash): the earlier states must not be loaded."""
+@contextlib.contextmanager
+def dead_haproxy(path: Path, how: str) -> Iterator[None]:
+    """The admin socket as a dead or hung HAProxy leaves it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        if how != "no-socket":
+            sock.bind(str(path))
+        if how == "hung":
+            sock.listen(1)  # connects, and nobody ever answers
+        elif how == "killed":
+            sock.close()  # the file stays, as after kill -9: connection refused
+        yield
+
+
+@contextlib.contextmanager
+def answering(path: Path, answer: str) -> Iterator[None]:
+    """Something on the admin socket that answers, but not with a state dump."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def reply() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(answer.encode())
+
+        thread = threading.Thread(target=reply, daemon=True)
+        thread.start()
+        yield
+        thread.join(10)
+
+
+def state_file_and_config(tmp_path: Path) -> tuple[Layout, Path, Path, list[str]]:
+    """A state file as xswarm saved it (voice1 up, voice2 drained, a backend down), and a
+    haproxy.cfg that no longer has that backend; the args of save-state for them."""
     layout = Layout(tmp_path)
     path = haproxy_state.state_file(layout)
     path.parent.mkdir(parents=True)
-    path.write_text("1\n# old\n")
+    path.write_text(DUMP)
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("backend xswarm_voice_instances\n    server voice1 127.0.0.1:10001 check\n")
+    cfg.write_text(
+        "backend xswarm_voice_instances\n"
+        "    server voice1 127.0.0.1:10001 check\n"
+        "    server voice2 127.0.0.1:10002 check\n"
+    )
     args = ["save-state", "--root", str(tmp_path), "--haproxy-config", str(cfg)]
-    result = CliRunner().invoke(haproxy_command.command, args)
+    return layout, path, cfg, args
+
+
+@pytest.mark.parametrize("how", ["no-socket", "killed", "hung"])
+def test_a_dead_haproxy_keeps_the_file_xswarm_saved_and_says_so(tmp_path: Path, how: str) -> None:
+    """ExecStop= after a crash: HAProxy's states are gone with it, and the file holds the
+    last ones xswarm set; removing it would put every drained server back in rotation. It is
+    still checked against the config about to be loaded: the backend gone from it goes."""
+    layout, path, cfg, args = state_file_and_config(tmp_path)
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        result = CliRunner().invoke(haproxy_command.command, args)
     assert isinstance(result.exception, haproxy.HaproxyError), result.output
     message = str(result.exception)
     assert message.startswith("server states not saved (HAProxy admin socket")
+    assert "\n" not in message
+    assert (
+        f"; HAProxy is dead or hung, so kept {path} as xswarm last saved it, for the next "
+        "start: voice1 up, voice2 drain; left out (moved or gone in haproxy.cfg, they start "
+        "from it): xswarm_voice_instances/10.0.0.2:9998; a state set by hand on the admin "
+        "socket since then is not in it, set it again once HAProxy runs"
+    ) in message
+    assert saved_states(layout) == {"voice1": "up", "voice2": "drain"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    # A file that is not one xswarm wrote is not vouched for: it goes.
+    path.write_text("garbage\n")
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        result = CliRunner().invoke(haproxy_command.command, args)
+    message = str(result.exception)
+    assert f"{path} is not a state file xswarm wrote" in message
+    assert f"removed the previous {path}" in message
+    assert "drain again" in message
+    assert not path.exists()
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        again = CliRunner().invoke(haproxy_command.command, args)
+    assert "HAProxy is dead or hung, so no state file: HAProxy starts every server as" in str(
+        again.exception
+    )
+
+
+def test_an_answer_that_is_not_a_dump_removes_the_old_file_and_says_so(tmp_path: Path) -> None:
+    """Something answers on the socket, but we cannot read its states: we cannot tell
+    whether the file describes it, and the next save gets the same answer."""
+    layout, path, cfg, args = state_file_and_config(tmp_path)
+    with answering(haproxy.admin_socket(layout), "Unknown command.\n"):
+        result = CliRunner().invoke(haproxy_command.command, args)
+    assert isinstance(result.exception, haproxy.HaproxyError), result.output
+    message = str(result.exception)
+    assert message.startswith("server states not saved (HAProxy answered 'show servers state'")
+    assert "not a version 1 state dump" in message
     assert f"removed the previous {path}" in message
     assert "every server as" in message and "drain again" in message
     assert not path.exists()
-    again = CliRunner().invoke(haproxy_command.command, args)
+    with answering(haproxy.admin_socket(layout), "Unknown command.\n"):
+        again = CliRunner().invoke(haproxy_command.command, args)
     assert "; no state file:" in str(again.exception)
 
 

@@ -22,12 +22,33 @@ would also restore the recorded port, and the recorded address of a server named
 about to be loaded is not the recorded one, or that is gone from it, is left out: it is
 another endpoint now, and starts as the config says.
 
-A dump that fails removes the previous file instead of leaving it: its states are older than
-what HAProxy holds, and loading them would silently undo every change since. Without the file
-HAProxy starts every server from the config, as it did before this file existed. A change
-whose save fails still holds in the running HAProxy (the drain is what the operator needs
-right now, and the next reload or stop saves it): the command succeeds and warns, in one line,
-what a start after a power loss would do and how to save the states.
+A change whose save fails still holds in the running HAProxy (the drain is what the operator
+needs right now, and the next reload or stop saves it): the command succeeds and warns, in one
+line, what a start after a power loss would do and how to save the states. The previous file
+goes, since it may say the opposite of that change.
+
+When the dump before a reload or stop fails, what happens to the previous file depends on why.
+Since every change xswarm makes is saved at once, or removes the file when it cannot be, a file
+that is there holds the last states xswarm set.
+
+- HAProxy does not answer (no socket, connection refused, no answer in time): it crashed, was
+  killed, or hangs. systemd runs ExecStop= even then, and Debian's Restart=always starts a new
+  HAProxy right after. Its states are gone or out of reach, so the file is the best record
+  left: it is kept (checked against the config about to be loaded, as a dump is) and the
+  one-line error says so in ``journalctl -u haproxy``. Removing it would put every drained
+  server back in rotation.
+- HAProxy answers, but not with a dump we can use (another version's format, a torn line,
+  something else on the socket path): something runs there with states we cannot read, and we
+  cannot tell whether the file describes it; the next save will get the same answer, so the
+  file would stand for states nobody checks any more. The config cannot be read: the file
+  cannot be checked against it. The file cannot be written: the dump in hand says what HAProxy
+  holds now, and the old file may say otherwise. In each case the previous file is removed and
+  the error says why: HAProxy starts every server from the config, as it did before this file
+  existed, and the operator drains again what must stay drained.
+
+What a kept file cannot hold: a state set by hand on the admin socket (``set server ...
+state drain`` with socat, not through xswarm) since the last save. After such a change, run
+``sudo xswarm haproxy save-state`` so that a crash does not lose it.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from xswarm.errors import XswarmError
 from xswarm.ops import files
@@ -149,15 +171,25 @@ def carried(dump: Dump, ports: dict[str, int]) -> tuple[list[ServerState], list[
     return kept, left
 
 
+class NoAnswer(HaproxyError):
+    """HAProxy's admin socket is absent, refuses the connection, or answers nothing in time:
+    HAProxy is dead or hung, and the states it held are out of reach."""
+
+
+# What a socket whose HAProxy is dead or hung does (a kill -9 leaves the socket file behind).
+_NO_ANSWER = (FileNotFoundError, ConnectionRefusedError, TimeoutError)
+
+
 @dataclass(frozen=True)
 class Saved:
     path: Path
     servers: list[ServerState]
     left_out: list[str]
 
-    def report(self) -> str:
-        states = ", ".join(f"{s.server} {s.summary}" for s in self.servers) or "no servers"
-        text = f"saved HAProxy's server states to {self.path}: {states}"
+    @property
+    def states(self) -> str:
+        """Each server's state, and the servers left out."""
+        text = ", ".join(f"{s.server} {s.summary}" for s in self.servers) or "no servers"
         if self.left_out:
             text += (
                 f"; left out (moved or gone in haproxy.cfg, they start from it): "
@@ -165,26 +197,62 @@ class Saved:
             )
         return text
 
+    def report(self) -> str:
+        return f"saved HAProxy's server states to {self.path}: {self.states}"
+
+
+def _write(layout: Layout, header: str, servers: list[ServerState]) -> Path:
+    target = state_file(layout)
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    files.check_trusted(target.parent, layout.root)
+    text = "".join(f"{line}\n" for line in [FORMAT_VERSION, header, *(s.line for s in servers)])
+    files.write_file(target, text, STATE_MODE)
+    return target
+
+
+def _config_text(haproxy_config: Path) -> str:
+    try:
+        return haproxy_config.read_text()
+    except OSError as exc:
+        raise HaproxyError(f"cannot read {haproxy_config}: {exc.strerror}") from None
+
 
 def save(layout: Layout, haproxy_config: Path) -> Saved:
     """Dump the running HAProxy's server states into :data:`SERVER_STATE`, atomically, for
-    the HAProxy that ``haproxy_config`` (the file about to be loaded) will start."""
-    try:
-        config_text = haproxy_config.read_text()
-    except OSError as exc:
-        raise HaproxyError(f"cannot read {haproxy_config}: {exc.strerror}") from None
+    the HAProxy that ``haproxy_config`` (the file about to be loaded) will start. Raises
+    :class:`NoAnswer` when HAProxy is dead or hung."""
+    config_text = _config_text(haproxy_config)
     path = admin_socket(layout)
     try:
         answer = send(path, "show servers state\n")
+    except _NO_ANSWER as exc:
+        raise NoAnswer(f"HAProxy admin socket {path}: {exc} (is HAProxy running?)") from None
     except OSError as exc:
         raise HaproxyError(f"HAProxy admin socket {path}: {exc} (is HAProxy running?)") from None
     dump = parse(answer)
     kept, left = carried(dump, configured_ports(config_text))
+    return Saved(_write(layout, dump.header, kept), kept, left)
+
+
+def keep(layout: Layout, haproxy_config: Path) -> Saved | None:
+    """The file as xswarm last saved it, for the HAProxy ``haproxy_config`` will start when
+    the running one cannot be asked; None when there is none. It is checked as a dump is: in
+    a root-only directory, and rewritten without a server moved or gone in that config (a
+    config re-rendered while HAProxy was down). Raises when it cannot be vouched for."""
     target = state_file(layout)
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    files.check_trusted(target.parent, layout.root)
-    text = "".join(f"{line}\n" for line in [FORMAT_VERSION, dump.header, *(s.line for s in kept)])
-    files.write_file(target, text, STATE_MODE)
+    files.check_trusted(target, layout.root)
+    config_text = _config_text(haproxy_config)
+    try:
+        text = target.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        dump = parse(text)
+    except HaproxyError as exc:
+        raise HaproxyError(f"{target} is not a state file xswarm wrote: {exc}") from None
+    kept, left = carried(dump, configured_ports(config_text))
+    if left:
+        _write(layout, dump.header, kept)
     return Saved(target, kept, left)
 
 
@@ -207,26 +275,49 @@ def _why_not_saved(exc: XswarmError | OSError, target: Path) -> str:
     return f"could not write {target} ({where}: {exc.strerror})"
 
 
-def save_or_forget(layout: Layout, haproxy_config: Path) -> Saved:
-    """:func:`save`; when it fails, remove the old file (its states are an earlier reload's)
-    and raise, saying what the reload will do without it."""
+def save_for_next_start(layout: Layout, haproxy_config: Path) -> Saved:
+    """:func:`save`, before a reload or stop. When HAProxy does not answer, keep the file
+    xswarm last saved (:func:`keep`) and raise, saying so; on any other failure remove it
+    and raise, saying what the start will do without it (the module docstring says why)."""
     try:
         return save(layout, haproxy_config)
-    except (XswarmError, OSError) as exc:
-        cause = _why_not_saved(exc, state_file(layout))
+    except NoAnswer as silent:
         try:
-            removed = forget(layout)
-        except OSError as gone:
-            raise HaproxyError(
-                f"server states not saved ({cause}), and the previous {state_file(layout)} "
-                f"could not be removed ({gone.strerror}): HAProxy may load stale states; "
-                "check `show servers state` after the reload"
-            ) from None
-        what = f"removed the previous {state_file(layout)}" if removed else "no state file"
+            kept = keep(layout, haproxy_config)
+        except (XswarmError, OSError) as exc:
+            _forget(layout, haproxy_config, f"{silent}; {_why_not_saved(exc, state_file(layout))}")
+        if kept is None:
+            what = (
+                f"no state file: HAProxy starts every server as {haproxy_config} says, so "
+                "drain again any server that must stay drained"
+            )
+        else:
+            what = (
+                f"kept {kept.path} as xswarm last saved it, for the next start: {kept.states}; "
+                "a state set by hand on the admin socket since then is not in it, set it again "
+                "once HAProxy runs"
+            )
         raise HaproxyError(
-            f"server states not saved ({cause}); {what}: HAProxy starts every server as "
-            f"{haproxy_config} says, so drain again any server that must stay drained"
+            f"server states not saved ({silent}); HAProxy is dead or hung, so {what}"
         ) from None
+    except (XswarmError, OSError) as exc:
+        _forget(layout, haproxy_config, _why_not_saved(exc, state_file(layout)))
+
+
+def _forget(layout: Layout, haproxy_config: Path, cause: str) -> NoReturn:
+    try:
+        removed = forget(layout)
+    except OSError as gone:
+        raise HaproxyError(
+            f"server states not saved ({cause}), and the previous {state_file(layout)} "
+            f"could not be removed ({gone.strerror}): HAProxy may load stale states; "
+            "check `show servers state` after the reload"
+        ) from None
+    what = f"removed the previous {state_file(layout)}" if removed else "no state file"
+    raise HaproxyError(
+        f"server states not saved ({cause}); {what}: HAProxy starts every server as "
+        f"{haproxy_config} says, so drain again any server that must stay drained"
+    ) from None
 
 
 def save_after_change(layout: Layout, change: str) -> str | None:
