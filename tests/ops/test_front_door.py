@@ -270,9 +270,7 @@ def run_haproxy(
     text = units.render_haproxy(config, [])
     root = tmp_path / "front"
     socket_path = haproxy.admin_socket(Layout(root))
-    text = staged_haproxy.for_test(text, Layout(root))
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(text)
+    cfg = staged_haproxy.install_config(text, Layout(root))
     log_path = tmp_path / "haproxy.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ from xswarm import config as config_module
 from xswarm.commands import drain, undrain
 from xswarm.commands import haproxy as haproxy_command
 from xswarm.errors import XswarmError
-from xswarm.ops import haproxy, haproxy_state, install, units
+from xswarm.ops import haproxy, haproxy_state, install, rolling, units
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.layout import OPT, Layout
 
@@ -98,12 +101,24 @@ class FrontDoor:
                         detail=self.log.read_text)  # fmt: skip
 
     def reload_as_systemd(self) -> None:
-        """Run the drop-in's ExecReload= lines as systemd would: the config check, the dump
-        (its failure ignored, "-"), the signal; with this test's paths and executables."""
-        lines = units.parse((DEPLOY / "server-state.conf").read_text())["Service"]["ExecReload"]
+        """``systemctl reload haproxy``: the drop-in's ExecReload= lines, the config check, the
+        dump, the signal; returns once the new worker answers."""
+        lines = dropin_lines("ExecReload")
         assert lines[0] == "", "the drop-in must reset Debian's ExecReload= first"
         old = self.worker()
-        for line in lines[1:]:
+        self._run_as_systemd(lines[1:])
+        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
+                        detail=self.log.read_text)  # fmt: skip
+
+    def stop_as_systemd(self) -> None:
+        """The drop-in's ExecStop= lines, which systemd runs even when HAProxy's processes
+        died on their own or were killed (systemd.service(5))."""
+        self._run_as_systemd(dropin_lines("ExecStop"))
+
+    def _run_as_systemd(self, lines: list[str]) -> None:
+        """Run unit command lines as systemd would, with this test's paths and executables: a
+        line's failure fails the test unless it starts with "-"."""
+        for line in lines:
             text = line.replace("${CONFIG}", str(self.config)).replace("$CONFIG", str(self.config))
             text = text.replace("$EXTRAOPTS", "").replace("$MAINPID", str(self.proc.pid))
             text = text.replace(f"{OPT}/current/venv/bin/", f"{VENV_BIN}/")
@@ -113,8 +128,22 @@ class FrontDoor:
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             assert done.returncode == 0 or text.startswith("-"), done.stderr
             self.exec_output += done.stdout + done.stderr
-        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
-                        detail=self.log.read_text)  # fmt: skip
+
+    def crash(self) -> None:
+        """Every HAProxy process killed at once (kill -9): no ExecStop ran, no dump; the admin
+        socket's file stays behind."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def start(self) -> None:
+        """A new HAProxy from the same config, as a boot or systemd's Restart= starts it."""
+        self.proc = start_haproxy(self.config, self.log)
+        eventually_sync(self._worker_or_none, within=10, detail=self.log.read_text)
+
+    def power_loss(self) -> None:
+        """Killed, then started again at the boot, with no stop and no dump in between."""
+        self.crash()
+        self.start()
 
     def _worker_or_none(self) -> str | None:
         try:
@@ -133,8 +162,22 @@ class FrontDoor:
         return CliRunner().invoke(haproxy_command.command, args)
 
 
+def dropin_lines(setting: str) -> list[str]:
+    """``setting``'s lines in the haproxy.service drop-in xswarm installs."""
+    return units.parse((DEPLOY / "server-state.conf").read_text())["Service"][setting]
+
+
 def entry(bridge: BridgeProcess) -> str:
     return f"127.0.0.1:{bridge.port}"
+
+
+def start_haproxy(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """HAProxy in master-worker mode, in a process group of its own (a power loss kills it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            ["haproxy", "-W", "-db", "-f", str(config)], stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -146,16 +189,9 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
     root = tmp_path / "front"
     layout = Layout(root)
     # notice: the test reads HAProxy's word on the states it loaded.
-    text = staged_haproxy.for_test(units.render_haproxy(config, []), layout, "notice")
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(text)
+    cfg = staged_haproxy.install_config(units.render_haproxy(config, []), layout, "notice")
     log = tmp_path / "haproxy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["haproxy", "-W", "-db", "-f", str(cfg)], stdout=out, stderr=out,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    door = FrontDoor(proc, root, cfg, port, log)
+    door = FrontDoor(start_haproxy(cfg, log), root, cfg, port, log)
     try:
         eventually_sync(door._worker_or_none, within=10, detail=log.read_text)
         eventually_sync(
@@ -166,12 +202,12 @@ def front_door(tmp_path: Path, bridges: list[BridgeProcess]) -> Iterator[FrontDo
         )
         yield door
     finally:
-        proc.terminate()
+        door.proc.terminate()
         try:
-            proc.wait(10)
+            door.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            os.killpg(door.proc.pid, signal.SIGKILL)
+            door.proc.wait(5)
 
 
 def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
@@ -208,6 +244,155 @@ def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
         assert int(door.stats()[one]["stot"]) > 0
 
 
+def saved_states(layout: Layout) -> dict[str, str]:
+    """{server: drain/maint/up/down} as the state file says."""
+    dump = haproxy_state.parse(haproxy_state.state_file(layout).read_text())
+    return {state.server: state.summary for state in dump.servers}
+
+
+def test_the_operators_last_drain_or_undrain_survives_a_power_loss(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """No stop and no dump before the next start: HAProxy loads what drain/undrain saved."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert drained.stderr == ""
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        # The reload saves it drained too; the undrain after it must not leave that file.
+        door.reload_as_systemd()
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert back.stderr == ""
+        assert saved_states(door.layout) == {one: "up", two: "up"}
+
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+        # The reverse: drained for an upgrade of its host, it stays drained after a power loss.
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        eventually_sync(lambda: door.stats()[one]["status"], lambda s: s == "DRAIN",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        door.requests(4)
+        assert {name: int(row["stot"]) for name, row in door.stats().items()} == {one: 0, two: 4}
+
+
+def test_a_drain_survives_a_crash_of_haproxy_and_its_restart_by_systemd(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """kill -9: systemd runs ExecStop= against the dead socket, then Restart=always starts
+    HAProxy again. The dump fails; the file drain saved must still be there for that start."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one, "--timeout", "10"]
+        drained = CliRunner().invoke(drain.command, args)
+        assert drained.exit_code == 0, drained.output
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        path = haproxy_state.state_file(door.layout)
+        saved = path.read_text()
+
+        door.crash()
+        door.stop_as_systemd()
+        assert door.exec_output.count("\n") == 1, door.exec_output
+        assert "Connection refused" in door.exec_output
+        assert (
+            f"HAProxy is dead or hung, so kept {path} as xswarm last saved it, for the next "
+            f"start: {one} drain, {two} up; a state set by hand" in door.exec_output
+        )
+        assert path.read_text() == saved
+
+        door.start()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
+                        within=20, detail=door.log.read_text)  # fmt: skip
+        assert door.stats()[one]["status"] == "DRAIN"
+        door.requests(4)
+        assert {name: int(row["stot"]) for name, row in door.stats().items()} == {one: 0, two: 4}
+
+
+def test_a_drain_whose_save_fails_still_holds_and_warns_in_one_line(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """The state file's directory is a regular file: no user, root included, can write it."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        path = haproxy_state.state_file(door.layout)
+        path.parent.parent.mkdir(parents=True)
+        path.parent.write_text("not a directory\n")
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        assert f"{one}: no calls left" in drained.stdout
+        assert drained.stderr == (
+            f"warning: {one} is drained in HAProxy now, but not saved for a start after a "
+            f"power loss: could not write {path} ({path.parent}: File exists); there is no "
+            f"file, so such a start puts every server as {door.config} says; fix that, then "
+            "`sudo xswarm haproxy save-state` saves what HAProxy holds now\n"
+        )
+        assert door.states()[one].summary == "drain"
+
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert back.stderr.startswith(f"warning: {one} is back in rotation in HAProxy now, but")
+        assert back.stderr.count("\n") == 1
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+
+def test_a_drain_whose_save_is_refused_removes_the_file_it_would_contradict(
+    tmp_path: Path, bridges: list[BridgeProcess]
+) -> None:
+    """The file says drained (the last reload's); the undrain cannot save (a directory others
+    could write, refused for root as for anyone): the old file must go, or a start after a
+    power loss would bring the server back drained."""
+    one, two = (entry(b) for b in bridges)
+    with front_door(tmp_path, bridges) as door:
+        args = ["--root", str(door.root), "--backend", one]
+        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        assert drained.exit_code == 0, drained.output
+        path = haproxy_state.state_file(door.layout)
+        assert saved_states(door.layout) == {one: "drain", two: "up"}
+        path.parent.chmod(0o777)
+        back = CliRunner().invoke(undrain.command, args)
+        assert back.exit_code == 0, back.output
+        assert "writable by group or others" in back.stderr
+        assert "; removed the previous file, so such a start puts every server as" in back.stderr
+        assert not path.exists()
+        path.parent.chmod(0o755)
+        door.power_loss()
+        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+
+
+def test_a_rolling_restart_saves_the_ready_that_ends_its_drain(tmp_path: Path) -> None:
+    """A reload while an instance restarts saves it drained; its return to ready is saved
+    too, so a start after a power loss does not leave a local instance drained."""
+    layout = Layout(tmp_path / "front")
+    config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
+    cfg = staged_haproxy.install_config(units.render_haproxy(config, [1, 2]), layout)
+    log = tmp_path / "haproxy.log"
+    proc = start_haproxy(cfg, log)
+    try:
+        eventually_sync(haproxy.admin_socket(layout).exists, within=10, detail=log.read_text)
+        assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
+        haproxy_state.save(layout, cfg)
+        assert saved_states(layout)["voice2"] == "drain"
+        said: list[str] = []
+        rolling._back_in_rotation(layout, "xswarm-voice@2.service", said.append)
+        assert said == []
+        assert saved_states(layout)["voice2"] not in ("drain", "maint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def test_a_dead_server_is_not_retried_as_healthy_after_a_reload(
     tmp_path: Path, bridges: list[BridgeProcess]
 ) -> None:
@@ -241,10 +426,11 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
 ) -> None:
     one = entry(bridges[0])
     with front_door(tmp_path, bridges) as door:
-        assert haproxy.set_backend_state(door.layout, one, "drain") == one
+        assert haproxy.set_backend_state(door.layout, one, "drain", pytest.fail) == one
         path = haproxy_state.state_file(door.layout)
-        if content is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.unlink()
+        else:
             path.write_text(content)
         door.reload()
         assert door.proc.poll() is None, door.log.read_text()
@@ -254,23 +440,111 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
         }
 
 
-def test_a_failed_dump_removes_the_old_file_and_says_so(tmp_path: Path) -> None:
-    """No HAProxy answering (a stop after a crash): the earlier states must not be loaded."""
+@contextlib.contextmanager
+def dead_haproxy(path: Path, how: str) -> Iterator[None]:
+    """The admin socket as a dead or hung HAProxy leaves it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        if how != "no-socket":
+            sock.bind(str(path))
+        if how == "hung":
+            sock.listen(1)  # connects, and nobody ever answers
+        elif how == "killed":
+            sock.close()  # the file stays, as after kill -9: connection refused
+        yield
+
+
+@contextlib.contextmanager
+def answering(path: Path, answer: str) -> Iterator[None]:
+    """Something on the admin socket that answers, but not with a state dump."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+
+        def reply() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(answer.encode())
+
+        thread = threading.Thread(target=reply, daemon=True)
+        thread.start()
+        yield
+        thread.join(10)
+
+
+def state_file_and_config(tmp_path: Path) -> tuple[Layout, Path, Path, list[str]]:
+    """A state file as xswarm saved it (voice1 up, voice2 drained, a backend down), and a
+    haproxy.cfg that no longer has that backend; the args of save-state for them."""
     layout = Layout(tmp_path)
     path = haproxy_state.state_file(layout)
     path.parent.mkdir(parents=True)
-    path.write_text("1\n# old\n")
+    path.write_text(DUMP)
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text("backend xswarm_voice_instances\n    server voice1 127.0.0.1:10001 check\n")
+    cfg.write_text(
+        "backend xswarm_voice_instances\n"
+        "    server voice1 127.0.0.1:10001 check\n"
+        "    server voice2 127.0.0.1:10002 check\n"
+    )
     args = ["save-state", "--root", str(tmp_path), "--haproxy-config", str(cfg)]
-    result = CliRunner().invoke(haproxy_command.command, args)
+    return layout, path, cfg, args
+
+
+@pytest.mark.parametrize("how", ["no-socket", "killed", "hung"])
+def test_a_dead_haproxy_keeps_the_file_xswarm_saved_and_says_so(tmp_path: Path, how: str) -> None:
+    """ExecStop= after a crash: HAProxy's states are gone with it, and the file holds the
+    last ones xswarm set; removing it would put every drained server back in rotation. It is
+    still checked against the config about to be loaded: the backend gone from it goes."""
+    layout, path, cfg, args = state_file_and_config(tmp_path)
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        result = CliRunner().invoke(haproxy_command.command, args)
     assert isinstance(result.exception, haproxy.HaproxyError), result.output
     message = str(result.exception)
     assert message.startswith("server states not saved (HAProxy admin socket")
+    assert "\n" not in message
+    assert (
+        f"; HAProxy is dead or hung, so kept {path} as xswarm last saved it, for the next "
+        "start: voice1 up, voice2 drain; left out (moved or gone in haproxy.cfg, they start "
+        "from it): xswarm_voice_instances/10.0.0.2:9998; a state set by hand on the admin "
+        "socket since then is not in it, set it again once HAProxy runs"
+    ) in message
+    assert saved_states(layout) == {"voice1": "up", "voice2": "drain"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    # A file that is not one xswarm wrote is not vouched for: it goes.
+    path.write_text("garbage\n")
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        result = CliRunner().invoke(haproxy_command.command, args)
+    message = str(result.exception)
+    assert f"{path} is not a state file xswarm wrote" in message
+    assert f"removed the previous {path}" in message
+    assert "drain again" in message
+    assert not path.exists()
+    with dead_haproxy(haproxy.admin_socket(layout), how):
+        again = CliRunner().invoke(haproxy_command.command, args)
+    assert "HAProxy is dead or hung, so no state file: HAProxy starts every server as" in str(
+        again.exception
+    )
+
+
+def test_an_answer_that_is_not_a_dump_removes_the_old_file_and_says_so(tmp_path: Path) -> None:
+    """Something answers on the socket, but we cannot read its states: we cannot tell
+    whether the file describes it, and the next save gets the same answer."""
+    layout, path, cfg, args = state_file_and_config(tmp_path)
+    with answering(haproxy.admin_socket(layout), "Unknown command.\n"):
+        result = CliRunner().invoke(haproxy_command.command, args)
+    assert isinstance(result.exception, haproxy.HaproxyError), result.output
+    message = str(result.exception)
+    assert message.startswith("server states not saved (HAProxy answered 'show servers state'")
+    assert "not a version 1 state dump" in message
     assert f"removed the previous {path}" in message
     assert "every server as" in message and "drain again" in message
     assert not path.exists()
-    again = CliRunner().invoke(haproxy_command.command, args)
+    with answering(haproxy.admin_socket(layout), "Unknown command.\n"):
+        again = CliRunner().invoke(haproxy_command.command, args)
     assert "; no state file:" in str(again.exception)
 
 

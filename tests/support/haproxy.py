@@ -7,6 +7,8 @@ which servers the test's HAProxy starts in drain.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from xswarm.ops import haproxy, haproxy_state
 from xswarm.ops.layout import Layout
 
@@ -23,3 +25,13 @@ def for_test(text: str, layout: Layout, log_level: str = "warning") -> str:
     text = text.replace(haproxy_state.SERVER_STATE, str(haproxy_state.state_file(layout)))
     text = text.replace(SYSLOG_LINE, f"log stderr local0 {log_level}")
     return text.replace("maxconn 8000", "maxconn 200")
+
+
+def install_config(text: str, layout: Layout, log_level: str = "warning") -> Path:
+    """:func:`for_test`'s config written where ``xswarm install`` puts haproxy.cfg
+    (``layout.haproxy_config``): drain and undrain save the server states for the config
+    they find there, and warn when there is none."""
+    path = layout.haproxy_config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(for_test(text, layout, log_level))
+    return path

@@ -26,5 +26,13 @@ def command(backend: str, timeout: float, root: Path) -> None:
     """On the front host: stop sending new calls to a backend and wait until it has none.
 
     Then upgrade that host (xswarm upgrade there) and put it back with xswarm undrain.
+    The drain is saved for a start of HAProxy after a power loss; if that save fails, a
+    warning on stderr says why, and the exit status stays 0: HAProxy holds the drain, so the
+    next step of a rolling upgrade (upgrading that host) is safe. Exit 1: HAProxy refused
+    the drain, or calls were still open after --timeout.
     """
-    haproxy.drain_backend(Layout(root), backend, timeout, click.echo)
+    haproxy.drain_backend(Layout(root), backend, timeout, click.echo, _warn)
+
+
+def _warn(line: str) -> None:
+    click.echo(line, err=True)

@@ -30,7 +30,9 @@ def command() -> None:
 )
 def save_state(root: Path, haproxy_config: Path | None) -> None:
     """Write the running HAProxy's server states (drain, maint, up, down) to the file its
-    config loads at start-up; on failure remove the old file, so nothing stale is loaded."""
+    config loads at start-up. Exit 1 when they could not be saved: if HAProxy is dead or hung
+    (ExecStop= after a crash), the file xswarm last saved is kept for the next start; on any
+    other failure it is removed, so nothing stale is loaded. The message says which."""
     layout = Layout(root)
-    saved = haproxy_state.save_or_forget(layout, haproxy_config or layout.haproxy_config)
+    saved = haproxy_state.save_for_next_start(layout, haproxy_config or layout.haproxy_config)
     click.echo(saved.report())

@@ -17,7 +17,13 @@ from xswarm.ops.layout import Layout
 def command(backend: str, root: Path) -> None:
     """On the front host: put a backend drained by xswarm drain back in rotation.
 
-    HAProxy sends it calls again once its /readyz health check passes.
+    HAProxy sends it calls again once its /readyz health check passes. Saved for a start
+    of HAProxy after a power loss like a drain (see xswarm drain --help); a save that fails
+    warns on stderr and the exit status stays 0, since the backend is in rotation.
     """
-    server = haproxy.set_backend_state(Layout(root), backend, "ready")
+    server = haproxy.set_backend_state(Layout(root), backend, "ready", _warn)
     click.echo(f"{server}: back in rotation; HAProxy sends it calls while /readyz answers 200")
+
+
+def _warn(line: str) -> None:
+    click.echo(line, err=True)

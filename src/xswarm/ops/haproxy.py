@@ -113,9 +113,14 @@ def sessions(layout: Layout) -> dict[str, int]:
     }
 
 
-def set_backend_state(layout: Layout, entry: str, state: str) -> str:
-    """Set a backend's server state; returns its server name. ``entry`` is host:port as in
-    ``[haproxy] backends``."""
+# What each state means to an operator, as the warning of a failed save says it.
+_HOLDS = {"ready": "is back in rotation", "drain": "is drained", "maint": "is in maintenance"}
+
+
+def set_backend_state(layout: Layout, entry: str, state: str, warn: Callable[[str], None]) -> str:
+    """Set a backend's server state and save the states for a start after a power loss;
+    returns its server name. ``entry`` is host:port as in ``[haproxy] backends``. A save that
+    fails is a ``warn``, not an error: HAProxy holds the state (see ops.haproxy_state)."""
     try:
         host, port = backend_address(entry)
     except ValueError as exc:
@@ -129,6 +134,12 @@ def set_backend_state(layout: Layout, entry: str, state: str) -> str:
             "a backend must be in [haproxy] backends or --backends when install renders "
             "haproxy.cfg"
         )
+    # Here, not at the top: haproxy_state builds on this module's admin socket functions.
+    from xswarm.ops import haproxy_state
+
+    warning = haproxy_state.save_after_change(layout, f"{server} {_HOLDS[state]}")
+    if warning:
+        warn(warning)
     return server
 
 
@@ -137,11 +148,12 @@ def drain_backend(
     entry: str,
     timeout: float,
     say: Callable[[str], None],
+    warn: Callable[[str], None],
     poll: float = 0.5,
 ) -> None:
     """Send no new calls to a backend, then wait until its calls have ended (at most
     ``timeout`` seconds, saying how many are left as the count changes)."""
-    server = set_backend_state(layout, entry, "drain")
+    server = set_backend_state(layout, entry, "drain", warn)
     say(f"{server}: drained in HAProxy; new calls go to the other servers")
     deadline = time.monotonic() + timeout
     last = None

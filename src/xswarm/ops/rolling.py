@@ -17,7 +17,16 @@ from pathlib import Path
 from xswarm import config as config_module
 from xswarm.config import Config
 from xswarm.errors import XswarmError
-from xswarm.ops import files, haproxy, health, install, releases, systemctl, units
+from xswarm.ops import (
+    files,
+    haproxy,
+    haproxy_state,
+    health,
+    install,
+    releases,
+    systemctl,
+    units,
+)
 from xswarm.ops.inventory import installed_instances, installed_profiles, installed_units
 from xswarm.ops.layout import Layout
 
@@ -76,14 +85,30 @@ def running_release(unit: str, layout: Layout) -> str | None:
     return None
 
 
-def restart_and_check(target: Target, layout: Layout, version: str, timeout: float) -> str | None:
+def restart_and_check(
+    target: Target, layout: Layout, version: str, timeout: float, say: Callable[[str], None]
+) -> str | None:
     """Restart one unit behind a drained HAProxy server; None when it came back healthy on
     ``version``, else why not."""
     haproxy.set_state(layout, target.unit, "drain")
     try:
         return _restart_and_check(target, layout, version, timeout)
     finally:
-        haproxy.set_state(layout, target.unit, "ready")
+        _back_in_rotation(layout, target.unit, say)
+
+
+def _back_in_rotation(layout: Layout, unit: str, say: Callable[[str], None]) -> None:
+    """Undo the restart's drain and save HAProxy's server states: a reload during the restart
+    saved the drain, which a start after a power loss would load. The drain itself is not
+    saved: it lasts seconds, and no xswarm command undrains a local instance that a power
+    loss in those seconds left drained."""
+    server = haproxy.server_for(unit)
+    if server is None or not haproxy.admin_socket(layout).exists():
+        return
+    if haproxy.set_state(layout, unit, "ready") is None:
+        warning = haproxy_state.save_after_change(layout, f"{server} is back in rotation")
+        if warning:
+            say(f"  {warning}")
 
 
 def _restart_and_check(target: Target, layout: Layout, version: str, timeout: float) -> str | None:
@@ -120,7 +145,7 @@ def rolling_restart(
 ) -> str | None:
     for target in running:
         say(f"restarting {target.unit} ...")
-        error = restart_and_check(target, layout, version, timeout)
+        error = restart_and_check(target, layout, version, timeout, say)
         if error:
             say(f"  FAILED: {error}")
             return error
