@@ -97,6 +97,8 @@ class CallSession:
             remote,
             host.engine.frame_samples,
             tick_margin_s=host.config.bridge.tick_margin_ms / 1000,
+            # Until its jitter is measured, a call is given all the slack it may keep.
+            join_slack_s=host.engine.frame_seconds - WIRE_FRAME_SECONDS,
         )
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge
