@@ -435,7 +435,21 @@ def test_a_call_joins_with_the_slack_it_is_given_and_completes_frames_before_the
     assert np.all(taken[0][: 2 * CHUNK] == 0.0) and np.all(taken[0][2 * CHUNK :] == 0.5)
 
 
-def test_a_silent_call_without_jitter_is_trimmed_to_the_margin_a_wire_frame_at_a_time() -> None:
+def test_a_join_slack_of_a_frame_or_more_puts_whole_frames_of_silence_first() -> None:
+    """A 90 ms slack, first chunk 50 ms before a tick: its third chunk completes a frame 90
+    ms before the tick after next, and a frame of silence keeps the next tick busy."""
+    call = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, join_slack_s=0.090)
+    call.tick_grid = (1.0, PERIOD)
+    for arrived in (0.95, 0.97, 0.99):
+        call.push_audio(np.full(CHUNK, 0.5, np.float32), arrived)
+    silence = call.take_frame()  # the tick at 1.0
+    assert silence is not None and not np.any(silence[0])
+    taken = call.take_frame()  # the tick at 1.08
+    assert taken is not None and taken[1] == 0.99  # 90 ms before it
+    assert np.all(taken[0][:CHUNK] == 0.0) and np.all(taken[0][CHUNK:] == 0.5)
+
+
+def test_a_silent_call_without_jitter_is_trimmed_to_the_margin_in_whole_wire_frames() -> None:
     ticked = TickedCall([0.0] * 500)  # 10 s, silent
     ticked.run(120)
     call = ticked.call
@@ -443,10 +457,12 @@ def test_a_silent_call_without_jitter_is_trimmed_to_the_margin_a_wire_frame_at_a
     assert slack is not None and target is not None
     assert target == pytest.approx(0.010)  # no jitter: the margin alone
     assert target <= slack < target + 0.020
-    # It joined with 67 ms (the first chunk came 67 ms before a tick): the two chunks above
-    # the target went, one per tick, and were counted.
+    # It joined with 67 ms (the first chunk came 67 ms before a tick): the two wire frames
+    # above the target went together, a second after the jitter was known, and were counted.
     assert slack == pytest.approx(0.027)
     assert call.dropped["input_silence"] == 2
+    assert max(ticked.waits[: round(1.9 / PERIOD)]) == pytest.approx(0.067)
+    assert max(ticked.waits[round(2.2 / PERIOD) :]) == pytest.approx(0.027)
     assert ticked.misses == 0
     assert max(ticked.waits[-50:]) == pytest.approx(slack)
 

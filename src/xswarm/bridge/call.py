@@ -9,6 +9,7 @@ calls.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import Counter, deque
@@ -418,23 +419,27 @@ class Call:
 
     def _align_to_ticks(self, chunk: int, arrived: float) -> None:
         """Lead the call's first frame with silence so that each engine frame completes with
-        the last chunk that arrives ``join_slack_s`` or more before a tick: a chunk then
-        waits that plus 0-20 ms for its step, not up to a whole engine frame more (80 ms for
-        MOSHI). Chunks keep their arrival phase, so the alignment holds until the slack
-        control (``slack_s``) moves it, once the call's own jitter is measured; until then
-        ``join_slack_s`` is how late a completing chunk may arrive and still make its tick."""
+        the last chunk that arrives ``join_slack_s`` (or ``tick_margin_s``, if more) before
+        a tick: a chunk then waits that plus 0-20 ms for its step, not up to a whole engine
+        frame more (80 ms for MOSHI). Chunks keep their arrival phase, so the alignment holds
+        until the slack control (``slack_s``) moves it, once the call's own jitter is
+        measured; until then that slack is how late a completing chunk may arrive and still
+        make its tick. A slack of a frame or more takes whole frames of lead."""
         if self.tick_grid is None or chunk <= 0 or chunk >= self.frame_samples:
             return
         tick, period = self.tick_grid
         chunk_s = chunk / self.sample_rate
-        # At most a frame less a chunk: the lead cannot hold back a whole frame.
-        slack = min(max(self.tick_margin_s, self.join_slack_s), period - chunk_s)
+        slack = max(self.tick_margin_s, self.join_slack_s)
         until_tick = (tick - arrived) % period
-        if until_tick < slack:
-            until_tick += period  # too close to this tick: complete before the next one
+        # The first tick at least the slack away.
+        ticks_before = math.ceil((slack - until_tick) / period) if until_tick < slack else 0
+        until_tick += ticks_before * period
         # Chunks (this one included) that arrive at least the slack before that tick.
         before = 1 + int((until_tick - slack) / chunk_s)
-        self._lead = (-before * chunk) % self.frame_samples
+        # A frame that completes a period or more before its tick would be taken at an
+        # earlier one, unless frames of silence ahead of it keep those ticks busy.
+        silent_frames = ticks_before if until_tick - (before - 1) * chunk_s >= period else 0
+        self._lead = (silent_frames + 1) * self.frame_samples - before * chunk
         if self._lead:
             self.input.push(np.zeros(self._lead, dtype=np.float32), arrived)
 

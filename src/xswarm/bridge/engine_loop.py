@@ -15,8 +15,9 @@ engines drain such a backlog with ``catch_up_steps`` extra steps in the same tic
 whose frame is several wire frames (MOSHI) keeps the slack its own jitter needs
 (``Call.slack_s`` against ``Call.slack_target_s``): a frame that misses its tick raises the
 slack by a frame, and a call that holds a wire frame or more beyond its target for over
-``BEHIND_SECONDS`` skips a wire frame per tick while the caller is silent (``input_silence``),
-which costs nothing audible; any other call does the same down to one frame of backlog. Past
+``BEHIND_SECONDS`` skips that surplus, in wire frames, while the caller is silent
+(``input_silence``), which costs nothing audible; any other call skips a frame per tick while
+the caller is silent down to one frame of backlog. Past
 ``max(MAX_BACKLOG_FRAMES frames, MAX_BACKLOG_SECONDS)`` the oldest audio is dropped
 (``input_backlog``). Both are counted: audio that waits is latency on a live call, but audio
 thrown away silently is a loss nobody can find (a burst of a call's first frames, read late
@@ -303,8 +304,9 @@ class EngineLoop:
 
         Past ``max_backlog`` the oldest audio goes, speech or not. A call whose jitter is
         measured keeps its slack near its target: a wire frame or more above it for
-        ``BEHIND_SECONDS``, the oldest wire frame is skipped each tick while the caller is
-        silent, never below the target. Any other call does the same down to one frame."""
+        ``BEHIND_SECONDS``, the surplus wire frames are skipped while the caller is silent,
+        never below the target. Any other call skips a frame per tick while the caller is
+        silent, down to one frame."""
         backlog = len(call.input)
         if backlog > self.max_backlog:
             call.drop_samples("input_backlog", call.input.trim(self.max_backlog))
@@ -332,13 +334,13 @@ class EngineLoop:
         if call.behind_since is None:
             call.behind_since = now
             return
-        chunk = round(call.sample_rate * WIRE_FRAME_SECONDS)
-        backlog = len(call.input)
         if now - call.behind_since > BEHIND_SECONDS and not call.speech.speaking:
-            if backlog >= chunk:
-                # One wire frame per tick: a silence absorbs the skip, and the slack is
-                # measured again before the next one.
-                call.drop_samples("input_silence", call.input.trim(backlog - chunk))
+            # The caller has been quiet for the detector's hangover (300 ms), longer than
+            # anything buffered: the surplus is silence and goes at once, in wire frames.
+            chunk = round(call.sample_rate * WIRE_FRAME_SECONDS)
+            backlog = len(call.input)
+            surplus = min(int((slack - target) / WIRE_FRAME_SECONDS), backlog // chunk)
+            call.drop_samples("input_silence", call.input.trim(backlog - surplus * chunk))
 
     async def _step_ready(self, ops: list[Operation]) -> list[Call]:
         """One engine step over every call that has a whole frame; returns those calls."""
