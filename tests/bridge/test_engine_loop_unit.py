@@ -511,3 +511,24 @@ def test_a_frame_that_misses_its_tick_raises_the_slack_and_only_the_surplus_is_t
     # Joined 27 ms ahead, 107 ms after the miss, two wire frames trimmed: 67 ms.
     assert slack == pytest.approx(0.067)
     assert call.dropped["input_silence"] == 2
+
+
+def test_a_stall_is_trimmed_once_the_caller_has_been_quiet_longer_than_the_backlog() -> None:
+    """400 ms of the caller's speech held up in the network, then delivered at once: those
+    frames miss their ticks, and the backlog that builds up (470 ms) is not trimmed while any
+    of it may be speech: the detector's 300 ms of quiet after speech is not enough, only once
+    the caller has been quiet for longer than all of it. Then it goes back to the jitter the
+    call has."""
+    lateness = [0.0] * 600
+    for n in range(100, 120):
+        lateness[n] = (120 - n) * 0.020
+    loud = [60 <= n < 118 for n in range(600)]
+    ticked = TickedCall(lateness, loud)
+    ticked.run(145)
+    call = ticked.call
+    assert ticked.misses >= 3
+    assert ticked.heard == ticked.loud_levels()  # every spoken chunk reached the engine
+    assert call.dropped_frames == call.dropped["input_silence"] > 0
+    slack, target = call.slack_s(145 * PERIOD), call.slack_target_s()
+    assert slack is not None and target == pytest.approx(0.010)  # the stall left the window
+    assert target <= slack < target + 0.020

@@ -367,6 +367,8 @@ class Call:
         wire_samples = round(sample_rate * WIRE_FRAME_SECONDS)
         self.jitter = ArrivalJitter(sample_rate) if frame_samples > wire_samples * 1.5 else None
         self.behind_since: float | None = None
+        # How much of the newest input is quiet, at least: silence that may be trimmed.
+        self.quiet_samples = 0
         self.latency = LatencyWindow()
         self.speech = SpeechDetector(sample_rate)
         self._level_in: deque[np.ndarray] = deque(maxlen=50)
@@ -415,7 +417,14 @@ class Call:
         if self.jitter is not None:
             self.jitter.observe(len(pcm), arrived)
         self._level_in.append(pcm)
-        return self.speech.feed(pcm)
+        segment_ms = self.speech.feed(pcm)
+        if segment_ms is not None:
+            self.quiet_samples = self.speech.hangover_samples
+        elif self.speech.speaking:
+            self.quiet_samples = 0
+        else:
+            self.quiet_samples += len(pcm)
+        return segment_ms
 
     def _align_to_ticks(self, chunk: int, arrived: float) -> None:
         """Lead the call's first frame with silence so that each engine frame completes with
@@ -442,6 +451,7 @@ class Call:
         self._lead = (silent_frames + 1) * self.frame_samples - before * chunk
         if self._lead:
             self.input.push(np.zeros(self._lead, dtype=np.float32), arrived)
+            self.quiet_samples = self._lead
 
     def slack_s(self, at: float) -> float | None:
         """How long before ``at`` (a tick) the audio the engine has taken was due from a

@@ -334,11 +334,11 @@ class EngineLoop:
         if call.behind_since is None:
             call.behind_since = now
             return
-        if now - call.behind_since > BEHIND_SECONDS and not call.speech.speaking:
-            # The caller has been quiet for the detector's hangover (300 ms), longer than
-            # anything buffered: the surplus is silence and goes at once, in wire frames.
+        backlog = len(call.input)
+        if now - call.behind_since > BEHIND_SECONDS and 0 < backlog <= call.quiet_samples:
+            # The caller has been quiet for longer than anything buffered: the surplus is
+            # silence and goes at once, in wire frames.
             chunk = round(call.sample_rate * WIRE_FRAME_SECONDS)
-            backlog = len(call.input)
             surplus = min(int((slack - target) / WIRE_FRAME_SECONDS), backlog // chunk)
             call.drop_samples("input_silence", call.input.trim(backlog - surplus * chunk))
 
