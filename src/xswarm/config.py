@@ -110,10 +110,10 @@ class BridgeSection:
         help="for engines whose frame is several wire frames (MOSHI, 80 ms): each call holds "
         "back the arrival jitter measured on its own audio (over the last 4 s) plus this, at "
         "most a frame, so that its frames complete before the engine's tick instead of "
-        "waiting a whole frame. A call joins with the slack for a frame less 20 ms of jitter "
-        "plus this; what it holds beyond its need is skipped while the caller is silent. The "
-        "cost is this much latency on every call; raise it for a path whose jitter comes in "
-        "rare spikes",
+        "waiting a whole frame. A call joins with the largest jitter the live calls measure "
+        "plus this (with none, a frame less 20 ms plus this); what it holds beyond its need "
+        "is skipped while the caller is silent. The cost is this much latency on every call; "
+        "raise it for a path whose jitter comes in rare spikes",
     )
     max_output_age_ms: int = setting(
         100,

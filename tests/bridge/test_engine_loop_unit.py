@@ -532,3 +532,23 @@ def test_a_stall_is_trimmed_once_the_caller_has_been_quiet_longer_than_the_backl
     slack, target = call.slack_s(145 * PERIOD), call.slack_target_s()
     assert slack is not None and target == pytest.approx(0.010)  # the stall left the window
     assert target <= slack < target + 0.020
+
+
+async def test_a_call_joins_with_the_jitter_the_live_calls_measure() -> None:
+    """The first call on a bridge joins with the default slack; one that joins while another
+    has measured its jitter takes that jitter plus its margin, at most a frame."""
+    loop, _ = new_loop(capacity=3)
+    first = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(first, Sink())
+    assert first.join_slack_s == 0.070 and loop.measured_jitter() is None
+    for n, late in enumerate([0.0, 0.025] * 30):  # 1.2 s, every other chunk 25 ms late
+        first.push_audio(np.full(CHUNK, 0.0, np.float32), n * 0.020 + late)
+    assert loop.measured_jitter() == pytest.approx(0.025)
+    second = Call("twilio", "127.0.0.1:2", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(second, Sink())
+    assert second.join_slack_s == pytest.approx(0.035)
+    for _ in range(10):  # 200 ms of audio held up by a stall, then delivered at once
+        first.push_audio(np.full(CHUNK, 0.0, np.float32), 1.4)
+    third = Call("twilio", "127.0.0.1:3", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    assert loop.attach(third, Sink())
+    assert third.join_slack_s == pytest.approx(0.080)  # at most a frame

@@ -127,10 +127,26 @@ class EngineLoop:
         call.slot = slot
         if self.schedule is not None:
             call.tick_grid = (self.schedule.due, self.period)
+        measured = self.measured_jitter()
+        if call.jitter is not None and measured is not None:
+            # Calls on this bridge mostly come over the same paths: the jitter its live calls
+            # measure is a better first guess than the conservative default.
+            frame_s = call.frame_samples / call.sample_rate
+            call.join_slack_s = min(frame_s, measured + call.tick_margin_s)
         self._calls[slot] = call
         self._sinks[slot] = sink
         self._ops.append(lambda: self.engine.join(slot))
         return True
+
+    def measured_jitter(self) -> float | None:
+        """The largest arrival jitter the live calls have measured (seconds); None when no
+        call has measured any yet."""
+        spreads = [
+            call.jitter.spread
+            for call in self._calls.values()
+            if call.jitter is not None and call.jitter.ready
+        ]
+        return max(spreads) if spreads else None
 
     def detach(self, call: Call) -> None:
         slot = call.slot
