@@ -104,13 +104,16 @@ class BridgeSection:
         "absorbed, then sent one frame every 20 ms; echo's output is sent as it comes",
     )
     tick_margin_ms: int = setting(
-        20,
+        10,
         min=0,
         max=80,
-        help="for engines whose frame is several wire frames (MOSHI, 80 ms): a call's frames "
-        "are aligned to complete at least this long before the engine's tick, so audio that "
-        "arrives up to this late still makes its step instead of waiting a whole frame; the "
-        "cost is this much latency on every call (set it to the network's jitter)",
+        help="for engines whose frame is several wire frames (MOSHI, 80 ms): each call holds "
+        "back the arrival jitter measured on its own audio (over the last 4 s) plus this, at "
+        "most a frame, so that its frames complete before the engine's tick instead of "
+        "waiting a whole frame. A call joins with the largest jitter the live calls measure "
+        "plus this (with none, a frame less 20 ms plus this); what it holds beyond its need "
+        "is skipped while the caller is silent. The cost is this much latency on every call; "
+        "raise it for a path whose jitter comes in rare spikes",
     )
     max_output_age_ms: int = setting(
         100,

@@ -6,6 +6,7 @@ arithmetic is ``TickSchedule`` over the times a test hands it. Nothing here wait
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 import numpy as np
@@ -356,3 +357,198 @@ def test_a_tick_margin_lets_a_late_chunk_still_make_its_tick() -> None:
         call.push_audio(np.full(chunk, 0.5, dtype=np.float32), arrived)
     taken = call.take_frame()
     assert taken is not None and taken[1] < 1.08  # still before the tick at 1.08
+
+
+# -- a call's slack follows its own jitter (MOSHI: 80 ms frames of four 20 ms chunks) --------
+
+CHUNK, MOSHI_FRAME, PERIOD = 480, 1920, 0.08
+
+
+class TickedCall:
+    """A MOSHI-shaped call on the tick grid at 0, 80, 160 ms…: chunk n leaves the caller at
+    n * 20 ms and arrives 5 ms plus its lateness later; each tick takes one whole frame, as
+    ``EngineLoop.tick`` does, then bounds the backlog at that tick's time. A loud chunk's
+    level says which chunk it is, so a test can tell which ones reached the engine."""
+
+    def __init__(
+        self, lateness: list[float], loud: list[bool] | None = None, join_slack: float = 0.060
+    ) -> None:
+        self.loop, _ = new_loop()
+        self.call = Call(
+            "twilio", "127.0.0.1:1", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=join_slack
+        )
+        self.call.tick_grid = (0.0, PERIOD)
+        self.arrivals = [0.013 + n * 0.020 + late for n, late in enumerate(lateness)]
+        self.loud = loud or [False] * len(lateness)
+        self.pushed = 0
+        self.misses = 0
+        self.waits: list[float] = []
+        self.heard: set[float] = set()  # levels of the loud chunks the engine took
+
+    def run(self, ticks: int) -> None:
+        started = False
+        for k in range(1, ticks + 1):
+            tick = k * PERIOD
+            while self.pushed < len(self.arrivals) and self.arrivals[self.pushed] <= tick:
+                level = self.level(self.pushed) if self.loud[self.pushed] else 0.0
+                self.call.push_audio(np.full(CHUNK, level, np.float32), self.arrivals[self.pushed])
+                self.pushed += 1
+            taken = self.call.take_frame()
+            if taken is None:
+                self.misses += started
+            else:
+                started = True
+                self.waits.append(tick - taken[1])
+                self.heard.update(float(level) for level in taken[0][::CHUNK] if level)
+            self.loop.bound_backlog(self.call, now=tick, tick_at=tick)
+
+    @staticmethod
+    def level(chunk: int) -> float:
+        return float(np.float32(0.2 + chunk / 10000))
+
+    def loud_levels(self) -> set[float]:
+        return {self.level(n) for n, loud in enumerate(self.loud) if loud}
+
+
+def in_order_jitter(count: int, spread: float, seed: int) -> list[float]:
+    """``xswarm bench --jitter-ms``: each chunk leaves 0 to ``spread`` after its slot, in order."""
+    rng = random.Random(seed)
+    lateness, late = [], 0.0
+    for _ in range(count):
+        late = max(late - 0.020, rng.uniform(0.0, spread))
+        lateness.append(late)
+    return lateness
+
+
+def test_a_call_joins_with_the_slack_it_is_given_and_completes_frames_before_the_next_tick() -> (
+    None
+):
+    """The first chunk arrives 10 ms before a tick: too close for a 60 ms slack, so the frame
+    completes with the second chunk, 70 ms before the tick after."""
+    call = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, join_slack_s=0.060)
+    call.tick_grid = (1.0, PERIOD)
+    call.push_audio(np.full(CHUNK, 0.5, np.float32), 0.99)
+    assert call.take_frame() is None
+    call.push_audio(np.full(CHUNK, 0.5, np.float32), 1.01)
+    taken = call.take_frame()
+    assert taken is not None and taken[1] == 1.01  # 70 ms before the tick at 1.08
+    assert np.all(taken[0][: 2 * CHUNK] == 0.0) and np.all(taken[0][2 * CHUNK :] == 0.5)
+
+
+def test_a_join_slack_of_a_frame_or_more_puts_whole_frames_of_silence_first() -> None:
+    """A 90 ms slack, first chunk 50 ms before a tick: its third chunk completes a frame 90
+    ms before the tick after next, and a frame of silence keeps the next tick busy."""
+    call = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, join_slack_s=0.090)
+    call.tick_grid = (1.0, PERIOD)
+    for arrived in (0.95, 0.97, 0.99):
+        call.push_audio(np.full(CHUNK, 0.5, np.float32), arrived)
+    silence = call.take_frame()  # the tick at 1.0
+    assert silence is not None and not np.any(silence[0])
+    taken = call.take_frame()  # the tick at 1.08
+    assert taken is not None and taken[1] == 0.99  # 90 ms before it
+    assert np.all(taken[0][:CHUNK] == 0.0) and np.all(taken[0][CHUNK:] == 0.5)
+
+
+def test_a_silent_call_without_jitter_is_trimmed_to_the_margin_in_whole_wire_frames() -> None:
+    ticked = TickedCall([0.0] * 500)  # 10 s, silent
+    ticked.run(120)
+    call = ticked.call
+    slack, target = call.slack_s(120 * PERIOD), call.slack_target_s()
+    assert slack is not None and target is not None
+    assert target == pytest.approx(0.010)  # no jitter: the margin alone
+    assert target <= slack < target + 0.020
+    # It joined with 67 ms (the first chunk came 67 ms before a tick): the two wire frames
+    # above the target went together, a second after the jitter was known, and were counted.
+    assert slack == pytest.approx(0.027)
+    assert call.dropped["input_silence"] == 2
+    assert max(ticked.waits[: round(1.9 / PERIOD)]) == pytest.approx(0.067)
+    assert max(ticked.waits[round(2.2 / PERIOD) :]) == pytest.approx(0.027)
+    assert ticked.misses == 0
+    assert max(ticked.waits[-50:]) == pytest.approx(slack)
+
+
+def test_a_speaking_caller_keeps_all_its_audio_whatever_its_slack() -> None:
+    ticked = TickedCall([0.0] * 500, loud=[True] * 500)
+    ticked.run(120)
+    assert ticked.call.dropped_frames == 0 and ticked.misses == 0
+    assert ticked.call.input.overrun_samples == 0
+    assert ticked.heard == {ticked.level(n) for n in range(120 * 4 - 3)}  # after 3 of lead
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_jittery_call_keeps_its_jitter_as_slack_and_misses_no_tick(seed: int) -> None:
+    """Chunks 0-60 ms late, in order (the bench's --jitter-ms 30): the call settles between
+    its measured jitter plus the margin and a wire frame above that, not at a whole frame, and
+    no frame misses its tick once it joined with a frame's slack."""
+    lateness = in_order_jitter(750, 0.060, seed)  # 15 s
+    loud = [(n // 50) % 3 != 2 for n in range(750)]  # 2 s of speech, 1 s of silence
+    ticked = TickedCall(lateness, loud)
+    ticked.run(185)
+    call = ticked.call
+    slack, target = call.slack_s(185 * PERIOD), call.slack_target_s()
+    assert slack is not None and target is not None and call.jitter is not None
+    assert target == pytest.approx(call.jitter.spread + 0.010)
+    assert target <= slack < target + 0.020 < PERIOD + 0.020
+    assert ticked.misses == 0
+    assert call.dropped_frames == call.dropped["input_silence"]
+    # Only silence went: every loud chunk that was due by the last tick reached the engine.
+    assert ticked.heard == {
+        level for level in ticked.loud_levels() if level < TickedCall.level(730)
+    }
+
+
+def test_a_frame_that_misses_its_tick_raises_the_slack_and_only_the_surplus_is_trimmed() -> None:
+    """Joined with too little slack for a 50 ms spike: that frame waits a tick (the slack
+    rises by a frame), and the silence after it trims back to the spike plus the margin, not
+    down to one frame of backlog."""
+    lateness = [0.0] * 102 + [0.050, 0.030, 0.010] + [0.0] * 195
+    ticked = TickedCall(lateness, join_slack=0.010)
+    ticked.run(70)  # 5.6 s: the spike is still in the jitter's window
+    call = ticked.call
+    assert ticked.misses == 1
+    slack, target = call.slack_s(70 * PERIOD), call.slack_target_s()
+    assert slack is not None and target == pytest.approx(0.060)
+    # Joined 27 ms ahead, 107 ms after the miss, two wire frames trimmed: 67 ms.
+    assert slack == pytest.approx(0.067)
+    assert call.dropped["input_silence"] == 2
+
+
+def test_a_stall_is_trimmed_once_the_caller_has_been_quiet_longer_than_the_backlog() -> None:
+    """400 ms of the caller's speech held up in the network, then delivered at once: those
+    frames miss their ticks, and the backlog that builds up (470 ms) is not trimmed while any
+    of it may be speech: the detector's 300 ms of quiet after speech is not enough, only once
+    the caller has been quiet for longer than all of it. Then it goes back to the jitter the
+    call has."""
+    lateness = [0.0] * 600
+    for n in range(100, 120):
+        lateness[n] = (120 - n) * 0.020
+    loud = [60 <= n < 118 for n in range(600)]
+    ticked = TickedCall(lateness, loud)
+    ticked.run(145)
+    call = ticked.call
+    assert ticked.misses >= 3
+    assert ticked.heard == ticked.loud_levels()  # every spoken chunk reached the engine
+    assert call.dropped_frames == call.dropped["input_silence"] > 0
+    slack, target = call.slack_s(145 * PERIOD), call.slack_target_s()
+    assert slack is not None and target == pytest.approx(0.010)  # the stall left the window
+    assert target <= slack < target + 0.020
+
+
+async def test_a_call_joins_with_the_jitter_the_live_calls_measure() -> None:
+    """The first call on a bridge joins with the default slack; one that joins while another
+    has measured its jitter takes that jitter plus its margin, at most a frame."""
+    loop, _ = new_loop(capacity=3)
+    first = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(first, Sink())
+    assert first.join_slack_s == 0.070 and loop.measured_jitter() is None
+    for n, late in enumerate([0.0, 0.025] * 30):  # 1.2 s, every other chunk 25 ms late
+        first.push_audio(np.full(CHUNK, 0.0, np.float32), n * 0.020 + late)
+    assert loop.measured_jitter() == pytest.approx(0.025)
+    second = Call("twilio", "127.0.0.1:2", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(second, Sink())
+    assert second.join_slack_s == pytest.approx(0.035)
+    for _ in range(10):  # 200 ms of audio held up by a stall, then delivered at once
+        first.push_audio(np.full(CHUNK, 0.0, np.float32), 1.4)
+    third = Call("twilio", "127.0.0.1:3", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    assert loop.attach(third, Sink())
+    assert third.join_slack_s == pytest.approx(0.080)  # at most a frame

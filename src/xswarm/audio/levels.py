@@ -67,6 +67,11 @@ class SpeechDetector:
     def speaking(self) -> bool:
         return self._in_segment
 
+    @property
+    def hangover_samples(self) -> int:
+        """While not ``speaking``, the caller has been quiet for at least this long."""
+        return self._hangover
+
     def feed(self, pcm: np.ndarray) -> int | None:
         """Take the next frame; return the segment's duration in ms when one has just ended."""
         # dbfs(pcm) >= threshold, as energy against the threshold's energy: no float64 copy

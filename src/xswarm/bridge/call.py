@@ -9,6 +9,7 @@ calls.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections import Counter, deque
@@ -18,6 +19,7 @@ from enum import Enum
 import numpy as np
 
 from xswarm.audio.levels import SpeechDetector, dbfs
+from xswarm.bridge.jitter import ArrivalJitter
 from xswarm.protocol import control
 
 # A wire frame: what Twilio carries in one media message, and the unit every drop is counted in.
@@ -25,7 +27,7 @@ WIRE_FRAME_SECONDS = 0.020
 # Why the bridge threw a frame away; the label values of xswarm_dropped_frames_total.
 DROP_REASONS = (
     "input_backlog",  # caller audio past the backlog cap, oldest first
-    "input_silence",  # a silent caller frame skipped to work off a backlog older than 1 s
+    "input_silence",  # silent caller audio skipped: the call held more than its jitter needs
     "input_stale",  # caller audio that arrived in a burst far behind its timeline (shed load)
     "output_late",  # engine output older than max_output_age_ms when its turn on the wire came
     "slow_client",  # the peer did not read, and its write buffer was full
@@ -55,6 +57,11 @@ class InputBuffer:
 
     def __len__(self) -> int:
         return self._size
+
+    @property
+    def consumed(self) -> int:
+        """Samples that have left the buffer (taken, trimmed or overrun) since it began."""
+        return self._pushed - self._size
 
     def push(self, pcm: np.ndarray, arrived: float) -> None:
         capacity = len(self._data)
@@ -324,6 +331,7 @@ class Call:
         sample_rate: int = 24_000,
         buffer_seconds: float = 2.0,
         tick_margin_s: float = 0.002,
+        join_slack_s: float | None = None,
     ) -> None:
         self.call_id = new_call_id()
         self.transport = transport
@@ -349,9 +357,18 @@ class Call:
         self.input_wait = LatencyHistogram()
         self.output_wait = LatencyHistogram()
         self.tick_grid: tuple[float, float] | None = None  # (a tick's time, period), at attach
-        self.tick_margin_s = tick_margin_s  # how long before its tick a frame completes, at least
+        # How long before its tick a frame completes, at least, beyond the measured jitter.
+        self.tick_margin_s = tick_margin_s
+        # The slack at join, before any jitter is known (the margin, if that is more).
+        self.join_slack_s = join_slack_s or 0.0
         self._aligned = False
+        self._lead = 0  # samples of silence put before the caller's audio at join
+        # Measured for a frame of several wire frames, the case where a late chunk costs a tick.
+        wire_samples = round(sample_rate * WIRE_FRAME_SECONDS)
+        self.jitter = ArrivalJitter(sample_rate) if frame_samples > wire_samples * 1.5 else None
         self.behind_since: float | None = None
+        # How much of the newest input is quiet, at least: silence that may be trimmed.
+        self.quiet_samples = 0
         self.latency = LatencyWindow()
         self.speech = SpeechDetector(sample_rate)
         self._level_in: deque[np.ndarray] = deque(maxlen=50)
@@ -397,25 +414,64 @@ class Call:
             self._aligned = True
             self._align_to_ticks(len(pcm), arrived)
         self.input.push(pcm, arrived)
+        if self.jitter is not None:
+            self.jitter.observe(len(pcm), arrived)
         self._level_in.append(pcm)
-        return self.speech.feed(pcm)
+        segment_ms = self.speech.feed(pcm)
+        if segment_ms is not None:
+            self.quiet_samples = self.speech.hangover_samples
+        elif self.speech.speaking:
+            self.quiet_samples = 0
+        else:
+            self.quiet_samples += len(pcm)
+        return segment_ms
 
     def _align_to_ticks(self, chunk: int, arrived: float) -> None:
         """Lead the call's first frame with silence so that each engine frame completes with
-        the last chunk that arrives before a tick: a chunk then waits 0-20 ms for its step,
-        not up to a whole engine frame (80 ms for MOSHI). Chunks keep their arrival phase,
-        so the alignment made at the first one holds for the call; ``tick_margin_s`` is
-        how late a completing chunk may arrive (network jitter) and still make its tick."""
+        the last chunk that arrives ``join_slack_s`` (or ``tick_margin_s``, if more) before
+        a tick: a chunk then waits that plus 0-20 ms for its step, not up to a whole engine
+        frame more (80 ms for MOSHI). Chunks keep their arrival phase, so the alignment holds
+        until the slack control (``slack_s``) moves it, once the call's own jitter is
+        measured; until then that slack is how late a completing chunk may arrive and still
+        make its tick. A slack of a frame or more takes whole frames of lead."""
         if self.tick_grid is None or chunk <= 0 or chunk >= self.frame_samples:
             return
         tick, period = self.tick_grid
         chunk_s = chunk / self.sample_rate
+        slack = max(self.tick_margin_s, self.join_slack_s)
         until_tick = (tick - arrived) % period
-        # Chunks (this one included) that arrive at least the margin before the next tick.
-        before = 1 + int(max(0.0, until_tick - self.tick_margin_s) / chunk_s)
-        lead = (-before * chunk) % self.frame_samples
-        if lead:
-            self.input.push(np.zeros(lead, dtype=np.float32), arrived)
+        # The first tick at least the slack away.
+        ticks_before = math.ceil((slack - until_tick) / period) if until_tick < slack else 0
+        until_tick += ticks_before * period
+        # Chunks (this one included) that arrive at least the slack before that tick.
+        before = 1 + int((until_tick - slack) / chunk_s)
+        # A frame that completes a period or more before its tick would be taken at an
+        # earlier one, unless frames of silence ahead of it keep those ticks busy.
+        silent_frames = ticks_before if until_tick - (before - 1) * chunk_s >= period else 0
+        self._lead = (silent_frames + 1) * self.frame_samples - before * chunk
+        if self._lead:
+            self.input.push(np.zeros(self._lead, dtype=np.float32), arrived)
+            self.quiet_samples = self._lead
+
+    def slack_s(self, at: float) -> float | None:
+        """How long before ``at`` (a tick) the audio the engine has taken was due from a
+        caller without jitter: the next frame makes its tick when its last chunk is no later
+        than this. None until the call's jitter is measured.
+
+        A frame that missed its tick raises it by a frame; trimmed audio lowers it."""
+        jitter = self.jitter
+        if jitter is None or not jitter.ready:
+            return None
+        return at - jitter.due(self.input.consumed - self._lead)
+
+    def slack_target_s(self) -> float | None:
+        """The slack the call needs: its measured jitter plus the margin, at most a frame.
+        None until the jitter is measured."""
+        jitter = self.jitter
+        if jitter is None or not jitter.ready:
+            return None
+        frame_s = self.frame_samples / self.sample_rate
+        return min(frame_s, jitter.spread + self.tick_margin_s)
 
     def take_frame(self) -> tuple[np.ndarray, float] | None:
         return self.input.take(self.frame_samples)
@@ -462,7 +518,13 @@ class Call:
             input_wait_p99_ms=self.input_wait.percentile_ms(0.99),
             output_wait_p50_ms=self.output_wait.percentile_ms(0.50),
             output_wait_p99_ms=self.output_wait.percentile_ms(0.99),
+            input_jitter_ms=self.input_jitter_ms(),
         )
+
+    def input_jitter_ms(self) -> float | None:
+        if self.jitter is None or not self.jitter.ready:
+            return None
+        return round(self.jitter.spread * 1000, 1)
 
     def stats_event(self) -> control.CallStats:
         level_in, level_out = self.levels()

@@ -12,8 +12,12 @@ was stalled, and it skips ahead.
 
 Network jitter piles audio up too: two frames arrive in one period, none in the next. Cheap
 engines drain such a backlog with ``catch_up_steps`` extra steps in the same tick. A call
-that stays more than one frame behind for over ``BEHIND_SECONDS`` skips one frame while the
-caller is silent (``input_silence``), which costs nothing audible; past
+whose frame is several wire frames (MOSHI) keeps the slack its own jitter needs
+(``Call.slack_s`` against ``Call.slack_target_s``): a frame that misses its tick raises the
+slack by a frame, and a call that holds a wire frame or more beyond its target for over
+``BEHIND_SECONDS`` skips that surplus, in wire frames, while the caller is silent
+(``input_silence``), which costs nothing audible; any other call skips a frame per tick while
+the caller is silent down to one frame of backlog. Past
 ``max(MAX_BACKLOG_FRAMES frames, MAX_BACKLOG_SECONDS)`` the oldest audio is dropped
 (``input_backlog``). Both are counted: audio that waits is latency on a live call, but audio
 thrown away silently is a loss nobody can find (a burst of a call's first frames, read late
@@ -123,10 +127,26 @@ class EngineLoop:
         call.slot = slot
         if self.schedule is not None:
             call.tick_grid = (self.schedule.due, self.period)
+        measured = self.measured_jitter()
+        if call.jitter is not None and measured is not None:
+            # Calls on this bridge mostly come over the same paths: the jitter its live calls
+            # measure is a better first guess than the conservative default.
+            frame_s = call.frame_samples / call.sample_rate
+            call.join_slack_s = min(frame_s, measured + call.tick_margin_s)
         self._calls[slot] = call
         self._sinks[slot] = sink
         self._ops.append(lambda: self.engine.join(slot))
         return True
+
+    def measured_jitter(self) -> float | None:
+        """The largest arrival jitter the live calls have measured (seconds); None when no
+        call has measured any yet."""
+        spreads = [
+            call.jitter.spread
+            for call in self._calls.values()
+            if call.jitter is not None and call.jitter.ready
+        ]
+        return max(spreads) if spreads else None
 
     def detach(self, call: Call) -> None:
         slot = call.slot
@@ -237,13 +257,16 @@ class EngineLoop:
         a whole frame, catch-up steps for backlogs, and the backlog cap. Returns the calls
         the first step served."""
         ops, self._ops = self._ops, []
+        # The tick's place on the grid, not when it ran: a call's slack is kept for a tick
+        # that runs on time.
+        tick_at = self.schedule.due if self.schedule is not None else time.monotonic()
         calls = await self._step_ready(ops)
         for _ in range(self.engine.catch_up_steps):
             if not await self._step_ready([]):
                 break
         now = time.monotonic()
         for call in self._calls.values():
-            self.bound_backlog(call, now)
+            self.bound_backlog(call, now, tick_at)
         if self._arrived:
             arrived, self._arrived = self._arrived, {}
             for slot, call in arrived.items():
@@ -291,16 +314,23 @@ class EngineLoop:
             on_broken, self.on_broken = self.on_broken, None
             on_broken(self.engine.broken)
 
-    def bound_backlog(self, call: Call, now: float) -> None:
-        """After a tick: keep a call within one frame of backlog, without losing speech.
+    def bound_backlog(self, call: Call, now: float, tick_at: float | None = None) -> None:
+        """After the tick due at ``tick_at`` (default ``now``): keep a call's backlog to what
+        its jitter needs, without losing speech.
 
-        Behind by more than a frame for ``BEHIND_SECONDS``, a frame per tick is skipped while
-        the caller is silent; past ``max_backlog`` the oldest audio goes, speech or not."""
-        frame = call.frame_samples
+        Past ``max_backlog`` the oldest audio goes, speech or not. A call whose jitter is
+        measured keeps its slack near its target: a wire frame or more above it for
+        ``BEHIND_SECONDS``, the surplus wire frames are skipped while the caller is silent,
+        never below the target. Any other call skips a frame per tick while the caller is
+        silent, down to one frame."""
         backlog = len(call.input)
         if backlog > self.max_backlog:
             call.drop_samples("input_backlog", call.input.trim(self.max_backlog))
             backlog = len(call.input)
+        if call.jitter is not None:
+            self._bound_slack(call, now, now if tick_at is None else tick_at)
+            return
+        frame = call.frame_samples
         if backlog <= frame:
             call.behind_since = None
             return
@@ -309,6 +339,24 @@ class EngineLoop:
         elif now - call.behind_since > BEHIND_SECONDS and not call.speech.speaking:
             # One frame per tick: the backlog melts during a pause, not all at once.
             call.drop_samples("input_silence", call.input.trim(backlog - frame))
+
+    def _bound_slack(self, call: Call, now: float, tick_at: float) -> None:
+        """``bound_backlog`` for a call whose frame is several wire frames (see there)."""
+        slack = call.slack_s(tick_at)
+        target = call.slack_target_s()
+        if slack is None or target is None or slack - WIRE_FRAME_SECONDS < target:
+            call.behind_since = None
+            return
+        if call.behind_since is None:
+            call.behind_since = now
+            return
+        backlog = len(call.input)
+        if now - call.behind_since > BEHIND_SECONDS and 0 < backlog <= call.quiet_samples:
+            # The caller has been quiet for longer than anything buffered: the surplus is
+            # silence and goes at once, in wire frames.
+            chunk = round(call.sample_rate * WIRE_FRAME_SECONDS)
+            surplus = min(int((slack - target) / WIRE_FRAME_SECONDS), backlog // chunk)
+            call.drop_samples("input_silence", call.input.trim(backlog - surplus * chunk))
 
     async def _step_ready(self, ops: list[Operation]) -> list[Call]:
         """One engine step over every call that has a whole frame; returns those calls."""

@@ -92,11 +92,17 @@ class CallSession:
         self.request = request
         self.ws = ws
         remote, self.via = remote_of(request, host.config.bridge)
+        margin_s = host.config.bridge.tick_margin_ms / 1000
         self.call = Call(
             self.transport_name,
             remote,
             host.engine.frame_samples,
-            tick_margin_s=host.config.bridge.tick_margin_ms / 1000,
+            tick_margin_s=margin_s,
+            # Until its jitter is measured, and unless the calls live on the engine have
+            # measured theirs (EngineLoop.attach), a call gets the slack for a frame less a
+            # wire frame of it (MOSHI: 60 ms): a miss is a gap the caller hears, a surplus
+            # goes in a pause.
+            join_slack_s=host.engine.frame_seconds - WIRE_FRAME_SECONDS + margin_s,
         )
         self.log = CallLogger(log, {"call_id": self.call.call_id})
         bridge = host.config.bridge

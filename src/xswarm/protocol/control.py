@@ -149,6 +149,9 @@ class RealTime(Lenient):
     input_wait_p99_ms: float | None = omit_default()
     output_wait_p50_ms: float | None = omit_default()
     output_wait_p99_ms: float | None = omit_default()
+    # The spread of the caller's arrival times over the call's last seconds, the jitter its
+    # input slack absorbs; absent for an engine that steps every wire frame (echo).
+    input_jitter_ms: float | None = omit_default()
 
 
 @dataclass(frozen=True)
