@@ -7,13 +7,19 @@ arithmetic is ``TickSchedule`` over the times a test hands it. Nothing here wait
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
 from xswarm.bridge.call import Call, OutputPacer
-from xswarm.bridge.engine_loop import MAX_CATCH_UP_TICKS, EngineLoop, TickSchedule
+from xswarm.bridge.engine_loop import (
+    MAX_CATCH_UP_TICKS,
+    RECENT_JITTER_S,
+    EngineLoop,
+    TickSchedule,
+)
 from xswarm.engine.base import SlotOutput
 from xswarm.engine.echo import EchoEngine
 
@@ -552,3 +558,20 @@ async def test_a_call_joins_with_the_jitter_the_live_calls_measure() -> None:
     third = Call("twilio", "127.0.0.1:3", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
     assert loop.attach(third, Sink())
     assert third.join_slack_s == pytest.approx(0.080)  # at most a frame
+
+
+async def test_a_call_joins_with_the_jitter_a_recently_ended_call_measured() -> None:
+    """A bridge that serves one call at a time: the next call starts from the last call's
+    jitter, not from the conservative default, until that measure is ``RECENT_JITTER_S`` old."""
+    loop, _ = new_loop(capacity=2)
+    first = Call("twilio", "127.0.0.1:1", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(first, Sink())
+    for n, late in enumerate([0.0, 0.015] * 30):
+        first.push_audio(np.full(CHUNK, 0.0, np.float32), n * 0.020 + late)
+    loop.detach(first)
+    now = time.monotonic()
+    assert loop.measured_jitter(now) == pytest.approx(0.015)
+    second = Call("twilio", "127.0.0.1:2", MOSHI_FRAME, tick_margin_s=0.010, join_slack_s=0.070)
+    loop.attach(second, Sink())
+    assert second.join_slack_s == pytest.approx(0.025)
+    assert loop.measured_jitter(now + RECENT_JITTER_S + 1) is None

@@ -59,6 +59,8 @@ MAX_CATCH_UP_TICKS = 5
 MAX_BACKLOG_SECONDS = 0.5
 MAX_BACKLOG_FRAMES = 4
 BEHIND_SECONDS = 1.0
+# How long the jitter a call measured still guides the slack of calls that join after it ended.
+RECENT_JITTER_S = 600.0
 WIRE_FRAME_SECONDS = 0.020
 PACE_SECONDS = 0.005
 
@@ -83,6 +85,8 @@ class EngineLoop:
         self.observer = observer
         self.period = engine.frame_seconds
         self._free_slots = list(range(engine.capacity - 1, -1, -1))
+        # The arrival jitter the last call to end had measured, and when it ended.
+        self._ended_jitter: tuple[float, float] | None = None
         self._calls: dict[int, Call] = {}
         self._sinks: dict[int, OutputSink] = {}
         self._ops: list[Operation] = []
@@ -138,14 +142,21 @@ class EngineLoop:
         self._ops.append(lambda: self.engine.join(slot))
         return True
 
-    def measured_jitter(self) -> float | None:
-        """The largest arrival jitter the live calls have measured (seconds); None when no
-        call has measured any yet."""
+    def measured_jitter(self, now: float | None = None) -> float | None:
+        """The largest arrival jitter the live calls have measured, or the last call to end
+        within ``RECENT_JITTER_S`` (seconds); None when none has.
+
+        The ended call counts so that a bridge that serves one call at a time does not start
+        each on the conservative default, and pay its surplus until the caller's first pause."""
         spreads = [
             call.jitter.spread
             for call in self._calls.values()
             if call.jitter is not None and call.jitter.ready
         ]
+        if self._ended_jitter is not None:
+            spread, ended_at = self._ended_jitter
+            if (time.monotonic() if now is None else now) - ended_at <= RECENT_JITTER_S:
+                spreads.append(spread)
         return max(spreads) if spreads else None
 
     def detach(self, call: Call) -> None:
@@ -155,6 +166,8 @@ class EngineLoop:
         del self._calls[slot]
         del self._sinks[slot]
         call.slot = None
+        if call.jitter is not None and call.jitter.ready:
+            self._ended_jitter = (call.jitter.spread, time.monotonic())
         self._ops.append(lambda: self.engine.leave(slot))
         self._free_slots.append(slot)
 

@@ -98,8 +98,8 @@ class CallSession:
             remote,
             host.engine.frame_samples,
             tick_margin_s=margin_s,
-            # Until its jitter is measured, and unless the calls live on the engine have
-            # measured theirs (EngineLoop.attach), a call gets the slack for a frame less a
+            # Until its jitter is measured, and unless the calls live on the engine (or the
+            # last to end there) measured theirs (EngineLoop.attach), a call gets the slack for a frame less a
             # wire frame of it (MOSHI: 60 ms): a miss is a gap the caller hears, a surplus
             # goes in a pause.
             join_slack_s=host.engine.frame_seconds - WIRE_FRAME_SECONDS + margin_s,
