@@ -99,9 +99,9 @@ class CallSession:
             host.engine.frame_samples,
             tick_margin_s=margin_s,
             # Until its jitter is measured, and unless the calls live on the engine (or the
-            # last to end there) measured theirs (EngineLoop.attach), a call gets the slack for a frame less a
-            # wire frame of it (MOSHI: 60 ms): a miss is a gap the caller hears, a surplus
-            # goes in a pause.
+            # last to end there) measured theirs (EngineLoop.attach), a call gets the slack
+            # for a frame less a wire frame of it (MOSHI: 60 ms): a miss is a gap the caller
+            # hears, a surplus goes in a pause.
             join_slack_s=host.engine.frame_seconds - WIRE_FRAME_SECONDS + margin_s,
         )
         self.log = CallLogger(log, {"call_id": self.call.call_id})
