@@ -19,6 +19,7 @@
     ├── BackupError      ops.backup: the database cannot be found or copied        (exit 1)
     ├── RolloutError     ops.rolling: an upgrade or rollback stopped; what runs is said (exit 1)
     ├── HaproxyError     ops.haproxy: no admin socket, a command refused, a drain unfinished
+    │   └── NoAnswer     ops.haproxy_state: HAProxy is dead or hung (its saved states are kept)
     └── ReloadError      ops.reloadctl: the service refused or never answered a reload (exit 1)
 
 Deep code raises these; the process boundary (a console script's ``main``) prints the
