@@ -161,11 +161,40 @@ async def handle(request: web.Request) -> web.StreamResponse:
     hub = bridge.hub
     hub.add(subscriber)
     log.info("supervisor subscribed from %s", request.remote)
-    sender = asyncio.create_task(_send_events(ws, subscriber))
+    # Commands are read in a task of their own, so that the sender can stop reading before it
+    # closes: aiohttp's close() waits for the peer's close frame only when nothing else is
+    # receiving, and without that wait a peer whose reply came late saw 1006, not our code.
+    receiver: asyncio.Task[None] | None = None
+    sender: asyncio.Task[None] | None = None
     try:
+        receiver = asyncio.create_task(_receive_commands(ws, bridge, subscriber))
+        sender = asyncio.create_task(_send_events(ws, subscriber, receiver))
         hello = control.Hello(__version__, os.getpid(), bridge.engine.name, bridge.max_calls)
         await ws.send_str(hub.message(hello))
         await ws.send_str(hub.message(bridge.snapshot()))
+        # Until the peer goes, or the sender stops the reading to close.
+        await asyncio.wait({receiver})
+        if subscriber.leaving:
+            await asyncio.wait({sender})
+        elif not receiver.cancelled():
+            receiver.result()  # a failure in a command is this handler's, as it always was
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        for task in (receiver, sender):
+            if task is not None:
+                task.cancel()
+        # Last: the shutdown waits for every subscriber to be removed before it goes on.
+        hub.remove(subscriber)
+        log.info("supervisor from %s unsubscribed", request.remote)
+    return ws
+
+
+async def _receive_commands(
+    ws: web.WebSocketResponse, bridge: ControlHost, subscriber: Subscriber
+) -> None:
+    hub = bridge.hub
+    try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 reply = await _command(bridge, message.data)
@@ -176,29 +205,42 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 await ws.send_str(hub.message(refusal))
             if subscriber.closed:
                 await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")
-                break
+                return
     except (ConnectionError, RuntimeError):
-        pass
-    finally:
-        hub.remove(subscriber)
-        sender.cancel()
-        log.info("supervisor from %s unsubscribed", request.remote)
-    return ws
+        return
 
 
-async def _send_events(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
+async def _send_events(
+    ws: web.WebSocketResponse, subscriber: Subscriber, receiver: asyncio.Task[None]
+) -> None:
+    """Send what the hub queues. To close (the bridge stops, or the peer reads too slowly) it
+    first stops the reading, so that the close waits for the peer's close frame."""
     try:
         while not ws.closed:
             text = await subscriber.queue.get()
             if text == GOODBYE:
-                await ws.close(code=1001, message=b"bridge shutting down")
+                await _close(ws, subscriber, receiver, 1001, b"bridge shutting down")
                 return
             await ws.send_str(text)
             if subscriber.closed:
-                await ws.close(code=1008, message=b"subscriber too slow; reconnect for a snapshot")
+                reason = b"subscriber too slow; reconnect for a snapshot"
+                await _close(ws, subscriber, receiver, 1008, reason)
                 return
     except (ConnectionError, RuntimeError):
         return
+
+
+async def _close(
+    ws: web.WebSocketResponse,
+    subscriber: Subscriber,
+    receiver: asyncio.Task[None],
+    code: int,
+    reason: bytes,
+) -> None:
+    subscriber.leaving = True
+    receiver.cancel()
+    await asyncio.wait({receiver})
+    await ws.close(code=code, message=reason)
 
 
 async def _command(bridge: ControlHost, data: str) -> control.Event | None:
