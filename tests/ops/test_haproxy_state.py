@@ -426,7 +426,7 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
 ) -> None:
     one = entry(bridges[0])
     with front_door(tmp_path, bridges) as door:
-        assert haproxy.set_backend_state(door.layout, one, "drain", pytest.fail) == one
+        assert haproxy_state.set_backend_state(door.layout, one, "drain", pytest.fail) == one
         path = haproxy_state.state_file(door.layout)
         if content is None:
             path.unlink()

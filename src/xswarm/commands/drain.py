@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from xswarm.commands.options import backend_option, root_option
-from xswarm.ops import haproxy
+from xswarm.ops import haproxy_state
 from xswarm.ops.layout import Layout
 
 
@@ -31,7 +31,7 @@ def command(backend: str, timeout: float, root: Path) -> None:
     next step of a rolling upgrade (upgrading that host) is safe. Exit 1: HAProxy refused
     the drain, or calls were still open after --timeout.
     """
-    haproxy.drain_backend(Layout(root), backend, timeout, click.echo, _warn)
+    haproxy_state.drain_backend(Layout(root), backend, timeout, click.echo, _warn)
 
 
 def _warn(line: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from xswarm.commands.options import backend_option, root_option
-from xswarm.ops import haproxy
+from xswarm.ops import haproxy_state
 from xswarm.ops.layout import Layout
 
 
@@ -21,7 +21,7 @@ def command(backend: str, root: Path) -> None:
     of HAProxy after a power loss like a drain (see xswarm drain --help); a save that fails
     warns on stderr and the exit status stays 0, since the backend is in rotation.
     """
-    server = haproxy.set_backend_state(Layout(root), backend, "ready", _warn)
+    server = haproxy_state.set_backend_state(Layout(root), backend, "ready", _warn)
     click.echo(f"{server}: back in rotation; HAProxy sends it calls while /readyz answers 200")
 
 

@@ -5,7 +5,8 @@ fail, so calls sent there in between wait for the next process. Putting the serv
 ``drain`` state first means HAProxy sends it no new calls at all; once the instance is back and
 ready it returns to ``ready``. A local instance is drained by the rolling restart itself; a
 backend on another host (``[haproxy] backends``) by ``xswarm drain --backend`` on the front
-host, which waits for its calls to end, before that host upgrades. The socket path and names
+host, which waits for its calls to end, before that host upgrades (ops.haproxy_state, which
+also saves the states for a start after a power loss). The socket path and names
 match deploy/haproxy/haproxy.cfg.
 """
 
@@ -14,11 +15,8 @@ from __future__ import annotations
 import csv
 import re
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from xswarm.config import backend_address
 from xswarm.errors import XswarmError
 from xswarm.ops.layout import Layout
 
@@ -90,7 +88,7 @@ def set_state(layout: Layout, unit: str, state: str) -> str | None:
     return answer or None
 
 
-def _answer(path: Path, line: str) -> str:
+def ask(path: Path, line: str) -> str:
     try:
         return send(path, line)
     except FileNotFoundError:
@@ -104,71 +102,10 @@ def _answer(path: Path, line: str) -> str:
 
 def sessions(layout: Layout) -> dict[str, int]:
     """Open connections (calls, health checks aside) per server of the voice backend."""
-    text = _answer(admin_socket(layout), "show stat\n")
+    text = ask(admin_socket(layout), "show stat\n")
     rows = csv.DictReader(text.lstrip("# ").splitlines())
     return {
         row["svname"]: int(row["scur"] or 0)
         for row in rows
         if row.get("pxname") == BACKEND and row.get("svname") not in ("FRONTEND", "BACKEND")
     }
-
-
-# What each state means to an operator, as the warning of a failed save says it.
-_HOLDS = {"ready": "is back in rotation", "drain": "is drained", "maint": "is in maintenance"}
-
-
-def set_backend_state(layout: Layout, entry: str, state: str, warn: Callable[[str], None]) -> str:
-    """Set a backend's server state and save the states for a start after a power loss;
-    returns its server name. ``entry`` is host:port as in ``[haproxy] backends``. A save that
-    fails is a ``warn``, not an error: HAProxy holds the state (see ops.haproxy_state)."""
-    try:
-        host, port = backend_address(entry)
-    except ValueError as exc:
-        raise HaproxyError(f"--backend {exc}") from None
-    server = backend_server(host, port)
-    answer = _answer(admin_socket(layout), state_command(server, state))
-    if answer:
-        known = ", ".join(sorted(sessions(layout))) or "none"
-        raise HaproxyError(
-            f"HAProxy refused to set {server} to {state}: {answer} (its servers: {known}); "
-            "a backend must be in [haproxy] backends or --backends when install renders "
-            "haproxy.cfg"
-        )
-    # Here, not at the top: haproxy_state builds on this module's admin socket functions.
-    from xswarm.ops import haproxy_state
-
-    warning = haproxy_state.save_after_change(layout, f"{server} {_HOLDS[state]}")
-    if warning:
-        warn(warning)
-    return server
-
-
-def drain_backend(
-    layout: Layout,
-    entry: str,
-    timeout: float,
-    say: Callable[[str], None],
-    warn: Callable[[str], None],
-    poll: float = 0.5,
-) -> None:
-    """Send no new calls to a backend, then wait until its calls have ended (at most
-    ``timeout`` seconds, saying how many are left as the count changes)."""
-    server = set_backend_state(layout, entry, "drain", warn)
-    say(f"{server}: drained in HAProxy; new calls go to the other servers")
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        left = sessions(layout).get(server, 0)
-        if left == 0:
-            say(f"{server}: no calls left; its host can be upgraded now")
-            return
-        if left != last:
-            say(f"{server}: {left} call{'s' if left != 1 else ''} still open ...")
-            last = left
-        if time.monotonic() >= deadline:
-            raise HaproxyError(
-                f"{server} still has {left} open call{'s' if left != 1 else ''} after "
-                f"{timeout:g} s; it stays drained (no new calls): wait longer with --timeout, "
-                f"or put it back with xswarm undrain --backend {entry}"
-            )
-        time.sleep(poll)

@@ -55,14 +55,26 @@ from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from xswarm.config import backend_address
 from xswarm.errors import XswarmError
 from xswarm.ops import files
 from xswarm.ops.checks import haproxy_servers
-from xswarm.ops.haproxy import BACKEND, HaproxyError, admin_socket, send
+from xswarm.ops.haproxy import (
+    BACKEND,
+    HaproxyError,
+    admin_socket,
+    ask,
+    backend_server,
+    send,
+    sessions,
+    state_command,
+)
 from xswarm.ops.layout import Layout
 
 # Named by haproxy.cfg's server-state-file. /var/lib/haproxy is Debian's, root's, mode 0755:
@@ -353,3 +365,61 @@ def save_after_change(layout: Layout, change: str) -> str | None:
         f"{cause}; {consequence}; {fix}, then `sudo xswarm haproxy save-state` saves what "
         "HAProxy holds now"
     )
+
+
+# What each state means to an operator, as the warning of a failed save says it.
+_HOLDS = {"ready": "is back in rotation", "drain": "is drained", "maint": "is in maintenance"}
+
+
+def set_backend_state(layout: Layout, entry: str, state: str, warn: Callable[[str], None]) -> str:
+    """Set a backend's server state and save the states for a start after a power loss;
+    returns its server name. ``entry`` is host:port as in ``[haproxy] backends``. A save that
+    fails is a ``warn``, not an error: HAProxy holds the state (see the module docstring)."""
+    try:
+        host, port = backend_address(entry)
+    except ValueError as exc:
+        raise HaproxyError(f"--backend {exc}") from None
+    server = backend_server(host, port)
+    answer = ask(admin_socket(layout), state_command(server, state))
+    if answer:
+        known = ", ".join(sorted(sessions(layout))) or "none"
+        raise HaproxyError(
+            f"HAProxy refused to set {server} to {state}: {answer} (its servers: {known}); "
+            "a backend must be in [haproxy] backends or --backends when install renders "
+            "haproxy.cfg"
+        )
+    warning = save_after_change(layout, f"{server} {_HOLDS[state]}")
+    if warning:
+        warn(warning)
+    return server
+
+
+def drain_backend(
+    layout: Layout,
+    entry: str,
+    timeout: float,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+    poll: float = 0.5,
+) -> None:
+    """Send no new calls to a backend, then wait until its calls have ended (at most
+    ``timeout`` seconds, saying how many are left as the count changes)."""
+    server = set_backend_state(layout, entry, "drain", warn)
+    say(f"{server}: drained in HAProxy; new calls go to the other servers")
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        left = sessions(layout).get(server, 0)
+        if left == 0:
+            say(f"{server}: no calls left; its host can be upgraded now")
+            return
+        if left != last:
+            say(f"{server}: {left} call{'s' if left != 1 else ''} still open ...")
+            last = left
+        if time.monotonic() >= deadline:
+            raise HaproxyError(
+                f"{server} still has {left} open call{'s' if left != 1 else ''} after "
+                f"{timeout:g} s; it stays drained (no new calls): wait longer with --timeout, "
+                f"or put it back with xswarm undrain --backend {entry}"
+            )
+        time.sleep(poll)
