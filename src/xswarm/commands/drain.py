@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from xswarm.commands.options import backend_option, root_option
+from xswarm.commands.options import backend_option, root_option, to_stderr
 from xswarm.ops import haproxy_state
 from xswarm.ops.layout import Layout
 
@@ -31,8 +31,4 @@ def command(backend: str, timeout: float, root: Path) -> None:
     next step of a rolling upgrade (upgrading that host) is safe. Exit 1: HAProxy refused
     the drain, or calls were still open after --timeout.
     """
-    haproxy_state.drain_backend(Layout(root), backend, timeout, click.echo, _warn)
-
-
-def _warn(line: str) -> None:
-    click.echo(line, err=True)
+    haproxy_state.drain_backend(Layout(root), backend, timeout, click.echo, to_stderr)

@@ -8,12 +8,9 @@ from pathlib import Path
 import click
 
 from xswarm import config as xconfig
+from xswarm.commands.options import to_stderr
 from xswarm.engine import moshi_loader, moshi_pull
 from xswarm.errors import EngineLoadError, XswarmError
-
-
-def _progress(text: str) -> None:
-    click.echo(text, err=True)
 
 
 @click.group(name="models")
@@ -38,7 +35,7 @@ def command() -> None:
 )
 def pull(repo: str | None, dest: Path | None, config_path: Path | None) -> None:
     """Download a MOSHI model into the state directory and print the config lines to paste."""
-    pulled = moshi_pull.pull(xconfig.load(config_path), repo, dest, _progress)
+    pulled = moshi_pull.pull(xconfig.load(config_path), repo, dest, to_stderr)
     click.echo("# paste into [voice.moshi] of config.toml (or leave the paths empty:")
     click.echo(f"# start-up also looks in {pulled.dest})")
     click.echo("[voice.moshi]")

@@ -54,3 +54,9 @@ def backend_option() -> Callable[[F], F]:
         metavar="HOST:PORT",
         help="the backend as listed in [haproxy] backends (or xswarm install --backends)",
     )
+
+
+def to_stderr(text: str) -> None:
+    """Where commands write warnings and progress: stderr, so that stdout stays the result a
+    script reads."""
+    click.echo(text, err=True)

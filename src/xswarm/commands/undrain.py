@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xswarm.commands.options import backend_option, root_option
+from xswarm.commands.options import backend_option, root_option, to_stderr
 from xswarm.ops import haproxy_state
 from xswarm.ops.layout import Layout
 
@@ -21,9 +21,5 @@ def command(backend: str, root: Path) -> None:
     of HAProxy after a power loss like a drain (see xswarm drain --help); a save that fails
     warns on stderr and the exit status stays 0, since the backend is in rotation.
     """
-    server = haproxy_state.set_backend_state(Layout(root), backend, "ready", _warn)
+    server = haproxy_state.set_backend_state(Layout(root), backend, "ready", to_stderr)
     click.echo(f"{server}: back in rotation; HAProxy sends it calls while /readyz answers 200")
-
-
-def _warn(line: str) -> None:
-    click.echo(line, err=True)

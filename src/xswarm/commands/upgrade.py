@@ -6,15 +6,11 @@ from pathlib import Path
 
 import click
 
-from xswarm.commands.options import root_option
+from xswarm.commands.options import root_option, to_stderr
 from xswarm.ops import releases, rolling, upgrade
 from xswarm.ops.files import UntrustedPathError
 from xswarm.ops.install import DEFAULT_KEEP
 from xswarm.ops.layout import Layout
-
-
-def _warn(text: str) -> None:
-    click.echo(text, err=True)
 
 
 @click.command(name="upgrade")
@@ -48,7 +44,7 @@ def command(
     interpreter = python or releases.default_python()
     try:
         upgrade.upgrade(
-            Layout(root), wheelhouse, version, timeout, keep, interpreter, click.echo, _warn
+            Layout(root), wheelhouse, version, timeout, keep, interpreter, click.echo, to_stderr
         )
     except (rolling.RolloutError, UntrustedPathError) as exc:
         raise click.ClickException(str(exc)) from None
