@@ -174,9 +174,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await ws.send_str(hub.message(bridge.snapshot()))
         # Until the peer goes, or the sender stops the reading to close.
         await asyncio.wait({receiver})
-        if subscriber.leaving:
+        if receiver.cancelled():  # only the sender's _close cancels it here
             await asyncio.wait({sender})
-        elif not receiver.cancelled():
+        else:
             receiver.result()  # a failure in a command is this handler's, as it always was
     except (ConnectionError, RuntimeError):
         pass
@@ -219,25 +219,20 @@ async def _send_events(
         while not ws.closed:
             text = await subscriber.queue.get()
             if text == GOODBYE:
-                await _close(ws, subscriber, receiver, 1001, b"bridge shutting down")
+                await _close(ws, receiver, 1001, b"bridge shutting down")
                 return
             await ws.send_str(text)
             if subscriber.closed:
                 reason = b"subscriber too slow; reconnect for a snapshot"
-                await _close(ws, subscriber, receiver, 1008, reason)
+                await _close(ws, receiver, 1008, reason)
                 return
     except (ConnectionError, RuntimeError):
         return
 
 
 async def _close(
-    ws: web.WebSocketResponse,
-    subscriber: Subscriber,
-    receiver: asyncio.Task[None],
-    code: int,
-    reason: bytes,
+    ws: web.WebSocketResponse, receiver: asyncio.Task[None], code: int, reason: bytes
 ) -> None:
-    subscriber.leaving = True
     receiver.cancel()
     await asyncio.wait({receiver})
     await ws.close(code=code, message=reason)

@@ -30,8 +30,6 @@ class Subscriber:
         self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self.dropped = 0
         self.closed = False
-        # Set by the sender as it starts closing the socket (goodbye, or too slow).
-        self.leaving = False
 
     def say_goodbye(self) -> None:
         """Close once what is queued has been sent; a full queue loses its oldest event
