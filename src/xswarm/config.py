@@ -112,8 +112,8 @@ class BridgeSection:
         "most a frame, so that its frames complete before the engine's tick instead of "
         "waiting a whole frame. A call joins with the largest jitter the live calls (or the "
         "last call to end, within 10 minutes) measured plus this (with none, a frame less "
-        "20 ms plus this); what it holds beyond its need "
-        "is skipped while the caller is silent. The cost is this much latency on every call; "
+        "20 ms plus this); what it holds beyond its need is skipped while the caller is "
+        "silent. The cost is this much latency on every call; "
         "raise it for a path whose jitter comes in rare spikes",
     )
     max_output_age_ms: int = setting(
