@@ -157,6 +157,18 @@ class FrontDoor:
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert response.status == 200
 
+    def drain(self, backend: str) -> Result:
+        """``xswarm drain --backend`` against this front door, as an operator runs it."""
+        args = ["--root", str(self.root), "--backend", backend, "--timeout", "10"]
+        return CliRunner().invoke(drain.command, args)
+
+    def undrain(self, backend: str) -> Result:
+        return CliRunner().invoke(undrain.command, ["--root", str(self.root), "--backend", backend])
+
+    def summaries(self) -> dict[str, str]:
+        """{server: drain/maint/up/down} as the running HAProxy says."""
+        return {name: state.summary for name, state in self.states().items()}
+
     def save_state(self) -> Result:
         args = ["save-state", "--root", str(self.root), "--haproxy-config", str(self.config)]
         return CliRunner().invoke(haproxy_command.command, args)
@@ -215,8 +227,7 @@ def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
 ) -> None:
     one, two = (entry(b) for b in bridges)
     with front_door(tmp_path, bridges) as door:
-        root = ["--root", str(door.root), "--backend", one]
-        drained = CliRunner().invoke(drain.command, [*root, "--timeout", "10"])
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
 
         # systemctl reload haproxy: the drop-in's ExecReload= lines.
@@ -233,7 +244,7 @@ def test_a_drained_server_stays_drained_across_a_reload_and_a_ready_one_ready(
         assert counts == {one: 0, two: 6}
 
         # Back to ready, saved, reloaded: it stays ready and takes requests again.
-        back = CliRunner().invoke(undrain.command, root)
+        back = door.undrain(one)
         assert back.exit_code == 0, back.output
         saved = door.save_state()
         assert f"{one} up, {two} up" in saved.output, saved.output
@@ -256,28 +267,27 @@ def test_the_operators_last_drain_or_undrain_survives_a_power_loss(
     """No stop and no dump before the next start: HAProxy loads what drain/undrain saved."""
     one, two = (entry(b) for b in bridges)
     with front_door(tmp_path, bridges) as door:
-        args = ["--root", str(door.root), "--backend", one]
-        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
         assert drained.stderr == ""
         assert saved_states(door.layout) == {one: "drain", two: "up"}
         # The reload saves it drained too; the undrain after it must not leave that file.
         door.reload_as_systemd()
         assert saved_states(door.layout) == {one: "drain", two: "up"}
-        back = CliRunner().invoke(undrain.command, args)
+        back = door.undrain(one)
         assert back.exit_code == 0, back.output
         assert back.stderr == ""
         assert saved_states(door.layout) == {one: "up", two: "up"}
 
         door.power_loss()
-        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+        assert door.summaries() == {one: "up", two: "up"}
 
         # The reverse: drained for an upgrade of its host, it stays drained after a power loss.
-        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
         assert saved_states(door.layout) == {one: "drain", two: "up"}
         door.power_loss()
-        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        assert door.summaries() == {one: "drain", two: "up"}
         eventually_sync(lambda: door.stats()[one]["status"], lambda s: s == "DRAIN",
                         within=20, detail=door.log.read_text)  # fmt: skip
         eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
@@ -293,8 +303,7 @@ def test_a_drain_survives_a_crash_of_haproxy_and_its_restart_by_systemd(
     HAProxy again. The dump fails; the file drain saved must still be there for that start."""
     one, two = (entry(b) for b in bridges)
     with front_door(tmp_path, bridges) as door:
-        args = ["--root", str(door.root), "--backend", one, "--timeout", "10"]
-        drained = CliRunner().invoke(drain.command, args)
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
         assert saved_states(door.layout) == {one: "drain", two: "up"}
         path = haproxy_state.state_file(door.layout)
@@ -311,7 +320,7 @@ def test_a_drain_survives_a_crash_of_haproxy_and_its_restart_by_systemd(
         assert path.read_text() == saved
 
         door.start()
-        assert {name: s.summary for name, s in door.states().items()} == {one: "drain", two: "up"}
+        assert door.summaries() == {one: "drain", two: "up"}
         eventually_sync(lambda: door.stats()[two]["status"], lambda s: s == "UP",
                         within=20, detail=door.log.read_text)  # fmt: skip
         assert door.stats()[one]["status"] == "DRAIN"
@@ -328,8 +337,7 @@ def test_a_drain_whose_save_fails_still_holds_and_warns_in_one_line(
         path = haproxy_state.state_file(door.layout)
         path.parent.parent.mkdir(parents=True)
         path.parent.write_text("not a directory\n")
-        args = ["--root", str(door.root), "--backend", one]
-        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
         assert f"{one}: no calls left" in drained.stdout
         assert drained.stderr == (
@@ -340,11 +348,11 @@ def test_a_drain_whose_save_fails_still_holds_and_warns_in_one_line(
         )
         assert door.states()[one].summary == "drain"
 
-        back = CliRunner().invoke(undrain.command, args)
+        back = door.undrain(one)
         assert back.exit_code == 0, back.output
         assert back.stderr.startswith(f"warning: {one} is back in rotation in HAProxy now, but")
         assert back.stderr.count("\n") == 1
-        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+        assert door.summaries() == {one: "up", two: "up"}
 
 
 def test_a_drain_whose_save_is_refused_removes_the_file_it_would_contradict(
@@ -355,20 +363,19 @@ def test_a_drain_whose_save_is_refused_removes_the_file_it_would_contradict(
     power loss would bring the server back drained."""
     one, two = (entry(b) for b in bridges)
     with front_door(tmp_path, bridges) as door:
-        args = ["--root", str(door.root), "--backend", one]
-        drained = CliRunner().invoke(drain.command, [*args, "--timeout", "10"])
+        drained = door.drain(one)
         assert drained.exit_code == 0, drained.output
         path = haproxy_state.state_file(door.layout)
         assert saved_states(door.layout) == {one: "drain", two: "up"}
         path.parent.chmod(0o777)
-        back = CliRunner().invoke(undrain.command, args)
+        back = door.undrain(one)
         assert back.exit_code == 0, back.output
         assert "writable by group or others" in back.stderr
         assert "; removed the previous file, so such a start puts every server as" in back.stderr
         assert not path.exists()
         path.parent.chmod(0o755)
         door.power_loss()
-        assert {name: s.summary for name, s in door.states().items()} == {one: "up", two: "up"}
+        assert door.summaries() == {one: "up", two: "up"}
 
 
 def test_a_rolling_restart_saves_the_ready_that_ends_its_drain(tmp_path: Path) -> None:
@@ -434,7 +441,7 @@ def test_without_a_usable_state_file_every_server_starts_from_the_config(
             path.write_text(content)
         door.reload()
         assert door.proc.poll() is None, door.log.read_text()
-        assert {name: s.summary for name, s in door.states().items()} == {
+        assert door.summaries() == {
             one: "up",
             entry(bridges[1]): "up",
         }
