@@ -97,8 +97,7 @@ class FrontDoor:
         """What ExecReload's `kill -USR2 $MAINPID` does; returns once the new worker answers."""
         old = self.worker()
         self.proc.send_signal(signal.SIGUSR2)
-        eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
-                        detail=self.log.read_text)  # fmt: skip
+        self._wait_for_new_worker(old)
 
     def reload_as_systemd(self) -> None:
         """``systemctl reload haproxy``: the drop-in's ExecReload= lines, the config check, the
@@ -107,8 +106,14 @@ class FrontDoor:
         assert lines[0] == "", "the drop-in must reset Debian's ExecReload= first"
         old = self.worker()
         self._run_as_systemd(lines[1:])
+        self._wait_for_new_worker(old)
+
+    def _wait_for_new_worker(self, old: str) -> None:
+        """Until the new worker answers and the old one has exited: for a moment after a reload
+        both accept on the admin socket, and the old one still holds the states it had."""
         eventually_sync(self._worker_or_none, lambda pid: pid not in (None, old), within=20,
                         detail=self.log.read_text)  # fmt: skip
+        eventually_sync(lambda: process_gone(int(old)), within=20, detail=self.log.read_text)
 
     def stop_as_systemd(self) -> None:
         """The drop-in's ExecStop= lines, which systemd runs even when HAProxy's processes
@@ -177,6 +182,17 @@ class FrontDoor:
 def dropin_lines(setting: str) -> list[str]:
     """``setting``'s lines in the haproxy.service drop-in xswarm installs."""
     return units.parse((DEPLOY / "server-state.conf").read_text())["Service"][setting]
+
+
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie its parent has not reaped yet counts as exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return any(
+        line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:")
+    )
 
 
 def entry(bridge: BridgeProcess) -> str:
