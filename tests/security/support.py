@@ -58,17 +58,6 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def metric(bridge: BridgeProcess, name: str, **labels: str) -> float:
-    """One sample of the bridge's /metrics; 0 when the series is absent."""
-    _, text = bridge.get("/metrics")
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{wanted}}}" if labels else name
-    for line in str(text).splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 class LiveCall:
     """A genuine Twilio call talking in real time for a whole attack, noting each echo's time.
 

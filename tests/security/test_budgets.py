@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import sphn
 
-from tests.security.support import LiveCall, metric, rss_kib
-from tests.support.bridge import BridgeProcess, running_bridge
+from tests.security.support import LiveCall, rss_kib
+from tests.support.bridge import BridgeProcess, metric, running_bridge
 from tests.support.calls import TwilioCaller, tone
 from tests.support.waiting import eventually
 from xswarm.config import defaults

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.security.support import LiveCall, genuine_call, metric, rss_kib
-from tests.support.bridge import running_bridge
+from tests.security.support import LiveCall, genuine_call, rss_kib
+from tests.support.bridge import metric, running_bridge
 from tests.support.waiting import eventually
 from xswarm.protocol import twilio
 

@@ -79,6 +79,17 @@ class BridgeProcess(ServiceProcess):
         return f"ws://127.0.0.1:{self.port}"
 
 
+def metric(bridge: BridgeProcess, name: str, **labels: str) -> float:
+    """One sample of the bridge's /metrics; 0 when the series is absent."""
+    _, text = bridge.get("/metrics")
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in str(text).splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     def ready() -> bool:
         if proc.poll() is not None:
