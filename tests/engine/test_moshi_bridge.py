@@ -20,14 +20,18 @@ import pytest
 import sphn
 
 from tests.engine.tiny_moshi import tiny_moshi_toml
-from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, running_bridge
+from tests.support.bridge import VENV_BIN, BridgeProcess, free_port, metric, running_bridge
 from tests.support.calls import ControlClient, TwilioCaller, tone
 from tests.support.waiting import eventually
+from xswarm.bridge.call import DROP_REASONS, WIRE_FRAME_SECONDS
+from xswarm.engine.base import SAMPLE_RATE
+from xswarm.engine.moshi import FRAME_SAMPLES
 
 pytestmark = pytest.mark.moshi
 
 # One OpenMP thread: on a small shared machine two are slower, and ticks must stay in time.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+DROPPED = "xswarm_dropped_frames_total"
 
 
 def moshi_bridge_toml(tiny: dict[str, Any], engine: str = "moshi", **moshi: Any) -> str:
@@ -97,6 +101,33 @@ async def test_twilio_calls_talk_to_moshi_and_a_suggestion_reaches_only_its_call
     status, metrics = moshi_bridge.get("/metrics")
     assert status == 200 and isinstance(metrics, str)
     assert "xswarm_engine_slots_in_use" in metrics
+
+
+async def test_every_whole_step_of_a_call_reaches_the_caller(
+    moshi_bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    """A call's audio is complete: besides what the bridge drops and counts, a caller misses
+    only the model's first step (its acoustic delay: no audio yet) and the frames after the
+    last whole step, 0-3 wire frames less the silence the join led the call with."""
+    caller = TwilioCaller(http, moshi_bridge.ws_url)
+    async with ControlClient(http, moshi_bridge.ws_url) as control:
+        await caller.connect()
+        call_id = (await control.wait_for("call_started", stream_sid=caller.stream_sid))["call_id"]
+        sent = await caller.send_audio(tone(2.0))
+        per_step = round(FRAME_SAMPLES / (SAMPLE_RATE * WIRE_FRAME_SECONDS))
+
+        def dropped() -> int:
+            return round(sum(metric(moshi_bridge, DROPPED, reason=r) for r in DROP_REASONS))
+
+        await eventually(lambda: len(caller.media()) + dropped(),
+                         lambda answered: answered >= sent - 2 * per_step + 1,
+                         detail=moshi_bridge.log)  # fmt: skip
+        await caller.stop()
+        ended = await control.wait_for("call_ended", call_id=call_id)
+        await caller.close()
+    assert ended["frames_in"] == sent
+    assert ended["frames_out"] == len(caller.media())
+    assert ended.get("dropped_frames", 0) == dropped()
 
 
 async def test_a_moshi_protocol_call_gets_opus_audio_and_text(
