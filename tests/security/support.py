@@ -11,6 +11,7 @@ import aiohttp
 
 from tests.support.bridge import VENV_BIN, BridgeProcess
 from tests.support.calls import TwilioCaller, tone
+from tests.support.waiting import eventually
 
 
 async def genuine_call(bridge: BridgeProcess, headers: dict[str, str] | None = None) -> None:
@@ -18,9 +19,9 @@ async def genuine_call(bridge: BridgeProcess, headers: dict[str, str] | None = N
     async with aiohttp.ClientSession() as session:
         caller = TwilioCaller(session, bridge.ws_url, headers=headers)
         await caller.connect()
-        await caller.send_audio(tone(0.3))
-        await asyncio.sleep(0.2)
-        assert caller.media(), "the genuine call got no audio back"
+        sent = await caller.send_audio(tone(0.3))
+        # The genuine call gets its audio back, every frame of it.
+        await eventually(lambda: len(caller.media()), lambda count: count == sent)
         await caller.stop()
         await caller.close()
 

@@ -15,6 +15,7 @@ import pytest
 from tests.security.support import genuine_call, run_service
 from tests.support.bridge import free_port, running_bridge
 from tests.support.calls import TwilioCaller
+from tests.support.waiting import eventually
 from xswarm import logs
 from xswarm.protocol import twilio
 
@@ -74,9 +75,8 @@ async def test_a_leaked_signature_needs_a_fresh_stream_token_per_call(tmp_path: 
             caller = TwilioCaller(http, bridge.ws_url, headers=headers)
             token = twilio.stream_token(TWILIO_TOKEN, caller.call_sid, now + 60)
             await caller.connect(custom={twilio.STREAM_TOKEN_PARAMETER: token})
-            await caller.send_audio(np_tone())
-            await asyncio.sleep(0.2)
-            assert caller.media()
+            sent = await caller.send_audio(np_tone())
+            await eventually(lambda: len(caller.media()), lambda count: count == sent)
             await caller.stop()
             await caller.close()
         assert 'xswarm_calls_rejected_total{reason="auth"} 4' in bridge.get("/metrics")[1]
@@ -118,9 +118,9 @@ async def test_a_flood_of_invented_event_names_is_counted_not_logged(tmp_path: P
             await caller.connect()
             for n in range(300):
                 await caller.send(json.dumps({"event": f"invented-{n}\n<3>x", "streamSid": "MZ1"}))
-            await caller.send_audio(np_tone())
-            await asyncio.sleep(0.2)
-            assert caller.media(), "the call itself went on"
+            sent = await caller.send_audio(np_tone())
+            # The call itself went on: every frame came back.
+            await eventually(lambda: len(caller.media()), lambda count: count == sent)
             await caller.stop()
             await caller.close()
         await genuine_call(bridge)
