@@ -74,13 +74,22 @@ def send(path: Path, line: str, timeout: float = 2.0) -> str:
     return b"".join(chunks).decode("utf-8", "replace").strip()
 
 
+def fronted_server(layout: Layout, unit: str) -> str | None:
+    """The HAProxy server in front of ``unit`` on this host; None when HAProxy fronts none
+    (not a template instance, or no admin socket: a host without HAProxy)."""
+    server = server_for(unit)
+    if server is None or not admin_socket(layout).exists():
+        return None
+    return server
+
+
 def set_state(layout: Layout, unit: str, state: str) -> str | None:
     """Set the unit's server state if HAProxy fronts it; None when done or not applicable,
     else what went wrong (the restart goes on: health checks still protect the calls)."""
-    server = server_for(unit)
-    path = admin_socket(layout)
-    if server is None or not path.exists():
+    server = fronted_server(layout, unit)
+    if server is None:
         return None
+    path = admin_socket(layout)
     try:
         answer = send(path, state_command(server, state))
     except OSError as exc:

@@ -102,8 +102,8 @@ def _back_in_rotation(layout: Layout, unit: str, say: Callable[[str], None]) -> 
     saved the drain, which a start after a power loss would load. The drain itself is not
     saved: it lasts seconds, and no xswarm command undrains a local instance that a power
     loss in those seconds left drained."""
-    server = haproxy.server_for(unit)
-    if server is None or not haproxy.admin_socket(layout).exists():
+    server = haproxy.fronted_server(layout, unit)
+    if server is None:
         return
     if haproxy.set_state(layout, unit, "ready") is None:
         warning = haproxy_state.save_after_change(layout, f"{server} is back in rotation")
