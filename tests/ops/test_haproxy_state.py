@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner, Result
 
@@ -187,12 +188,9 @@ def dropin_lines(setting: str) -> list[str]:
 def process_gone(pid: int) -> bool:
     """Whether ``pid`` has exited (a zombie its parent has not reaped yet counts as exited)."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    return any(
-        line.split()[1:2] == ["Z"] for line in status.splitlines() if line.startswith("State:")
-    )
 
 
 def entry(bridge: BridgeProcess) -> str:
