@@ -80,14 +80,17 @@ class BridgeProcess(ServiceProcess):
 
 
 def metric(bridge: BridgeProcess, name: str, **labels: str) -> float:
-    """One sample of the bridge's /metrics; 0 when the series is absent."""
+    """One series of the bridge's /metrics, or with no labels the sum of all the series of
+    ``name`` (a counter's every reason, say); 0 when absent."""
     _, text = bridge.get("/metrics")
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{wanted}}}" if labels else name
-    for line in str(text).splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
+    if labels:
+        wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        series: tuple[str, ...] = (f"{name}{{{wanted}}} ",)
+    else:
+        series = (f"{name} ", f"{name}{{")
+    return sum(
+        float(line.split()[-1]) for line in str(text).splitlines() if line.startswith(series)
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
