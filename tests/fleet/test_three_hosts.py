@@ -406,6 +406,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )
         front_door = f"https://{ADDRESSES['front']}:{PUBLIC_PORT}/readyz"
         fleet.wait_until(lambda: fleet.caller.loop.run(answers(front_door, fleet.tls)))
+        fleet.wait_until(lambda: staged_haproxy.answers(fleet.tmp / "front" / "haproxy-admin.sock"))
         fleet.wait_until(lambda: all(fleet.haproxy_running().values()))
         yield fleet
 

@@ -278,7 +278,9 @@ def run_haproxy(
         )
     door = FrontDoor(port, root, backends, log_path)
     try:
-        eventually_sync(socket_path.exists, within=10, detail=log_path.read_text)
+        eventually_sync(
+            lambda: staged_haproxy.answers(socket_path), within=10, detail=log_path.read_text
+        )
         yield door
     finally:
         os.kill(proc.pid, signal.SIGTERM)

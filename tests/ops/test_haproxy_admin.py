@@ -26,7 +26,6 @@ def admin_states(layout: Layout) -> dict[str, int]:
 
 def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    path = haproxy.admin_socket(layout)
     config = config_module.from_mapping({"voice.bridge": {"port": free_port()}})
     text = staged_haproxy.for_test(units.render_haproxy(config, [1, 2]), layout)
     (tmp_path / "haproxy.cfg").write_text(text)
@@ -36,7 +35,7 @@ def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        eventually_sync(path.exists, within=10)
+        eventually_sync(lambda: staged_haproxy.answers(haproxy.admin_socket(layout)), within=10)
         assert admin_states(layout) == {"voice1": 0, "voice2": 0}
         assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
         assert admin_states(layout) == {"voice1": 0, "voice2": 8}

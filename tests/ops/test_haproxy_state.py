@@ -401,7 +401,11 @@ def test_a_rolling_restart_saves_the_ready_that_ends_its_drain(tmp_path: Path) -
     log = tmp_path / "haproxy.log"
     proc = start_haproxy(cfg, log)
     try:
-        eventually_sync(haproxy.admin_socket(layout).exists, within=10, detail=log.read_text)
+        eventually_sync(
+            lambda: staged_haproxy.answers(haproxy.admin_socket(layout)),
+            within=10,
+            detail=log.read_text,
+        )
         assert haproxy.set_state(layout, "xswarm-voice@2.service", "drain") is None
         haproxy_state.save(layout, cfg)
         assert saved_states(layout)["voice2"] == "drain"

@@ -35,3 +35,14 @@ def install_config(text: str, layout: Layout, log_level: str = "warning") -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(for_test(text, layout, log_level))
     return path
+
+
+def answers(socket: Path) -> bool:
+    """Whether HAProxy answers on its admin socket. A test waits for this, not for the
+    socket's file: HAProxy binds a temporary name, renames it into place and only then
+    listens, so for a moment the file is there and a connection is refused."""
+    try:
+        haproxy.send(socket, "show info\n")
+    except OSError:
+        return False
+    return True
