@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -60,3 +62,29 @@ def test_names_and_commands() -> None:
 
 def test_no_socket_means_nothing_to_do(tmp_path: Path) -> None:
     assert haproxy.set_state(Layout(tmp_path), "xswarm-voice@1.service", "drain") is None
+
+
+def test_each_way_the_admin_socket_fails_names_its_cause_and_fix(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    path = haproxy.admin_socket(layout)
+    path.parent.mkdir(parents=True)
+    with pytest.raises(haproxy.HaproxyError) as missing:
+        haproxy.ask(path, "show info\n")
+    assert str(missing.value).startswith(f"no HAProxy admin socket at {path}: HAProxy is not")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))  # bound and not listening: what a killed HAProxy leaves behind
+        with pytest.raises(haproxy.HaproxyError) as refused:
+            haproxy.ask(path, "show info\n")
+        restarting = haproxy.set_state(layout, "xswarm-voice@1.service", "drain")
+    assert (
+        str(refused.value)
+        == restarting
+        == (
+            f"HAProxy admin socket {path}: connection refused, so HAProxy is not running; see "
+            "`systemctl status haproxy` and `journalctl -u haproxy`"
+        )
+    )
+    denied = haproxy.unreachable(path, PermissionError(errno.EACCES, "Permission denied"))
+    assert denied == f"HAProxy admin socket {path}: permission denied; run as root"
+    other = haproxy.unreachable(path, OSError(errno.EMFILE, "Too many open files"))
+    assert other == f"HAProxy admin socket {path}: Too many open files"

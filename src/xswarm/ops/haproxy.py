@@ -62,7 +62,11 @@ def tls_pem(layout: Layout) -> Path:
     return layout.root / TLS_PEM.lstrip("/")
 
 
-def send(path: Path, line: str, timeout: float = 2.0) -> str:
+# How long a command on the admin socket may take: HAProxy answers in microseconds.
+ANSWER_TIMEOUT = 2.0
+
+
+def send(path: Path, line: str, timeout: float = ANSWER_TIMEOUT) -> str:
     """One command on the admin socket; HAProxy answers with an empty line on success."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -93,20 +97,40 @@ def set_state(layout: Layout, unit: str, state: str) -> str | None:
     try:
         answer = send(path, state_command(server, state))
     except OSError as exc:
-        return f"HAProxy admin socket {path}: {exc}"
+        return unreachable(path, exc)
     return answer or None
+
+
+def unreachable(path: Path, exc: OSError) -> str:
+    """Why the admin socket at ``path`` gave no answer, and what to do: each failure has a
+    different cause (a refused connection is a stopped HAProxy, not a missing permission)."""
+    where = f"HAProxy admin socket {path}"
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"no HAProxy admin socket at {path}: HAProxy is not running here, or not with the "
+            "haproxy.cfg that xswarm install --haproxy renders; run this on the front host once "
+            "haproxy runs"
+        )
+    if isinstance(exc, PermissionError):
+        return f"{where}: permission denied; run as root"
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"{where}: connection refused, so HAProxy is not running; see "
+            "`systemctl status haproxy` and `journalctl -u haproxy`"
+        )
+    if isinstance(exc, TimeoutError):
+        return (
+            f"{where}: no answer within {ANSWER_TIMEOUT:g} s, so HAProxy is hung or "
+            "overloaded; see `journalctl -u haproxy`"
+        )
+    return f"{where}: {exc.strerror or exc}"
 
 
 def ask(path: Path, line: str) -> str:
     try:
         return send(path, line)
-    except FileNotFoundError:
-        raise HaproxyError(
-            f"no HAProxy admin socket at {path}: run this on the front host, whose HAProxy "
-            "xswarm install --haproxy rendered, once haproxy runs"
-        ) from None
     except OSError as exc:
-        raise HaproxyError(f"HAProxy admin socket {path}: {exc} (run as root)") from None
+        raise HaproxyError(unreachable(path, exc)) from None
 
 
 def sessions(layout: Layout) -> dict[str, int]:

@@ -74,6 +74,7 @@ from xswarm.ops.haproxy import (
     send,
     sessions,
     state_command,
+    unreachable,
 )
 from xswarm.ops.layout import Layout
 
@@ -238,9 +239,9 @@ def save(layout: Layout, haproxy_config: Path) -> Saved:
     try:
         answer = send(path, "show servers state\n")
     except _NO_ANSWER as exc:
-        raise NoAnswer(f"HAProxy admin socket {path}: {exc} (is HAProxy running?)") from None
+        raise NoAnswer(unreachable(path, exc)) from None
     except OSError as exc:
-        raise HaproxyError(f"HAProxy admin socket {path}: {exc} (is HAProxy running?)") from None
+        raise HaproxyError(unreachable(path, exc)) from None
     dump = parse(answer)
     kept, left = carried(dump, configured_ports(config_text))
     return Saved(_write(layout, dump.header, kept), kept, left)
