@@ -6,7 +6,6 @@ arithmetic is ``TickSchedule`` over the times a test hands it. Nothing here wait
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Mapping
 
@@ -20,6 +19,7 @@ from xswarm.bridge.engine_loop import (
     EngineLoop,
     TickSchedule,
 )
+from xswarm.client.bench import jitter_lateness
 from xswarm.engine.base import SlotOutput
 from xswarm.engine.echo import EchoEngine
 
@@ -416,16 +416,6 @@ class TickedCall:
         return {self.level(n) for n, loud in enumerate(self.loud) if loud}
 
 
-def in_order_jitter(count: int, spread: float, seed: int) -> list[float]:
-    """``xswarm bench --jitter-ms``: each chunk leaves 0 to ``spread`` after its slot, in order."""
-    rng = random.Random(seed)
-    lateness, late = [], 0.0
-    for _ in range(count):
-        late = max(late - 0.020, rng.uniform(0.0, spread))
-        lateness.append(late)
-    return lateness
-
-
 def test_a_call_joins_with_the_slack_it_is_given_and_completes_frames_before_the_next_tick() -> (
     None
 ):
@@ -486,7 +476,7 @@ def test_a_jittery_call_keeps_its_jitter_as_slack_and_misses_no_tick(seed: int) 
     """Chunks 0-60 ms late, in order (the bench's --jitter-ms 30): the call settles between
     its measured jitter plus the margin and a wire frame above that, not at a whole frame, and
     no frame misses its tick once it joined with a frame's slack."""
-    lateness = in_order_jitter(750, 0.060, seed)  # 15 s
+    lateness = jitter_lateness(750, 0.030, seed)  # 15 s
     loud = [(n // 50) % 3 != 2 for n in range(750)]  # 2 s of speech, 1 s of silence
     ticked = TickedCall(lateness, loud)
     ticked.run(185)

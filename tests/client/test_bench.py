@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.support.bridge import free_port, running_bridge
-from xswarm.client.bench import Bench, tone
+from xswarm.client.bench import Bench, jitter_lateness, tone
 from xswarm.client.common import call_url
 
 XSWARM = str(Path(sys.executable).parent / "xswarm")
@@ -75,7 +76,7 @@ def test_bench_refuses_remote_targets_and_silly_sizes() -> None:
 
 def test_jitter_delays_frames_within_its_span_and_keeps_their_order(tmp_path: Path) -> None:
     """--jitter-ms: every frame still goes, once and in order (the echo comes back whole,
-    matched by content), and each leaves up to twice the jitter after its 20 ms slot."""
+    matched by content), never before its slot; how late is :func:`jitter_lateness`'s."""
     config = '[voice.bridge]\nengine = "echo"\n'
     with running_bridge(tmp_path, config) as bridge:
         bench = Bench(
@@ -95,7 +96,17 @@ def test_jitter_delays_frames_within_its_span_and_keeps_their_order(tmp_path: Pa
         sent = np.asarray(call.sent_at)
         assert np.all(np.diff(sent) >= 0)
         behind = sent - sent[0] - np.arange(len(sent)) * 0.020
-        # Late by up to 2 x 30 ms (plus the timer's own lag on a busy machine), never early
-        # by more than the first frame's own delay.
-        assert behind.max() <= 0.060 + 0.050 and behind.min() >= -0.061
-        assert np.ptp(np.diff(sent)) > 0.010  # the gaps really vary
+        # Never early by more than the first frame's own lateness (at most 2 x 30 ms).
+        assert behind.min() >= -0.061
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_jitter_lateness_spans_twice_the_jitter_and_keeps_frames_in_order(seed: int) -> None:
+    lateness = np.asarray(jitter_lateness(5000, 0.030, seed))
+    assert lateness.min() >= 0.0 and lateness.max() <= 0.060
+    departures = np.arange(len(lateness)) * 0.020 + lateness
+    assert np.diff(departures).min() > -1e-12  # in order: no frame overtakes the one ahead
+    assert lateness.max() > 0.055 and lateness.min() < 0.005  # the whole span is used
+    assert np.ptp(np.diff(departures)) > 0.040  # the gaps really vary
+    assert jitter_lateness(50, 0.030, seed) == lateness[:50].tolist()  # seeded: repeatable
+    assert jitter_lateness(50, 0.0, seed) == [0.0] * 50

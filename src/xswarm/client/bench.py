@@ -289,6 +289,19 @@ def report_lines(report: BenchReport) -> list[str]:
     )
 
 
+def jitter_lateness(count: int, jitter_s: float, seed: int) -> list[float]:
+    """How late each of ``count`` frames leaves after its 20 ms slot: a seeded random 0 to
+    2 x ``jitter_s``, but never before the frame ahead of it, as a path that delays packets
+    still keeps their order. Pure, so the schedule is tested without a clock."""
+    rng = random.Random(seed)
+    lateness: list[float] = []
+    late = 0.0
+    for _ in range(count):
+        late = max(late - FRAME_SECONDS, rng.uniform(0.0, 2 * jitter_s))
+        lateness.append(late)
+    return lateness
+
+
 def frame_middles(pcm_8k: np.ndarray, frames: int) -> list[str]:
     """For each frame index, the part of a media message every call shares: sequence, chunk,
     timestamp and payload. The caller's voice loops if the call outlasts it."""
@@ -480,14 +493,12 @@ class Bench:
             loop.call_later(self.grace, self._hang_up, call)
 
     async def _send_jittered(self, call: BenchCall) -> None:
-        """The call's frames, each a seeded random 0 to 2 x ``jitter_s`` after its slot."""
-        loop = asyncio.get_running_loop()
-        rng = random.Random(call.index)
-        start = due = loop.time()
+        """The call's frames, each as late after its slot as :func:`jitter_lateness` says."""
+        start = asyncio.get_running_loop().time()
+        lateness = jitter_lateness(self.frames_per_call, self.jitter_s, call.index)
         while call.sending and call.next_frame < self.frames_per_call:
-            slot = start + call.next_frame * FRAME_SECONDS
-            due = max(due, slot + rng.uniform(0.0, 2 * self.jitter_s))
-            await sleep_until(due)
+            frame = call.next_frame
+            await sleep_until(start + frame * FRAME_SECONDS + lateness[frame])
             if call.sending:
                 await self._send_next(call, self.middles)
 
