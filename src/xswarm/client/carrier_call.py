@@ -111,9 +111,11 @@ async def place_carrier_call(
                     if index in digits:
                         sequence += 1
                         await ws.send_str(caller.dtmf(sequence, digits[index]))
-                # A call the bridge ended early is over: no tail to wait out.
+                # A call the bridge ended early is over: no tail to wait out. The tail counts
+                # from the last frame sent, so a caller that fell behind still hears it whole.
                 if not ws.closed:
-                    await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
+                    spoken = max(loop.time(), start + len(frames) * FRAME_SECONDS)
+                    await sleep_until(spoken + tail_seconds)
                 if not ws.closed:
                     await ws.send_str(caller.stop(sequence + 1))
                     await ws.close()

@@ -79,7 +79,9 @@ async def place_moshi_call(
                     if pages:
                         await ws.send_bytes(moshi.audio(pages))
                     result.sent_at.append(loop.time())
-                await sleep_until(start + len(frames) * FRAME_SECONDS + tail_seconds)
+                # From the last frame sent, as ``--tail`` says, even if sending fell behind.
+                spoken = max(loop.time(), start + len(frames) * FRAME_SECONDS)
+                await sleep_until(spoken + tail_seconds)
                 if not ws.closed:
                     await ws.close()
             except ConnectionError as exc:
