@@ -449,11 +449,14 @@ def test_prometheus_scrapes_every_host_with_the_shipped_config(fleet: Fleet) -> 
         ("xswarm-voice", voice_target("voice-b"), "voice"),
         ("xswarm-dashboard", f"127.0.0.1:{SUPERVISOR_PORT}", "supervisor"),
     }
-    supervised = {
-        s["metric"]["voice_instance"]: s["value"][1]
-        for s in fleet.prometheus("xswarm_supervisor_instance_up")
-    }
-    assert supervised == {voice_target("voice-a"): "1", voice_target("voice-b"): "1"}
+
+    def supervised() -> dict[str, str]:
+        rows = fleet.prometheus("xswarm_supervisor_instance_up")
+        return {s["metric"]["voice_instance"]: s["value"][1] for s in rows}
+
+    # A scrape of the supervisor may predate its links to both hosts: the next one has them.
+    expected = {voice_target("voice-a"): "1", voice_target("voice-b"): "1"}
+    eventually_sync(supervised, lambda now: now == expected, within=30, detail=fleet.logs)
 
 
 async def control_upgrade(url: str, token: str, tls: ssl.SSLContext) -> int:

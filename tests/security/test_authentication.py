@@ -19,6 +19,7 @@ from tests.security.support import genuine_call, raw_http, run_service
 from tests.supervisor.support import operator, running_supervisor
 from tests.support.bridge import free_port, running_bridge
 from tests.support.calls import ControlClient
+from tests.support.waiting import eventually
 
 ECHO = '[voice.bridge]\nengine = "echo"\n'
 OPERATOR_TOKEN = "operator-token-for-security-tests-1f9a"
@@ -226,7 +227,11 @@ async def test_the_supervisor_shows_bridges_only_the_control_token(tmp_path: Pat
     try:
         with running_supervisor(tmp_path, [f"ws://127.0.0.1:{port}/control"], env=env) as sup:
             await asyncio.wait_for(connected.wait(), 20)
-            status, instances = await asyncio.to_thread(sup.get, "/api/instances", OPERATOR_TOKEN)
+            # The 401 reaches the instance's error once the supervisor has read it.
+            status, instances = await eventually(
+                lambda: asyncio.to_thread(sup.get, "/api/instances", OPERATOR_TOKEN),
+                lambda answer: answer[0] != 200 or answer[1][0]["error"],
+            )
             assert status == 200
             assert "XSWARM_CONTROL_TOKEN" in instances[0]["error"]
     finally:

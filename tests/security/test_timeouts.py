@@ -77,7 +77,10 @@ async def test_silent_sockets_no_longer_hold_every_slot(
     """The issue's case: max_concurrent_calls = 3, three silent sockets held every slot for
     over 95 s, the fourth caller got 503 and /readyz said full. Now each silent kind is
     closed within its timeout and the slots come back."""
-    config = SHORT.replace("max_concurrent_calls = 4", "max_concurrent_calls = 3")
+    # 2 s to first audio: the three sockets and /readyz must all be done before any closes.
+    config = SHORT.replace("max_concurrent_calls = 4", "max_concurrent_calls = 3").replace(
+        "first_media_timeout = 1.0", "first_media_timeout = 2.0"
+    )
     with running_bridge(tmp_path, config) as bridge:
         moshi = await http.ws_connect(bridge.ws_url + "/api/chat")  # never sends audio
         started = await http.ws_connect(bridge.ws_url + "/twilio")  # starts, then silence
@@ -94,7 +97,7 @@ async def test_silent_sockets_no_longer_hold_every_slot(
             replies[name] = (ws.close_code, reply.extra)
             await ws.close()
         assert time.monotonic() - began < 5
-        assert replies["moshi"] == (1008, "inactive: no audio within 1 s of connecting")
+        assert replies["moshi"] == (1008, "inactive: no audio within 2 s of connecting")
         assert replies["started"] == (1008, "inactive: no audio for 2 s")
         assert replies["unstarted"][0] == 1008 and "no start event" in replies["unstarted"][1]
         await eventually(lambda: asyncio.to_thread(bridge.get, "/readyz"), lambda r: r[0] == 200)

@@ -158,8 +158,15 @@ def test_a_refused_reload_fails_and_shows_in_the_error_journal(container: Contai
     )
     reload = container.run(["systemctl", "reload", "xswarm-voice"], check=False)
     assert reload.returncode != 0
-    errors = container.sh("journalctl -u xswarm-voice -p err --no-pager").stdout
-    assert "max_concurrent_calls" in errors, errors
+    # journald stores a service's stderr on its own time, not before systemctl returns.
+    wait_until(
+        lambda: (
+            "max_concurrent_calls"
+            in container.sh("journalctl -u xswarm-voice -p err --no-pager").stdout
+        ),
+        10,
+        "the refused reload's error in the journal",
+    )
     assert container.sh("systemctl is-active xswarm-voice").stdout.strip() == "active"
     assert readyz(container, 9998)[0] == 200
     container.sh("cp /root/good.toml /opt/xswarm/config.toml")
@@ -396,7 +403,8 @@ def test_restarts_under_load_refuse_nothing(container: Container) -> None:
         outcome = json.loads(container.wait_for(out, 60))
         print(f"GET {url} during two `systemctl restart {unit}`: {outcome}")
         assert outcome["refused"] == 0, outcome
-        assert outcome["other_failures"] <= outcome["ok"] // 1000, outcome
+        # The hammer has one request in flight: each of the two restarts can reset at most it.
+        assert outcome["other_failures"] <= 2, outcome
         assert outcome["ok"] > 0
 
 
