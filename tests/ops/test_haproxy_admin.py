@@ -14,7 +14,7 @@ from tests.support import haproxy as staged_haproxy
 from tests.support.bridge import free_port
 from tests.support.waiting import eventually_sync
 from xswarm import config as config_module
-from xswarm.ops import haproxy, units
+from xswarm.ops import haproxy, rolling, units
 from xswarm.ops.layout import Layout
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
@@ -44,6 +44,12 @@ def test_drain_and_ready_reach_the_right_server(tmp_path: Path) -> None:
         assert haproxy.set_state(layout, "xswarm-voice@2.service", "ready") is None
         assert admin_states(layout) == {"voice1": 0, "voice2": 0}
         assert haproxy.set_state(layout, "xswarm-voice@7.service", "drain") == "No such server."
+        said: list[str] = []
+        assert not rolling._set_in_haproxy(layout, "xswarm-voice@7.service", "drain", said.append)
+        assert said == [
+            "  HAProxy did not set xswarm-voice@7.service to drain: No such server; "
+            "the restart goes on"
+        ]
         assert haproxy.set_state(layout, "xswarm-voice.service", "drain") is None
     finally:
         proc.terminate()
@@ -76,6 +82,8 @@ def test_each_way_the_admin_socket_fails_names_its_cause_and_fix(tmp_path: Path)
         with pytest.raises(haproxy.HaproxyError) as refused:
             haproxy.ask(path, "show info\n")
         restarting = haproxy.set_state(layout, "xswarm-voice@1.service", "drain")
+        said: list[str] = []
+        rolling._back_in_rotation(layout, "xswarm-voice@1.service", said.append)
     assert (
         str(refused.value)
         == restarting
@@ -84,6 +92,9 @@ def test_each_way_the_admin_socket_fails_names_its_cause_and_fix(tmp_path: Path)
             "`systemctl status haproxy` and `journalctl -u haproxy`"
         )
     )
+    # A rolling restart tells the operator, and goes on.
+    assert said == [f"  HAProxy did not set xswarm-voice@1.service to ready: {restarting}; "
+                    "the restart goes on"]  # fmt: skip
     denied = haproxy.unreachable(path, PermissionError(errno.EACCES, "Permission denied"))
     assert denied == f"HAProxy admin socket {path}: permission denied; run as root"
     other = haproxy.unreachable(path, OSError(errno.EMFILE, "Too many open files"))

@@ -90,11 +90,20 @@ def restart_and_check(
 ) -> str | None:
     """Restart one unit behind a drained HAProxy server; None when it came back healthy on
     ``version``, else why not."""
-    haproxy.set_state(layout, target.unit, "drain")
+    _set_in_haproxy(layout, target.unit, "drain", say)
     try:
         return _restart_and_check(target, layout, version, timeout)
     finally:
         _back_in_rotation(layout, target.unit, say)
+
+
+def _set_in_haproxy(layout: Layout, unit: str, state: str, say: Callable[[str], None]) -> bool:
+    """Set the unit's HAProxy server state; False, and said why, when HAProxy refused it or
+    could not be asked. The restart goes on either way: health checks still guard calls."""
+    problem = haproxy.set_state(layout, unit, state)
+    if problem:
+        say(f"  HAProxy did not set {unit} to {state}: {problem.rstrip('.')}; the restart goes on")
+    return problem is None
 
 
 def _back_in_rotation(layout: Layout, unit: str, say: Callable[[str], None]) -> None:
@@ -105,7 +114,7 @@ def _back_in_rotation(layout: Layout, unit: str, say: Callable[[str], None]) -> 
     server = haproxy.fronted_server(layout, unit)
     if server is None:
         return
-    if haproxy.set_state(layout, unit, "ready") is None:
+    if _set_in_haproxy(layout, unit, "ready", say):
         warning = haproxy_state.save_after_change(layout, f"{server} is back in rotation")
         if warning:
             say(f"  {warning}")
