@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.waiting import eventually_sync
+from xswarm.client.common import metric_total
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -83,11 +84,10 @@ def metric(bridge: BridgeProcess, name: str, **labels: str) -> float:
     """One series of the bridge's /metrics, or with no labels the sum of all the series of
     ``name`` (a counter's every reason, say); 0 when absent."""
     _, text = bridge.get("/metrics")
-    if labels:
-        wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        series: tuple[str, ...] = (f"{name}{{{wanted}}} ",)
-    else:
-        series = (f"{name} ", f"{name}{{")
+    if not labels:
+        return metric_total(str(text), name) or 0.0
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    series = f"{name}{{{wanted}}} "
     return sum(
         float(line.split()[-1]) for line in str(text).splitlines() if line.startswith(series)
     )
