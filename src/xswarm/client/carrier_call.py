@@ -18,7 +18,13 @@ import numpy as np
 
 from xswarm.audio import wire
 from xswarm.client.carriers import CallerSide, Carrier
-from xswarm.client.common import ClientError, FrameTimes, describe_failure, sleep_until
+from xswarm.client.common import (
+    ClientError,
+    FrameTimes,
+    describe_failure,
+    listen_for_tail,
+    sleep_until,
+)
 from xswarm.errors import ProtocolError
 from xswarm.protocol import media_stream as ms
 
@@ -111,11 +117,9 @@ async def place_carrier_call(
                     if index in digits:
                         sequence += 1
                         await ws.send_str(caller.dtmf(sequence, digits[index]))
-                # A call the bridge ended early is over: no tail to wait out. The tail counts
-                # from the last frame sent, so a caller that fell behind still hears it whole.
+                # A call the bridge ended early is over: no tail to wait out.
                 if not ws.closed:
-                    spoken = max(loop.time(), start + len(frames) * FRAME_SECONDS)
-                    await sleep_until(spoken + tail_seconds)
+                    await listen_for_tail(start + len(frames) * FRAME_SECONDS, tail_seconds)
                 if not ws.closed:
                     await ws.send_str(caller.stop(sequence + 1))
                     await ws.close()

@@ -204,5 +204,11 @@ async def sleep_until(deadline: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def listen_for_tail(last_due: float, tail_seconds: float) -> None:
+    """Sleep out a call's ``--tail``: ``tail_seconds`` after its last frame was due, or after
+    now if sending fell behind that, so a caller on a loaded host still hears its tail whole."""
+    await sleep_until(max(asyncio.get_running_loop().time(), last_due) + tail_seconds)
+
+
 def format_ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1f} ms"

@@ -16,7 +16,13 @@ import aiohttp
 import numpy as np
 import sphn
 
-from xswarm.client.common import ClientError, FrameTimes, describe_failure, sleep_until
+from xswarm.client.common import (
+    ClientError,
+    FrameTimes,
+    describe_failure,
+    listen_for_tail,
+    sleep_until,
+)
 from xswarm.errors import ProtocolError
 from xswarm.protocol import moshi
 
@@ -79,9 +85,7 @@ async def place_moshi_call(
                     if pages:
                         await ws.send_bytes(moshi.audio(pages))
                     result.sent_at.append(loop.time())
-                # From the last frame sent, as ``--tail`` says, even if sending fell behind.
-                spoken = max(loop.time(), start + len(frames) * FRAME_SECONDS)
-                await sleep_until(spoken + tail_seconds)
+                await listen_for_tail(start + len(frames) * FRAME_SECONDS, tail_seconds)
                 if not ws.closed:
                     await ws.close()
             except ConnectionError as exc:
