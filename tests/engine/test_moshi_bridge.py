@@ -85,8 +85,8 @@ async def test_twilio_calls_talk_to_moshi_and_a_suggestion_reaches_only_its_call
         # 80 ms model frames come back as 20 ms mu-law frames: most of 3 s, once the model's
         # last steps are out (a hang-up before then would cut them off).
         await eventually(
-            lambda: min(len(caller.audio()) for caller in (steered, other)),
-            lambda samples: samples >= 8000 * 2,
+            lambda: min(len(caller.media()) for caller in (steered, other)),
+            lambda frames: frames >= 100,  # 2 s of 20 ms frames
             detail=moshi_bridge.log,
         )
         for caller in (steered, other):
