@@ -110,7 +110,7 @@ async def test_bad_callers_never_disturb_a_good_call_and_every_started_call_ends
         ended = await eventually(lambda: control.of_type("call_ended"), lambda e: len(e) >= 2)
         reasons = sorted(e["reason"] for e in ended)
         assert reasons == ["disconnected", "protocol_error"]
-        await eventually(lambda: len(good.media()), lambda count: count == sent)
+        await good.hears_back(sent)
         await good.stop()
         ended = await control.wait_for("call_ended", call_id=good_id)
         assert ended["reason"] == "caller_hangup"

@@ -128,10 +128,8 @@ async def test_sighup_during_calls_drops_none_and_a_bad_config_is_refused(tmp_pa
                 and "[voice.echo] delay_ms: expected a whole number" in state["message"]
             )
             sent = await asyncio.gather(*talking)
-            # Every frame comes back: none was lost to the reloads. The callers hang up only
-            # then, since a hangup rightly ends the audio still on its way back.
-            await eventually(lambda: [len(c.media()) for c in callers],
-                             lambda counts: counts == sent)  # fmt: skip
+            # Every frame comes back: none was lost to the reloads.
+            await asyncio.gather(*(c.hears_back(n) for c, n in zip(callers, sent, strict=True)))
             for caller in callers:
                 await caller.stop()
             ended = await eventually(lambda: control.of_type("call_ended"), lambda e: len(e) >= 3)
@@ -163,7 +161,7 @@ async def test_sigterm_drains_live_calls_and_refuses_new_ones(tmp_path, notify) 
             await http.ws_connect(bridge.ws_url + "/twilio")
         assert refused.value.status == 503
         sent = await talking
-        await eventually(lambda: len(caller.media()), lambda count: count == sent)
+        await caller.hears_back(sent)
         assert bridge.proc.poll() is None, "the bridge must wait for the live call"
         await caller.stop()
         ended = await control.wait_for("call_ended")

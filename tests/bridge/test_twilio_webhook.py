@@ -99,7 +99,7 @@ async def test_a_ringing_call_is_connected_with_its_numbers_into_call_started(
         assert (started["caller"], started["callee"]) == ("+14155550100", "+14155550199")
         sent = await caller.send_audio(tone(0.3))
         # The webhook's call gets its audio back, every frame of it.
-        await eventually(lambda: len(caller.media()), lambda count: count == sent)
+        await caller.hears_back(sent)
         await caller.stop()
         await caller.close()
 
@@ -149,7 +149,7 @@ async def test_a_full_or_draining_bridge_answers_busy_in_words(tmp_path: Path) -
                 assert root.findtext("Say") == "All lines <busy> & then some."
             sent += await caller.send_audio(tone(0.2))
             # The live call kept its audio through the drain: every frame came back.
-            await eventually(lambda: len(caller.media()), lambda count: count == sent)
+            await caller.hears_back(sent)
             await caller.stop()
             await caller.close()
         assert bridge.proc.wait(30) == 0
@@ -230,7 +230,7 @@ async def test_bad_webhook_requests_are_refused_and_a_live_call_keeps_its_audio(
             assert response.status == 405
         sent = await talking
         # The live call kept its audio: every frame came back.
-        await eventually(lambda: len(caller.media()), lambda count: count == sent)
+        await caller.hears_back(sent)
         assert caller.close_code is None
         await caller.stop()
         await caller.close()

@@ -11,7 +11,6 @@ import aiohttp
 
 from tests.support.bridge import VENV_BIN, BridgeProcess
 from tests.support.calls import TwilioCaller, tone
-from tests.support.waiting import eventually
 
 
 async def genuine_call(bridge: BridgeProcess, headers: dict[str, str] | None = None) -> None:
@@ -21,7 +20,7 @@ async def genuine_call(bridge: BridgeProcess, headers: dict[str, str] | None = N
         await caller.connect()
         sent = await caller.send_audio(tone(0.3))
         # The genuine call gets its audio back, every frame of it.
-        await eventually(lambda: len(caller.media()), lambda count: count == sent)
+        await caller.hears_back(sent)
         await caller.stop()
         await caller.close()
 

@@ -75,7 +75,7 @@ async def test_a_leaked_signature_needs_a_fresh_stream_token_per_call(tmp_path: 
             token = twilio.stream_token(TWILIO_TOKEN, caller.call_sid, now + 60)
             await caller.connect(custom={twilio.STREAM_TOKEN_PARAMETER: token})
             sent = await caller.send_audio(np_tone())
-            await eventually(lambda: len(caller.media()), lambda count: count == sent)
+            await caller.hears_back(sent)
             await caller.stop()
             await caller.close()
         assert 'xswarm_calls_rejected_total{reason="auth"} 4' in bridge.get("/metrics")[1]
@@ -117,7 +117,7 @@ async def test_a_flood_of_invented_event_names_is_counted_not_logged(tmp_path: P
                 await caller.send(json.dumps({"event": f"invented-{n}\n<3>x", "streamSid": "MZ1"}))
             sent = await caller.send_audio(np_tone())
             # The call itself went on: every frame came back.
-            await eventually(lambda: len(caller.media()), lambda count: count == sent)
+            await caller.hears_back(sent)
             await caller.stop()
             await caller.close()
         await genuine_call(bridge)

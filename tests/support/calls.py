@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from tests.support.waiting import eventually
 from xswarm.audio import mulaw
 from xswarm.protocol import twilio
 
@@ -90,6 +91,11 @@ class TwilioCaller:
 
     def media(self) -> list[twilio.OutMedia]:
         return [m for m in self.received if isinstance(m, twilio.OutMedia)]
+
+    async def hears_back(self, sent: int) -> None:
+        """Until the echo of every one of the ``sent`` frames came back. Hang up only then: a
+        hang-up rightly ends the audio still on its way back."""
+        await eventually(lambda: len(self.media()), lambda count: count == sent)
 
     def audio(self) -> np.ndarray:
         chunks = [mulaw.decode(m.payload) for m in self.media()]
